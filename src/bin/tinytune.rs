@@ -1,0 +1,173 @@
+//! The native `tinytune` command: the same core as the page, on Vulkan, Metal, DX12, CUDA or CPU.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use futures_lite::future::block_on;
+use tinytune::device::{self, DeviceChoice};
+use tinytune::generate::Sampling;
+use tinytune::model::Model;
+
+#[derive(Parser)]
+#[command(name = "tinytune", version, about = "LoRA and QLoRA finetuning playground: the native twin of the page")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve the playground page (www/ and its wasm bundle) on this machine.
+    Serve {
+        /// Address to bind. Loopback by default; use 0.0.0.0 only on a network you trust.
+        #[arg(long, default_value = "127.0.0.1")]
+        host: String,
+        #[arg(long, default_value_t = 8080)]
+        port: u16,
+        /// Folder to serve; nothing outside it is ever sent.
+        #[arg(long, default_value = "www")]
+        root: PathBuf,
+    },
+    /// Run the device check (a small forward + backward pass) and compare it with the hand-computed
+    /// reference.
+    Check {
+        /// auto, cpu, wgpu (or cuda when built with --features cuda).
+        #[arg(long, default_value = "auto")]
+        device: String,
+        /// Print the result as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Evaluate a model's loss and perplexity on a data file.
+    ///
+    /// Each record (a JSONL line {"text": ...} or a non-empty line of a .txt file) is tokenized on
+    /// its own, with special tokens as the tokenizer adds them, and truncated to --seq-len. The
+    /// loss is the token-weighted mean cross-entropy of predicting token t+1 from tokens up to t.
+    Eval {
+        /// A Hugging Face model folder: config.json, *.safetensors, tokenizer.json.
+        #[arg(long)]
+        model: PathBuf,
+        /// .jsonl with {"text": ...} per line, or .txt with one record per line.
+        #[arg(long)]
+        data: PathBuf,
+        /// Truncate each record to this many tokens (capped at the model's context).
+        #[arg(long, default_value_t = 1024)]
+        seq_len: usize,
+        /// Print {"loss", "perplexity", "tokens"} as JSON.
+        #[arg(long)]
+        json: bool,
+        /// auto, cpu, wgpu (or cuda when built with --features cuda).
+        #[arg(long, default_value = "auto")]
+        device: String,
+    },
+    /// Continue a prompt. Prints only the continuation, streamed; tokens/s goes to stderr.
+    Generate {
+        /// A Hugging Face model folder: config.json, *.safetensors, tokenizer.json.
+        #[arg(long)]
+        model: PathBuf,
+        #[arg(long)]
+        prompt: String,
+        #[arg(long, default_value_t = 64)]
+        max_new_tokens: usize,
+        /// 0 is greedy decoding.
+        #[arg(long, default_value_t = 0.8)]
+        temperature: f32,
+        /// Keep only the K most likely tokens (0: no limit).
+        #[arg(long, default_value_t = 0)]
+        top_k: usize,
+        /// Keep the smallest set of tokens whose probability reaches P (1: no limit).
+        #[arg(long, default_value_t = 0.95)]
+        top_p: f32,
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        /// auto, cpu, wgpu (or cuda when built with --features cuda).
+        #[arg(long, default_value = "auto")]
+        device: String,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli.command) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(command: Command) -> tinytune::Result<()> {
+    match command {
+        Command::Serve { host, port, root } => {
+            let server = tinytune::serve::Server::bind(&host, port, &root)?;
+            println!("tinytune playground: http://{}/  (serving {})", server.local_addr(), server.root().display());
+            server.run(4);
+            Ok(())
+        }
+        Command::Check { device, json } => {
+            let choice: DeviceChoice = device.parse()?;
+            let opened = device::open(choice)?;
+            eprintln!("device: {}", opened.info.summary());
+            let got = futures_lite::future::block_on(tinytune::check::run(&opened.device))?;
+            let want = tinytune::check::reference();
+            let diff = got.max_abs_diff(&want);
+            if json {
+                let out = serde_json::json!({ "device": opened.info, "result": got, "max_abs_diff_vs_reference": diff });
+                println!("{out}");
+            } else {
+                println!("loss {:.6} (reference {:.6}), max |Δ| over loss and gradients: {diff:.2e}", got.loss, want.loss);
+            }
+            if diff > 1e-4 {
+                return Err(tinytune::Error::device(format!(
+                    "the device disagrees with the reference by {diff:.2e} (tolerance 1e-4)"
+                )));
+            }
+            Ok(())
+        }
+        Command::Eval { model, data, seq_len, json, device } => {
+            let opened = open_device(&device)?;
+            let texts = tinytune::train::data::read_texts(&data)?;
+            let model = Model::load_dir(&model, &opened.device)?;
+            let report = block_on(tinytune::eval::eval_loss(&model, &texts, seq_len, |done, total| {
+                if total > 20 && (done % 10 == 0 || done == total) {
+                    eprint!("\revaluating: {done}/{total} records");
+                    if done == total {
+                        eprintln!();
+                    }
+                }
+            }))?;
+            if json {
+                println!("{}", serde_json::to_string(&report).expect("report serialises"));
+            } else {
+                println!("loss {:.6}  perplexity {:.4}  tokens {}", report.loss, report.perplexity, report.tokens);
+            }
+            Ok(())
+        }
+        Command::Generate { model, prompt, max_new_tokens, temperature, top_k, top_p, seed, device } => {
+            use std::io::Write;
+            let opened = open_device(&device)?;
+            let model = Model::load_dir(&model, &opened.device)?;
+            let sampling = Sampling { max_new_tokens, temperature, top_k, top_p, seed, stop_at_eos: true };
+            let ids = model.tokenizer.encode(&prompt, true)?;
+            let started = std::time::Instant::now();
+            let mut stdout = std::io::stdout();
+            let (new, stop) = block_on(tinytune::generate::generate(&model, &ids, &sampling, |_, text| {
+                let _ = write!(stdout, "{text}");
+                let _ = stdout.flush();
+                true
+            }))?;
+            println!();
+            let secs = started.elapsed().as_secs_f64();
+            eprintln!("{} tokens in {secs:.2} s ({:.1} tokens/s), stopped: {stop:?}", new.len(), new.len() as f64 / secs);
+            Ok(())
+        }
+    }
+}
+
+fn open_device(name: &str) -> tinytune::Result<device::OpenedDevice> {
+    let opened = device::open(name.parse()?)?;
+    eprintln!("device: {}", opened.info.summary());
+    Ok(opened)
+}

@@ -1,0 +1,204 @@
+//! Choosing and initialising the compute device, and describing it to the user.
+//!
+//! Three kinds of device run the same code: burn's `flex` (pure-Rust CPU, also in wasm), burn's
+//! `wgpu` (WebGPU in the browser; Vulkan, Metal or DX12 natively) and `cuda` behind the cargo
+//! feature of that name. A wgpu device is initialised through `Device::wgpu_options()` so that
+//! we keep the `WgpuSetup` handles: they describe the adapter, and our own WGSL kernels share
+//! burn's device and queue through them.
+
+use burn::tensor::Device;
+use burn::tensor::wgpu::WgpuSetup;
+use serde::Serialize;
+
+use crate::{Error, Result};
+
+/// What the user asked for on the command line (`--device`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DeviceChoice {
+    /// The fastest device that is really there: CUDA when built with it, a hardware GPU through
+    /// wgpu, else the CPU. A software GPU (lavapipe, SwiftShader) loses to `flex` and is skipped.
+    Auto,
+    Cpu,
+    Wgpu,
+    Cuda,
+}
+
+impl std::str::FromStr for DeviceChoice {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "auto" => Ok(DeviceChoice::Auto),
+            "cpu" | "flex" => Ok(DeviceChoice::Cpu),
+            "wgpu" | "gpu" => Ok(DeviceChoice::Wgpu),
+            "cuda" => Ok(DeviceChoice::Cuda),
+            other => Err(Error::input(format!(
+                "unknown device '{other}': use auto, cpu, wgpu{}",
+                if cfg!(feature = "cuda") { " or cuda" } else { " (or cuda, when built with --features cuda)" }
+            ))),
+        }
+    }
+}
+
+/// The limits that decide which models and batch sizes fit on a device.
+#[derive(Clone, Debug, Default, Serialize, PartialEq)]
+pub struct DeviceLimits {
+    pub max_buffer_size: u64,
+    pub max_storage_buffer_binding_size: u64,
+    pub max_compute_workgroup_storage_size: u32,
+    pub max_compute_invocations_per_workgroup: u32,
+    pub max_compute_workgroups_per_dimension: u32,
+    pub shader_f16: bool,
+}
+
+/// A description of the device a run uses, shown by the page and printed by the CLI.
+#[derive(Clone, Debug, Serialize)]
+pub struct DeviceInfo {
+    /// `wgpu`, `cpu` or `cuda`.
+    pub kind: &'static str,
+    /// The adapter's own name, or the CPU backend's.
+    pub name: String,
+    /// The graphics API under wgpu: `vulkan`, `metal`, `dx12`, `webgpu`; empty otherwise.
+    pub backend: String,
+    /// `discrete`, `integrated`, `virtual`, `cpu` (a software rasteriser) or `other`.
+    pub device_type: String,
+    pub driver: String,
+    /// Present for wgpu devices only.
+    pub limits: Option<DeviceLimits>,
+}
+
+impl DeviceInfo {
+    pub fn cpu() -> Self {
+        DeviceInfo {
+            kind: "cpu",
+            name: "burn flex (CPU)".into(),
+            backend: String::new(),
+            device_type: "cpu".into(),
+            driver: String::new(),
+            limits: None,
+        }
+    }
+
+    /// Read the adapter and the limits the runtime's device was created with.
+    pub fn from_wgpu(setup: &WgpuSetup) -> Self {
+        use burn::tensor::wgpu::wgpu;
+        let info = setup.adapter.get_info();
+        let limits = setup.device.limits();
+        let device_type = match info.device_type {
+            wgpu::DeviceType::DiscreteGpu => "discrete",
+            wgpu::DeviceType::IntegratedGpu => "integrated",
+            wgpu::DeviceType::VirtualGpu => "virtual",
+            wgpu::DeviceType::Cpu => "cpu",
+            wgpu::DeviceType::Other => "other",
+        };
+        DeviceInfo {
+            kind: "wgpu",
+            name: info.name.clone(),
+            backend: format!("{:?}", setup.backend).to_lowercase(),
+            device_type: device_type.into(),
+            driver: [info.driver.as_str(), info.driver_info.as_str()]
+                .iter()
+                .filter(|s| !s.is_empty())
+                .cloned()
+                .collect::<Vec<_>>()
+                .join(" "),
+            limits: Some(DeviceLimits {
+                max_buffer_size: limits.max_buffer_size,
+                max_storage_buffer_binding_size: limits.max_storage_buffer_binding_size as u64,
+                max_compute_workgroup_storage_size: limits.max_compute_workgroup_storage_size,
+                max_compute_invocations_per_workgroup: limits.max_compute_invocations_per_workgroup,
+                max_compute_workgroups_per_dimension: limits.max_compute_workgroups_per_dimension,
+                shader_f16: setup.device.features().contains(wgpu::Features::SHADER_F16),
+            }),
+        }
+    }
+
+    /// One line for a terminal or a status bar.
+    pub fn summary(&self) -> String {
+        match self.kind {
+            "wgpu" => format!("wgpu {} on {} ({})", self.backend, self.name, self.device_type),
+            _ => self.name.clone(),
+        }
+    }
+}
+
+/// A device ready for tensors, with its description.
+#[derive(Clone, Debug)]
+pub struct OpenedDevice {
+    pub device: Device,
+    pub info: DeviceInfo,
+}
+
+/// The CPU device. Always available, natively and in wasm.
+pub fn cpu() -> OpenedDevice {
+    OpenedDevice { device: Device::flex(), info: DeviceInfo::cpu() }
+}
+
+/// Open a device natively. The wgpu runtime can be initialised once per process; later calls
+/// reuse it.
+#[cfg(not(target_arch = "wasm32"))]
+pub fn open(choice: DeviceChoice) -> Result<OpenedDevice> {
+    match choice {
+        DeviceChoice::Cpu => Ok(cpu()),
+        DeviceChoice::Wgpu => open_wgpu(),
+        DeviceChoice::Cuda => open_cuda(),
+        DeviceChoice::Auto => {
+            if cfg!(feature = "cuda") {
+                if let Ok(d) = open_cuda() {
+                    return Ok(d);
+                }
+            }
+            match open_wgpu() {
+                Ok(d) if d.info.device_type != "cpu" => Ok(d),
+                _ => Ok(cpu()),
+            }
+        }
+    }
+}
+
+#[cfg(not(target_arch = "wasm32"))]
+fn open_wgpu() -> Result<OpenedDevice> {
+    use std::sync::OnceLock;
+    static WGPU: OnceLock<std::result::Result<OpenedDevice, String>> = OnceLock::new();
+    WGPU.get_or_init(|| {
+        Device::wgpu_options()
+            .init_with_setup()
+            .map(|(device, setup)| OpenedDevice { device, info: DeviceInfo::from_wgpu(&setup) })
+            .map_err(|e| {
+                format!(
+                    "no wgpu adapter could be opened ({e}). On Linux without a GPU install Mesa's \
+                     lavapipe (`apt-get install mesa-vulkan-drivers`), or use --device cpu"
+                )
+            })
+    })
+    .clone()
+    .map_err(Error::device)
+}
+
+#[cfg(all(not(target_arch = "wasm32"), feature = "cuda"))]
+fn open_cuda() -> Result<OpenedDevice> {
+    // burn creates CUDA contexts lazily and panics when there is no driver; probe with one op.
+    let device = Device::cuda(0);
+    let probe = device.clone();
+    std::panic::catch_unwind(move || {
+        burn::tensor::Tensor::<1>::ones([1], &probe).into_data();
+    })
+    .map_err(|_| Error::device("CUDA device 0 could not be initialised: is an NVIDIA driver installed?"))?;
+    Ok(OpenedDevice {
+        device,
+        info: DeviceInfo {
+            kind: "cuda",
+            name: "CUDA device 0".into(),
+            backend: "cuda".into(),
+            device_type: "discrete".into(),
+            driver: String::new(),
+            limits: None,
+        },
+    })
+}
+
+#[cfg(all(not(target_arch = "wasm32"), not(feature = "cuda")))]
+fn open_cuda() -> Result<OpenedDevice> {
+    Err(Error::device(
+        "this tinytune was built without CUDA: rebuild with `cargo build --release --features cuda`",
+    ))
+}

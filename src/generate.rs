@@ -1,0 +1,229 @@
+//! Autoregressive generation with a KV cache: the prompt is run once, then one token per step.
+//! Sampling follows transformers' order of logits processors: temperature, then top-k, then
+//! top-p. Temperature 0 is greedy. The generator is seeded and runs on the host, so a seed gives
+//! the same tokens on every device whose logits agree.
+
+use crate::model::{Model, read_f32};
+use crate::{Error, Result};
+
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
+pub struct Sampling {
+    pub max_new_tokens: usize,
+    /// 0 means greedy.
+    pub temperature: f32,
+    /// 0 means no top-k cut.
+    pub top_k: usize,
+    /// 1 means no nucleus cut.
+    pub top_p: f32,
+    pub seed: u64,
+    pub stop_at_eos: bool,
+}
+
+impl Default for Sampling {
+    fn default() -> Self {
+        Sampling { max_new_tokens: 64, temperature: 0.0, top_k: 0, top_p: 1.0, seed: 0, stop_at_eos: true }
+    }
+}
+
+impl Sampling {
+    pub fn validate(&self) -> Result<()> {
+        if !(self.temperature >= 0.0 && self.temperature.is_finite()) {
+            return Err(Error::input(format!("temperature must be 0 (greedy) or positive, not {}", self.temperature)));
+        }
+        if !(self.top_p > 0.0 && self.top_p <= 1.0) {
+            return Err(Error::input(format!("top-p must be in (0, 1], not {}", self.top_p)));
+        }
+        Ok(())
+    }
+}
+
+/// SplitMix64: small, seedable, and identical on every platform.
+#[derive(Clone, Debug)]
+pub struct Rng(u64);
+
+impl Rng {
+    pub fn new(seed: u64) -> Self {
+        Rng(seed)
+    }
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+    /// Uniform in [0, 1).
+    pub fn next_f64(&mut self) -> f64 {
+        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
+    }
+    pub fn state(&self) -> u64 {
+        self.0
+    }
+}
+
+/// Pick the next token from one row of logits.
+pub fn sample(logits: &[f32], s: &Sampling, rng: &mut Rng) -> u32 {
+    let argmax = || {
+        let mut best = 0;
+        for (i, &v) in logits.iter().enumerate() {
+            if v > logits[best] {
+                best = i;
+            }
+        }
+        best as u32
+    };
+    if s.temperature == 0.0 {
+        return argmax();
+    }
+    let mut order: Vec<(usize, f64)> =
+        logits.iter().enumerate().map(|(i, &v)| (i, v as f64 / s.temperature as f64)).collect();
+    order.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+    if s.top_k > 0 && s.top_k < order.len() {
+        order.truncate(s.top_k);
+    }
+    let max = order[0].1;
+    let mut probs: Vec<f64> = order.iter().map(|(_, v)| (v - max).exp()).collect();
+    let total: f64 = probs.iter().sum();
+    probs.iter_mut().for_each(|p| *p /= total);
+    if s.top_p < 1.0 {
+        // Keep the smallest prefix whose mass reaches top_p (at least one token).
+        let mut mass = 0.0;
+        let mut keep = probs.len();
+        for (i, p) in probs.iter().enumerate() {
+            mass += p;
+            if mass >= s.top_p as f64 {
+                keep = i + 1;
+                break;
+            }
+        }
+        probs.truncate(keep);
+        let total: f64 = probs.iter().sum();
+        probs.iter_mut().for_each(|p| *p /= total);
+    }
+    let r = rng.next_f64();
+    let mut acc = 0.0;
+    for (i, p) in probs.iter().enumerate() {
+        acc += p;
+        if r < acc {
+            return order[i].0 as u32;
+        }
+    }
+    order[probs.len() - 1].0 as u32
+}
+
+/// Why generation ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+pub enum Stop {
+    Eos,
+    MaxTokens,
+    Context,
+    /// The caller's callback asked to stop.
+    Cancelled,
+}
+
+/// Generate after `prompt`. `on_token(id, text_so_far_delta)` sees each token as it is produced
+/// and returns false to stop. Returns the new token ids and why generation ended.
+pub async fn generate(
+    model: &Model,
+    prompt: &[u32],
+    s: &Sampling,
+    mut on_token: impl FnMut(u32, &str) -> bool,
+) -> Result<(Vec<u32>, Stop)> {
+    s.validate()?;
+    if prompt.is_empty() {
+        return Err(Error::input("the prompt is empty: give at least one token of text"));
+    }
+    if prompt.len() >= model.context() {
+        return Err(Error::input(format!(
+            "the prompt has {} tokens, which fills the model's context of {}",
+            prompt.len(),
+            model.context()
+        )));
+    }
+    let mut rng = Rng::new(s.seed);
+    let mut cache = model.new_cache();
+    let v = model.config.vocab_size();
+    let mut new: Vec<u32> = Vec::new();
+    let mut shown_len = 0;
+    let mut input = prompt.to_vec();
+    loop {
+        if new.len() >= s.max_new_tokens {
+            return Ok((new, Stop::MaxTokens));
+        }
+        if cache.len() + input.len() > model.context() {
+            return Ok((new, Stop::Context));
+        }
+        let t = input.len();
+        let logits = model.forward(model.ids(&[input.clone()]), Some(&mut cache), None);
+        let last = read_f32(logits.slice([0..1, t - 1..t, 0..v]).reshape([v])).await?;
+        let next = sample(&last, s, &mut rng);
+        if s.stop_at_eos && model.tokenizer.eos_ids.contains(&next) {
+            return Ok((new, Stop::Eos));
+        }
+        new.push(next);
+        // Stream whole characters only: a byte-level token can end inside a UTF-8 sequence.
+        let text = model.tokenizer.decode(&new)?;
+        let mut delta = String::new();
+        if !text.ends_with('\u{FFFD}') && text.len() >= shown_len && text.is_char_boundary(shown_len) {
+            delta = text[shown_len..].to_string();
+            shown_len = text.len();
+        }
+        if !on_token(next, &delta) {
+            return Ok((new, Stop::Cancelled));
+        }
+        input = vec![next];
+        yield_now().await;
+    }
+}
+
+#[cfg(target_arch = "wasm32")]
+async fn yield_now() {
+    crate::web::yield_now().await
+}
+
+#[cfg(not(target_arch = "wasm32"))]
+async fn yield_now() {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn greedy_takes_the_argmax_and_ties_go_to_the_lower_id() {
+        let s = Sampling::default();
+        assert_eq!(sample(&[0.1, 2.0, -1.0, 2.0], &s, &mut Rng::new(1)), 1);
+    }
+
+    #[test]
+    fn top_k_one_is_greedy_at_any_temperature() {
+        let s = Sampling { temperature: 5.0, top_k: 1, ..Sampling::default() };
+        for seed in 0..20 {
+            assert_eq!(sample(&[0.0, 0.5, 3.0, 1.0], &s, &mut Rng::new(seed)), 2);
+        }
+    }
+
+    #[test]
+    fn top_p_keeps_only_the_nucleus() {
+        // softmax([ln 6, ln 3, ln 1]) = [0.6, 0.3, 0.1]: top-p 0.8 keeps the first two only.
+        let logits = [6f32.ln(), 3f32.ln(), 1f32.ln()];
+        let s = Sampling { temperature: 1.0, top_p: 0.8, ..Sampling::default() };
+        let mut counts = [0; 3];
+        let mut rng = Rng::new(7);
+        for _ in 0..3000 {
+            counts[sample(&logits, &s, &mut rng) as usize] += 1;
+        }
+        assert_eq!(counts[2], 0);
+        // Renormalised: 2/3 and 1/3.
+        let share = counts[0] as f64 / 3000.0;
+        assert!((share - 2.0 / 3.0).abs() < 0.04, "{counts:?}");
+    }
+
+    #[test]
+    fn the_same_seed_gives_the_same_draws() {
+        let s = Sampling { temperature: 1.0, ..Sampling::default() };
+        let logits = [0.3, 0.1, 0.2, 0.25, 0.15];
+        let draw = |seed| (0..50).map(|_| 0).scan(Rng::new(seed), |r, _: i32| Some(sample(&logits, &s, r))).collect::<Vec<_>>();
+        assert_eq!(draw(42), draw(42));
+        assert_ne!(draw(42), draw(43));
+    }
+}

@@ -1,0 +1,199 @@
+//! The layers both architectures share: linear, norms, rotary embeddings, causal attention with
+//! grouped-query heads and a KV cache. Shapes use one set of letters everywhere:
+//! B batch, T new tokens, S all attended tokens (cache + new), C model width, nh query heads,
+//! nkv key/value heads, hs head size, V vocabulary.
+
+use burn::tensor::activation::softmax;
+use burn::tensor::{Device, Tensor, TensorData};
+
+/// A frozen linear map. The weight is kept as `[in, out]` so that `y = x·W (+ b)` needs no
+/// transpose; the loader transposes Hugging Face `nn.Linear` weights (`[out, in]`) once, while
+/// GPT-2's `Conv1D` already stores `[in, out]`.
+#[derive(Clone, Debug)]
+pub struct Linear {
+    pub weight: Tensor<2>,
+    pub bias: Option<Tensor<1>>,
+}
+
+impl Linear {
+    pub fn d_in(&self) -> usize {
+        self.weight.dims()[0]
+    }
+    pub fn d_out(&self) -> usize {
+        self.weight.dims()[1]
+    }
+
+    /// `[B, T, in] -> [B, T, out]`.
+    pub fn forward(&self, x: Tensor<3>) -> Tensor<3> {
+        let [b, t, c] = x.dims();
+        let y = x.reshape([b * t, c]).matmul(self.weight.clone());
+        let y = match &self.bias {
+            Some(bias) => y + bias.clone().unsqueeze::<2>(),
+            None => y,
+        };
+        y.reshape([b, t, self.d_out()])
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct LayerNorm {
+    pub weight: Tensor<1>,
+    pub bias: Tensor<1>,
+    pub eps: f64,
+}
+
+impl LayerNorm {
+    pub fn forward(&self, x: Tensor<3>) -> Tensor<3> {
+        // Written out rather than burn's fused op so that autodiff and every backend see the
+        // same arithmetic as PyTorch: biased variance, eps inside the square root.
+        let mean = x.clone().mean_dim(2);
+        let centered = x - mean;
+        let var = centered.clone().square().mean_dim(2);
+        let normed = centered / (var + self.eps).sqrt();
+        normed * self.weight.clone().unsqueeze::<3>() + self.bias.clone().unsqueeze::<3>()
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct RmsNorm {
+    pub weight: Tensor<1>,
+    pub eps: f64,
+}
+
+impl RmsNorm {
+    pub fn forward(&self, x: Tensor<3>) -> Tensor<3> {
+        let rms = (x.clone().square().mean_dim(2) + self.eps).sqrt();
+        (x / rms) * self.weight.clone().unsqueeze::<3>()
+    }
+}
+
+/// Rotary position embeddings in the Hugging Face Llama layout (`rotate_half`: the two halves
+/// of each head are the real and imaginary parts).
+#[derive(Clone, Debug)]
+pub struct Rotary {
+    /// `[context, hs]` each: cos and sin of position·inv_freq, the frequencies repeated twice.
+    cos: Tensor<2>,
+    sin: Tensor<2>,
+    half: usize,
+}
+
+impl Rotary {
+    pub fn new(head_dim: usize, context: usize, theta: f64, device: &Device) -> Self {
+        let half = head_dim / 2;
+        // As transformers computes them: inv_freq in f32, then position * inv_freq in f32.
+        let inv_freq: Vec<f32> =
+            (0..half).map(|i| (1.0 / theta.powf((2 * i) as f64 / head_dim as f64)) as f32).collect();
+        let mut cos = Vec::with_capacity(context * head_dim);
+        let mut sin = Vec::with_capacity(context * head_dim);
+        for p in 0..context {
+            for _half in 0..2 {
+                for f in &inv_freq {
+                    let angle = p as f32 * f;
+                    cos.push(angle.cos());
+                    sin.push(angle.sin());
+                }
+            }
+        }
+        let t = |v: Vec<f32>| Tensor::<2>::from_data(TensorData::new(v, [context, head_dim]), device);
+        Rotary { cos: t(cos), sin: t(sin), half }
+    }
+
+    pub fn context(&self) -> usize {
+        self.cos.dims()[0]
+    }
+
+    /// `[B, heads, T, hs]` at absolute positions `start..start+T`.
+    pub fn apply(&self, x: Tensor<4>, start: usize) -> Tensor<4> {
+        let [b, h, t, hs] = x.dims();
+        let cos = self.cos.clone().slice([start..start + t, 0..hs]).reshape([1, 1, t, hs]);
+        let sin = self.sin.clone().slice([start..start + t, 0..hs]).reshape([1, 1, t, hs]);
+        let x1 = x.clone().slice([0..b, 0..h, 0..t, 0..self.half]);
+        let x2 = x.clone().slice([0..b, 0..h, 0..t, self.half..hs]);
+        let rotated = Tensor::cat(vec![x2.neg(), x1], 3);
+        x * cos + rotated * sin
+    }
+}
+
+/// Keys and values of the tokens seen so far, per layer: `[B, nkv, S, hs]`.
+#[derive(Clone, Debug, Default)]
+pub struct KvCache {
+    layers: Vec<Option<(Tensor<4>, Tensor<4>)>>,
+}
+
+impl KvCache {
+    pub fn new(layers: usize) -> Self {
+        KvCache { layers: vec![None; layers] }
+    }
+    /// Tokens already cached.
+    pub fn len(&self) -> usize {
+        self.layers.first().and_then(|l| l.as_ref()).map_or(0, |(k, _)| k.dims()[2])
+    }
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+    /// Append this step's keys and values and return everything cached for the layer.
+    fn append(&mut self, layer: usize, k: Tensor<4>, v: Tensor<4>) -> (Tensor<4>, Tensor<4>) {
+        let merged = match self.layers[layer].take() {
+            Some((pk, pv)) => (Tensor::cat(vec![pk, k], 2), Tensor::cat(vec![pv, v], 2)),
+            None => (k, v),
+        };
+        self.layers[layer] = Some(merged.clone());
+        merged
+    }
+}
+
+/// An additive attention mask `[B, 1, T, S]`: 0 where a query may attend, a large negative
+/// number where it may not. Causal over absolute positions; `pad[b][s] == false` hides key s.
+pub fn attention_mask(t: usize, past: usize, pad: Option<&[Vec<bool>]>, batch: usize, device: &Device) -> Tensor<4> {
+    const HIDDEN: f32 = -1e30;
+    let s = past + t;
+    let mut m = vec![0f32; batch * t * s];
+    for b in 0..batch {
+        for i in 0..t {
+            for j in 0..s {
+                let visible = j <= past + i && pad.is_none_or(|p| p[b][j]);
+                if !visible {
+                    m[(b * t + i) * s + j] = HIDDEN;
+                }
+            }
+        }
+    }
+    Tensor::<4>::from_data(TensorData::new(m, [batch, 1, t, s]), device)
+}
+
+/// Scaled dot-product attention over grouped heads.
+/// q `[B, nh, T, hs]`, k and v `[B, nkv, S, hs]`, mask `[B, 1, T, S]` → `[B, nh, T, hs]`.
+pub fn attention(q: Tensor<4>, k: Tensor<4>, v: Tensor<4>, mask: Tensor<4>) -> Tensor<4> {
+    let [b, nh, _t, hs] = q.dims();
+    let [_, nkv, s, _] = k.dims();
+    let (k, v) = if nkv == nh {
+        (k, v)
+    } else {
+        // Each key/value head serves nh/nkv consecutive query heads (transformers' repeat_kv).
+        let rep = nh / nkv;
+        let expand = |x: Tensor<4>| x.unsqueeze_dim::<5>(2).repeat_dim(2, rep).reshape([b, nh, s, hs]);
+        (expand(k), expand(v))
+    };
+    let scores = q.matmul(k.swap_dims(2, 3)) / (hs as f64).sqrt();
+    softmax(scores + mask, 3).matmul(v)
+}
+
+/// Write a token-major KV update into the cache (if any) and return the full keys and values.
+pub fn cached_kv(cache: Option<&mut KvCache>, layer: usize, k: Tensor<4>, v: Tensor<4>) -> (Tensor<4>, Tensor<4>) {
+    match cache {
+        Some(c) => c.append(layer, k, v),
+        None => (k, v),
+    }
+}
+
+/// `[B, T, nh·hs] -> [B, nh, T, hs]`.
+pub fn split_heads(x: Tensor<3>, heads: usize) -> Tensor<4> {
+    let [b, t, c] = x.dims();
+    x.reshape([b, t, heads, c / heads]).swap_dims(1, 2)
+}
+
+/// `[B, nh, T, hs] -> [B, T, nh·hs]`.
+pub fn merge_heads(x: Tensor<4>) -> Tensor<3> {
+    let [b, nh, t, hs] = x.dims();
+    x.swap_dims(1, 2).reshape([b, t, nh * hs])
+}

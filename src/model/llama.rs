@@ -1,0 +1,81 @@
+//! Llama (Touvron et al. 2023) as Hugging Face `LlamaForCausalLM` computes it: RMSNorm, rotary
+//! positions (`rope_theta`), SwiGLU, grouped-query attention. The same code runs Mistral (within
+//! its sliding window) and Qwen2 (q/k/v biases, tied embeddings), which share the shape.
+
+use burn::tensor::activation::silu;
+use burn::tensor::module::embedding;
+use burn::tensor::{Device, Int, Tensor};
+
+use super::config::LlamaConfig;
+use super::layers::{KvCache, Linear, RmsNorm, Rotary, attention, attention_mask, cached_kv, merge_heads, split_heads};
+
+#[derive(Clone, Debug)]
+pub struct Layer {
+    pub input_layernorm: RmsNorm,
+    pub q_proj: Linear,
+    pub k_proj: Linear,
+    pub v_proj: Linear,
+    pub o_proj: Linear,
+    pub post_attention_layernorm: RmsNorm,
+    pub gate_proj: Linear,
+    pub up_proj: Linear,
+    pub down_proj: Linear,
+}
+
+#[derive(Clone, Debug)]
+pub struct Llama {
+    pub config: LlamaConfig,
+    /// `[V, C]`
+    pub embed_tokens: Tensor<2>,
+    pub layers: Vec<Layer>,
+    pub norm: RmsNorm,
+    /// `[C, V]`
+    pub lm_head: Tensor<2>,
+    rotary: Rotary,
+}
+
+impl Llama {
+    pub fn new(
+        config: LlamaConfig,
+        embed_tokens: Tensor<2>,
+        layers: Vec<Layer>,
+        norm: RmsNorm,
+        lm_head: Tensor<2>,
+        device: &Device,
+    ) -> Self {
+        let rotary = Rotary::new(config.head_dim(), Self::context_of(&config), config.rope_theta, device);
+        Llama { config, embed_tokens, layers, norm, lm_head, rotary }
+    }
+
+    /// The usable context. Mistral's sliding window is not implemented, so a window shorter than
+    /// the position table caps the context instead: within it, windowed and full attention agree.
+    pub fn context_of(config: &LlamaConfig) -> usize {
+        match (config.sliding_window, config.use_sliding_window) {
+            (Some(w), Some(true) | None) if config.model_type == "mistral" => w.min(config.max_position_embeddings),
+            _ => config.max_position_embeddings,
+        }
+    }
+
+    /// ids `[B, T]` → logits `[B, T, V]`. With a cache, positions continue after what it holds.
+    pub fn forward(&self, ids: Tensor<2, Int>, mut cache: Option<&mut KvCache>, pad: Option<&[Vec<bool>]>) -> Tensor<3> {
+        let [b, t] = ids.dims();
+        let c = &self.config;
+        let past = cache.as_ref().map_or(0, |k| k.len());
+        let device = ids.device();
+        let mut x = embedding(self.embed_tokens.clone(), ids);
+        let mask = attention_mask(t, past, pad, b, &device);
+        for (i, layer) in self.layers.iter().enumerate() {
+            let h = layer.input_layernorm.forward(x.clone());
+            let q = self.rotary.apply(split_heads(layer.q_proj.forward(h.clone()), c.num_attention_heads), past);
+            let k = self.rotary.apply(split_heads(layer.k_proj.forward(h.clone()), c.num_key_value_heads()), past);
+            let v = split_heads(layer.v_proj.forward(h), c.num_key_value_heads());
+            let (k, v) = cached_kv(cache.as_deref_mut(), i, k, v);
+            x = x + layer.o_proj.forward(merge_heads(attention(q, k, v, mask.clone())));
+            let h = layer.post_attention_layernorm.forward(x.clone());
+            let mlp = silu(layer.gate_proj.forward(h.clone())) * layer.up_proj.forward(h);
+            x = x + layer.down_proj.forward(mlp);
+        }
+        let x = self.norm.forward(x);
+        x.reshape([b * t, c.hidden_size]).matmul(self.lm_head.clone()).reshape([b, t, c.vocab_size])
+    }
+}

@@ -1,0 +1,291 @@
+//! Reading a Hugging Face model folder: `config.json`, `model.safetensors` (or the shards named
+//! by `model.safetensors.index.json`), `tokenizer.json`, and `generation_config.json` /
+//! `tokenizer_config.json` when present. Works on a folder natively and on files picked in the
+//! page. f16 and bf16 weights are upcast to f32 here, once.
+//!
+//! Every rename and transpose between checkpoint keys and our modules is in the `gpt2` and
+//! `llama` functions at the bottom of this file, and nowhere else.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use burn::tensor::{Device, Tensor, TensorData};
+use safetensors::{Dtype, SafeTensors};
+
+use super::config::{Gpt2Config, LlamaConfig, ModelConfig};
+use super::layers::{LayerNorm, Linear, RmsNorm};
+use crate::{Error, Result};
+
+/// The files of one model, by name.
+#[derive(Default)]
+pub struct ModelFiles {
+    pub config: String,
+    pub tokenizer: Option<Vec<u8>>,
+    pub tokenizer_config: Option<String>,
+    pub generation_config: Option<String>,
+    /// Safetensors files in load order, with their file names.
+    pub weights: Vec<(String, Vec<u8>)>,
+}
+
+impl ModelFiles {
+    /// Read a model folder.
+    pub fn from_dir(dir: &Path) -> Result<ModelFiles> {
+        if !dir.is_dir() {
+            return Err(Error::input(format!(
+                "model folder '{}' does not exist (it should hold config.json, *.safetensors and tokenizer.json)",
+                dir.display()
+            )));
+        }
+        let read = |name: &str| std::fs::read(dir.join(name)).map_err(|e| Error::io(dir.join(name), e));
+        let optional = |name: &str| -> Result<Option<Vec<u8>>> {
+            let p = dir.join(name);
+            if p.exists() { read(name).map(Some) } else { Ok(None) }
+        };
+        let mut named = Vec::new();
+        for entry in std::fs::read_dir(dir).map_err(|e| Error::io(dir, e))? {
+            let entry = entry.map_err(|e| Error::io(dir, e))?;
+            let name = entry.file_name().to_string_lossy().to_string();
+            if name.ends_with(".safetensors") || name == "model.safetensors.index.json" {
+                named.push((name.clone(), read(&name)?));
+            }
+        }
+        for name in ["config.json", "tokenizer.json", "tokenizer_config.json", "generation_config.json"] {
+            if let Some(bytes) = optional(name)? {
+                named.push((name.to_string(), bytes));
+            }
+        }
+        ModelFiles::from_named(named).map_err(|e| match e {
+            Error::Input(m) => Error::Input(format!("{}: {m}", dir.display())),
+            other => other,
+        })
+    }
+
+    /// Sort named files (as picked in the page) into their roles. Unknown files are ignored.
+    pub fn from_named(files: Vec<(String, Vec<u8>)>) -> Result<ModelFiles> {
+        let mut out = ModelFiles::default();
+        let mut config = None;
+        let mut index = None;
+        let mut shards: HashMap<String, Vec<u8>> = HashMap::new();
+        let text = |name: &str, bytes: Vec<u8>| {
+            String::from_utf8(bytes).map_err(|_| Error::input(format!("{name} is not UTF-8 text")))
+        };
+        for (name, bytes) in files {
+            let base = name.rsplit(['/', '\\']).next().unwrap_or(&name).to_string();
+            match base.as_str() {
+                "config.json" => config = Some(text(&base, bytes)?),
+                "tokenizer.json" => out.tokenizer = Some(bytes),
+                "tokenizer_config.json" => out.tokenizer_config = Some(text(&base, bytes)?),
+                "generation_config.json" => out.generation_config = Some(text(&base, bytes)?),
+                "model.safetensors.index.json" => index = Some(text(&base, bytes)?),
+                b if b.ends_with(".safetensors") => {
+                    shards.insert(base.clone(), bytes);
+                }
+                _ => {}
+            }
+        }
+        out.config = config.ok_or_else(|| Error::input("config.json is missing from the model files"))?;
+        if let Some(index) = index {
+            // Only the shards the index names, in a stable order.
+            let v: serde_json::Value = serde_json::from_str(&index)
+                .map_err(|e| Error::input(format!("model.safetensors.index.json is not valid JSON: {e}")))?;
+            let map = v.get("weight_map").and_then(|m| m.as_object()).ok_or_else(|| {
+                Error::input("model.safetensors.index.json has no \"weight_map\" object")
+            })?;
+            let mut names: Vec<String> = map.values().filter_map(|f| f.as_str().map(String::from)).collect();
+            names.sort();
+            names.dedup();
+            for name in names {
+                let bytes = shards.remove(&name).ok_or_else(|| {
+                    Error::input(format!("model.safetensors.index.json names shard {name}, which is missing"))
+                })?;
+                out.weights.push((name, bytes));
+            }
+        } else {
+            let mut all: Vec<_> = shards.into_iter().collect();
+            all.sort_by(|a, b| a.0.cmp(&b.0));
+            out.weights = all;
+        }
+        if out.weights.is_empty() {
+            return Err(Error::input("no *.safetensors weights among the model files"));
+        }
+        Ok(out)
+    }
+
+    /// Total bytes of the weight files.
+    pub fn weight_bytes(&self) -> usize {
+        self.weights.iter().map(|(_, b)| b.len()).sum()
+    }
+}
+
+/// The tensors of all shards, by checkpoint key.
+pub struct Weights<'a> {
+    tensors: HashMap<String, (&'a str, safetensors::tensor::TensorView<'a>)>,
+    device: Device,
+}
+
+impl<'a> Weights<'a> {
+    pub fn parse(files: &'a ModelFiles, device: &Device) -> Result<Weights<'a>> {
+        let mut tensors = HashMap::new();
+        for (name, bytes) in &files.weights {
+            let st = SafeTensors::deserialize(bytes).map_err(|e| {
+                Error::input(format!("{name} is damaged or truncated ({e}); download it again"))
+            })?;
+            for (key, view) in st.tensors() {
+                tensors.insert(key, (name.as_str(), view));
+            }
+        }
+        Ok(Weights { tensors, device: device.clone() })
+    }
+
+    /// Find a key, allowing the prefixes checkpoints disagree on (`transformer.` for GPT-2).
+    fn find(&self, key: &str) -> Option<&(&'a str, safetensors::tensor::TensorView<'a>)> {
+        self.tensors
+            .get(key)
+            .or_else(|| key.strip_prefix("transformer.").and_then(|k| self.tensors.get(k)))
+    }
+
+    pub fn contains(&self, key: &str) -> bool {
+        self.find(key).is_some()
+    }
+
+    /// A tensor's values as f32, checked against the shape the config implies.
+    pub fn values(&self, key: &str, shape: &[usize]) -> Result<Vec<f32>> {
+        let (file, view) = self.find(key).ok_or_else(|| {
+            Error::input(format!("the weights have no tensor \"{key}\": the files do not match config.json"))
+        })?;
+        if view.shape() != shape {
+            return Err(Error::input(format!(
+                "{file}: tensor \"{key}\" has shape {:?} but config.json implies {shape:?}",
+                view.shape()
+            )));
+        }
+        let data = view.data();
+        let values: Vec<f32> = match view.dtype() {
+            Dtype::F32 => data.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect(),
+            Dtype::F16 => data.chunks_exact(2).map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f32()).collect(),
+            Dtype::BF16 => data.chunks_exact(2).map(|b| half::bf16::from_le_bytes([b[0], b[1]]).to_f32()).collect(),
+            other => {
+                return Err(Error::input(format!(
+                    "{file}: tensor \"{key}\" is {other:?}; tinytune loads f32, f16 and bf16 weights"
+                )));
+            }
+        };
+        Ok(values)
+    }
+
+    pub fn tensor1(&self, key: &str, n: usize) -> Result<Tensor<1>> {
+        Ok(Tensor::from_data(TensorData::new(self.values(key, &[n])?, [n]), &self.device))
+    }
+
+    pub fn tensor2(&self, key: &str, rows: usize, cols: usize) -> Result<Tensor<2>> {
+        Ok(Tensor::from_data(TensorData::new(self.values(key, &[rows, cols])?, [rows, cols]), &self.device))
+    }
+
+    /// An `nn.Linear` weight (`[out, in]` in the file), transposed to `[in, out]`.
+    pub fn linear(&self, prefix: &str, d_in: usize, d_out: usize, bias: bool) -> Result<Linear> {
+        let w = self.values(&format!("{prefix}.weight"), &[d_out, d_in])?;
+        let mut t = vec![0f32; w.len()];
+        for o in 0..d_out {
+            for i in 0..d_in {
+                t[i * d_out + o] = w[o * d_in + i];
+            }
+        }
+        Ok(Linear {
+            weight: Tensor::from_data(TensorData::new(t, [d_in, d_out]), &self.device),
+            bias: if bias { Some(self.tensor1(&format!("{prefix}.bias"), d_out)?) } else { None },
+        })
+    }
+
+    /// A GPT-2 `Conv1D` weight, stored `[in, out]` already.
+    pub fn conv1d(&self, prefix: &str, d_in: usize, d_out: usize) -> Result<Linear> {
+        Ok(Linear {
+            weight: self.tensor2(&format!("{prefix}.weight"), d_in, d_out)?,
+            bias: Some(self.tensor1(&format!("{prefix}.bias"), d_out)?),
+        })
+    }
+}
+
+/// GPT-2 checkpoint keys → modules.
+pub(super) fn gpt2(w: &Weights, c: &Gpt2Config) -> Result<super::gpt2::Gpt2> {
+    use super::gpt2::{Block, Gpt2};
+    let (e, v) = (c.n_embd, c.vocab_size);
+    let ln = |p: &str| -> Result<LayerNorm> {
+        Ok(LayerNorm {
+            weight: w.tensor1(&format!("{p}.weight"), e)?,
+            bias: w.tensor1(&format!("{p}.bias"), e)?,
+            eps: c.layer_norm_epsilon,
+        })
+    };
+    let wte = w.tensor2("transformer.wte.weight", v, e)?;
+    let blocks = (0..c.n_layer)
+        .map(|i| {
+            let p = format!("transformer.h.{i}");
+            Ok(Block {
+                ln_1: ln(&format!("{p}.ln_1"))?,
+                c_attn: w.conv1d(&format!("{p}.attn.c_attn"), e, 3 * e)?,
+                attn_c_proj: w.conv1d(&format!("{p}.attn.c_proj"), e, e)?,
+                ln_2: ln(&format!("{p}.ln_2"))?,
+                c_fc: w.conv1d(&format!("{p}.mlp.c_fc"), e, c.n_inner())?,
+                mlp_c_proj: w.conv1d(&format!("{p}.mlp.c_proj"), c.n_inner(), e)?,
+            })
+        })
+        .collect::<Result<Vec<_>>>()?;
+    // Tied unless the file carries its own head and the config unties it.
+    let lm_head = if !c.tie_word_embeddings && w.contains("lm_head.weight") {
+        w.linear("lm_head", e, v, false)?.weight
+    } else {
+        wte.clone().transpose()
+    };
+    Ok(Gpt2 {
+        config: c.clone(),
+        wpe: w.tensor2("transformer.wpe.weight", c.n_positions, e)?,
+        wte,
+        blocks,
+        ln_f: ln("transformer.ln_f")?,
+        lm_head,
+    })
+}
+
+/// Llama / Mistral / Qwen2 checkpoint keys → modules.
+pub(super) fn llama(w: &Weights, c: &LlamaConfig, device: &Device) -> Result<super::llama::Llama> {
+    use super::llama::{Layer, Llama};
+    let (e, v, hs) = (c.hidden_size, c.vocab_size, c.head_dim());
+    let (nh, nkv) = (c.num_attention_heads, c.num_key_value_heads());
+    let rms = |key: &str| -> Result<RmsNorm> { Ok(RmsNorm { weight: w.tensor1(key, e)?, eps: c.rms_norm_eps }) };
+    let embed = w.tensor2("model.embed_tokens.weight", v, e)?;
+    let layers = (0..c.num_hidden_layers)
+        .map(|i| {
+            let p = format!("model.layers.{i}");
+            Ok(Layer {
+                input_layernorm: rms(&format!("{p}.input_layernorm.weight"))?,
+                q_proj: w.linear(&format!("{p}.self_attn.q_proj"), e, nh * hs, c.qkv_bias())?,
+                k_proj: w.linear(&format!("{p}.self_attn.k_proj"), e, nkv * hs, c.qkv_bias())?,
+                v_proj: w.linear(&format!("{p}.self_attn.v_proj"), e, nkv * hs, c.qkv_bias())?,
+                o_proj: w.linear(&format!("{p}.self_attn.o_proj"), nh * hs, e, c.o_bias())?,
+                post_attention_layernorm: rms(&format!("{p}.post_attention_layernorm.weight"))?,
+                gate_proj: w.linear(&format!("{p}.mlp.gate_proj"), e, c.intermediate_size, c.mlp_bias)?,
+                up_proj: w.linear(&format!("{p}.mlp.up_proj"), e, c.intermediate_size, c.mlp_bias)?,
+                down_proj: w.linear(&format!("{p}.mlp.down_proj"), c.intermediate_size, e, c.mlp_bias)?,
+            })
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let lm_head = if w.contains("lm_head.weight") && !c.tie_word_embeddings {
+        w.linear("lm_head", e, v, false)?.weight
+    } else if c.tie_word_embeddings {
+        embed.clone().transpose()
+    } else {
+        return Err(Error::input(
+            "the weights have no \"lm_head.weight\" and config.json says tie_word_embeddings false",
+        ));
+    };
+    Ok(Llama::new(c.clone(), embed, layers, rms("model.norm.weight")?, lm_head, device))
+}
+
+/// Build the model `config` describes from the weights.
+pub fn build(files: &ModelFiles, config: &ModelConfig, device: &Device) -> Result<super::Arch> {
+    let w = Weights::parse(files, device)?;
+    Ok(match config {
+        ModelConfig::Gpt2(c) => super::Arch::Gpt2(gpt2(&w, c)?),
+        ModelConfig::Llama(c) => super::Arch::Llama(llama(&w, c, device)?),
+    })
+}

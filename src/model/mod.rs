@@ -1,0 +1,182 @@
+//! Transformers loaded from Hugging Face files: configuration, weights, tokenizer, and the
+//! forward pass of each architecture. `Model::forward` is the one entry point.
+
+pub mod config;
+pub mod gpt2;
+pub mod layers;
+pub mod llama;
+pub mod load;
+pub mod tokenizer;
+
+use burn::tensor::{Device, Int, Tensor, TensorData};
+use serde::Serialize;
+
+pub use config::ModelConfig;
+pub use layers::KvCache;
+pub use load::ModelFiles;
+pub use tokenizer::Tokenizer;
+
+use crate::{Error, Result};
+
+/// One architecture's modules. A variant is a type, not a flag in `forward`.
+#[derive(Clone, Debug)]
+pub enum Arch {
+    Gpt2(gpt2::Gpt2),
+    Llama(llama::Llama),
+}
+
+/// A model ready to run: its config, modules and tokenizer, on one device.
+pub struct Model {
+    pub config: ModelConfig,
+    pub arch: Arch,
+    pub tokenizer: Tokenizer,
+    pub device: Device,
+    pub summary: ModelSummary,
+}
+
+/// What the page and the CLI show about a model.
+#[derive(Clone, Debug, Serialize)]
+pub struct ModelSummary {
+    pub model_type: String,
+    pub parameters: usize,
+    pub layers: usize,
+    pub heads: usize,
+    pub kv_heads: usize,
+    pub hidden: usize,
+    pub vocab_size: usize,
+    pub context: usize,
+    /// Bytes of the weight files as stored (f16 files are half of the f32 in memory).
+    pub file_bytes: usize,
+    /// Bytes of the weights as the engine holds them (f32).
+    pub f32_bytes: usize,
+    pub tied_embeddings: bool,
+}
+
+impl Model {
+    /// Load a model from its files onto `device`.
+    pub fn load(files: &ModelFiles, device: &Device) -> Result<Model> {
+        let config = ModelConfig::from_json(&files.config)?;
+        let raw: serde_json::Value = serde_json::from_str(&files.config).unwrap_or_default();
+        let tokenizer = Tokenizer::from_files(
+            files.tokenizer.as_deref(),
+            files.tokenizer_config.as_deref(),
+            files.generation_config.as_deref(),
+            &raw,
+            config.vocab_size(),
+        )?;
+        let arch = load::build(files, &config, device)?;
+        let parameters = count_parameters(&arch);
+        let summary = ModelSummary {
+            model_type: config.model_type().to_string(),
+            parameters,
+            layers: config.layers(),
+            heads: config.heads(),
+            kv_heads: config.kv_heads(),
+            hidden: config.hidden(),
+            vocab_size: config.vocab_size(),
+            context: match &arch {
+                Arch::Llama(l) => llama::Llama::context_of(&l.config),
+                Arch::Gpt2(_) => config.context(),
+            },
+            file_bytes: files.weight_bytes(),
+            f32_bytes: parameters * 4,
+            tied_embeddings: config.tie_word_embeddings(),
+        };
+        Ok(Model { config, arch, tokenizer, device: device.clone(), summary })
+    }
+
+    /// Load a model folder natively.
+    #[cfg(not(target_arch = "wasm32"))]
+    pub fn load_dir(dir: &std::path::Path, device: &Device) -> Result<Model> {
+        Model::load(&ModelFiles::from_dir(dir)?, device)
+    }
+
+    /// The longest sequence this model can process.
+    pub fn context(&self) -> usize {
+        self.summary.context
+    }
+
+    pub fn new_cache(&self) -> KvCache {
+        KvCache::new(self.config.layers())
+    }
+
+    /// ids `[B, T]` → logits `[B, T, V]`. `pad[b][s]` (over cached + new tokens) hides padding.
+    pub fn forward(&self, ids: Tensor<2, Int>, cache: Option<&mut KvCache>, pad: Option<&[Vec<bool>]>) -> Tensor<3> {
+        match &self.arch {
+            Arch::Gpt2(m) => m.forward(ids, cache, pad),
+            Arch::Llama(m) => m.forward(ids, cache, pad),
+        }
+    }
+
+    /// A `[B, T]` tensor of token ids.
+    pub fn ids(&self, rows: &[Vec<u32>]) -> Tensor<2, Int> {
+        let t = rows.first().map_or(0, |r| r.len());
+        let flat: Vec<i32> = rows.iter().flatten().map(|&x| x as i32).collect();
+        Tensor::from_data(TensorData::new(flat, [rows.len(), t]), &self.device)
+    }
+
+    /// Sum of next-token cross-entropy over one sequence, and the number of predictions:
+    /// token t+1 is predicted from tokens ≤ t, so a sequence of n tokens makes n-1 predictions.
+    pub async fn sequence_nll(&self, ids: &[u32]) -> Result<(f64, usize)> {
+        if ids.len() < 2 {
+            return Ok((0.0, 0));
+        }
+        if ids.len() > self.context() {
+            return Err(Error::input(format!(
+                "a sequence of {} tokens is longer than the model's context of {}",
+                ids.len(),
+                self.context()
+            )));
+        }
+        let n = ids.len() - 1;
+        let logits = self.forward(self.ids(&[ids[..n].to_vec()]), None, None);
+        let v = self.config.vocab_size();
+        let logp = burn::tensor::activation::log_softmax(logits.reshape([n, v]), 1);
+        let targets: Vec<i32> = ids[1..].iter().map(|&x| x as i32).collect();
+        let targets = Tensor::<2, Int>::from_data(TensorData::new(targets, [n, 1]), &self.device);
+        let picked = logp.gather(1, targets).sum();
+        let total = read_f32(picked).await?;
+        Ok((-(total[0] as f64), n))
+    }
+}
+
+fn count_parameters(arch: &Arch) -> usize {
+    let n = |t: &Tensor<2>| t.dims().iter().product::<usize>();
+    let lin = |l: &layers::Linear| n(&l.weight) + l.bias.as_ref().map_or(0, |b| b.dims()[0]);
+    match arch {
+        Arch::Gpt2(m) => {
+            let ln = |l: &layers::LayerNorm| 2 * l.weight.dims()[0];
+            let blocks: usize = m
+                .blocks
+                .iter()
+                .map(|b| ln(&b.ln_1) + ln(&b.ln_2) + lin(&b.c_attn) + lin(&b.attn_c_proj) + lin(&b.c_fc) + lin(&b.mlp_c_proj))
+                .sum();
+            let head = if m.config.tie_word_embeddings { 0 } else { n(&m.lm_head) };
+            n(&m.wte) + n(&m.wpe) + blocks + ln(&m.ln_f) + head
+        }
+        Arch::Llama(m) => {
+            let layers: usize = m
+                .layers
+                .iter()
+                .map(|l| {
+                    2 * m.config.hidden_size
+                        + [&l.q_proj, &l.k_proj, &l.v_proj, &l.o_proj, &l.gate_proj, &l.up_proj, &l.down_proj]
+                            .iter()
+                            .map(|x| lin(x))
+                            .sum::<usize>()
+                })
+                .sum();
+            let head = if m.config.tie_word_embeddings { 0 } else { n(&m.lm_head) };
+            n(&m.embed_tokens) + layers + m.config.hidden_size + head
+        }
+    }
+}
+
+/// Read a tensor back to the host without blocking (required in the browser).
+pub async fn read_f32<const D: usize>(t: Tensor<D>) -> Result<Vec<f32>> {
+    t.into_data_async()
+        .await
+        .map_err(|e| Error::device(format!("reading a tensor back from the device failed: {e:?}")))?
+        .try_into_vec::<f32>()
+        .map_err(|e| Error::device(format!("tensor data is not f32: {e:?}")))
+}

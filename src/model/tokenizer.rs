@@ -1,0 +1,100 @@
+//! The model's tokenizer (`tokenizer.json`, via the `tokenizers` crate with the same regex
+//! engine natively and in wasm, so token ids agree) and its special tokens.
+
+use crate::{Error, Result};
+
+pub struct Tokenizer {
+    inner: tokenizers::Tokenizer,
+    pub bos_id: Option<u32>,
+    /// Generation stops at any of these.
+    pub eos_ids: Vec<u32>,
+}
+
+fn ids_of(v: Option<&serde_json::Value>) -> Vec<u32> {
+    match v {
+        Some(serde_json::Value::Number(n)) => n.as_u64().map(|x| vec![x as u32]).unwrap_or_default(),
+        Some(serde_json::Value::Array(a)) => a.iter().filter_map(|x| x.as_u64().map(|x| x as u32)).collect(),
+        _ => vec![],
+    }
+}
+
+/// A special token in tokenizer_config.json is a string or `{"content": ...}`.
+fn token_text(v: Option<&serde_json::Value>) -> Option<String> {
+    match v? {
+        serde_json::Value::String(s) => Some(s.clone()),
+        serde_json::Value::Object(o) => o.get("content").and_then(|c| c.as_str()).map(String::from),
+        _ => None,
+    }
+}
+
+impl Tokenizer {
+    /// `vocab_size` comes from config.json: the tokenizer may be smaller (padded embeddings) but
+    /// never larger.
+    pub fn from_files(
+        tokenizer_json: Option<&[u8]>,
+        tokenizer_config: Option<&str>,
+        generation_config: Option<&str>,
+        model_config: &serde_json::Value,
+        vocab_size: usize,
+    ) -> Result<Tokenizer> {
+        let bytes = tokenizer_json.ok_or_else(|| {
+            Error::input("tokenizer.json is missing: the model folder needs it next to config.json")
+        })?;
+        let inner = tokenizers::Tokenizer::from_bytes(bytes)
+            .map_err(|e| Error::input(format!("tokenizer.json could not be read: {e}")))?;
+        let n = inner.get_vocab_size(true);
+        if n > vocab_size {
+            return Err(Error::input(format!(
+                "tokenizer.json has {n} tokens but config.json says vocab_size {vocab_size}: they belong to different models"
+            )));
+        }
+        let parse = |name: &str, text: Option<&str>| -> Result<Option<serde_json::Value>> {
+            text.map(|t| serde_json::from_str(t).map_err(|e| Error::input(format!("{name} is not valid JSON: {e}"))))
+                .transpose()
+        };
+        let gen_cfg = parse("generation_config.json", generation_config)?;
+        let tok_cfg = parse("tokenizer_config.json", tokenizer_config)?;
+        // generation_config.json wins, then config.json, then the token names in tokenizer_config.json.
+        let from = |key: &str| -> Vec<u32> {
+            let mut ids = ids_of(gen_cfg.as_ref().and_then(|g| g.get(key)));
+            if ids.is_empty() {
+                ids = ids_of(model_config.get(key));
+            }
+            if ids.is_empty() {
+                let name = key.trim_end_matches("_id");
+                if let Some(text) = token_text(tok_cfg.as_ref().and_then(|t| t.get(name))) {
+                    ids.extend(inner.token_to_id(&text));
+                }
+            }
+            ids.retain(|&id| (id as usize) < vocab_size);
+            ids
+        };
+        let bos_id = from("bos_token_id").first().copied();
+        let eos_ids = from("eos_token_id");
+        Ok(Tokenizer { inner, bos_id, eos_ids })
+    }
+
+    /// Token ids, with special tokens as the tokenizer's post-processor adds them when
+    /// `add_special` is set.
+    pub fn encode(&self, text: &str, add_special: bool) -> Result<Vec<u32>> {
+        let enc = self
+            .inner
+            .encode(text, add_special)
+            .map_err(|e| Error::input(format!("could not tokenize the text: {e}")))?;
+        Ok(enc.get_ids().to_vec())
+    }
+
+    pub fn decode(&self, ids: &[u32]) -> Result<String> {
+        self.inner
+            .decode(ids, true)
+            .map_err(|e| Error::input(format!("could not decode tokens: {e}")))
+    }
+
+    pub fn vocab_size(&self) -> usize {
+        self.inner.get_vocab_size(true)
+    }
+
+    pub fn id_to_token(&self, id: u32) -> Option<String> {
+        self.inner.id_to_token(id)
+    }
+}

@@ -1,0 +1,3 @@
+//! Training data and (in the LoRA issue) the trainer.
+
+pub mod data;

@@ -1,0 +1,33 @@
+// Shared by the browser tests: start `tinytune serve` on a free port, launch Debian's Chromium.
+import { spawn } from 'node:child_process';
+import { chromium } from 'playwright-core';
+
+export const CHROMIUM = process.env.CHROMIUM || '/usr/bin/chromium';
+// DESIGN.md: WebGPU on, and nothing that makes Chromium call home.
+export const FLAGS = ['--enable-unsafe-webgpu', '--no-sandbox', '--disable-background-networking',
+  '--disable-component-update', '--disable-sync', '--no-first-run', '--disable-dev-shm-usage'];
+
+export async function startServer() {
+  const bin = process.env.TINYTUNE_BIN;
+  if (!bin) throw new Error('TINYTUNE_BIN must point at the tinytune binary (scripts/test sets it)');
+  const proc = spawn(bin, ['serve', '--port', '0', '--root', 'www'], { stdio: ['ignore', 'pipe', 'inherit'] });
+  const base = await new Promise((resolve, reject) => {
+    let out = '';
+    proc.stdout.on('data', (d) => {
+      out += d;
+      const m = /http:\/\/[^\s/]+\//.exec(out);
+      if (m) resolve(m[0]);
+    });
+    proc.on('exit', (code) => reject(new Error(`tinytune serve exited with ${code}`)));
+    setTimeout(() => reject(new Error('tinytune serve printed no address within 20 s')), 20000);
+  });
+  return { base, stop: () => proc.kill() };
+}
+
+export function launch({ webgpu = true } = {}) {
+  return chromium.launch({
+    executablePath: CHROMIUM,
+    headless: true,
+    args: webgpu ? FLAGS : FLAGS.filter((f) => f !== '--enable-unsafe-webgpu'),
+  });
+}

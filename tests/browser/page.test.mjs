@@ -1,0 +1,120 @@
+// The real page, served by `tinytune serve`, in headless Chromium with WebGPU (SwiftShader on a
+// machine without a GPU). Run by scripts/test with TINYTUNE_BIN pointing at the built command.
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdirSync } from 'node:fs';
+import { startServer, launch } from './harness.mjs';
+
+const TOLERANCE = 1e-4;
+
+let server;
+let base;
+let browser;
+
+before(async () => {
+  server = await startServer();
+  base = server.base;
+  browser = await launch();
+});
+
+after(async () => {
+  await browser?.close();
+  server?.stop();
+});
+
+// Open the page, record every request the page and its worker make, wait for the check.
+async function openPage(query = '', on = browser) {
+  const context = await on.newContext({ viewport: { width: 1280, height: 800 } });
+  const requests = [];
+  context.on('request', (r) => requests.push(r.url()));
+  const page = await context.newPage();
+  const errors = [];
+  page.on('pageerror', (e) => errors.push(String(e)));
+  await page.goto(base + query);
+  await page.waitForSelector('#check-status:is([data-state=done],[data-state=failed],[data-state=error])', { timeout: 180000 });
+  const state = await page.getAttribute('#check-status', 'data-state');
+  const shownError = await page.locator('#error').isVisible() ? await page.textContent('#error') : null;
+  const device = JSON.parse(await page.textContent('#device-json'));
+  const checks = JSON.parse(await page.textContent('#check-json') || 'null');
+  return { context, page, requests, errors, state, shownError, device, checks };
+}
+
+function maxAbsDiff(a, b) {
+  let m = Math.abs(a.loss - b.loss);
+  for (const k of ['grad_w1', 'grad_w2']) {
+    assert.equal(a[k].length, b[k].length, k);
+    for (let i = 0; i < a[k].length; i++) m = Math.max(m, Math.abs(a[k][i] - b[k][i]));
+  }
+  return m;
+}
+
+test('the page runs on a real WebGPU adapter, agrees with the wasm CPU path, and stays on its origin', async () => {
+  const { context, page, requests, errors, state, shownError, device, checks } = await openPage();
+  try {
+    assert.equal(shownError, null, `the page showed an error: ${shownError}`);
+    assert.deepEqual(errors, []);
+    assert.equal(state, 'done');
+
+    // A real WebGPU adapter: the browser's own report, and burn's device on the WebGPU backend.
+    assert.equal(device.fallbackReason, null);
+    assert.ok(device.adapter, 'the browser reported an adapter');
+    assert.ok(device.adapter.vendor.length > 0, `adapter vendor: ${JSON.stringify(device.adapter)}`);
+    assert.equal(device.device.kind, 'wgpu');
+    assert.equal(device.device.backend, 'browserwebgpu');
+    assert.ok(device.device.limits.max_storage_buffer_binding_size >= 128 * 1024 * 1024);
+    assert.equal(await page.getAttribute('#device-status', 'data-state'), 'webgpu');
+    assert.match(await page.textContent('#device-status'), /WebGPU adapter: \S+/);
+
+    // The same forward + backward pass on WebGPU and on the wasm CPU path.
+    const gpu = checks.runs.find((r) => r.kind === 'wgpu');
+    const cpu = checks.runs.find((r) => r.kind === 'cpu');
+    assert.ok(gpu && cpu, 'both devices ran the check');
+    const d = maxAbsDiff(gpu.result, cpu.result);
+    assert.ok(d <= TOLERANCE, `WebGPU vs CPU: max |Δ| ${d}`);
+    assert.ok(maxAbsDiff(gpu.result, checks.reference) <= TOLERANCE, 'WebGPU vs reference');
+    assert.ok(maxAbsDiff(cpu.result, checks.reference) <= TOLERANCE, 'CPU vs reference');
+    assert.ok(checks.reference.loss > 0.05 && gpu.result.grad_w1.some((g) => Math.abs(g) > 1e-3), 'non-trivial numbers');
+
+    // No request left the page's origin, and the recorder saw the worker's own fetches.
+    const origin = new URL(base).origin;
+    const foreign = requests.filter((u) => !u.startsWith('data:') && new URL(u).origin !== origin);
+    assert.deepEqual(foreign, []);
+    assert.ok(requests.some((u) => u.endsWith('/pkg/tinytune_bg.wasm')), `requests seen: ${requests.join(', ')}`);
+
+    mkdirSync('test-results', { recursive: true });
+    await page.screenshot({ path: 'test-results/playground.png', fullPage: true });
+  } finally {
+    await context.close();
+  }
+});
+
+test('without a WebGPU adapter the page says so plainly and runs on the CPU', async () => {
+  // The same Chromium without --enable-unsafe-webgpu: navigator.gpu exists but yields no adapter.
+  const plain = await launch({ webgpu: false });
+  const { context, page, errors, state, shownError, device, checks } = await openPage('', plain);
+  try {
+    assert.equal(shownError, null, `the page showed an error: ${shownError}`);
+    assert.deepEqual(errors, []);
+    assert.equal(state, 'done');
+    assert.equal(device.device.kind, 'cpu');
+    assert.equal(await page.getAttribute('#device-status', 'data-state'), 'cpu');
+    assert.ok(await page.locator('#device-notice').isVisible());
+    assert.match(await page.textContent('#device-notice'), /WebGPU is not available: .*no adapter.*runs on the CPU/s);
+    assert.equal(checks.runs.length, 1);
+    assert.ok(maxAbsDiff(checks.runs[0].result, checks.reference) <= TOLERANCE);
+  } finally {
+    await context.close();
+    await plain.close();
+  }
+});
+
+test('?gpu=off forces the CPU path even where WebGPU works', async () => {
+  const { context, page, state, device } = await openPage('?gpu=off');
+  try {
+    assert.equal(state, 'done');
+    assert.equal(device.device.kind, 'cpu');
+    assert.match(await page.textContent('#device-notice'), /turned off/);
+  } finally {
+    await context.close();
+  }
+});

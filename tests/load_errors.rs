@@ -1,0 +1,106 @@
+//! Each broken model folder or data file gives a clear error, never a panic.
+
+use std::path::{Path, PathBuf};
+
+use tinytune::model::Model;
+
+fn fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name)
+}
+
+/// A copy of the tiny Llama fixture, changed by `edit`.
+fn broken_copy(tag: &str, edit: impl FnOnce(&Path)) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("tinytune-broken-{tag}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    for f in ["config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json", "generation_config.json"] {
+        std::fs::copy(fixture("tiny-llama").join(f), dir.join(f)).unwrap();
+    }
+    edit(&dir);
+    dir
+}
+
+fn load_error(dir: &Path) -> String {
+    match Model::load_dir(dir, &burn::tensor::Device::flex()) {
+        Ok(_) => panic!("{} loaded but should not have", dir.display()),
+        Err(e) => e.to_string(),
+    }
+}
+
+#[test]
+fn the_intact_fixture_loads() {
+    let model = Model::load_dir(&broken_copy("intact", |_| {}), &burn::tensor::Device::flex()).unwrap();
+    assert_eq!(model.summary.model_type, "llama");
+    assert_eq!((model.summary.layers, model.summary.heads, model.summary.kv_heads), (2, 4, 2));
+}
+
+#[test]
+fn a_truncated_safetensors_file_is_named_as_damaged() {
+    let dir = broken_copy("truncated", |d| {
+        let bytes = std::fs::read(d.join("model.safetensors")).unwrap();
+        std::fs::write(d.join("model.safetensors"), &bytes[..bytes.len() / 2]).unwrap();
+    });
+    let err = load_error(&dir);
+    assert!(err.contains("model.safetensors is damaged or truncated"), "{err}");
+}
+
+#[test]
+fn a_tensor_of_the_wrong_shape_names_the_tensor_and_both_shapes() {
+    // Claim a wider MLP than the weights have.
+    let dir = broken_copy("shape", |d| {
+        let text = std::fs::read_to_string(d.join("config.json")).unwrap();
+        std::fs::write(d.join("config.json"), text.replace("\"intermediate_size\": 160", "\"intermediate_size\": 128")).unwrap();
+    });
+    let err = load_error(&dir);
+    assert!(err.contains("model.layers.0.mlp.gate_proj.weight"), "{err}");
+    assert!(err.contains("[160, 64]") && err.contains("[128, 64]"), "{err}");
+}
+
+#[test]
+fn a_missing_tokenizer_is_named() {
+    let dir = broken_copy("notok", |d| std::fs::remove_file(d.join("tokenizer.json")).unwrap());
+    let err = load_error(&dir);
+    assert!(err.contains("tokenizer.json is missing"), "{err}");
+}
+
+#[test]
+fn an_unknown_model_type_lists_the_supported_ones() {
+    let dir = broken_copy("type", |d| {
+        let text = std::fs::read_to_string(d.join("config.json")).unwrap();
+        std::fs::write(d.join("config.json"), text.replace("\"model_type\": \"llama\"", "\"model_type\": \"mamba\"")).unwrap();
+    });
+    let err = load_error(&dir);
+    assert!(err.contains("\"mamba\"") && err.contains("gpt2, llama, mistral, qwen2"), "{err}");
+}
+
+#[test]
+fn a_tokenizer_larger_than_the_vocabulary_is_refused() {
+    let dir = broken_copy("vocab", |d| {
+        let text = std::fs::read_to_string(d.join("config.json")).unwrap();
+        std::fs::write(d.join("config.json"), text.replace("\"vocab_size\": 512", "\"vocab_size\": 300")).unwrap();
+    });
+    let err = load_error(&dir);
+    assert!(err.contains("tokenizer.json has 512 tokens but config.json says vocab_size 300"), "{err}");
+}
+
+#[test]
+fn a_missing_folder_says_what_it_should_hold() {
+    let err = load_error(Path::new("/no/such/model"));
+    assert!(err.contains("does not exist") && err.contains("config.json"), "{err}");
+}
+
+#[test]
+fn eval_names_the_line_that_is_not_json() {
+    let path = std::env::temp_dir().join(format!("tinytune-bad-{}.jsonl", std::process::id()));
+    std::fs::write(&path, "{\"text\": \"fine\"}\n{\"text\": \"also fine\"}\nnot json at all\n").unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_tinytune"))
+        .args(["eval", "--device", "cpu", "--model"])
+        .arg(fixture("tiny-llama"))
+        .arg("--data")
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("line 3: not valid JSON"), "{stderr}");
+}

@@ -1,0 +1,297 @@
+// The controller: starts the worker, sends commands, and renders what comes back.
+// State is read from the address (?gpu=off forces the CPU path).
+
+const TOLERANCE = 1e-4;
+let deviceReady = null; // resolves once the worker has opened its device
+const $ = (sel) => document.querySelector(sel);
+
+// --- worker messaging -------------------------------------------------------------------------
+const worker = new Worker(new URL('./worker.js', import.meta.url), { type: 'module' });
+const pending = new Map();
+let nextId = 1;
+
+// `onPartial` receives streamed events (tokens) before the final answer.
+function send(cmd, args = {}, { onPartial, transfer = [] } = {}) {
+  const id = nextId++;
+  return new Promise((resolve, reject) => {
+    pending.set(id, { resolve, reject, onPartial });
+    worker.postMessage({ id, cmd, ...args }, transfer);
+  });
+}
+
+worker.onmessage = ({ data }) => {
+  const waiter = pending.get(data.id);
+  if (!waiter) {
+    if (data.error) showError(data.error);
+    return;
+  }
+  if (data.partial) {
+    waiter.onPartial?.(data);
+    return;
+  }
+  pending.delete(data.id);
+  if (data.error) waiter.reject(new Error(data.error));
+  else waiter.resolve(data);
+};
+worker.onerror = (e) => {
+  e.preventDefault();
+  showError(`The engine could not start: ${e.message || 'the worker failed to load'}. ` +
+            'If you built the page yourself, run scripts/play so the wasm bundle exists.');
+};
+
+// --- rendering --------------------------------------------------------------------------------
+function showError(message) {
+  const el = $('#error');
+  el.textContent = message;
+  el.hidden = false;
+}
+
+function setStatus(el, state, text) {
+  el.dataset.state = state;
+  el.textContent = text;
+}
+
+function bytes(n) {
+  if (n === undefined || n === null) return '–';
+  const units = ['B', 'KiB', 'MiB', 'GiB', 'TiB'];
+  let i = 0;
+  let v = Number(n);
+  while (v >= 1024 && i < units.length - 1) { v /= 1024; i++; }
+  return `${v.toFixed(v < 10 && i > 0 ? 1 : 0)} ${units[i]}`;
+}
+
+function renderDevice({ device, adapter, fallbackReason }) {
+  $('#device-json').textContent = JSON.stringify({ device, adapter, fallbackReason }, null, 1);
+  const status = $('#device-status');
+  const notice = $('#device-notice');
+  if (fallbackReason) {
+    setStatus(status, 'cpu', 'Running on the CPU (WebGPU unavailable).');
+    notice.textContent = `WebGPU is not available: ${fallbackReason}. tinytune runs on the CPU instead. ` +
+      'Everything works, only slower. Use a browser with WebGPU (recent Chrome or Edge, or Firefox/Safari with WebGPU on) for speed.';
+    notice.hidden = false;
+  } else {
+    const who = [adapter.vendor, adapter.architecture].filter(Boolean).join(' ') || device.name || 'unknown';
+    setStatus(status, 'webgpu', `WebGPU adapter: ${who}`);
+    notice.hidden = true;
+  }
+  const rows = [];
+  if (adapter) {
+    rows.push(['Vendor', adapter.vendor || '(not reported)'], ['Architecture', adapter.architecture || '(not reported)']);
+    if (adapter.description) rows.push(['Description', adapter.description]);
+    rows.push(['Software adapter', adapter.isFallbackAdapter ? 'yes' : 'no']);
+  }
+  rows.push(['Engine device', device.kind === 'wgpu' ? `burn wgpu (${device.backend})` : device.name]);
+  const lim = device.limits;
+  if (lim) {
+    rows.push(['Max buffer', bytes(lim.max_buffer_size)],
+              ['Max storage binding', bytes(lim.max_storage_buffer_binding_size)],
+              ['Workgroup memory', bytes(lim.max_compute_workgroup_storage_size)],
+              ['Invocations per workgroup', lim.max_compute_invocations_per_workgroup],
+              ['f16 in shaders', lim.shader_f16 ? 'yes' : 'no (the engine computes in f32)']);
+  }
+  const dl = $('#device-details');
+  dl.replaceChildren(...rows.flatMap(([k, v]) => {
+    const dt = document.createElement('dt'); dt.textContent = k;
+    const dd = document.createElement('dd'); dd.textContent = String(v);
+    return [dt, dd];
+  }));
+  dl.hidden = false;
+}
+
+function maxAbsDiff(a, b) {
+  let m = Math.abs(a.loss - b.loss);
+  for (const k of ['grad_w1', 'grad_w2']) {
+    for (let i = 0; i < a[k].length; i++) m = Math.max(m, Math.abs(a[k][i] - b[k][i]));
+  }
+  return m;
+}
+
+function renderChecks(reference, runs) {
+  const body = $('#check-table tbody');
+  body.replaceChildren(...runs.map(({ label, result }) => {
+    const tr = document.createElement('tr');
+    const diff = maxAbsDiff(result, reference);
+    const ok = diff <= TOLERANCE;
+    for (const [text, cls] of [[label], [result.loss.toFixed(6)], [diff.toExponential(2)],
+                               [ok ? 'agrees' : 'DISAGREES', ok ? 'ok' : 'bad']]) {
+      const td = document.createElement('td');
+      td.textContent = text;
+      if (cls) td.className = cls;
+      tr.append(td);
+    }
+    return tr;
+  }));
+  $('#check-table').hidden = false;
+  $('#check-json').textContent = JSON.stringify({ reference, runs }, null, 1);
+  return runs.every(({ result }) => maxAbsDiff(result, reference) <= TOLERANCE);
+}
+
+function renderModel(summary, ms) {
+  const rows = [
+    ['Architecture', summary.model_type],
+    ['Parameters', summary.parameters.toLocaleString('en-US')],
+    ['Layers', summary.layers],
+    ['Heads', summary.kv_heads === summary.heads ? summary.heads : `${summary.heads} query, ${summary.kv_heads} key/value (grouped-query)`],
+    ['Width', summary.hidden],
+    ['Vocabulary', summary.vocab_size.toLocaleString('en-US')],
+    ['Context', `${summary.context} tokens`],
+    ['Weights', `${bytes(summary.file_bytes)} in the files, ${bytes(summary.f32_bytes)} in memory as f32`],
+    ['Embeddings', summary.tied_embeddings ? 'tied (the output head reuses them)' : 'separate output head'],
+  ];
+  const dl = $('#model-summary');
+  dl.replaceChildren(...rows.flatMap(([k, v]) => {
+    const dt = document.createElement('dt'); dt.textContent = k;
+    const dd = document.createElement('dd'); dd.textContent = String(v);
+    return [dt, dd];
+  }));
+  dl.hidden = false;
+  setStatus($('#model-status'), 'ready', `Model ready (${summary.model_type}, loaded in ${(ms / 1000).toFixed(1)} s).`);
+}
+
+// --- model files ------------------------------------------------------------------------------
+const MODEL_FILE = /(^|\/)(config\.json|tokenizer\.json|tokenizer_config\.json|generation_config\.json|model\.safetensors\.index\.json|[^/]*\.safetensors)$/;
+
+// Walk dropped folders (DataTransferItem entries) into File objects with their paths.
+async function filesFromDrop(items) {
+  const out = [];
+  const walk = async (entry, path) => {
+    if (entry.isFile) {
+      out.push(await new Promise((res, rej) => entry.file((f) => res(Object.assign(f, { relPath: path + f.name })), rej)));
+    } else if (entry.isDirectory) {
+      const reader = entry.createReader();
+      let batch;
+      do {
+        batch = await new Promise((res, rej) => reader.readEntries(res, rej));
+        for (const child of batch) await walk(child, `${path}${entry.name}/`);
+      } while (batch.length);
+    }
+  };
+  for (const item of items) {
+    const entry = item.webkitGetAsEntry?.();
+    if (entry) await walk(entry, '');
+    else if (item.getAsFile()) out.push(item.getAsFile());
+  }
+  return out;
+}
+
+async function loadModelFiles(fileList) {
+  const files = [...fileList].filter((f) => MODEL_FILE.test(f.relPath || f.webkitRelativePath || f.name));
+  const status = $('#model-status');
+  const progress = $('#model-progress');
+  if (!files.some((f) => f.name === 'config.json')) {
+    setStatus(status, 'error', 'No config.json among the chosen files.');
+    showError('The chosen files have no config.json. Pick the model folder, or all of its files: ' +
+              'config.json, the *.safetensors weights and tokenizer.json.');
+    return;
+  }
+  $('#error').hidden = true;
+  const total = files.reduce((n, f) => n + f.size, 0);
+  let done = 0;
+  progress.hidden = false;
+  progress.max = total || 1;
+  progress.value = 0;
+  const read = [];
+  for (const f of files) {
+    setStatus(status, 'reading', `Reading ${f.name} (${bytes(done)} of ${bytes(total)})…`);
+    read.push({ name: f.name, bytes: await f.arrayBuffer() });
+    done += f.size;
+    progress.value = done;
+  }
+  setStatus(status, 'loading', `Building the model on the device (${bytes(total)})…`);
+  try { await deviceReady; } catch { /* the device error is shown already; loading falls back below */ }
+  $('#generate').disabled = true;
+  try {
+    const { summary, ms } = await send('loadModel', { files: read }, { transfer: read.map((f) => f.bytes) });
+    renderModel(summary, ms);
+    $('#generate').disabled = false;
+  } catch (e) {
+    setStatus(status, 'error', 'The model could not be loaded.');
+    showError(e.message);
+  } finally {
+    progress.hidden = true;
+  }
+}
+
+function wireModelInputs() {
+  $('#model-files').addEventListener('change', (e) => loadModelFiles(e.target.files));
+  $('#model-folder').addEventListener('change', (e) => loadModelFiles(e.target.files));
+  const zone = $('#drop-zone');
+  zone.addEventListener('dragover', (e) => { e.preventDefault(); zone.classList.add('over'); });
+  zone.addEventListener('dragleave', () => zone.classList.remove('over'));
+  zone.addEventListener('drop', async (e) => {
+    e.preventDefault();
+    zone.classList.remove('over');
+    loadModelFiles(await filesFromDrop([...e.dataTransfer.items]));
+  });
+}
+
+// --- generation -------------------------------------------------------------------------------
+function readSampling() {
+  const num = (id) => Number($(id).value);
+  return {
+    max_new_tokens: num('#max-new-tokens'), temperature: num('#temperature'), top_k: num('#top-k'),
+    top_p: num('#top-p'), seed: num('#seed'), stop_at_eos: true,
+  };
+}
+
+async function runGenerate() {
+  const out = $('#generation');
+  const prompt = $('#prompt').value;
+  const span = document.createElement('span');
+  span.className = 'prompt';
+  span.textContent = prompt;
+  out.replaceChildren(span);
+  $('#generate').disabled = true;
+  $('#stop-generate').disabled = false;
+  $('#generate-stats').textContent = 'generating…';
+  try {
+    const done = await send('generate', { prompt, sampling: readSampling() }, {
+      onPartial: ({ text }) => out.append(text),
+    });
+    out.dataset.state = 'done';
+    $('#generate-stats').textContent = `${done.ids.length} tokens, ${done.tokensPerSecond.toFixed(1)} tokens/s, stopped: ${
+      { Eos: 'end of text', MaxTokens: 'token limit', Context: 'context full', Cancelled: 'stopped' }[done.stop] || done.stop}`;
+  } catch (e) {
+    showError(e.message);
+    $('#generate-stats').textContent = '';
+  } finally {
+    $('#generate').disabled = false;
+    $('#stop-generate').disabled = true;
+  }
+}
+
+// --- controller -------------------------------------------------------------------------------
+async function main() {
+  const params = new URLSearchParams(location.search);
+  const gpu = params.get('gpu') !== 'off';
+  const checkStatus = $('#check-status');
+  try {
+    deviceReady = send('open', { gpu });
+    const opened = await deviceReady;
+    $('#version').textContent = `tinytune ${opened.version}`;
+    renderDevice(opened);
+    setStatus(checkStatus, 'running', 'Running the check…');
+    const { result: reference } = await send('reference');
+    const runs = [];
+    const onMain = await send('check', { on: 'main' });
+    runs.push({ label: onMain.device.kind === 'wgpu' ? 'WebGPU' : 'CPU (wasm)', kind: onMain.device.kind, result: onMain.result, ms: onMain.ms });
+    if (onMain.device.kind === 'wgpu') {
+      const onCpu = await send('check', { on: 'cpu' });
+      runs.push({ label: 'CPU (wasm)', kind: 'cpu', result: onCpu.result, ms: onCpu.ms });
+    }
+    const ok = renderChecks(reference, runs);
+    setStatus(checkStatus, ok ? 'done' : 'failed', ok
+      ? `Check passed on ${runs.map((r) => r.label).join(' and ')}.`
+      : 'Check FAILED: a device disagrees with the reference (see the table).');
+  } catch (e) {
+    setStatus(checkStatus, 'error', 'The check could not run.');
+    showError(e.message);
+  }
+}
+
+// The page's command channel, for the browser tests and the curious (devtools).
+window.tinytune = { send };
+wireModelInputs();
+$('#generate').addEventListener('click', runGenerate);
+$('#stop-generate').addEventListener('click', () => send('stop'));
+main();
