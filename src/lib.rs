@@ -9,6 +9,8 @@ pub mod device;
 mod error;
 pub mod eval;
 pub mod generate;
+pub mod inspect;
+pub mod lora;
 pub mod model;
 pub mod train;
 

@@ -48,6 +48,9 @@ enum Command {
         /// A Hugging Face model folder: config.json, *.safetensors, tokenizer.json.
         #[arg(long)]
         model: PathBuf,
+        /// A PEFT LoRA adapter folder (adapter_config.json + adapter_model.safetensors) to apply.
+        #[arg(long)]
+        adapter: Option<PathBuf>,
         /// .jsonl with {"text": ...} per line, or .txt with one record per line.
         #[arg(long)]
         data: PathBuf,
@@ -66,6 +69,9 @@ enum Command {
         /// A Hugging Face model folder: config.json, *.safetensors, tokenizer.json.
         #[arg(long)]
         model: PathBuf,
+        /// A PEFT LoRA adapter folder to apply.
+        #[arg(long)]
+        adapter: Option<PathBuf>,
         #[arg(long)]
         prompt: String,
         #[arg(long, default_value_t = 64)]
@@ -83,6 +89,21 @@ enum Command {
         seed: u64,
         /// auto, cpu, wgpu (or cuda when built with --features cuda).
         #[arg(long, default_value = "auto")]
+        device: String,
+    },
+    /// Merge a LoRA adapter into its base model: W ← W + s·A·B, computed in f32, written as a
+    /// Hugging Face model folder in the base's dtype.
+    Merge {
+        #[arg(long)]
+        model: PathBuf,
+        /// A PEFT LoRA adapter folder.
+        #[arg(long)]
+        adapter: PathBuf,
+        /// Output folder (created; existing files of the same names are replaced).
+        #[arg(long)]
+        out: PathBuf,
+        /// auto, cpu, wgpu (or cuda when built with --features cuda).
+        #[arg(long, default_value = "cpu")]
         device: String,
     },
 }
@@ -126,10 +147,10 @@ fn run(command: Command) -> tinytune::Result<()> {
             }
             Ok(())
         }
-        Command::Eval { model, data, seq_len, json, device } => {
+        Command::Eval { model, adapter, data, seq_len, json, device } => {
             let opened = open_device(&device)?;
             let texts = tinytune::train::data::read_texts(&data)?;
-            let model = Model::load_dir(&model, &opened.device)?;
+            let model = load_model(&model, adapter.as_deref(), &opened)?;
             let report = block_on(tinytune::eval::eval_loss(&model, &texts, seq_len, |done, total| {
                 if total > 20 && (done % 10 == 0 || done == total) {
                     eprint!("\revaluating: {done}/{total} records");
@@ -145,10 +166,10 @@ fn run(command: Command) -> tinytune::Result<()> {
             }
             Ok(())
         }
-        Command::Generate { model, prompt, max_new_tokens, temperature, top_k, top_p, seed, device } => {
+        Command::Generate { model, adapter, prompt, max_new_tokens, temperature, top_k, top_p, seed, device } => {
             use std::io::Write;
             let opened = open_device(&device)?;
-            let model = Model::load_dir(&model, &opened.device)?;
+            let model = load_model(&model, adapter.as_deref(), &opened)?;
             let sampling = Sampling { max_new_tokens, temperature, top_k, top_p, seed, stop_at_eos: true };
             let ids = model.tokenizer.encode(&prompt, true)?;
             let started = std::time::Instant::now();
@@ -163,7 +184,27 @@ fn run(command: Command) -> tinytune::Result<()> {
             eprintln!("{} tokens in {secs:.2} s ({:.1} tokens/s), stopped: {stop:?}", new.len(), new.len() as f64 / secs);
             Ok(())
         }
+        Command::Merge { model, adapter, out, device } => {
+            let opened = open_device(&device)?;
+            let mut model = load_model(&model, Some(&adapter), &opened)?;
+            let layers = block_on(tinytune::lora::merge(&mut model, "default"))?;
+            let files = block_on(model.save_files())?;
+            let refs: Vec<(&str, &[u8])> = files.iter().map(|(n, b)| (n.as_str(), b.as_slice())).collect();
+            tinytune::lora::peft::write_files(&out, &refs)?;
+            eprintln!("merged the adapter into {layers} layers; wrote {} ({:?})", out.display(), model.source.dtype);
+            Ok(())
+        }
     }
+}
+
+fn load_model(dir: &std::path::Path, adapter: Option<&std::path::Path>, opened: &device::OpenedDevice) -> tinytune::Result<Model> {
+    let mut model = Model::load_dir(dir, &opened.device)?;
+    if let Some(adapter) = adapter {
+        let peft = tinytune::lora::peft::PeftAdapter::read_dir(adapter)?;
+        let n = peft.load_into(&mut model, "default")?;
+        eprintln!("adapter: {} on {n} layers (r = {}, alpha = {})", adapter.display(), peft.config.r, peft.config.lora_alpha);
+    }
+    Ok(model)
 }
 
 fn open_device(name: &str) -> tinytune::Result<device::OpenedDevice> {

@@ -6,16 +6,20 @@
 use burn::tensor::activation::softmax;
 use burn::tensor::{Device, Tensor, TensorData};
 
-/// A frozen linear map. The weight is kept as `[in, out]` so that `y = x·W (+ b)` needs no
-/// transpose; the loader transposes Hugging Face `nn.Linear` weights (`[out, in]`) once, while
-/// GPT-2's `Conv1D` already stores `[in, out]`.
+/// A linear map with a frozen base and any number of named LoRA adapters. The base weight is
+/// kept as `[in, out]` so that `y = x·W (+ b)` needs no transpose; the loader transposes Hugging
+/// Face `nn.Linear` weights (`[out, in]`) once, while GPT-2's `Conv1D` already stores `[in, out]`.
 #[derive(Clone, Debug)]
 pub struct Linear {
     pub weight: Tensor<2>,
     pub bias: Option<Tensor<1>>,
+    pub adapters: Vec<crate::lora::LoraAdapter>,
 }
 
 impl Linear {
+    pub fn new(weight: Tensor<2>, bias: Option<Tensor<1>>) -> Self {
+        Linear { weight, bias, adapters: Vec::new() }
+    }
     pub fn d_in(&self) -> usize {
         self.weight.dims()[0]
     }
@@ -23,15 +27,26 @@ impl Linear {
         self.weight.dims()[1]
     }
 
-    /// `[B, T, in] -> [B, T, out]`.
+    /// `[B, T, in] -> [B, T, out]`: `x·W₀ (+ b) + Σ s·((dropout(x)·A)·B)` over enabled adapters.
+    /// ΔW = A·B is never formed: the adapter path costs `r·(in + out)` per token.
     pub fn forward(&self, x: Tensor<3>) -> Tensor<3> {
         let [b, t, c] = x.dims();
-        let y = x.reshape([b * t, c]).matmul(self.weight.clone());
-        let y = match &self.bias {
-            Some(bias) => y + bias.clone().unsqueeze::<2>(),
-            None => y,
-        };
+        let x2 = x.reshape([b * t, c]);
+        let mut y = x2.clone().matmul(self.weight.clone());
+        if let Some(bias) = &self.bias {
+            y = y + bias.clone().unsqueeze::<2>();
+        }
+        for adapter in self.adapters.iter().filter(|a| a.enabled) {
+            y = y + adapter.forward(x2.clone());
+        }
         y.reshape([b, t, self.d_out()])
+    }
+
+    pub fn adapter(&self, name: &str) -> Option<&crate::lora::LoraAdapter> {
+        self.adapters.iter().find(|a| a.name == name)
+    }
+    pub fn adapter_mut(&mut self, name: &str) -> Option<&mut crate::lora::LoraAdapter> {
+        self.adapters.iter_mut().find(|a| a.name == name)
     }
 }
 

@@ -190,18 +190,18 @@ impl<'a> Weights<'a> {
                 t[i * d_out + o] = w[o * d_in + i];
             }
         }
-        Ok(Linear {
-            weight: Tensor::from_data(TensorData::new(t, [d_in, d_out]), &self.device),
-            bias: if bias { Some(self.tensor1(&format!("{prefix}.bias"), d_out)?) } else { None },
-        })
+        Ok(Linear::new(
+            Tensor::from_data(TensorData::new(t, [d_in, d_out]), &self.device),
+            if bias { Some(self.tensor1(&format!("{prefix}.bias"), d_out)?) } else { None },
+        ))
     }
 
     /// A GPT-2 `Conv1D` weight, stored `[in, out]` already.
     pub fn conv1d(&self, prefix: &str, d_in: usize, d_out: usize) -> Result<Linear> {
-        Ok(Linear {
-            weight: self.tensor2(&format!("{prefix}.weight"), d_in, d_out)?,
-            bias: Some(self.tensor1(&format!("{prefix}.bias"), d_out)?),
-        })
+        Ok(Linear::new(
+            self.tensor2(&format!("{prefix}.weight"), d_in, d_out)?,
+            Some(self.tensor1(&format!("{prefix}.bias"), d_out)?),
+        ))
     }
 }
 
@@ -288,4 +288,92 @@ pub fn build(files: &ModelFiles, config: &ModelConfig, device: &Device) -> Resul
         ModelConfig::Gpt2(c) => super::Arch::Gpt2(gpt2(&w, c)?),
         ModelConfig::Llama(c) => super::Arch::Llama(llama(&w, c, device)?),
     })
+}
+
+/// One tensor of the model under its checkpoint key, for saving: the inverse of the tables above.
+pub(super) enum Saved {
+    Vector(Tensor<1>),
+    /// Written as it is held.
+    Matrix(Tensor<2>),
+    /// Held `[in, out]`, written `[out, in]` (an `nn.Linear` weight).
+    Transposed(Tensor<2>),
+}
+
+pub(super) fn checkpoint_tensors(arch: &super::Arch) -> Vec<(String, Saved)> {
+    use Saved::*;
+    let mut out: Vec<(String, Saved)> = Vec::new();
+    let linear = |out: &mut Vec<(String, Saved)>, key: String, l: &Linear, conv1d: bool| {
+        let w = l.weight.clone();
+        out.push((format!("{key}.weight"), if conv1d { Matrix(w) } else { Transposed(w) }));
+        if let Some(b) = &l.bias {
+            out.push((format!("{key}.bias"), Vector(b.clone())));
+        }
+    };
+    match arch {
+        super::Arch::Gpt2(m) => {
+            out.push(("transformer.wte.weight".into(), Matrix(m.wte.clone())));
+            out.push(("transformer.wpe.weight".into(), Matrix(m.wpe.clone())));
+            let ln = |out: &mut Vec<(String, Saved)>, key: String, l: &LayerNorm| {
+                out.push((format!("{key}.weight"), Vector(l.weight.clone())));
+                out.push((format!("{key}.bias"), Vector(l.bias.clone())));
+            };
+            for (i, b) in m.blocks.iter().enumerate() {
+                let p = format!("transformer.h.{i}");
+                ln(&mut out, format!("{p}.ln_1"), &b.ln_1);
+                linear(&mut out, format!("{p}.attn.c_attn"), &b.c_attn, true);
+                linear(&mut out, format!("{p}.attn.c_proj"), &b.attn_c_proj, true);
+                ln(&mut out, format!("{p}.ln_2"), &b.ln_2);
+                linear(&mut out, format!("{p}.mlp.c_fc"), &b.c_fc, true);
+                linear(&mut out, format!("{p}.mlp.c_proj"), &b.mlp_c_proj, true);
+            }
+            ln(&mut out, "transformer.ln_f".into(), &m.ln_f);
+            if !m.config.tie_word_embeddings {
+                out.push(("lm_head.weight".into(), Transposed(m.lm_head.clone())));
+            }
+        }
+        super::Arch::Llama(m) => {
+            out.push(("model.embed_tokens.weight".into(), Matrix(m.embed_tokens.clone())));
+            for (i, l) in m.layers.iter().enumerate() {
+                let p = format!("model.layers.{i}");
+                out.push((format!("{p}.input_layernorm.weight"), Vector(l.input_layernorm.weight.clone())));
+                for (name, lin) in [("q_proj", &l.q_proj), ("k_proj", &l.k_proj), ("v_proj", &l.v_proj), ("o_proj", &l.o_proj)] {
+                    linear(&mut out, format!("{p}.self_attn.{name}"), lin, false);
+                }
+                out.push((format!("{p}.post_attention_layernorm.weight"), Vector(l.post_attention_layernorm.weight.clone())));
+                for (name, lin) in [("gate_proj", &l.gate_proj), ("up_proj", &l.up_proj), ("down_proj", &l.down_proj)] {
+                    linear(&mut out, format!("{p}.mlp.{name}"), lin, false);
+                }
+            }
+            out.push(("model.norm.weight".into(), Vector(m.norm.weight.clone())));
+            if !m.config.tie_word_embeddings {
+                out.push(("lm_head.weight".into(), Transposed(m.lm_head.clone())));
+            }
+        }
+    }
+    out
+}
+
+/// The dtype most of the checkpoint's tensors are stored in, to save in kind.
+pub fn storage_dtype(files: &ModelFiles) -> Dtype {
+    let mut counts: Vec<(Dtype, usize)> = Vec::new();
+    for (_, bytes) in &files.weights {
+        if let Ok(st) = SafeTensors::deserialize(bytes) {
+            for (_, v) in st.tensors() {
+                match counts.iter_mut().find(|(d, _)| *d == v.dtype()) {
+                    Some((_, n)) => *n += 1,
+                    None => counts.push((v.dtype(), 1)),
+                }
+            }
+        }
+    }
+    counts.into_iter().max_by_key(|(_, n)| *n).map_or(Dtype::F32, |(d, _)| d)
+}
+
+/// Serialise values as `dtype` (f32, f16 or bf16) little-endian bytes.
+pub fn encode_values(values: &[f32], dtype: Dtype) -> Vec<u8> {
+    match dtype {
+        Dtype::F16 => values.iter().flat_map(|&v| half::f16::from_f32(v).to_le_bytes()).collect(),
+        Dtype::BF16 => values.iter().flat_map(|&v| half::bf16::from_f32(v).to_le_bytes()).collect(),
+        _ => values.iter().flat_map(|&v| v.to_le_bytes()).collect(),
+    }
 }

@@ -32,6 +32,18 @@ pub struct Model {
     pub tokenizer: Tokenizer,
     pub device: Device,
     pub summary: ModelSummary,
+    /// The original non-weight files and the weights' storage dtype, so the model can be saved
+    /// back as a Hugging Face folder.
+    pub source: Source,
+}
+
+#[derive(Clone, Debug)]
+pub struct Source {
+    pub config: String,
+    pub tokenizer: Option<Vec<u8>>,
+    pub tokenizer_config: Option<String>,
+    pub generation_config: Option<String>,
+    pub dtype: safetensors::Dtype,
 }
 
 /// What the page and the CLI show about a model.
@@ -82,7 +94,14 @@ impl Model {
             f32_bytes: parameters * 4,
             tied_embeddings: config.tie_word_embeddings(),
         };
-        Ok(Model { config, arch, tokenizer, device: device.clone(), summary })
+        let source = Source {
+            config: files.config.clone(),
+            tokenizer: files.tokenizer.clone(),
+            tokenizer_config: files.tokenizer_config.clone(),
+            generation_config: files.generation_config.clone(),
+            dtype: load::storage_dtype(files),
+        };
+        Ok(Model { config, arch, tokenizer, device: device.clone(), summary, source })
     }
 
     /// Load a model folder natively.
@@ -137,6 +156,140 @@ impl Model {
         let picked = logp.gather(1, targets).sum();
         let total = read_f32(picked).await?;
         Ok((-(total[0] as f64), n))
+    }
+}
+
+impl Arch {
+    /// Every linear layer with its Hugging Face module path, as PEFT names it
+    /// (`model.layers.0.self_attn.q_proj`, `transformer.h.0.attn.c_attn`). The output head is
+    /// not among them, as with PEFT's `all-linear`.
+    pub fn linears(&self) -> Vec<(String, &layers::Linear)> {
+        match self {
+            Arch::Gpt2(m) => m
+                .blocks
+                .iter()
+                .enumerate()
+                .flat_map(|(i, b)| {
+                    let p = format!("transformer.h.{i}");
+                    [
+                        (format!("{p}.attn.c_attn"), &b.c_attn),
+                        (format!("{p}.attn.c_proj"), &b.attn_c_proj),
+                        (format!("{p}.mlp.c_fc"), &b.c_fc),
+                        (format!("{p}.mlp.c_proj"), &b.mlp_c_proj),
+                    ]
+                })
+                .collect(),
+            Arch::Llama(m) => m
+                .layers
+                .iter()
+                .enumerate()
+                .flat_map(|(i, l)| {
+                    let p = format!("model.layers.{i}");
+                    [
+                        (format!("{p}.self_attn.q_proj"), &l.q_proj),
+                        (format!("{p}.self_attn.k_proj"), &l.k_proj),
+                        (format!("{p}.self_attn.v_proj"), &l.v_proj),
+                        (format!("{p}.self_attn.o_proj"), &l.o_proj),
+                        (format!("{p}.mlp.gate_proj"), &l.gate_proj),
+                        (format!("{p}.mlp.up_proj"), &l.up_proj),
+                        (format!("{p}.mlp.down_proj"), &l.down_proj),
+                    ]
+                })
+                .collect(),
+        }
+    }
+
+    pub fn linears_mut(&mut self) -> Vec<(String, &mut layers::Linear)> {
+        match self {
+            Arch::Gpt2(m) => m
+                .blocks
+                .iter_mut()
+                .enumerate()
+                .flat_map(|(i, b)| {
+                    let p = format!("transformer.h.{i}");
+                    [
+                        (format!("{p}.attn.c_attn"), &mut b.c_attn),
+                        (format!("{p}.attn.c_proj"), &mut b.attn_c_proj),
+                        (format!("{p}.mlp.c_fc"), &mut b.c_fc),
+                        (format!("{p}.mlp.c_proj"), &mut b.mlp_c_proj),
+                    ]
+                })
+                .collect(),
+            Arch::Llama(m) => m
+                .layers
+                .iter_mut()
+                .enumerate()
+                .flat_map(|(i, l)| {
+                    let p = format!("model.layers.{i}");
+                    [
+                        (format!("{p}.self_attn.q_proj"), &mut l.q_proj),
+                        (format!("{p}.self_attn.k_proj"), &mut l.k_proj),
+                        (format!("{p}.self_attn.v_proj"), &mut l.v_proj),
+                        (format!("{p}.self_attn.o_proj"), &mut l.o_proj),
+                        (format!("{p}.mlp.gate_proj"), &mut l.gate_proj),
+                        (format!("{p}.mlp.up_proj"), &mut l.up_proj),
+                        (format!("{p}.mlp.down_proj"), &mut l.down_proj),
+                    ]
+                })
+                .collect(),
+        }
+    }
+
+    /// GPT-2 stores its linear layers as `Conv1D` (PEFT's `fan_in_fan_out`).
+    pub fn fan_in_fan_out(&self) -> bool {
+        matches!(self, Arch::Gpt2(_))
+    }
+}
+
+impl Model {
+    /// The model as a Hugging Face folder's files (config.json, model.safetensors, tokenizer
+    /// files), weights in the dtype the model was loaded from. Adapters are not included: merge
+    /// them first. Refuses non-finite weights.
+    pub async fn save_files(&self) -> Result<Vec<(String, Vec<u8>)>> {
+        let dtype = self.source.dtype;
+        let mut tensors: Vec<(String, Vec<u8>, Vec<usize>)> = Vec::new();
+        for (key, saved) in load::checkpoint_tensors(&self.arch) {
+            let (values, shape) = match saved {
+                load::Saved::Vector(t) => {
+                    let n = t.dims()[0];
+                    (read_f32(t).await?, vec![n])
+                }
+                load::Saved::Matrix(t) => {
+                    let [r, c] = t.dims();
+                    (read_f32(t).await?, vec![r, c])
+                }
+                load::Saved::Transposed(t) => {
+                    let [r, c] = t.dims();
+                    (crate::lora::peft::transpose(&read_f32(t).await?, r, c), vec![c, r])
+                }
+            };
+            if values.iter().any(|v| !v.is_finite()) {
+                return Err(Error::input(format!("weight {key} has NaN or infinite values; refusing to save it")));
+            }
+            tensors.push((key, load::encode_values(&values, dtype), shape));
+        }
+        let views = tensors
+            .iter()
+            .map(|(k, b, s)| {
+                safetensors::tensor::TensorView::new(dtype, s.clone(), b)
+                    .map(|v| (k.clone(), v))
+                    .map_err(|e| Error::input(format!("could not write {k}: {e}")))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let metadata: std::collections::HashMap<String, String> = [("format".to_string(), "pt".to_string())].into();
+        let weights = safetensors::serialize(views, Some(metadata))
+            .map_err(|e| Error::input(format!("could not write model.safetensors: {e}")))?;
+        let mut files = vec![("config.json".to_string(), self.source.config.clone().into_bytes()), ("model.safetensors".to_string(), weights)];
+        if let Some(t) = &self.source.tokenizer {
+            files.push(("tokenizer.json".into(), t.clone()));
+        }
+        if let Some(t) = &self.source.tokenizer_config {
+            files.push(("tokenizer_config.json".into(), t.clone().into_bytes()));
+        }
+        if let Some(t) = &self.source.generation_config {
+            files.push(("generation_config.json".into(), t.clone().into_bytes()));
+        }
+        Ok(files)
     }
 }
 

@@ -8,6 +8,9 @@ pub struct Tokenizer {
     pub bos_id: Option<u32>,
     /// Generation stops at any of these.
     pub eos_ids: Vec<u32>,
+    /// The Jinja chat template from tokenizer_config.json's `"chat_template"`, when it has one.
+    /// Some checkpoints store a list of named templates; we take the one named "default".
+    pub chat_template: Option<String>,
 }
 
 fn ids_of(v: Option<&serde_json::Value>) -> Vec<u32> {
@@ -23,6 +26,19 @@ fn token_text(v: Option<&serde_json::Value>) -> Option<String> {
     match v? {
         serde_json::Value::String(s) => Some(s.clone()),
         serde_json::Value::Object(o) => o.get("content").and_then(|c| c.as_str()).map(String::from),
+        _ => None,
+    }
+}
+
+/// `"chat_template"` is a string, or a list of `{"name", "template"}` (tool-use variants beside
+/// the "default" one; we only render plain conversations).
+fn chat_template_of(v: Option<&serde_json::Value>) -> Option<String> {
+    match v? {
+        serde_json::Value::String(s) => Some(s.clone()),
+        serde_json::Value::Array(list) => list
+            .iter()
+            .find(|t| t.get("name").and_then(|n| n.as_str()) == Some("default"))
+            .and_then(|t| t.get("template")?.as_str().map(String::from)),
         _ => None,
     }
 }
@@ -71,7 +87,8 @@ impl Tokenizer {
         };
         let bos_id = from("bos_token_id").first().copied();
         let eos_ids = from("eos_token_id");
-        Ok(Tokenizer { inner, bos_id, eos_ids })
+        let chat_template = chat_template_of(tok_cfg.as_ref().and_then(|t| t.get("chat_template")));
+        Ok(Tokenizer { inner, bos_id, eos_ids, chat_template })
     }
 
     /// Token ids, with special tokens as the tokenizer's post-processor adds them when
@@ -82,6 +99,26 @@ impl Tokenizer {
             .encode(text, add_special)
             .map_err(|e| Error::input(format!("could not tokenize the text: {e}")))?;
         Ok(enc.get_ids().to_vec())
+    }
+
+    /// Like [`Tokenizer::encode`], plus each token's byte range `(start, end)` in `text`.
+    /// Tokens the post-processor adds (BOS) have an empty range.
+    pub fn encode_with_offsets(&self, text: &str, add_special: bool) -> Result<(Vec<u32>, Vec<(usize, usize)>)> {
+        let enc = self
+            .inner
+            .encode(text, add_special)
+            .map_err(|e| Error::input(format!("could not tokenize the text: {e}")))?;
+        Ok((enc.get_ids().to_vec(), enc.get_offsets().to_vec()))
+    }
+
+    /// The text of the BOS token (what chat templates call `bos_token`).
+    pub fn bos_token_text(&self) -> Option<String> {
+        self.inner.id_to_token(self.bos_id?)
+    }
+
+    /// The text of the first EOS token (what chat templates call `eos_token`).
+    pub fn eos_token_text(&self) -> Option<String> {
+        self.inner.id_to_token(*self.eos_ids.first()?)
     }
 
     pub fn decode(&self, ids: &[u32]) -> Result<String> {

@@ -4,6 +4,7 @@
 
 mod device_check;
 mod hf_parity;
+mod peft_parity;
 
 use tinytune::device::{self, DeviceChoice, OpenedDevice};
 

@@ -1,0 +1,355 @@
+//! LoRA (Hu et al. 2021, "LoRA: Low-Rank Adaptation of Large Language Models") the efficient
+//! way: the adapted layer computes `x·W₀ + s·((dropout(x)·A)·B)` and never forms ΔW while
+//! training. Scaling `s = α/r`, or `α/√r` with rsLoRA (Kalajdzievski 2023). Initialisations
+//! follow PEFT: A Kaiming-uniform (a = √5) and B = 0, Gaussian A (std 1/r), or PiSSA (Meng et al.
+//! 2024: A and B from the top-r singular triplets of W₀, the base keeps the residual).
+//!
+//! Three verbs: `LoraAdapter::forward`, `LoraAdapter::delta`, and `merge` / `unmerge`.
+
+pub mod peft;
+
+use burn::tensor::{Distribution, Tensor, TensorData};
+use serde::{Deserialize, Serialize};
+
+use crate::generate::Rng;
+use crate::model::Model;
+use crate::{Error, Result};
+
+/// Which linear layers get adapters, by Hugging Face module name.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum Targets {
+    /// Names such as `q_proj` or `c_attn`; a module matches when its path ends in `.name`.
+    Names(Vec<String>),
+    /// The string `all-linear`: every linear layer except the output head (PEFT's meaning).
+    All(String),
+}
+
+impl Targets {
+    pub fn parse(s: &str) -> Targets {
+        if s == "all-linear" {
+            Targets::All(s.into())
+        } else {
+            Targets::Names(s.split(',').map(|t| t.trim().to_string()).filter(|t| !t.is_empty()).collect())
+        }
+    }
+    pub fn matches(&self, path: &str) -> bool {
+        match self {
+            Targets::All(_) => true,
+            Targets::Names(names) => names.iter().any(|n| path == n || path.ends_with(&format!(".{n}"))),
+        }
+    }
+    /// The names PEFT writes in `target_modules`.
+    pub fn names(&self, paths: &[String]) -> Vec<String> {
+        let mut out: Vec<String> = paths
+            .iter()
+            .filter(|p| self.matches(p))
+            .map(|p| p.rsplit('.').next().unwrap_or(p).to_string())
+            .collect();
+        out.sort();
+        out.dedup();
+        out
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Init {
+    Default,
+    Gaussian,
+    Pissa,
+}
+
+impl std::str::FromStr for Init {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Init> {
+        match s {
+            "default" | "kaiming" => Ok(Init::Default),
+            "gaussian" => Ok(Init::Gaussian),
+            "pissa" => Ok(Init::Pissa),
+            _ => Err(Error::input(format!("unknown LoRA init '{s}': use default, gaussian or pissa"))),
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct LoraConfig {
+    pub r: usize,
+    pub alpha: f64,
+    pub dropout: f64,
+    pub rslora: bool,
+    pub targets: Targets,
+    pub init: Init,
+}
+
+impl Default for LoraConfig {
+    fn default() -> Self {
+        LoraConfig {
+            r: 8,
+            alpha: 16.0,
+            dropout: 0.0,
+            rslora: false,
+            targets: Targets::All("all-linear".into()),
+            init: Init::Default,
+        }
+    }
+}
+
+impl LoraConfig {
+    pub fn scale(&self) -> f64 {
+        if self.rslora { self.alpha / (self.r as f64).sqrt() } else { self.alpha / self.r as f64 }
+    }
+    pub fn validate(&self) -> Result<()> {
+        if self.r == 0 {
+            return Err(Error::input("LoRA rank r must be at least 1"));
+        }
+        if !(0.0..1.0).contains(&self.dropout) {
+            return Err(Error::input(format!("LoRA dropout must be in [0, 1), not {}", self.dropout)));
+        }
+        if !self.alpha.is_finite() || self.alpha <= 0.0 {
+            return Err(Error::input(format!("LoRA alpha must be positive, not {}", self.alpha)));
+        }
+        Ok(())
+    }
+}
+
+/// One adapter on one layer. Stored in the layout the forward pass wants: A `[in, r]`,
+/// B `[r, out]` (PEFT files hold the transposes: `lora_A` `[r, in]`, `lora_B` `[out, r]`).
+#[derive(Clone, Debug)]
+pub struct LoraAdapter {
+    pub name: String,
+    pub a: Tensor<2>,
+    pub b: Tensor<2>,
+    pub scale: f64,
+    pub dropout: f64,
+    pub enabled: bool,
+    /// Dropout applies only while training.
+    pub training: bool,
+}
+
+impl LoraAdapter {
+    pub fn rank(&self) -> usize {
+        self.a.dims()[1]
+    }
+
+    /// `[N, in] -> [N, out]`: `s·((dropout(x)·A)·B)`.
+    pub fn forward(&self, x: Tensor<2>) -> Tensor<2> {
+        let x = if self.training && self.dropout > 0.0 {
+            let keep = x.random_like(Distribution::Bernoulli(1.0 - self.dropout));
+            x * keep / (1.0 - self.dropout)
+        } else {
+            x
+        };
+        x.matmul(self.a.clone()).matmul(self.b.clone()) * self.scale
+    }
+
+    /// ΔW = s·A·B, `[in, out]`. Formed only for merging and inspection.
+    pub fn delta(&self) -> Tensor<2> {
+        self.a.clone().matmul(self.b.clone()) * self.scale
+    }
+}
+
+fn tensor(values: Vec<f32>, shape: [usize; 2], device: &burn::tensor::Device) -> Tensor<2> {
+    Tensor::from_data(TensorData::new(values, shape), device)
+}
+
+/// Uniform in [-bound, bound) and standard normal draws from our seeded generator, so an init
+/// is the same on every device.
+fn uniform(rng: &mut Rng, n: usize, bound: f64) -> Vec<f32> {
+    (0..n).map(|_| ((rng.next_f64() * 2.0 - 1.0) * bound) as f32).collect()
+}
+fn normal(rng: &mut Rng, n: usize, std: f64) -> Vec<f32> {
+    (0..n)
+        .map(|_| {
+            let (u1, u2) = (rng.next_f64().max(1e-300), rng.next_f64());
+            ((-2.0 * u1.ln()).sqrt() * (2.0 * std::f64::consts::PI * u2).cos() * std) as f32
+        })
+        .collect()
+}
+
+/// Add a new adapter named `name` to every targeted layer. Returns how many layers got one.
+pub async fn attach(model: &mut Model, name: &str, cfg: &LoraConfig, seed: u64) -> Result<usize> {
+    cfg.validate()?;
+    let device = model.device.clone();
+    let paths: Vec<String> = model.arch.linears().into_iter().map(|(p, _)| p).collect();
+    let targeted: Vec<&String> = paths.iter().filter(|p| cfg.targets.matches(p)).collect();
+    if targeted.is_empty() {
+        let names: Vec<String> = Targets::All(String::new()).names(&paths);
+        return Err(Error::input(format!(
+            "no layer matches the LoRA targets {:?}; this {} model has {}",
+            cfg.targets,
+            model.config.model_type(),
+            names.join(", ")
+        )));
+    }
+    let mut rng = Rng::new(seed);
+    let mut count = 0;
+    for (path, linear) in model.arch.linears_mut() {
+        if !cfg.targets.matches(&path) {
+            continue;
+        }
+        if linear.adapter(name).is_some() {
+            return Err(Error::input(format!("{path} already has an adapter named '{name}'")));
+        }
+        let (d_in, d_out, r) = (linear.d_in(), linear.d_out(), cfg.r);
+        let (a, b) = match cfg.init {
+            // PEFT: kaiming_uniform_(lora_A, a=√5) on [r, in] gives bound 1/√in.
+            Init::Default => (uniform(&mut rng, d_in * r, 1.0 / (d_in as f64).sqrt()), vec![0.0; r * d_out]),
+            Init::Gaussian => (normal(&mut rng, d_in * r, 1.0 / r as f64), vec![0.0; r * d_out]),
+            Init::Pissa => {
+                let w = crate::model::read_f32(linear.weight.clone()).await?;
+                let (a, b, residual) = pissa(&w, d_in, d_out, r, cfg.scale(), &mut rng);
+                linear.weight = tensor(residual, [d_in, d_out], &device);
+                (a, b)
+            }
+        };
+        linear.adapters.push(LoraAdapter {
+            name: name.to_string(),
+            a: tensor(a, [d_in, r], &device),
+            b: tensor(b, [r, d_out], &device),
+            scale: cfg.scale(),
+            dropout: cfg.dropout,
+            enabled: true,
+            training: false,
+        });
+        count += 1;
+    }
+    Ok(count)
+}
+
+/// PiSSA init from W₀ `[in, out]` (row-major): with W₀ᵀ = U S Vᵀ (PEFT's view, `[out, in]`),
+/// `lora_A = √(S_r/s) V_rᵀ`, `lora_B = U_r √(S_r/s)`, and the base keeps W₀ - s·A·B. Returns
+/// A `[in, r]`, B `[r, out]` and the residual, all row-major. The top-r triplets come from
+/// subspace iteration in f64, plenty for an initialisation.
+fn pissa(w: &[f32], d_in: usize, d_out: usize, r: usize, scale: f64, rng: &mut Rng) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+    let r = r.min(d_in).min(d_out);
+    let w: Vec<f64> = w.iter().map(|&x| x as f64).collect();
+    // Right singular vectors of W (in-space) via Q ← orth(Wᵀ·W·Q).
+    let mut q: Vec<f64> = normal(rng, d_in * r, 1.0).into_iter().map(f64::from).collect();
+    let mul_w = |q: &[f64]| {
+        // W·Q is [out?]: W is [in, out]; we want W₀ᵀ(out×in)·q(in×r) = (qᵀ·W)ᵀ → [out, r]
+        let mut y = vec![0.0; d_out * r];
+        for i in 0..d_in {
+            for o in 0..d_out {
+                let wi = w[i * d_out + o];
+                for k in 0..r {
+                    y[o * r + k] += wi * q[i * r + k];
+                }
+            }
+        }
+        y
+    };
+    let mul_wt = |y: &[f64]| {
+        let mut q = vec![0.0; d_in * r];
+        for i in 0..d_in {
+            for o in 0..d_out {
+                let wi = w[i * d_out + o];
+                for k in 0..r {
+                    q[i * r + k] += wi * y[o * r + k];
+                }
+            }
+        }
+        q
+    };
+    orthonormalise(&mut q, d_in, r);
+    for _ in 0..30 {
+        let y = mul_w(&q);
+        q = mul_wt(&y);
+        orthonormalise(&mut q, d_in, r);
+    }
+    // Rayleigh-Ritz: B = W₀ᵀQ [out, r]; its SVD gives the triplets in this subspace.
+    let y = mul_w(&q);
+    let (u_small, s, v_small) = crate::inspect::linalg::svd_small(&y, d_out, r);
+    // U_r = u_small [out, r]; V_r = Q·v_small [in, r].
+    let mut vr = vec![0.0; d_in * r];
+    for i in 0..d_in {
+        for k in 0..r {
+            vr[i * r + k] = (0..r).map(|j| q[i * r + j] * v_small[j * r + k]).sum();
+        }
+    }
+    let mut a = vec![0f32; d_in * r];
+    let mut b = vec![0f32; r * d_out];
+    for k in 0..r {
+        let root = (s[k] / scale).sqrt();
+        for i in 0..d_in {
+            a[i * r + k] = (vr[i * r + k] * root) as f32;
+        }
+        for o in 0..d_out {
+            b[k * d_out + o] = (u_small[o * r + k] * root) as f32;
+        }
+    }
+    let mut residual = vec![0f32; d_in * d_out];
+    for i in 0..d_in {
+        for o in 0..d_out {
+            let ab: f64 = (0..r).map(|k| a[i * r + k] as f64 * b[k * d_out + o] as f64).sum();
+            residual[i * d_out + o] = (w[i * d_out + o] - scale * ab) as f32;
+        }
+    }
+    (a, b, residual)
+}
+
+/// Modified Gram-Schmidt on the columns of a row-major `[n, k]` matrix.
+pub(crate) fn orthonormalise(m: &mut [f64], n: usize, k: usize) {
+    for j in 0..k {
+        for p in 0..j {
+            let dot: f64 = (0..n).map(|i| m[i * k + j] * m[i * k + p]).sum();
+            for i in 0..n {
+                m[i * k + j] -= dot * m[i * k + p];
+            }
+        }
+        let norm = (0..n).map(|i| m[i * k + j] * m[i * k + j]).sum::<f64>().sqrt().max(1e-300);
+        for i in 0..n {
+            m[i * k + j] /= norm;
+        }
+    }
+}
+
+/// Fold an adapter into its base weights (W₀ ← W₀ + s·A·B) and remove it. Computed in f32 on the
+/// device; refuses a result with NaN or infinity and leaves the model unchanged then.
+pub async fn merge(model: &mut Model, name: &str) -> Result<usize> {
+    let mut updates = Vec::new();
+    for (path, linear) in model.arch.linears() {
+        if let Some(adapter) = linear.adapter(name) {
+            let merged = linear.weight.clone() + adapter.delta();
+            let finite = crate::model::read_f32(merged.clone().is_finite().float().mean()).await?;
+            if finite[0] < 1.0 {
+                return Err(Error::input(format!(
+                    "merging adapter '{name}' into {path} gives non-finite weights; the adapter is damaged"
+                )));
+            }
+            updates.push((path, merged));
+        }
+    }
+    if updates.is_empty() {
+        return Err(Error::input(format!("no layer has an adapter named '{name}'")));
+    }
+    let count = updates.len();
+    let mut by_path: std::collections::HashMap<String, Tensor<2>> = updates.into_iter().collect();
+    for (path, linear) in model.arch.linears_mut() {
+        if let Some(w) = by_path.remove(&path) {
+            linear.weight = w;
+            linear.adapters.retain(|a| a.name != name);
+        }
+    }
+    Ok(count)
+}
+
+/// The inverse of `merge` for an adapter still at hand: W₀ ← W₀ - s·A·B.
+pub fn unmerge(model: &mut Model, adapters: &[(String, LoraAdapter)]) {
+    for (path, linear) in model.arch.linears_mut() {
+        for (p, adapter) in adapters {
+            if *p == path {
+                linear.weight = linear.weight.clone() - adapter.delta();
+            }
+        }
+    }
+}
+
+/// Enable exactly the named adapters (and disable the others) on every layer.
+pub fn set_active(model: &mut Model, names: &[&str]) {
+    for (_, linear) in model.arch.linears_mut() {
+        for a in &mut linear.adapters {
+            a.enabled = names.contains(&a.name.as_str());
+        }
+    }
+}
