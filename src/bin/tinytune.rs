@@ -8,6 +8,7 @@ use futures_lite::future::block_on;
 use tinytune::device::{self, DeviceChoice};
 use tinytune::generate::Sampling;
 use tinytune::model::Model;
+use tinytune::train::run::RunConfig;
 
 #[derive(Parser)]
 #[command(name = "tinytune", version, about = "LoRA and QLoRA finetuning playground: the native twin of the page")]
@@ -91,6 +92,10 @@ enum Command {
         #[arg(long, default_value = "auto")]
         device: String,
     },
+    /// Finetune a model: LoRA (default), full or partial. Writes a PEFT adapter (LoRA) or a
+    /// Hugging Face model folder (full, partial) into --out, with metrics.jsonl, run.toml and a
+    /// checkpoint/ to --resume from.
+    Train(Box<TrainArgs>),
     /// Merge a LoRA adapter into its base model: W ← W + s·A·B, computed in f32, written as a
     /// Hugging Face model folder in the base's dtype.
     Merge {
@@ -106,6 +111,141 @@ enum Command {
         #[arg(long, default_value = "cpu")]
         device: String,
     },
+}
+
+/// Every flag is also a key of run.toml (`--batch-size` is `batch_size`); flags override the file.
+#[derive(clap::Args)]
+struct TrainArgs {
+    /// A run.toml with the same keys as these flags (the page's "Export run config" writes one).
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Continue exactly from a checkpoint folder (<out>/checkpoint).
+    #[arg(long)]
+    resume: Option<PathBuf>,
+    /// Stop this invocation after N steps, leaving a checkpoint to --resume from.
+    #[arg(long)]
+    stop_after: Option<usize>,
+    /// A Hugging Face model folder.
+    #[arg(long)]
+    model: Option<String>,
+    /// .txt (continued pretraining), or JSONL with {"text"}, {"prompt","completion"} or {"messages"}.
+    #[arg(long)]
+    data: Option<String>,
+    #[arg(long)]
+    valid_data: Option<String>,
+    /// Hold out this fraction of --data for validation when there is no --valid-data.
+    #[arg(long)]
+    valid_fraction: Option<f64>,
+    #[arg(long)]
+    out: Option<String>,
+    /// lora, full or partial.
+    #[arg(long)]
+    method: Option<String>,
+    /// LoRA rank r.
+    #[arg(long)]
+    rank: Option<usize>,
+    /// LoRA alpha (the update is scaled by alpha/r, or alpha/√r with --rslora).
+    #[arg(long)]
+    alpha: Option<f64>,
+    #[arg(long)]
+    dropout: Option<f64>,
+    /// all-linear, or module names such as q_proj,v_proj (GPT-2: c_attn,c_proj,c_fc).
+    #[arg(long)]
+    targets: Option<String>,
+    #[arg(long)]
+    rslora: bool,
+    /// default (A Kaiming-uniform, B = 0), gaussian or pissa.
+    #[arg(long)]
+    init: Option<String>,
+    /// For --method partial: how many of the last blocks train.
+    #[arg(long)]
+    partial_layers: Option<usize>,
+    #[arg(long)]
+    steps: Option<usize>,
+    #[arg(long)]
+    epochs: Option<f64>,
+    #[arg(long)]
+    batch_size: Option<usize>,
+    #[arg(long)]
+    grad_accum: Option<usize>,
+    #[arg(long)]
+    seq_len: Option<usize>,
+    /// Pack examples into full windows instead of padding each.
+    #[arg(long)]
+    pack: bool,
+    /// Also compute the loss on prompt tokens of {"prompt","completion"} data.
+    #[arg(long)]
+    train_on_prompt: bool,
+    /// Skip bad data lines (counted and reported) instead of stopping at the first.
+    #[arg(long)]
+    skip_bad_lines: bool,
+    /// adamw or sgd.
+    #[arg(long)]
+    optimizer: Option<String>,
+    #[arg(long)]
+    lr: Option<f64>,
+    #[arg(long)]
+    weight_decay: Option<f64>,
+    /// constant, linear or cosine.
+    #[arg(long)]
+    schedule: Option<String>,
+    /// Warmup steps.
+    #[arg(long)]
+    warmup: Option<usize>,
+    /// Clip the global gradient norm to this (0: off).
+    #[arg(long)]
+    max_grad_norm: Option<f64>,
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Evaluate on the validation data every N steps.
+    #[arg(long)]
+    eval_every: Option<usize>,
+    /// Stop after N evaluations without a better validation loss.
+    #[arg(long)]
+    patience: Option<usize>,
+    /// Write <out>/checkpoint every N steps (it is always written at the end).
+    #[arg(long)]
+    checkpoint_every: Option<usize>,
+    /// auto, cpu, wgpu (or cuda when built with --features cuda).
+    #[arg(long)]
+    device: Option<String>,
+}
+
+fn enum_value<T: serde::de::DeserializeOwned>(flag: &str, value: &str, choices: &str) -> tinytune::Result<T> {
+    serde_json::from_value(serde_json::Value::String(value.to_string()))
+        .map_err(|_| tinytune::Error::input(format!("--{flag} {value}: choose one of {choices}")))
+}
+
+fn run_config(a: &TrainArgs) -> tinytune::Result<RunConfig> {
+    let mut c = match &a.config {
+        Some(path) => RunConfig::from_toml(&std::fs::read_to_string(path).map_err(|e| tinytune::Error::io(path, e))?)?,
+        None => RunConfig::default(),
+    };
+    macro_rules! set {
+        ($($f:ident),*) => { $( if let Some(v) = a.$f.clone() { c.$f = v; } )* };
+    }
+    set!(model, data, out, rank, alpha, dropout, targets, partial_layers, steps, epochs, batch_size, grad_accum, seq_len,
+         lr, weight_decay, warmup, max_grad_norm, seed, eval_every, patience, checkpoint_every, device, valid_fraction);
+    if a.valid_data.is_some() {
+        c.valid_data = a.valid_data.clone();
+    }
+    if let Some(m) = &a.method {
+        c.method = enum_value("method", m, "lora, full, partial")?;
+    }
+    if let Some(v) = &a.optimizer {
+        c.optimizer = enum_value("optimizer", v, "adamw, sgd")?;
+    }
+    if let Some(v) = &a.schedule {
+        c.schedule = enum_value("schedule", v, "constant, linear, cosine")?;
+    }
+    if let Some(v) = &a.init {
+        c.init = v.parse()?;
+    }
+    c.rslora |= a.rslora;
+    c.pack |= a.pack;
+    c.train_on_prompt |= a.train_on_prompt;
+    c.skip_bad_lines |= a.skip_bad_lines;
+    Ok(c)
 }
 
 fn main() -> ExitCode {
@@ -182,6 +322,24 @@ fn run(command: Command) -> tinytune::Result<()> {
             println!();
             let secs = started.elapsed().as_secs_f64();
             eprintln!("{} tokens in {secs:.2} s ({:.1} tokens/s), stopped: {stop:?}", new.len(), new.len() as f64 / secs);
+            Ok(())
+        }
+        Command::Train(args) => {
+            let run = run_config(&args)?;
+            let opened = open_device(&run.device)?;
+            let summary = tinytune::train::native::train(run, args.resume.as_deref(), args.stop_after, &opened, false)?;
+            let peak = summary.peak_rss_bytes.map_or("unknown".into(), |b| format!("{:.0} MiB", b as f64 / 1048576.0));
+            eprintln!("wrote {}", summary.out.display());
+            println!(
+                "trained {} steps ({} skipped), {} tokens in {:.1} s: {:.0} train tokens/s; final loss {:.4}{}; peak memory {peak} (process RSS)",
+                summary.steps,
+                summary.skipped_steps,
+                summary.tokens,
+                summary.seconds,
+                summary.tokens_per_second,
+                summary.final_loss,
+                summary.best_valid_loss.map_or(String::new(), |v| format!(", best valid loss {v:.4}")),
+            );
             Ok(())
         }
         Command::Merge { model, adapter, out, device } => {

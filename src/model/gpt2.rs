@@ -26,8 +26,8 @@ pub struct Gpt2 {
     pub wpe: Tensor<2>,
     pub blocks: Vec<Block>,
     pub ln_f: LayerNorm,
-    /// `[C, V]`: `wteᵀ` when tied.
-    pub lm_head: Tensor<2>,
+    /// `[C, V]`; `None` when tied: the head is then `wteᵀ`, so training the embeddings trains it.
+    pub lm_head: Option<Tensor<2>>,
 }
 
 /// GPT-2's tanh approximation of GELU ("gelu_new").
@@ -60,6 +60,6 @@ impl Gpt2 {
             x = x + block.mlp_c_proj.forward(gelu_new(block.c_fc.forward(h)));
         }
         let x = self.ln_f.forward(x);
-        x.reshape([b * t, c]).matmul(self.lm_head.clone()).reshape([b, t, self.config.vocab_size])
+        x.reshape([b * t, c]).matmul(self.lm_head.clone().unwrap_or_else(|| self.wte.clone().transpose())).reshape([b, t, self.config.vocab_size])
     }
 }

@@ -29,8 +29,8 @@ pub struct Llama {
     pub embed_tokens: Tensor<2>,
     pub layers: Vec<Layer>,
     pub norm: RmsNorm,
-    /// `[C, V]`
-    pub lm_head: Tensor<2>,
+    /// `[C, V]`; `None` when tied: the head is then `embed_tokensᵀ`.
+    pub lm_head: Option<Tensor<2>>,
     rotary: Rotary,
 }
 
@@ -40,7 +40,7 @@ impl Llama {
         embed_tokens: Tensor<2>,
         layers: Vec<Layer>,
         norm: RmsNorm,
-        lm_head: Tensor<2>,
+        lm_head: Option<Tensor<2>>,
         device: &Device,
     ) -> Self {
         let rotary = Rotary::new(config.head_dim(), Self::context_of(&config), config.rope_theta, device);
@@ -76,6 +76,6 @@ impl Llama {
             x = x + layer.down_proj.forward(mlp);
         }
         let x = self.norm.forward(x);
-        x.reshape([b * t, c.hidden_size]).matmul(self.lm_head.clone()).reshape([b, t, c.vocab_size])
+        x.reshape([b * t, c.hidden_size]).matmul(self.lm_head.clone().unwrap_or_else(|| self.embed_tokens.clone().transpose())).reshape([b, t, c.vocab_size])
     }
 }

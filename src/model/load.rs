@@ -232,9 +232,9 @@ pub(super) fn gpt2(w: &Weights, c: &Gpt2Config) -> Result<super::gpt2::Gpt2> {
         .collect::<Result<Vec<_>>>()?;
     // Tied unless the file carries its own head and the config unties it.
     let lm_head = if !c.tie_word_embeddings && w.contains("lm_head.weight") {
-        w.linear("lm_head", e, v, false)?.weight
+        Some(w.linear("lm_head", e, v, false)?.weight)
     } else {
-        wte.clone().transpose()
+        None
     };
     Ok(Gpt2 {
         config: c.clone(),
@@ -270,9 +270,9 @@ pub(super) fn llama(w: &Weights, c: &LlamaConfig, device: &Device) -> Result<sup
         })
         .collect::<Result<Vec<_>>>()?;
     let lm_head = if w.contains("lm_head.weight") && !c.tie_word_embeddings {
-        w.linear("lm_head", e, v, false)?.weight
+        Some(w.linear("lm_head", e, v, false)?.weight)
     } else if c.tie_word_embeddings {
-        embed.clone().transpose()
+        None
     } else {
         return Err(Error::input(
             "the weights have no \"lm_head.weight\" and config.json says tie_word_embeddings false",
@@ -327,8 +327,8 @@ pub(super) fn checkpoint_tensors(arch: &super::Arch) -> Vec<(String, Saved)> {
                 linear(&mut out, format!("{p}.mlp.c_proj"), &b.mlp_c_proj, true);
             }
             ln(&mut out, "transformer.ln_f".into(), &m.ln_f);
-            if !m.config.tie_word_embeddings {
-                out.push(("lm_head.weight".into(), Transposed(m.lm_head.clone())));
+            if let Some(h) = &m.lm_head {
+                out.push(("lm_head.weight".into(), Transposed(h.clone())));
             }
         }
         super::Arch::Llama(m) => {
@@ -345,8 +345,8 @@ pub(super) fn checkpoint_tensors(arch: &super::Arch) -> Vec<(String, Saved)> {
                 }
             }
             out.push(("model.norm.weight".into(), Vector(m.norm.weight.clone())));
-            if !m.config.tie_word_embeddings {
-                out.push(("lm_head.weight".into(), Transposed(m.lm_head.clone())));
+            if let Some(h) = &m.lm_head {
+                out.push(("lm_head.weight".into(), Transposed(h.clone())));
             }
         }
     }
@@ -376,4 +376,70 @@ pub fn encode_values(values: &[f32], dtype: Dtype) -> Vec<u8> {
         Dtype::BF16 => values.iter().flat_map(|&v| half::bf16::from_f32(v).to_le_bytes()).collect(),
         _ => values.iter().flat_map(|&v| v.to_le_bytes()).collect(),
     }
+}
+
+/// A mutable view of one weight, for training every parameter (full and partial finetuning).
+pub enum WeightMut<'a> {
+    Vector(&'a mut Tensor<1>),
+    Matrix(&'a mut Tensor<2>),
+}
+
+/// Every weight by checkpoint key, mutably; with `from_layer`, only blocks from that index on
+/// and the final norm (partial finetuning).
+pub(super) fn weights_mut(arch: &mut super::Arch, from_layer: Option<usize>) -> Vec<(String, WeightMut<'_>)> {
+    use WeightMut::*;
+    let mut out: Vec<(String, WeightMut<'_>)> = Vec::new();
+    let keep = |i: usize| from_layer.is_none_or(|f| i >= f);
+    fn lin<'a>(out: &mut Vec<(String, WeightMut<'a>)>, key: String, l: &'a mut Linear) {
+        out.push((format!("{key}.weight"), WeightMut::Matrix(&mut l.weight)));
+        if let Some(b) = &mut l.bias {
+            out.push((format!("{key}.bias"), WeightMut::Vector(b)));
+        }
+    }
+    match arch {
+        super::Arch::Gpt2(m) => {
+            if from_layer.is_none() {
+                out.push(("transformer.wte.weight".into(), Matrix(&mut m.wte)));
+                out.push(("transformer.wpe.weight".into(), Matrix(&mut m.wpe)));
+                if let Some(h) = &mut m.lm_head {
+                    out.push(("lm_head.weight".into(), Matrix(h)));
+                }
+            }
+            for (i, b) in m.blocks.iter_mut().enumerate().filter(|(i, _)| keep(*i)) {
+                let p = format!("transformer.h.{i}");
+                out.push((format!("{p}.ln_1.weight"), Vector(&mut b.ln_1.weight)));
+                out.push((format!("{p}.ln_1.bias"), Vector(&mut b.ln_1.bias)));
+                lin(&mut out, format!("{p}.attn.c_attn"), &mut b.c_attn);
+                lin(&mut out, format!("{p}.attn.c_proj"), &mut b.attn_c_proj);
+                out.push((format!("{p}.ln_2.weight"), Vector(&mut b.ln_2.weight)));
+                out.push((format!("{p}.ln_2.bias"), Vector(&mut b.ln_2.bias)));
+                lin(&mut out, format!("{p}.mlp.c_fc"), &mut b.c_fc);
+                lin(&mut out, format!("{p}.mlp.c_proj"), &mut b.mlp_c_proj);
+            }
+            out.push(("transformer.ln_f.weight".into(), Vector(&mut m.ln_f.weight)));
+            out.push(("transformer.ln_f.bias".into(), Vector(&mut m.ln_f.bias)));
+        }
+        super::Arch::Llama(m) => {
+            if from_layer.is_none() {
+                out.push(("model.embed_tokens.weight".into(), Matrix(&mut m.embed_tokens)));
+                if let Some(h) = &mut m.lm_head {
+                    out.push(("lm_head.weight".into(), Matrix(h)));
+                }
+            }
+            for (i, l) in m.layers.iter_mut().enumerate().filter(|(i, _)| keep(*i)) {
+                let p = format!("model.layers.{i}");
+                out.push((format!("{p}.input_layernorm.weight"), Vector(&mut l.input_layernorm.weight)));
+                lin(&mut out, format!("{p}.self_attn.q_proj"), &mut l.q_proj);
+                lin(&mut out, format!("{p}.self_attn.k_proj"), &mut l.k_proj);
+                lin(&mut out, format!("{p}.self_attn.v_proj"), &mut l.v_proj);
+                lin(&mut out, format!("{p}.self_attn.o_proj"), &mut l.o_proj);
+                out.push((format!("{p}.post_attention_layernorm.weight"), Vector(&mut l.post_attention_layernorm.weight)));
+                lin(&mut out, format!("{p}.mlp.gate_proj"), &mut l.gate_proj);
+                lin(&mut out, format!("{p}.mlp.up_proj"), &mut l.up_proj);
+                lin(&mut out, format!("{p}.mlp.down_proj"), &mut l.down_proj);
+            }
+            out.push(("model.norm.weight".into(), Vector(&mut m.norm.weight)));
+        }
+    }
+    out
 }

@@ -242,6 +242,50 @@ impl Arch {
 }
 
 impl Model {
+    /// Checkpoint keys of the weights that train in full (`None`) or partial finetuning (blocks
+    /// from `from_layer` on, and the final norm).
+    pub fn weight_keys(&mut self, from_layer: Option<usize>) -> Vec<String> {
+        load::weights_mut(&mut self.arch, from_layer).into_iter().map(|(k, _)| k).collect()
+    }
+
+    /// Apply `f` to the weight `key`, seen as a matrix (a vector as `[1, n]`).
+    pub fn with_weight_mut<R>(&mut self, key: &str, f: impl FnOnce(&mut Tensor<2>) -> R) -> Result<R> {
+        for (k, w) in load::weights_mut(&mut self.arch, None) {
+            if k == key {
+                return Ok(match w {
+                    load::WeightMut::Matrix(t) => f(t),
+                    load::WeightMut::Vector(t) => {
+                        let n = t.dims()[0];
+                        let mut as_matrix = t.clone().reshape([1, n]);
+                        let r = f(&mut as_matrix);
+                        // Keep the stored vector a leaf, so autodiff gives it its own gradient.
+                        let tracked = as_matrix.is_require_grad();
+                        let v = as_matrix.detach().reshape([n]).detach();
+                        *t = if tracked { v.require_grad() } else { v };
+                        r
+                    }
+                });
+            }
+        }
+        Err(Error::input(format!("the model has no weight \"{key}\"")))
+    }
+
+    /// The gradient of the weight `key` in `grads`, as a matrix (a vector as `[1, n]`).
+    pub fn weight_grad(&mut self, key: &str, grads: &burn::tensor::Gradients) -> Option<Tensor<2>> {
+        for (k, w) in load::weights_mut(&mut self.arch, None) {
+            if k == key {
+                return match w {
+                    load::WeightMut::Matrix(t) => t.grad(grads),
+                    load::WeightMut::Vector(t) => {
+                        let n = t.dims()[0];
+                        t.grad(grads).map(|g| g.reshape([1, n]))
+                    }
+                };
+            }
+        }
+        None
+    }
+
     /// The model as a Hugging Face folder's files (config.json, model.safetensors, tokenizer
     /// files), weights in the dtype the model was loaded from. Adapters are not included: merge
     /// them first. Refuses non-finite weights.
@@ -304,7 +348,7 @@ fn count_parameters(arch: &Arch) -> usize {
                 .iter()
                 .map(|b| ln(&b.ln_1) + ln(&b.ln_2) + lin(&b.c_attn) + lin(&b.attn_c_proj) + lin(&b.c_fc) + lin(&b.mlp_c_proj))
                 .sum();
-            let head = if m.config.tie_word_embeddings { 0 } else { n(&m.lm_head) };
+            let head = m.lm_head.as_ref().map_or(0, n);
             n(&m.wte) + n(&m.wpe) + blocks + ln(&m.ln_f) + head
         }
         Arch::Llama(m) => {
@@ -319,7 +363,7 @@ fn count_parameters(arch: &Arch) -> usize {
                             .sum::<usize>()
                 })
                 .sum();
-            let head = if m.config.tie_word_embeddings { 0 } else { n(&m.lm_head) };
+            let head = m.lm_head.as_ref().map_or(0, n);
             n(&m.embed_tokens) + layers + m.config.hidden_size + head
         }
     }

@@ -1,0 +1,292 @@
+//! `tinytune train` natively: files in, progress on stderr, `metrics.jsonl`, checkpoints written
+//! atomically, and the result (a PEFT adapter, or a Hugging Face model folder for full and
+//! partial finetuning) in `--out`.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use futures_lite::future::block_on;
+use serde::{Deserialize, Serialize};
+
+use super::data::{DataOptions, OnBadLine, read_dataset, split};
+use super::run::RunConfig;
+use super::trainer::{Cursor, Method, Trainer};
+use crate::device::{self, OpenedDevice};
+use crate::lora::{self, peft};
+use crate::model::Model;
+use crate::{Error, Result};
+
+const CHECKPOINT: &str = "checkpoint";
+const STATE_FILE: &str = "trainer_state.json";
+const OPTIMIZER_FILE: &str = "optimizer.safetensors";
+
+/// What a checkpoint folder holds besides the weights.
+#[derive(Serialize, Deserialize)]
+struct TrainerState {
+    run: RunConfig,
+    cursor: Cursor,
+}
+
+#[derive(Debug, Serialize)]
+pub struct TrainSummary {
+    pub steps: usize,
+    pub skipped_steps: usize,
+    pub tokens: usize,
+    pub seconds: f64,
+    pub tokens_per_second: f64,
+    pub final_loss: f64,
+    pub best_valid_loss: Option<f64>,
+    pub peak_rss_bytes: Option<u64>,
+    pub out: PathBuf,
+    pub losses: Vec<f64>,
+}
+
+/// Peak resident memory of this process (Linux), for the last line of a run.
+pub fn peak_rss_bytes() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
+}
+
+fn fmt_duration(secs: f64) -> String {
+    let s = secs.max(0.0) as u64;
+    if s >= 3600 { format!("{}h{:02}m", s / 3600, s % 3600 / 60) } else { format!("{}m{:02}s", s / 60, s % 60) }
+}
+
+/// Load the model on an autodiff device, attach or restore the trainable part, and train.
+/// `quiet` turns off the progress line (tests).
+pub fn train(mut run: RunConfig, resume: Option<&Path>, stop_after: Option<usize>, opened: &OpenedDevice, quiet: bool) -> Result<TrainSummary> {
+    let resumed: Option<TrainerState> = match resume {
+        Some(dir) => {
+            let text = std::fs::read_to_string(dir.join(STATE_FILE)).map_err(|e| {
+                Error::input(format!("--resume {}: {e} (pass the checkpoint folder a run wrote into its --out)", dir.display()))
+            })?;
+            let state: TrainerState = serde_json::from_str(&text)
+                .map_err(|e| Error::input(format!("{}: {e}", dir.join(STATE_FILE).display())))?;
+            // The checkpoint's run config wins except for where to write.
+            let out = run.out.clone();
+            run = RunConfig { out, ..state.run.clone() };
+            Some(state)
+        }
+        None => None,
+    };
+    if run.model.is_empty() || run.data.is_empty() || run.out.is_empty() {
+        return Err(Error::input("train needs --model, --data and --out (or a run.toml with those keys)"));
+    }
+    let cfg = run.train_config();
+    cfg.validate()?;
+    let out = PathBuf::from(&run.out);
+    std::fs::create_dir_all(&out).map_err(|e| Error::io(&out, e))?;
+    let device = opened.device.clone().autodiff();
+    let model_dir = match (resume, cfg.method) {
+        (Some(dir), Method::Full | Method::Partial) => dir.to_path_buf(),
+        _ => PathBuf::from(&run.model),
+    };
+    let mut model = Model::load_dir(&model_dir, &device)?;
+
+    let opts = DataOptions {
+        seq_len: cfg.seq_len,
+        train_on_prompt: run.train_on_prompt,
+        on_bad_line: if run.skip_bad_lines { OnBadLine::Skip } else { OnBadLine::Stop },
+    };
+    let data = read_dataset(Path::new(&run.data), &model.tokenizer, &opts)?;
+    if !data.skipped.is_empty() {
+        eprintln!("skipped {} bad lines in {} (first: line {}: {})", data.skipped.len(), run.data, data.skipped[0].line, data.skipped[0].reason);
+    }
+    if data.truncated > 0 {
+        eprintln!("{} examples were longer than --seq-len {} and were truncated", data.truncated, cfg.seq_len);
+    }
+    let (train_set, valid_set) = match &run.valid_data {
+        Some(v) => (data.examples, read_dataset(Path::new(v), &model.tokenizer, &opts)?.examples),
+        None if run.valid_fraction > 0.0 => split(data.examples, run.valid_fraction, cfg.seed),
+        None => (data.examples, Vec::new()),
+    };
+    if cfg.eval_every > 0 && valid_set.is_empty() {
+        return Err(Error::input("--eval-every needs validation data: pass --valid-data FILE or --valid-fraction F"));
+    }
+
+    match (cfg.method, resume) {
+        (Method::Lora, Some(dir)) => {
+            peft::PeftAdapter::read_dir(dir)?.load_into(&mut model, "default")?;
+        }
+        (Method::Lora, None) => {
+            block_on(lora::attach(&mut model, "default", &cfg.lora, cfg.seed))?;
+        }
+        _ => {}
+    }
+    let mut trainer = Trainer::new(&mut model, cfg.clone(), train_set)?;
+    if let (Some(state), Some(dir)) = (resumed, resume) {
+        trainer.restore(state.cursor, read_optimizer(&dir.join(OPTIMIZER_FILE))?)?;
+    }
+
+    let metrics_path = out.join("metrics.jsonl");
+    let mut metrics = std::fs::OpenOptions::new()
+        .create(true)
+        .append(resume.is_some())
+        .write(true)
+        .truncate(resume.is_none())
+        .open(&metrics_path)
+        .map_err(|e| Error::io(&metrics_path, e))?;
+    let mut log = |v: serde_json::Value| -> Result<()> {
+        writeln!(metrics, "{v}").map_err(|e| Error::io(&metrics_path, e))
+    };
+    std::fs::write(out.join("run.toml"), run.to_toml()).map_err(|e| Error::io(out.join("run.toml"), e))?;
+
+    let started = Instant::now();
+    let (mut tokens, mut skipped, mut losses) = (0usize, 0usize, Vec::new());
+    let mut best: Option<Vec<(String, Vec<u8>)>> = None;
+    let first_step = trainer.cursor.step;
+    let mut last_print = Instant::now();
+    while !trainer.done() {
+        let r = block_on(trainer.step(&mut model))?;
+        tokens += r.tokens;
+        losses.push(r.loss);
+        if r.skipped {
+            skipped += 1;
+            eprintln!("\nstep {}: loss or gradient is not finite; the update was skipped ({} in a row)", r.step, trainer.cursor.nan_streak);
+        }
+        let secs = started.elapsed().as_secs_f64();
+        let done_here = (r.step - first_step) as f64;
+        let eta = secs / done_here.max(1.0) * (r.total_steps - r.step) as f64;
+        log(serde_json::json!({"step": r.step, "loss": r.loss, "lr": r.lr, "grad_norm": r.grad_norm, "tokens": r.tokens,
+            "tokens_per_second": tokens as f64 / secs, "elapsed": secs, "skipped": r.skipped}))?;
+        if !quiet && (last_print.elapsed().as_secs_f64() > 0.5 || trainer.done()) {
+            last_print = Instant::now();
+            let width = 24;
+            let filled = width * r.step / r.total_steps.max(1);
+            eprint!(
+                "\r[{}{}] step {}/{}  loss {:.4}  {:.0} tok/s  ETA {}   ",
+                "#".repeat(filled),
+                "-".repeat(width - filled),
+                r.step,
+                r.total_steps,
+                r.loss,
+                tokens as f64 / secs,
+                fmt_duration(eta)
+            );
+        }
+        let evaluate_now = cfg.eval_every > 0 && (r.step % cfg.eval_every == 0 || trainer.done());
+        if evaluate_now {
+            let valid = block_on(trainer.evaluate(&model, &valid_set))?;
+            let improved = trainer.record_eval(valid);
+            log(serde_json::json!({"step": r.step, "valid_loss": valid, "valid_perplexity": valid.exp(), "best": improved}))?;
+            if !quiet {
+                eprintln!("\nstep {}: valid loss {valid:.4} (perplexity {:.3}){}", r.step, valid.exp(), if improved { ", best so far" } else { "" });
+            }
+            if improved {
+                best = Some(result_files(&model, &run)?);
+            }
+            if trainer.should_stop_early() {
+                eprintln!("early stop: no better valid loss in {} evaluations", cfg.patience);
+                break;
+            }
+        }
+        let pause = stop_after.is_some_and(|n| r.step - first_step >= n);
+        let checkpoint_now = run.checkpoint_every > 0 && r.step % run.checkpoint_every == 0;
+        if checkpoint_now || trainer.done() || pause {
+            write_checkpoint(&out, &model, &trainer, &run)?;
+        }
+        if pause && !trainer.done() {
+            eprintln!("\nstopped after {} steps as asked; continue with --resume {}", r.step - first_step, out.join(CHECKPOINT).display());
+            break;
+        }
+    }
+    if !quiet {
+        eprintln!();
+    }
+    if trainer.cursor.nan_streak >= cfg.nan_patience.max(1) {
+        return Err(Error::input(format!(
+            "training stopped: {} steps in a row had a non-finite loss or gradient. Lower --lr, or check the data",
+            trainer.cursor.nan_streak
+        )));
+    }
+    // The result: the best adapter by valid loss when there was validation, else the last.
+    let files = match best {
+        Some(f) => f,
+        None => result_files(&model, &run)?,
+    };
+    let refs: Vec<(&str, &[u8])> = files.iter().map(|(n, b)| (n.as_str(), b.as_slice())).collect();
+    peft::write_files(&out, &refs)?;
+    let seconds = started.elapsed().as_secs_f64();
+    Ok(TrainSummary {
+        steps: trainer.cursor.step,
+        skipped_steps: skipped,
+        tokens,
+        seconds,
+        tokens_per_second: tokens as f64 / seconds,
+        final_loss: losses.last().copied().unwrap_or(f64::NAN),
+        best_valid_loss: trainer.cursor.best_valid,
+        peak_rss_bytes: peak_rss_bytes(),
+        out,
+        losses,
+    })
+}
+
+/// What `--out` receives: PEFT files for LoRA, a Hugging Face model folder otherwise.
+fn result_files(model: &Model, run: &RunConfig) -> Result<Vec<(String, Vec<u8>)>> {
+    match run.method {
+        Method::Lora => {
+            let (config, weights) = block_on(peft::export(model, "default", &run.train_config().lora, &run.model))?;
+            Ok(vec![(peft::CONFIG_FILE.into(), config.into_bytes()), (peft::WEIGHTS_FILE.into(), weights)])
+        }
+        Method::Full | Method::Partial => block_on(model.save_files()),
+    }
+}
+
+/// Write `<out>/checkpoint/` atomically: build it beside, then swap it in.
+fn write_checkpoint(out: &Path, model: &Model, trainer: &Trainer, run: &RunConfig) -> Result<()> {
+    let tmp = out.join(format!("{CHECKPOINT}.tmp"));
+    let _ = std::fs::remove_dir_all(&tmp);
+    let mut files = result_files(model, run)?;
+    let state = TrainerState { run: run.clone(), cursor: trainer.cursor.clone() };
+    files.push((STATE_FILE.into(), serde_json::to_vec_pretty(&state).expect("state serialises")));
+    let opt = block_on(trainer.optimizer_state())?;
+    let bytes: Vec<(String, Vec<u8>, Vec<usize>)> = opt
+        .into_iter()
+        .map(|(n, v, s)| (n, v.into_iter().flat_map(f32::to_le_bytes).collect(), s.to_vec()))
+        .collect();
+    let views = bytes
+        .iter()
+        .map(|(n, b, s)| {
+            safetensors::tensor::TensorView::new(safetensors::Dtype::F32, s.clone(), b)
+                .map(|v| (n.clone(), v))
+                .map_err(|e| Error::input(e.to_string()))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    files.push((OPTIMIZER_FILE.into(), safetensors::serialize(views, None).map_err(|e| Error::input(e.to_string()))?));
+    let refs: Vec<(&str, &[u8])> = files.iter().map(|(n, b)| (n.as_str(), b.as_slice())).collect();
+    peft::write_files(&tmp, &refs)?;
+    let dest = out.join(CHECKPOINT);
+    let old = out.join(format!("{CHECKPOINT}.old"));
+    let _ = std::fs::remove_dir_all(&old);
+    if dest.exists() {
+        std::fs::rename(&dest, &old).map_err(|e| Error::io(&dest, e))?;
+    }
+    std::fs::rename(&tmp, &dest).map_err(|e| Error::io(&dest, e))?;
+    let _ = std::fs::remove_dir_all(&old);
+    Ok(())
+}
+
+fn read_optimizer(path: &Path) -> Result<Vec<(String, Vec<f32>, [usize; 2])>> {
+    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    let st = safetensors::SafeTensors::deserialize(&bytes)
+        .map_err(|e| Error::input(format!("{} is damaged ({e})", path.display())))?;
+    st.tensors()
+        .into_iter()
+        .map(|(name, v)| {
+            let s = v.shape();
+            if s.len() != 2 {
+                return Err(Error::input(format!("{}: {name} is not a matrix", path.display())));
+            }
+            let values = v.data().chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect();
+            Ok((name, values, [s[0], s[1]]))
+        })
+        .collect()
+}
+
+/// Open the run's device.
+pub fn open_device(name: &str) -> Result<OpenedDevice> {
+    device::open(name.parse()?)
+}

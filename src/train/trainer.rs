@@ -1,0 +1,485 @@
+//! The trainer shared by the page and the CLI: one optimizer step at a time, so the worker can
+//! interleave steps with UI updates and stop or resume between them.
+//!
+//! - Optimizers: AdamW exactly as PyTorch's `torch.optim.AdamW` (decoupled weight decay applied
+//!   first, bias-corrected moments) and plain SGD.
+//! - LR schedules as transformers' `get_scheduler`: linear warmup from 0, then constant, linear
+//!   decay to 0, or cosine decay to 0.
+//! - Gradient accumulation (the loss of each micro-batch is its token mean, divided by the
+//!   number of micro-batches), global grad-norm clipping, and a NaN/Inf guard that skips the
+//!   step and gives up after `nan_patience` skips in a row.
+//! - Determinism: data order comes from (seed, epoch) and dropout from the device seeded with
+//!   (seed, step), so a run resumed from a checkpoint continues exactly (on CPU).
+
+use burn::tensor::{Device, Int, Tensor, TensorData};
+use serde::{Deserialize, Serialize};
+
+use crate::lora::LoraConfig;
+use crate::model::{Model, read_f32};
+use crate::train::data::{Batch, Example, batches};
+use crate::generate::Rng;
+use crate::{Error, Result};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Method {
+    /// Low-rank adapters on the targeted layers; the base is frozen.
+    Lora,
+    /// Every parameter trains.
+    Full,
+    /// Only the last `partial_layers` blocks (and the final norm) train.
+    Partial,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Optimizer {
+    Adamw,
+    Sgd,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Schedule {
+    Constant,
+    Linear,
+    Cosine,
+}
+
+/// Everything that shapes the optimisation, with transformers' defaults where it has one.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(default)]
+pub struct TrainConfig {
+    pub method: Method,
+    pub lora: LoraConfig,
+    pub partial_layers: usize,
+    pub optimizer: Optimizer,
+    pub lr: f64,
+    pub beta1: f64,
+    pub beta2: f64,
+    pub eps: f64,
+    pub weight_decay: f64,
+    pub schedule: Schedule,
+    pub warmup: usize,
+    /// Optimizer steps; 0 means "from epochs".
+    pub steps: usize,
+    pub epochs: f64,
+    pub batch_size: usize,
+    pub grad_accum: usize,
+    pub seq_len: usize,
+    pub pack: bool,
+    pub max_grad_norm: f64,
+    pub seed: u64,
+    pub eval_every: usize,
+    /// Stop after this many evaluations without a better valid loss (0: never).
+    pub patience: usize,
+    /// Give up after this many skipped (non-finite) steps in a row.
+    pub nan_patience: usize,
+}
+
+impl Default for TrainConfig {
+    fn default() -> Self {
+        TrainConfig {
+            method: Method::Lora,
+            lora: LoraConfig::default(),
+            partial_layers: 1,
+            optimizer: Optimizer::Adamw,
+            lr: 2e-4,
+            beta1: 0.9,
+            beta2: 0.999,
+            eps: 1e-8,
+            weight_decay: 0.0,
+            schedule: Schedule::Linear,
+            warmup: 0,
+            steps: 0,
+            epochs: 1.0,
+            batch_size: 8,
+            grad_accum: 1,
+            seq_len: 256,
+            pack: false,
+            max_grad_norm: 1.0,
+            seed: 0,
+            eval_every: 0,
+            patience: 0,
+            nan_patience: 5,
+        }
+    }
+}
+
+impl TrainConfig {
+    pub fn validate(&self) -> Result<()> {
+        let bad = |m: String| Err(Error::input(m));
+        if self.batch_size == 0 || self.grad_accum == 0 || self.seq_len < 2 {
+            return bad("batch size and grad accumulation must be at least 1, and seq len at least 2".into());
+        }
+        if !(self.lr > 0.0 && self.lr.is_finite()) {
+            return bad(format!("learning rate must be positive, not {}", self.lr));
+        }
+        if self.steps == 0 && !(self.epochs > 0.0) {
+            return bad("give --steps N or a positive --epochs".into());
+        }
+        if self.method == Method::Lora {
+            self.lora.validate()?;
+        }
+        Ok(())
+    }
+
+    /// Learning rate at optimizer step `step` (0-based) of `total`.
+    pub fn lr_at(&self, step: usize, total: usize) -> f64 {
+        if step < self.warmup {
+            return self.lr * step as f64 / self.warmup.max(1) as f64;
+        }
+        let span = total.saturating_sub(self.warmup).max(1) as f64;
+        let progress = ((step - self.warmup) as f64 / span).min(1.0);
+        match self.schedule {
+            Schedule::Constant => self.lr,
+            Schedule::Linear => self.lr * (1.0 - progress),
+            Schedule::Cosine => self.lr * 0.5 * (1.0 + (std::f64::consts::PI * progress).cos()),
+        }
+    }
+}
+
+/// A trainable tensor inside the model, by name.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ParamRef {
+    /// LoRA factor `A` or `B` of the named adapter on the layer at `path`.
+    Lora { path: String, adapter: String, b: bool },
+    /// A base weight, by checkpoint key.
+    Weight(String),
+}
+
+/// Moments of AdamW for one parameter, flattened.
+#[derive(Clone, Debug)]
+struct Moments {
+    m: Tensor<2>,
+    v: Tensor<2>,
+}
+
+/// Where training is, exactly enough to resume.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct Cursor {
+    pub step: usize,
+    pub epoch: usize,
+    pub batch: usize,
+    pub nan_streak: usize,
+    pub best_valid: Option<f64>,
+    pub evals_since_best: usize,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct StepReport {
+    pub step: usize,
+    pub total_steps: usize,
+    pub loss: f64,
+    pub lr: f64,
+    pub grad_norm: f64,
+    pub tokens: usize,
+    /// The update was skipped because the loss or a gradient was NaN or infinite.
+    pub skipped: bool,
+}
+
+pub struct Trainer {
+    pub cfg: TrainConfig,
+    pub params: Vec<ParamRef>,
+    moments: Vec<Option<Moments>>,
+    pub cursor: Cursor,
+    pub total_steps: usize,
+    train: Vec<Example>,
+    epoch_batches: Vec<Batch>,
+    pad_id: u32,
+    device: Device,
+}
+
+/// Run `f` on the tensor a `ParamRef` names. Tensors are 1-D or 2-D; both are handled as 2-D.
+fn with_param<R>(model: &mut Model, p: &ParamRef, f: impl FnOnce(&mut Tensor<2>) -> R) -> Result<R> {
+    match p {
+        ParamRef::Lora { path, adapter, b } => {
+            for (lp, linear) in model.arch.linears_mut() {
+                if lp == *path {
+                    let a = linear
+                        .adapter_mut(adapter)
+                        .ok_or_else(|| Error::input(format!("{path} has no adapter '{adapter}'")))?;
+                    return Ok(f(if *b { &mut a.b } else { &mut a.a }));
+                }
+            }
+            Err(Error::input(format!("no layer {path}")))
+        }
+        ParamRef::Weight(key) => model.with_weight_mut(key, f),
+    }
+}
+
+impl Trainer {
+    /// Prepare training of `model` (on an autodiff device) with these examples. For LoRA the
+    /// adapter named "default" must already be attached.
+    pub fn new(model: &mut Model, cfg: TrainConfig, train: Vec<Example>) -> Result<Trainer> {
+        cfg.validate()?;
+        if train.is_empty() {
+            return Err(Error::input("there are no training examples"));
+        }
+        if !model.device.is_autodiff() {
+            return Err(Error::device("training needs the model on an autodiff device (Device::autodiff())"));
+        }
+        let params: Vec<ParamRef> = match cfg.method {
+            Method::Lora => {
+                let mut ps = Vec::new();
+                for (path, linear) in model.arch.linears() {
+                    if linear.adapter("default").is_some() {
+                        ps.push(ParamRef::Lora { path: path.clone(), adapter: "default".into(), b: false });
+                        ps.push(ParamRef::Lora { path, adapter: "default".into(), b: true });
+                    }
+                }
+                if ps.is_empty() {
+                    return Err(Error::input("LoRA training needs an adapter named 'default' on the model"));
+                }
+                ps
+            }
+            Method::Full => model.weight_keys(None).into_iter().map(ParamRef::Weight).collect(),
+            Method::Partial => {
+                let layers = model.config.layers();
+                if cfg.partial_layers == 0 || cfg.partial_layers > layers {
+                    return Err(Error::input(format!(
+                        "partial training of the last {} blocks: the model has {layers}",
+                        cfg.partial_layers
+                    )));
+                }
+                model.weight_keys(Some(layers - cfg.partial_layers)).into_iter().map(ParamRef::Weight).collect()
+            }
+        };
+        let pad_id = model.tokenizer.eos_ids.first().copied().unwrap_or(0);
+        let per_epoch = batches(&train, cfg.batch_size, cfg.pack, cfg.seq_len, pad_id).len();
+        let total_steps = if cfg.steps > 0 {
+            cfg.steps
+        } else {
+            ((per_epoch as f64 * cfg.epochs) / cfg.grad_accum as f64).ceil().max(1.0) as usize
+        };
+        let mut t = Trainer {
+            moments: vec![None; params.len()],
+            params,
+            cursor: Cursor { step: 0, epoch: 0, batch: 0, nan_streak: 0, best_valid: None, evals_since_best: 0 },
+            total_steps,
+            train,
+            epoch_batches: Vec::new(),
+            pad_id,
+            device: model.device.clone(),
+            cfg,
+        };
+        t.epoch_batches = t.batches_for_epoch(0);
+        for p in t.params.clone() {
+            with_param(model, &p, |t| *t = t.clone().detach().require_grad())?;
+        }
+        Ok(t)
+    }
+
+    /// The examples in this epoch's order (a seeded shuffle), cut into batches.
+    fn batches_for_epoch(&self, epoch: usize) -> Vec<Batch> {
+        let mut order: Vec<usize> = (0..self.train.len()).collect();
+        let mut rng = Rng::new(self.cfg.seed ^ (0xE90C_u64.wrapping_mul(epoch as u64 + 1)));
+        for i in (1..order.len()).rev() {
+            order.swap(i, (rng.next_u64() % (i as u64 + 1)) as usize);
+        }
+        let shuffled: Vec<Example> = order.into_iter().map(|i| self.train[i].clone()).collect();
+        batches(&shuffled, self.cfg.batch_size, self.cfg.pack, self.cfg.seq_len, self.pad_id)
+    }
+
+    fn next_batch(&mut self) -> Batch {
+        if self.cursor.batch >= self.epoch_batches.len() {
+            self.cursor.epoch += 1;
+            self.cursor.batch = 0;
+            self.epoch_batches = self.batches_for_epoch(self.cursor.epoch);
+        }
+        let b = self.epoch_batches[self.cursor.batch].clone();
+        self.cursor.batch += 1;
+        b
+    }
+
+    pub fn done(&self) -> bool {
+        self.cursor.step >= self.total_steps || self.cursor.nan_streak >= self.cfg.nan_patience.max(1)
+    }
+
+    /// One optimizer step (over `grad_accum` micro-batches).
+    pub async fn step(&mut self, model: &mut Model) -> Result<StepReport> {
+        let step = self.cursor.step;
+        self.device.seed(self.cfg.seed.wrapping_mul(1_000_003).wrapping_add(step as u64));
+        set_training(model, true);
+        let mut grads_acc: Vec<Option<Tensor<2>>> = vec![None; self.params.len()];
+        let mut loss_acc: Option<Tensor<1>> = None;
+        let mut tokens = 0;
+        for _ in 0..self.cfg.grad_accum {
+            let batch = self.next_batch();
+            tokens += batch.weights.iter().flatten().filter(|w| **w > 0.0).count();
+            let loss = batch_loss(model, &batch)?;
+            let grads = (loss.clone() / self.cfg.grad_accum as f64).backward();
+            for (i, p) in self.params.iter().enumerate() {
+                let g = match p {
+                    ParamRef::Weight(key) => model.weight_grad(key, &grads),
+                    lora => with_param(model, lora, |t| t.grad(&grads))?,
+                };
+                let Some(g) = g else { continue };
+                grads_acc[i] = Some(match grads_acc[i].take() {
+                    Some(acc) => acc + g,
+                    None => g,
+                });
+            }
+            let loss = loss.detach();
+            loss_acc = Some(match loss_acc {
+                Some(l) => l + loss,
+                None => loss,
+            });
+        }
+        set_training(model, false);
+        // One read per step: the mean loss and the global gradient norm.
+        let sq: Vec<Tensor<1>> = grads_acc.iter().flatten().map(|g| g.clone().square().sum()).collect();
+        let norm_sq = if sq.is_empty() { Tensor::<1>::zeros([1], &self.device) } else { Tensor::cat(sq, 0).sum() };
+        let loss_mean = loss_acc.expect("grad_accum >= 1") / self.cfg.grad_accum as f64;
+        let both = read_f32(Tensor::cat(vec![loss_mean, norm_sq.sqrt()], 0)).await?;
+        let (loss, grad_norm) = (both[0] as f64, both[1] as f64);
+        let lr = self.cfg.lr_at(step, self.total_steps);
+        let skipped = !(loss.is_finite() && grad_norm.is_finite());
+        if skipped {
+            self.cursor.nan_streak += 1;
+        } else {
+            self.cursor.nan_streak = 0;
+            let clip = if self.cfg.max_grad_norm > 0.0 && grad_norm > self.cfg.max_grad_norm {
+                self.cfg.max_grad_norm / (grad_norm + 1e-6)
+            } else {
+                1.0
+            };
+            self.apply(model, grads_acc, lr, clip, step + 1)?;
+        }
+        self.cursor.step += 1;
+        Ok(StepReport { step: self.cursor.step, total_steps: self.total_steps, loss, lr, grad_norm, tokens, skipped })
+    }
+
+    fn apply(&mut self, model: &mut Model, grads: Vec<Option<Tensor<2>>>, lr: f64, clip: f64, t: usize) -> Result<()> {
+        let c = self.cfg.clone();
+        for (i, g) in grads.into_iter().enumerate() {
+            let Some(g) = g else { continue };
+            let g = if clip < 1.0 { g * clip } else { g };
+            let p = self.params[i].clone();
+            let moments = &mut self.moments[i];
+            with_param(model, &p, |w| {
+                let cur = w.clone().detach();
+                let next = match c.optimizer {
+                    Optimizer::Sgd => {
+                        let decayed = if c.weight_decay > 0.0 { cur.clone() * (1.0 - lr * c.weight_decay) } else { cur.clone() };
+                        decayed - g * lr
+                    }
+                    Optimizer::Adamw => {
+                        let (m, v) = match moments.take() {
+                            Some(Moments { m, v }) => (m * c.beta1 + g.clone() * (1.0 - c.beta1), v * c.beta2 + g.square() * (1.0 - c.beta2)),
+                            None => (g.clone() * (1.0 - c.beta1), g.square() * (1.0 - c.beta2)),
+                        };
+                        let bc1 = 1.0 - c.beta1.powi(t as i32);
+                        let bc2 = 1.0 - c.beta2.powi(t as i32);
+                        let denom = (v.clone() / bc2).sqrt() + c.eps;
+                        let decayed = if c.weight_decay > 0.0 { cur * (1.0 - lr * c.weight_decay) } else { cur };
+                        let next = decayed - (m.clone() / bc1) / denom * lr;
+                        *moments = Some(Moments { m, v });
+                        next
+                    }
+                };
+                *w = next.detach().require_grad();
+            })?;
+        }
+        Ok(())
+    }
+
+    /// Token-weighted mean loss over batches, without updating anything.
+    pub async fn evaluate(&self, model: &Model, examples: &[Example]) -> Result<f64> {
+        let mut nll = 0.0;
+        let mut count = 0.0;
+        for batch in batches(examples, self.cfg.batch_size, false, self.cfg.seq_len, self.pad_id) {
+            let n: f64 = batch.weights.iter().flatten().map(|&w| w as f64).sum();
+            if n == 0.0 {
+                continue;
+            }
+            let loss = read_f32(batch_loss(model, &batch)?.detach()).await?[0] as f64;
+            nll += loss * n;
+            count += n;
+        }
+        if count == 0.0 {
+            return Err(Error::input("the validation data has no target tokens"));
+        }
+        Ok(nll / count)
+    }
+
+    /// Record a validation loss; returns true when it is the best so far.
+    pub fn record_eval(&mut self, valid_loss: f64) -> bool {
+        if self.cursor.best_valid.is_none_or(|b| valid_loss < b) {
+            self.cursor.best_valid = Some(valid_loss);
+            self.cursor.evals_since_best = 0;
+            true
+        } else {
+            self.cursor.evals_since_best += 1;
+            false
+        }
+    }
+
+    pub fn should_stop_early(&self) -> bool {
+        self.cfg.patience > 0 && self.cursor.evals_since_best >= self.cfg.patience
+    }
+
+    /// The optimizer state as named tensors (for checkpoints): `m.<i>`, `v.<i>`.
+    pub async fn optimizer_state(&self) -> Result<Vec<(String, Vec<f32>, [usize; 2])>> {
+        let mut out = Vec::new();
+        for (i, m) in self.moments.iter().enumerate() {
+            if let Some(Moments { m, v }) = m {
+                out.push((format!("m.{i}"), read_f32(m.clone()).await?, m.dims()));
+                out.push((format!("v.{i}"), read_f32(v.clone()).await?, v.dims()));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Restore the optimizer state and the cursor saved by a checkpoint.
+    pub fn restore(&mut self, cursor: Cursor, state: Vec<(String, Vec<f32>, [usize; 2])>) -> Result<()> {
+        let mut m_parts = std::collections::HashMap::new();
+        let mut v_parts = std::collections::HashMap::new();
+        for (name, values, shape) in state {
+            let t = Tensor::<2>::from_data(TensorData::new(values, shape), &self.device);
+            let (kind, idx) = name.split_once('.').ok_or_else(|| Error::input(format!("bad optimizer tensor {name}")))?;
+            let idx: usize = idx.parse().map_err(|_| Error::input(format!("bad optimizer tensor {name}")))?;
+            if idx >= self.params.len() {
+                return Err(Error::input("the checkpoint's optimizer state does not match this run's parameters"));
+            }
+            if kind == "m" { m_parts.insert(idx, t) } else { v_parts.insert(idx, t) };
+        }
+        for (i, slot) in self.moments.iter_mut().enumerate() {
+            *slot = match (m_parts.remove(&i), v_parts.remove(&i)) {
+                (Some(m), Some(v)) => Some(Moments { m, v }),
+                _ => None,
+            };
+        }
+        self.epoch_batches = self.batches_for_epoch(cursor.epoch);
+        self.cursor = cursor;
+        Ok(())
+    }
+}
+
+fn set_training(model: &mut Model, on: bool) {
+    for (_, linear) in model.arch.linears_mut() {
+        for a in &mut linear.adapters {
+            a.training = on;
+        }
+    }
+}
+
+/// Mean cross-entropy over the target tokens of a batch (a 1-element tensor).
+pub fn batch_loss(model: &Model, batch: &Batch) -> Result<Tensor<1>> {
+    let b = batch.ids.len();
+    let t = batch.ids.first().map_or(0, |r| r.len());
+    if b == 0 || t == 0 {
+        return Err(Error::input("an empty batch"));
+    }
+    let v = model.config.vocab_size();
+    let device = &model.device;
+    let pad = if batch.pad.iter().flatten().all(|p| *p) { None } else { Some(batch.pad.as_slice()) };
+    let logits = model.forward(model.ids(&batch.ids), None, pad);
+    let logp = burn::tensor::activation::log_softmax(logits.reshape([b * t, v]), 1);
+    let targets: Vec<i32> = batch.targets.iter().flatten().map(|&x| x as i32).collect();
+    let targets = Tensor::<2, Int>::from_data(TensorData::new(targets, [b * t, 1]), device);
+    let weights: Vec<f32> = batch.weights.iter().flatten().copied().collect();
+    let count: f32 = weights.iter().sum::<f32>().max(1.0);
+    let weights = Tensor::<2>::from_data(TensorData::new(weights, [b * t, 1]), device);
+    Ok((logp.gather(1, targets) * weights).sum().neg() / count as f64)
+}

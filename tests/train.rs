@@ -1,0 +1,173 @@
+//! The trainer on the CPU: what moves, what must not, exact resume, the NaN guard, and the
+//! `tinytune train` command end to end.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use futures_lite::future::block_on;
+use tinytune::lora::{self, LoraConfig};
+use tinytune::model::{Model, read_f32};
+use tinytune::train::data::{DataOptions, OnBadLine, read_dataset};
+use tinytune::train::trainer::{Method, Optimizer, TrainConfig, Trainer};
+
+fn fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name)
+}
+
+fn temp(tag: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("tinytune-train-{tag}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    d
+}
+
+fn model() -> Model {
+    Model::load_dir(&fixture("tiny-llama"), &burn::tensor::Device::flex().autodiff()).unwrap()
+}
+
+fn examples(m: &Model) -> Vec<tinytune::train::data::Example> {
+    let opts = DataOptions { seq_len: 64, train_on_prompt: false, on_bad_line: OnBadLine::Stop };
+    read_dataset(&fixture("corpus/eval.jsonl"), &m.tokenizer, &opts).unwrap().examples
+}
+
+fn weights(m: &mut Model) -> Vec<(String, Vec<f32>)> {
+    m.weight_keys(None)
+        .into_iter()
+        .map(|k| {
+            let v = m.with_weight_mut(&k, |t| block_on(read_f32(t.clone())).unwrap()).unwrap();
+            (k, v)
+        })
+        .collect()
+}
+
+#[test]
+fn only_adapter_weights_change_three_sgd_steps_leave_the_base_bit_identical() {
+    let mut m = model();
+    let cfg = TrainConfig { optimizer: Optimizer::Sgd, lr: 0.5, steps: 3, batch_size: 4, seq_len: 64, ..TrainConfig::default() };
+    block_on(lora::attach(&mut m, "default", &LoraConfig { r: 4, ..LoraConfig::default() }, 1)).unwrap();
+    let before = weights(&mut m);
+    let b_before = block_on(read_f32(m.arch.linears()[0].1.adapter("default").unwrap().b.clone())).unwrap();
+    let train = examples(&m);
+    let mut t = Trainer::new(&mut m, cfg, train).unwrap();
+    while !t.done() {
+        assert!(!block_on(t.step(&mut m)).unwrap().skipped);
+    }
+    let after = weights(&mut m);
+    assert_eq!(before.len(), after.len());
+    for ((k, a), (_, b)) in before.iter().zip(&after) {
+        assert!(a.iter().zip(b).all(|(x, y)| x.to_bits() == y.to_bits()), "base weight {k} changed");
+    }
+    let b_after = block_on(read_f32(m.arch.linears()[0].1.adapter("default").unwrap().b.clone())).unwrap();
+    assert_ne!(b_before, b_after, "the adapter must have moved");
+}
+
+#[test]
+fn the_loss_falls_on_a_small_dataset() {
+    let mut m = model();
+    block_on(lora::attach(&mut m, "default", &LoraConfig { r: 8, ..LoraConfig::default() }, 3)).unwrap();
+    let cfg = TrainConfig { lr: 1e-2, steps: 30, batch_size: 8, seq_len: 64, ..TrainConfig::default() };
+    let train = examples(&m);
+    let mut t = Trainer::new(&mut m, cfg, train.clone()).unwrap();
+    let start = block_on(t.evaluate(&m, &train)).unwrap();
+    while !t.done() {
+        block_on(t.step(&mut m)).unwrap();
+    }
+    let end = block_on(t.evaluate(&m, &train)).unwrap();
+    assert!(end < start * 0.8, "loss {start} -> {end}");
+}
+
+#[test]
+fn full_and_partial_finetuning_train_the_right_weights() {
+    for (method, layers) in [(Method::Full, 0), (Method::Partial, 1)] {
+        let mut m = model();
+        let before = weights(&mut m);
+        let cfg = TrainConfig { method, partial_layers: layers.max(1), optimizer: Optimizer::Sgd, lr: 0.1, steps: 2, batch_size: 4, seq_len: 64, ..TrainConfig::default() };
+        let train = examples(&m);
+        let mut t = Trainer::new(&mut m, cfg, train).unwrap();
+        while !t.done() {
+            block_on(t.step(&mut m)).unwrap();
+        }
+        for ((k, a), (_, b)) in before.iter().zip(&weights(&mut m)) {
+            let frozen = method == Method::Partial && (k.contains("layers.0.") || k.contains("embed_tokens") || k == "lm_head.weight");
+            let changed = a != b;
+            assert_eq!(changed, !frozen, "{method:?}: {k} changed = {changed}");
+        }
+    }
+}
+
+#[test]
+fn non_finite_steps_are_skipped_and_training_stops_after_k_in_a_row() {
+    let mut m = model();
+    block_on(lora::attach(&mut m, "default", &LoraConfig { r: 4, ..LoraConfig::default() }, 1)).unwrap();
+    // Poison one adapter: every forward pass now gives NaN.
+    for (_, l) in m.arch.linears_mut().into_iter().take(1) {
+        let a = l.adapter_mut("default").unwrap();
+        a.a = a.a.clone() * f64::NAN;
+    }
+    let cfg = TrainConfig { steps: 50, nan_patience: 3, batch_size: 4, seq_len: 64, ..TrainConfig::default() };
+    let train = examples(&m);
+    let mut t = Trainer::new(&mut m, cfg, train).unwrap();
+    let mut reports = Vec::new();
+    while !t.done() {
+        reports.push(block_on(t.step(&mut m)).unwrap());
+    }
+    assert_eq!(reports.len(), 3, "stops after 3 skipped steps");
+    assert!(reports.iter().all(|r| r.skipped && r.loss.is_nan()));
+}
+
+fn run(args: &[&str]) -> (bool, String, String) {
+    let o = Command::new(env!("CARGO_BIN_EXE_tinytune")).args(args).output().unwrap();
+    (o.status.success(), String::from_utf8_lossy(&o.stdout).into(), String::from_utf8_lossy(&o.stderr).into())
+}
+
+fn losses(metrics: &Path) -> Vec<f64> {
+    std::fs::read_to_string(metrics)
+        .unwrap()
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok()?.get("loss")?.as_f64())
+        .collect()
+}
+
+#[test]
+fn resume_continues_exactly_losses_equal_an_uninterrupted_run() {
+    let (model, data) = (fixture("tiny-llama"), fixture("corpus/eval.jsonl"));
+    let common = |out: &Path, steps: &str| {
+        vec![
+            "train".to_string(), "--device".into(), "cpu".into(), "--model".into(), model.display().to_string(),
+            "--data".into(), data.display().to_string(), "--out".into(), out.display().to_string(),
+            "--steps".into(), steps.into(), "--batch-size".into(), "2".into(), "--rank".into(), "4".into(),
+            "--dropout".into(), "0.1".into(), "--lr".into(), "5e-3".into(), "--schedule".into(), "cosine".into(),
+            "--warmup".into(), "2".into(), "--seed".into(), "11".into(),
+        ]
+    };
+    let straight = temp("straight");
+    let args = common(&straight, "8");
+    let (ok, _, err) = run(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    assert!(ok, "{err}");
+    let want = losses(&straight.join("metrics.jsonl"));
+    assert_eq!(want.len(), 8);
+
+    // The same run, stopped after 4 of its 8 steps (leaving a checkpoint), then resumed.
+    let resumed = temp("resumed");
+    let mut args4 = common(&resumed, "8");
+    args4.extend(["--stop-after".into(), "4".into()]);
+    let (ok, _, err) = run(&args4.iter().map(String::as_str).collect::<Vec<_>>());
+    assert!(ok, "{err}");
+    assert_eq!(losses(&resumed.join("metrics.jsonl")).len(), 4);
+    let ckpt = resumed.join("checkpoint");
+    let (ok, _, err) = run(&["train", "--device", "cpu", "--resume", ckpt.to_str().unwrap(), "--out", resumed.to_str().unwrap()]);
+    assert!(ok, "{err}");
+    let got = losses(&resumed.join("metrics.jsonl"));
+    assert_eq!(got, want, "losses after resume must equal the uninterrupted run's");
+}
+
+#[test]
+fn train_reports_a_bad_data_line_by_number() {
+    let bad = temp("bad");
+    std::fs::create_dir_all(&bad).unwrap();
+    let data = bad.join("d.jsonl");
+    std::fs::write(&data, "{\"prompt\": \"a\", \"completion\": \"b\"}\n{\"prompt\": \"a\"}\n").unwrap();
+    let (ok, _, err) = run(&["train", "--device", "cpu", "--model", fixture("tiny-llama").to_str().unwrap(), "--data",
+        data.to_str().unwrap(), "--out", bad.join("o").to_str().unwrap(), "--steps", "1"]);
+    assert!(!ok);
+    assert!(err.contains("line 2"), "{err}");
+}
