@@ -107,6 +107,26 @@ const commands = {
     return { event: 'generated', ids: result.ids, stop: result.stop, tokensPerSecond: count / secs, seconds: secs };
   },
 
+  // Train with a run config (the keys of run.toml) on the loaded model, streaming each step.
+  async train({ runToml, dataName, dataText }, id) {
+    const info = await sessions.main.startTraining(runToml, dataName, dataText);
+    self.postMessage({ id, partial: true, event: 'train-start', ...info });
+    stopRequested = false;
+    const losses = [];
+    const started = performance.now();
+    let tokens = 0;
+    while (!stopRequested) {
+      const r = await sessions.main.trainStep();
+      if (!r) break;
+      tokens += r.tokens;
+      losses.push(r.loss);
+      const seconds = (performance.now() - started) / 1000;
+      self.postMessage({ id, partial: true, event: 'step', ...r, tokensPerSecond: tokens / seconds });
+      await new Promise((resolve) => setTimeout(resolve, 0)); // let a "stop" message in
+    }
+    return { event: 'trained', losses, stopped: stopRequested };
+  },
+
   async stop() {
     stopRequested = true;
     return { event: 'stopping' };

@@ -10,6 +10,9 @@ use wasm_bindgen::prelude::*;
 use crate::device::{self, DeviceInfo, OpenedDevice};
 use crate::generate::Sampling;
 use crate::model::{Model, ModelFiles};
+use crate::train::data::{DataOptions, OnBadLine, load_dataset, split};
+use crate::train::run::RunConfig;
+use crate::train::trainer::{Method, Trainer};
 
 #[wasm_bindgen(start)]
 pub fn start() {
@@ -35,7 +38,8 @@ fn js_err(e: crate::Error) -> JsError {
 #[wasm_bindgen]
 pub struct Session {
     opened: OpenedDevice,
-    model: Rc<RefCell<Option<Rc<Model>>>>,
+    model: Rc<RefCell<Option<Model>>>,
+    trainer: Rc<RefCell<Option<Trainer>>>,
 }
 
 #[wasm_bindgen]
@@ -81,11 +85,16 @@ impl Session {
 
 impl Session {
     fn on(opened: OpenedDevice) -> Session {
-        Session { opened, model: Rc::new(RefCell::new(None)) }
+        Session { opened, model: Rc::new(RefCell::new(None)), trainer: Rc::new(RefCell::new(None)) }
     }
 
-    fn model(&self) -> Result<Rc<Model>, JsError> {
-        self.model.borrow().clone().ok_or_else(|| JsError::new("no model is loaded yet: load one first"))
+    /// The loaded model, shared with async work; fails while another command holds it mutably.
+    fn model(&self) -> Result<Rc<RefCell<Option<Model>>>, JsError> {
+        match self.model.try_borrow() {
+            Ok(m) if m.is_some() => Ok(self.model.clone()),
+            Ok(_) => Err(JsError::new("no model is loaded yet: load one first")),
+            Err(_) => Err(JsError::new("the model is busy (training step in progress)")),
+        }
     }
 }
 
@@ -100,16 +109,21 @@ impl Session {
         }
         let named = names.into_iter().zip(files.iter().map(|f| f.to_vec())).collect();
         let files = ModelFiles::from_named(named).map_err(js_err)?;
-        *self.model.borrow_mut() = None; // free the old model's device memory first
-        let model = Model::load(&files, &self.opened.device).map_err(js_err)?;
+        let mut slot = self.model.try_borrow_mut().map_err(|_| JsError::new("the model is busy; stop training first"))?;
+        *slot = None; // free the old model's device memory first
+        *self.trainer.borrow_mut() = None;
+        // On an autodiff device, so the same model can be trained; inference just records nothing.
+        let model = Model::load(&files, &self.opened.device.clone().autodiff()).map_err(js_err)?;
         let summary = to_js(&model.summary)?;
-        *self.model.borrow_mut() = Some(Rc::new(model));
+        *slot = Some(model);
         Ok(summary)
     }
 
     /// Token ids of `text`, with special tokens as the tokenizer adds them.
     pub fn encode(&self, text: &str) -> Result<Vec<u32>, JsError> {
-        self.model()?.tokenizer.encode(text, true).map_err(js_err)
+        let m = self.model()?;
+        let m = m.borrow();
+        m.as_ref().expect("checked").tokenizer.encode(text, true).map_err(js_err)
     }
 
     /// Evaluation loss over text records (see `tinytune eval`).
@@ -117,7 +131,9 @@ impl Session {
     pub fn eval_loss(&self, texts: Vec<String>, seq_len: usize) -> Result<js_sys::Promise, JsError> {
         let model = self.model()?;
         Ok(wasm_bindgen_futures::future_to_promise(async move {
-            let report = crate::eval::eval_loss(&model, &texts, seq_len, |_, _| {}).await.map_err(js_err)?;
+            let guard = model.borrow();
+            let model = guard.as_ref().expect("checked");
+            let report = crate::eval::eval_loss(model, &texts, seq_len, |_, _| {}).await.map_err(js_err)?;
             to_js(&report).map_err(JsValue::from)
         }))
     }
@@ -126,6 +142,8 @@ impl Session {
     pub fn logits(&self, ids: Vec<u32>) -> Result<js_sys::Promise, JsError> {
         let model = self.model()?;
         Ok(wasm_bindgen_futures::future_to_promise(async move {
+            let guard = model.borrow();
+            let model = guard.as_ref().expect("checked");
             let logits = model.forward(model.ids(&[ids]), None, None);
             let values = crate::model::read_f32(logits).await.map_err(js_err)?;
             Ok(js_sys::Float32Array::from(values.as_slice()).into())
@@ -140,13 +158,74 @@ impl Session {
         let sampling: Sampling = serde_wasm_bindgen::from_value(sampling)
             .map_err(|e| JsError::new(&format!("bad sampling settings: {e}")))?;
         Ok(wasm_bindgen_futures::future_to_promise(async move {
-            let (ids, stop) = crate::generate::generate(&model, &prompt_ids, &sampling, |id, text| {
+            let guard = model.borrow();
+            let model = guard.as_ref().expect("checked");
+            let (ids, stop) = crate::generate::generate(model, &prompt_ids, &sampling, |id, text| {
                 let go = on_token.call2(&JsValue::NULL, &JsValue::from(id), &JsValue::from_str(text));
                 !matches!(go, Ok(v) if v == JsValue::FALSE)
             })
             .await
             .map_err(js_err)?;
             to_js(&serde_json::json!({ "ids": ids, "stop": stop })).map_err(JsValue::from)
+        }))
+    }
+}
+
+#[wasm_bindgen]
+impl Session {
+    /// Prepare a training run: `run_toml` holds the run config (the keys of `tinytune train`),
+    /// `data_name` / `data_text` the training file. Attaches a fresh LoRA adapter named
+    /// "default" for the LoRA method. Resolves to `{examples, valid, skipped, total_steps}`.
+    #[wasm_bindgen(js_name = startTraining)]
+    pub fn start_training(&self, run_toml: &str, data_name: &str, data_text: &str) -> Result<js_sys::Promise, JsError> {
+        let run = RunConfig::from_toml(run_toml).map_err(js_err)?;
+        let cfg = run.train_config();
+        cfg.validate().map_err(js_err)?;
+        let model = self.model()?;
+        let trainer_slot = self.trainer.clone();
+        let (name, text) = (data_name.to_string(), data_text.to_string());
+        Ok(wasm_bindgen_futures::future_to_promise(async move {
+            let mut guard = model.try_borrow_mut().map_err(|_| JsError::new("the model is busy"))?;
+            let model = guard.as_mut().expect("checked");
+            let opts = DataOptions {
+                seq_len: cfg.seq_len,
+                train_on_prompt: run.train_on_prompt,
+                on_bad_line: if run.skip_bad_lines { OnBadLine::Skip } else { OnBadLine::Stop },
+            };
+            let data = load_dataset(&name, &text, &model.tokenizer, &opts).map_err(js_err)?;
+            let skipped = data.skipped.iter().map(|b| b.to_string()).collect::<Vec<_>>();
+            let (train, valid) = if run.valid_fraction > 0.0 { split(data.examples, run.valid_fraction, cfg.seed) } else { (data.examples, vec![]) };
+            // A new run replaces any adapter a previous run left.
+            for (_, l) in model.arch.linears_mut() {
+                l.adapters.retain(|a| a.name != "default");
+            }
+            if cfg.method == Method::Lora {
+                crate::lora::attach(model, "default", &cfg.lora, cfg.seed).await.map_err(js_err)?;
+            }
+            let examples = train.len();
+            let trainer = Trainer::new(model, cfg, train).map_err(js_err)?;
+            let total_steps = trainer.total_steps;
+            *trainer_slot.borrow_mut() = Some(trainer);
+            to_js(&serde_json::json!({ "examples": examples, "valid": valid.len(), "skipped": skipped, "total_steps": total_steps }))
+                .map_err(JsValue::from)
+        }))
+    }
+
+    /// One optimizer step of the prepared run. Resolves to the step report, or null when the
+    /// run is done.
+    #[wasm_bindgen(js_name = trainStep)]
+    pub fn train_step(&self) -> Result<js_sys::Promise, JsError> {
+        let model = self.model()?;
+        let trainer = self.trainer.clone();
+        Ok(wasm_bindgen_futures::future_to_promise(async move {
+            let mut t = trainer.try_borrow_mut().map_err(|_| JsError::new("a training step is already running"))?;
+            let t = t.as_mut().ok_or_else(|| JsError::new("no training run is prepared: start one first"))?;
+            if t.done() {
+                return Ok(JsValue::NULL);
+            }
+            let mut guard = model.try_borrow_mut().map_err(|_| JsError::new("the model is busy"))?;
+            let report = t.step(guard.as_mut().expect("checked")).await.map_err(js_err)?;
+            to_js(&report).map_err(JsValue::from)
         }))
     }
 }
