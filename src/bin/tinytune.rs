@@ -96,6 +96,19 @@ enum Command {
     /// Hugging Face model folder (full, partial) into --out, with metrics.jsonl, run.toml and a
     /// checkpoint/ to --resume from.
     Train(Box<TrainArgs>),
+    /// Create a model with fresh random weights from a config.json and a tokenizer.json (the
+    /// starting point of pretraining from scratch: then `tinytune train --method full`).
+    Init {
+        /// A Hugging Face config.json (gpt2, llama, mistral or qwen2).
+        #[arg(long)]
+        config: PathBuf,
+        #[arg(long)]
+        tokenizer: PathBuf,
+        #[arg(long)]
+        out: PathBuf,
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+    },
     /// Merge a LoRA adapter into its base model: W ← W + s·A·B, computed in f32, written as a
     /// Hugging Face model folder in the base's dtype.
     Merge {
@@ -340,6 +353,20 @@ fn run(command: Command) -> tinytune::Result<()> {
                 summary.final_loss,
                 summary.best_valid_loss.map_or(String::new(), |v| format!(", best valid loss {v:.4}")),
             );
+            Ok(())
+        }
+        Command::Init { config, tokenizer, out, seed } => {
+            let config_text = std::fs::read_to_string(&config).map_err(|e| tinytune::Error::io(&config, e))?;
+            let tok = std::fs::read(&tokenizer).map_err(|e| tinytune::Error::io(&tokenizer, e))?;
+            let files = tinytune::model::init::random_model(&config_text, tok, seed)?;
+            // Load it once: the same checks as any model folder (tokenizer vs vocab, shapes).
+            let model = Model::load(&files, &tinytune::device::cpu().device)?;
+            let mut named: Vec<(String, Vec<u8>)> = vec![("config.json".into(), files.config.into_bytes())];
+            named.extend(files.weights);
+            named.push(("tokenizer.json".into(), files.tokenizer.unwrap_or_default()));
+            let refs: Vec<(&str, &[u8])> = named.iter().map(|(n, b)| (n.as_str(), b.as_slice())).collect();
+            tinytune::lora::peft::write_files(&out, &refs)?;
+            eprintln!("wrote {} ({} parameters, {})", out.display(), model.summary.parameters, model.summary.model_type);
             Ok(())
         }
         Command::Merge { model, adapter, out, device } => {

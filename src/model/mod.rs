@@ -3,6 +3,7 @@
 
 pub mod config;
 pub mod gpt2;
+pub mod init;
 pub mod layers;
 pub mod llama;
 pub mod load;

@@ -17,6 +17,9 @@ pub fn device_under_test() -> OpenedDevice {
     opened
 }
 
+/// A fixture file. The checkout root comes from CARGO_MANIFEST_DIR at run time when set (so a
+/// test binary copied to another machine finds the fixtures of its checkout there).
 pub fn fixture(name: &str) -> std::path::PathBuf {
-    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name)
+    let root = std::env::var("CARGO_MANIFEST_DIR").unwrap_or_else(|_| env!("CARGO_MANIFEST_DIR").to_string());
+    std::path::Path::new(&root).join("tests/fixtures").join(name)
 }
