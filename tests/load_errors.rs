@@ -104,3 +104,16 @@ fn eval_names_the_line_that_is_not_json() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("line 3: not valid JSON"), "{stderr}");
 }
+
+#[test]
+fn a_tensor_larger_than_the_gpu_can_bind_is_explained() {
+    let files = tinytune::model::ModelFiles::from_dir(&fixture("tiny-llama")).unwrap();
+    let (key, n) = files.largest_tensor().unwrap();
+    // The embedding and the head are 512 × 64 = 32768 values, the largest in this model.
+    assert_eq!(n, 32768, "{key}");
+    let tight = tinytune::device::DeviceLimits { max_buffer_size: 1 << 30, max_storage_buffer_binding_size: 100_000, ..Default::default() };
+    let err = files.check_fits(&tight).unwrap_err().to_string();
+    assert!(err.contains(&key) && err.contains("max_storage_buffer_binding_size") && err.contains("gpu=off"), "{err}");
+    let roomy = tinytune::device::DeviceLimits { max_buffer_size: 1 << 30, max_storage_buffer_binding_size: 1 << 30, ..Default::default() };
+    files.check_fits(&roomy).unwrap();
+}

@@ -111,6 +111,42 @@ impl ModelFiles {
         Ok(out)
     }
 
+    /// The tensor with the most elements: (key, elements). A device must bind it in one buffer.
+    pub fn largest_tensor(&self) -> Result<(String, usize)> {
+        let mut best = (String::new(), 0);
+        for (name, bytes) in &self.weights {
+            let st = SafeTensors::deserialize(bytes).map_err(|e| {
+                Error::input(format!("{name} is damaged or truncated ({e}); download it again"))
+            })?;
+            for (key, view) in st.tensors() {
+                let n: usize = view.shape().iter().product();
+                if n > best.1 {
+                    best = (key, n);
+                }
+            }
+        }
+        Ok(best)
+    }
+
+    /// Refuse, with an explanation, a model whose largest tensor (as f32) exceeds what the
+    /// device can bind in one storage buffer.
+    pub fn check_fits(&self, limits: &crate::device::DeviceLimits) -> Result<()> {
+        let (key, n) = self.largest_tensor()?;
+        let bytes = n as u64 * 4;
+        let limit = limits.max_storage_buffer_binding_size.min(limits.max_buffer_size);
+        if bytes > limit {
+            let mib = |b: u64| b as f64 / 1048576.0;
+            return Err(Error::input(format!(
+                "tensor \"{key}\" needs {:.0} MiB as f32, more than this GPU can bind in one buffer \
+                 (max_storage_buffer_binding_size {:.0} MiB). Use a smaller model, or the CPU path \
+                 (add ?gpu=off to the address), which has no such limit",
+                mib(bytes),
+                mib(limit)
+            )));
+        }
+        Ok(())
+    }
+
     /// Total bytes of the weight files.
     pub fn weight_bytes(&self) -> usize {
         self.weights.iter().map(|(_, b)| b.len()).sum()

@@ -109,6 +109,9 @@ impl Session {
         }
         let named = names.into_iter().zip(files.iter().map(|f| f.to_vec())).collect();
         let files = ModelFiles::from_named(named).map_err(js_err)?;
+        if let Some(limits) = &self.opened.info.limits {
+            files.check_fits(limits).map_err(js_err)?;
+        }
         let mut slot = self.model.try_borrow_mut().map_err(|_| JsError::new("the model is busy; stop training first"))?;
         *slot = None; // free the old model's device memory first
         *self.trainer.borrow_mut() = None;

@@ -92,3 +92,21 @@ fn a_new_adapter_changes_nothing() {
         assert!(diff <= 1e-6, "{model}: B = 0 must leave the logits unchanged, max |Δ| {diff}");
     }
 }
+
+#[test]
+fn a_pissa_adapter_starts_where_the_base_was() {
+    // PiSSA moves the top singular directions of W₀ into A·B and keeps the residual in the base,
+    // so the model's output is unchanged at initialisation (up to f32 rounding).
+    let device = device_under_test();
+    let mut m = Model::load_dir(&fixture("tiny-llama"), &device.device).unwrap();
+    let ids = m.tokenizer.encode("The little fox", true).unwrap();
+    let before = block_on(read_f32(m.forward(m.ids(&[ids.clone()]), None, None))).unwrap();
+    let cfg = LoraConfig { r: 4, init: lora::Init::Pissa, ..LoraConfig::default() };
+    block_on(lora::attach(&mut m, "pissa", &cfg, 3)).unwrap();
+    let (_, l) = &m.arch.linears()[0];
+    let b = block_on(read_f32(l.adapter("pissa").unwrap().b.clone())).unwrap();
+    assert!(b.iter().any(|v| v.abs() > 1e-3), "PiSSA's B is not zero");
+    let after = block_on(read_f32(m.forward(m.ids(&[ids]), None, None))).unwrap();
+    let diff = max_abs_diff(&before, &after);
+    assert!(diff <= 1e-4, "max |Δ| {diff}");
+}
