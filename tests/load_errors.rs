@@ -117,3 +117,35 @@ fn a_tensor_larger_than_the_gpu_can_bind_is_explained() {
     let roomy = tinytune::device::DeviceLimits { max_buffer_size: 1 << 30, max_storage_buffer_binding_size: 1 << 30, ..Default::default() };
     files.check_fits(&roomy).unwrap();
 }
+
+#[test]
+fn a_sharded_checkpoint_with_an_index_loads_and_evaluates_like_the_single_file() {
+    // Split the tiny Llama's weights into two shards named by model.safetensors.index.json.
+    let dir = broken_copy("shards", |d| {
+        let bytes = std::fs::read(d.join("model.safetensors")).unwrap();
+        let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+        let mut tensors = st.tensors();
+        tensors.sort_by(|a, b| a.0.cmp(&b.0));
+        let half = tensors.len() / 2;
+        let (first, second) = tensors.split_at(half);
+        let mut map = serde_json::Map::new();
+        for (name, part) in [("model-00001-of-00002.safetensors", first), ("model-00002-of-00002.safetensors", second)] {
+            std::fs::write(d.join(name), safetensors::serialize(part.to_vec(), None).unwrap()).unwrap();
+            for (k, _) in part {
+                map.insert(k.clone(), name.into());
+            }
+        }
+        std::fs::remove_file(d.join("model.safetensors")).unwrap();
+        let index = serde_json::json!({"metadata": {}, "weight_map": map});
+        std::fs::write(d.join("model.safetensors.index.json"), index.to_string()).unwrap();
+    });
+    let model = Model::load_dir(&dir, &burn::tensor::Device::flex()).unwrap();
+    let texts = tinytune::train::data::read_texts(&fixture("corpus/eval.jsonl")).unwrap();
+    let report = futures_lite::future::block_on(tinytune::eval::eval_loss(&model, &texts, 1024, |_, _| {})).unwrap();
+    // transformers' loss for this model (tests/fixtures/tiny-llama/reference.json).
+    assert!((report.loss - 0.8362556882736777).abs() < 1e-4, "{}", report.loss);
+    // A shard the index names but that is missing is named.
+    std::fs::remove_file(dir.join("model-00002-of-00002.safetensors")).unwrap();
+    let err = load_error(&dir);
+    assert!(err.contains("model-00002-of-00002.safetensors") && err.contains("missing"), "{err}");
+}

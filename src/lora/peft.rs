@@ -117,8 +117,9 @@ impl PeftAdapter {
         }
         let st = safetensors::SafeTensors::deserialize(weights)
             .map_err(|e| Error::input(format!("{WEIGHTS_FILE} is damaged or truncated ({e})")))?;
-        let mut a_parts: HashMap<String, (Vec<f32>, [usize; 2])> = HashMap::new();
-        let mut b_parts: HashMap<String, (Vec<f32>, [usize; 2])> = HashMap::new();
+        // Ordered, so the first problem reported is the same on every run.
+        let mut a_parts: BTreeMap<String, (Vec<f32>, [usize; 2])> = BTreeMap::new();
+        let mut b_parts: BTreeMap<String, (Vec<f32>, [usize; 2])> = BTreeMap::new();
         for (key, view) in st.tensors() {
             let body = key.strip_prefix(PREFIX).ok_or_else(|| {
                 Error::input(format!("{WEIGHTS_FILE}: key \"{key}\" does not start with \"{PREFIX}\""))

@@ -120,7 +120,9 @@ impl ModelFiles {
             })?;
             for (key, view) in st.tensors() {
                 let n: usize = view.shape().iter().product();
-                if n > best.1 {
+                // Ties go to the first key in name order, so the answer does not depend on the
+                // order the file lists its tensors in.
+                if n > best.1 || (n == best.1 && key < best.0) {
                     best = (key, n);
                 }
             }
@@ -137,8 +139,8 @@ impl ModelFiles {
         if bytes > limit {
             let mib = |b: u64| b as f64 / 1048576.0;
             return Err(Error::input(format!(
-                "tensor \"{key}\" needs {:.0} MiB as f32, more than this GPU can bind in one buffer \
-                 (max_storage_buffer_binding_size {:.0} MiB). Use a smaller model, or the CPU path \
+                "tensor \"{key}\" needs {:.2} MiB as f32, more than this GPU can bind in one buffer \
+                 (max_storage_buffer_binding_size {:.2} MiB). Use a smaller model, or the CPU path \
                  (add ?gpu=off to the address), which has no such limit",
                 mib(bytes),
                 mib(limit)
