@@ -53,8 +53,15 @@ enum Command {
         #[arg(long)]
         adapter: Option<PathBuf>,
         /// .jsonl with {"text": ...} per line, or .txt with one record per line.
+        #[arg(long, required_unless_present = "task", conflicts_with = "task")]
+        data: Option<PathBuf>,
+        /// Instead of a loss: a task's metric, by built-in name (json, sql, style, qa) or folder
+        /// (task.json + test.jsonl). Greedy generation, cut at the task's stop string.
         #[arg(long)]
-        data: PathBuf,
+        task: Option<String>,
+        /// With --task: score only the first N test examples.
+        #[arg(long)]
+        limit: Option<usize>,
         /// Truncate each record to this many tokens (capped at the model's context).
         #[arg(long, default_value_t = 1024)]
         seq_len: usize,
@@ -96,6 +103,10 @@ enum Command {
     /// Hugging Face model folder (full, partial) into --out, with metrics.jsonl, run.toml and a
     /// checkpoint/ to --resume from.
     Train(Box<TrainArgs>),
+    /// Pretrain a model from scratch: train a byte-level BPE tokenizer on --data (or take
+    /// --tokenizer), initialise the --config architecture with random weights, and train every
+    /// parameter on the text. Writes a Hugging Face model folder into --out.
+    Pretrain(Box<PretrainArgs>),
     /// Create a model with fresh random weights from a config.json and a tokenizer.json (the
     /// starting point of pretraining from scratch: then `tinytune train --method full`).
     Init {
@@ -224,6 +235,116 @@ struct TrainArgs {
     device: Option<String>,
 }
 
+#[derive(clap::Args)]
+struct PretrainArgs {
+    /// The architecture: a Hugging Face config.json (llama family or gpt2). Its vocab_size is
+    /// set to the tokenizer's.
+    #[arg(long)]
+    config: PathBuf,
+    /// A tokenizer.json to use instead of training one.
+    #[arg(long)]
+    tokenizer: Option<PathBuf>,
+    /// Vocabulary size of the tokenizer trained on --data.
+    #[arg(long, default_value_t = 2048)]
+    vocab_size: usize,
+    /// Plain text (.txt): one stream cut into --seq-len windows.
+    #[arg(long)]
+    data: PathBuf,
+    #[arg(long)]
+    valid_data: Option<String>,
+    #[arg(long)]
+    out: PathBuf,
+    #[arg(long)]
+    steps: Option<usize>,
+    #[arg(long, default_value_t = 1.0)]
+    epochs: f64,
+    #[arg(long, default_value_t = 16)]
+    batch_size: usize,
+    #[arg(long, default_value_t = 256)]
+    seq_len: usize,
+    #[arg(long, default_value_t = 1e-3)]
+    lr: f64,
+    #[arg(long, default_value = "cosine")]
+    schedule: String,
+    #[arg(long, default_value_t = 100)]
+    warmup: usize,
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    #[arg(long, default_value_t = 0)]
+    eval_every: usize,
+    #[arg(long, default_value_t = 0)]
+    checkpoint_every: usize,
+    #[arg(long, default_value = "auto")]
+    device: String,
+}
+
+fn pretrain(a: &PretrainArgs) -> tinytune::Result<()> {
+    use tinytune::Error;
+    let read = |p: &std::path::Path| std::fs::read(p).map_err(|e| Error::io(p, e));
+    let (tokenizer, trained) = match &a.tokenizer {
+        Some(p) => (read(p)?, false),
+        None => {
+            eprintln!("training a byte-level BPE tokenizer of {} tokens on {}", a.vocab_size, a.data.display());
+            (tinytune::model::tokenizer::train_bpe(&a.data, a.vocab_size)?, true)
+        }
+    };
+    let tok = tokenizers::Tokenizer::from_bytes(&tokenizer).map_err(|e| Error::input(format!("tokenizer.json: {e}")))?;
+    let mut config: serde_json::Value = serde_json::from_slice(&read(&a.config)?)
+        .map_err(|e| Error::input(format!("{}: {e}", a.config.display())))?;
+    config["vocab_size"] = tok.get_vocab_size(true).into();
+    if trained {
+        config["bos_token_id"] = tok.token_to_id("<s>").into();
+        config["eos_token_id"] = tok.token_to_id("</s>").into();
+    }
+    let config_text = serde_json::to_string_pretty(&config).expect("config serialises");
+    let init = a.out.join("init");
+    let files = tinytune::model::init::random_model(&config_text, tokenizer.clone(), a.seed)?;
+    let mut named: Vec<(String, Vec<u8>)> = vec![("config.json".into(), config_text.into_bytes()), ("tokenizer.json".into(), tokenizer)];
+    named.extend(files.weights);
+    if trained {
+        let context = config.get("max_position_embeddings").or(config.get("n_positions")).cloned().unwrap_or(1024.into());
+        let tc = serde_json::json!({"bos_token": "<s>", "eos_token": "</s>", "model_max_length": context, "tokenizer_class": "PreTrainedTokenizerFast", "clean_up_tokenization_spaces": false});
+        let gc = serde_json::json!({"bos_token_id": config["bos_token_id"], "eos_token_id": config["eos_token_id"]});
+        named.push(("tokenizer_config.json".into(), serde_json::to_vec_pretty(&tc).expect("json")));
+        named.push(("generation_config.json".into(), serde_json::to_vec_pretty(&gc).expect("json")));
+    }
+    let refs: Vec<(&str, &[u8])> = named.iter().map(|(n, b)| (n.as_str(), b.as_slice())).collect();
+    tinytune::lora::peft::write_files(&init, &refs)?;
+    let run = RunConfig {
+        model: init.display().to_string(),
+        data: a.data.display().to_string(),
+        valid_data: a.valid_data.clone(),
+        out: a.out.display().to_string(),
+        method: tinytune::train::trainer::Method::Full,
+        steps: a.steps.unwrap_or(0),
+        epochs: a.epochs,
+        batch_size: a.batch_size,
+        seq_len: a.seq_len,
+        lr: a.lr,
+        schedule: enum_value("schedule", &a.schedule, "constant, linear, cosine")?,
+        warmup: a.warmup,
+        seed: a.seed,
+        eval_every: a.eval_every,
+        checkpoint_every: a.checkpoint_every,
+        device: a.device.clone(),
+        weight_decay: 0.1,
+        ..RunConfig::default()
+    };
+    let opened = open_device(&run.device)?;
+    let summary = tinytune::train::native::train(run, None, None, &opened, false)?;
+    println!(
+        "pretrained {} steps, {} tokens in {:.1} s ({:.0} tokens/s); final loss {:.4}{}; wrote {}",
+        summary.steps,
+        summary.tokens,
+        summary.seconds,
+        summary.tokens_per_second,
+        summary.final_loss,
+        summary.best_valid_loss.map_or(String::new(), |v| format!(", best valid loss {v:.4}")),
+        summary.out.display()
+    );
+    Ok(())
+}
+
 fn enum_value<T: serde::de::DeserializeOwned>(flag: &str, value: &str, choices: &str) -> tinytune::Result<T> {
     serde_json::from_value(serde_json::Value::String(value.to_string()))
         .map_err(|_| tinytune::Error::input(format!("--{flag} {value}: choose one of {choices}")))
@@ -300,8 +421,25 @@ fn run(command: Command) -> tinytune::Result<()> {
             }
             Ok(())
         }
-        Command::Eval { model, adapter, data, seq_len, json, device } => {
+        Command::Eval { model, adapter, data, task, limit, seq_len, json, device } => {
             let opened = open_device(&device)?;
+            if let Some(task) = task {
+                let task = tinytune::tasks::Task::load(&task)?;
+                let model = load_model(&model, adapter.as_deref(), &opened)?;
+                let report = block_on(tinytune::tasks::evaluate(&model, &task, limit, |done, total| {
+                    eprint!("\r{}: {done}/{total}", task.name);
+                }))?;
+                eprintln!();
+                if json {
+                    println!("{}", serde_json::to_string(&report).expect("report serialises"));
+                } else {
+                    for m in &report.metrics {
+                        println!("{}: {} {:.1}% ({} examples)", report.task, m.label, 100.0 * m.score, report.examples);
+                    }
+                }
+                return Ok(());
+            }
+            let data = data.expect("clap requires --data without --task");
             let texts = tinytune::train::data::read_texts(&data)?;
             let model = load_model(&model, adapter.as_deref(), &opened)?;
             let report = block_on(tinytune::eval::eval_loss(&model, &texts, seq_len, |done, total| {
@@ -355,6 +493,7 @@ fn run(command: Command) -> tinytune::Result<()> {
             );
             Ok(())
         }
+        Command::Pretrain(args) => pretrain(&args),
         Command::Init { config, tokenizer, out, seed } => {
             let config_text = std::fs::read_to_string(&config).map_err(|e| tinytune::Error::io(&config, e))?;
             let tok = std::fs::read(&tokenizer).map_err(|e| tinytune::Error::io(&tokenizer, e))?;

@@ -135,3 +135,46 @@ impl Tokenizer {
         self.inner.id_to_token(id)
     }
 }
+
+/// Train a byte-level BPE tokenizer (GPT-2's pre-tokenization and byte alphabet) on a text
+/// file: `<s>` (id 0) is added at the start of every encoding by the post-processor, `</s>`
+/// (id 1) is the end of text. Returns `tokenizer.json` bytes.
+#[cfg(not(target_arch = "wasm32"))]
+pub fn train_bpe(text_file: &std::path::Path, vocab_size: usize) -> Result<Vec<u8>> {
+    use tokenizers::models::bpe::{BPE, BpeTrainer};
+    use tokenizers::models::{ModelWrapper, TrainerWrapper};
+    use tokenizers::pre_tokenizers::byte_level::ByteLevel;
+    use tokenizers::processors::template::TemplateProcessing;
+    use tokenizers::AddedToken;
+
+    if vocab_size < 300 {
+        return Err(Error::input(format!("a byte-level BPE needs a vocabulary of at least 300 (256 bytes + merges), not {vocab_size}")));
+    }
+    let specials = vec![AddedToken::from("<s>", true), AddedToken::from("</s>", true)];
+    let mut trainer: TrainerWrapper = BpeTrainer::builder()
+        .vocab_size(vocab_size)
+        .min_frequency(2)
+        .show_progress(false)
+        .special_tokens(specials)
+        .initial_alphabet(ByteLevel::alphabet().into_iter().collect())
+        .build()
+        .into();
+    let mut tok = tokenizers::Tokenizer::new(ModelWrapper::BPE(BPE::default()));
+    tok.with_pre_tokenizer(Some(ByteLevel::new(false, true, true)));
+    tok.with_decoder(Some(ByteLevel::default()));
+    let file = text_file.to_str().ok_or_else(|| Error::input("the data path is not UTF-8"))?.to_string();
+    tok.train_from_files(&mut trainer, vec![file])
+        .map_err(|e| Error::input(format!("training the tokenizer on {} failed: {e}", text_file.display())))?;
+    let bos = tok.token_to_id("<s>").ok_or_else(|| Error::input("tokenizer training lost <s>"))?;
+    let template = TemplateProcessing::builder()
+        .try_single("<s> $0")
+        .and_then(|b| b.try_pair("<s> $A $B"))
+        .map_err(|e| Error::input(format!("tokenizer template: {e}")))?
+        .special_tokens(vec![("<s>", bos)])
+        .build()
+        .map_err(|e| Error::input(format!("tokenizer template: {e}")))?;
+    tok.with_post_processor(Some(template));
+    tok.to_string(true)
+        .map(String::into_bytes)
+        .map_err(|e| Error::input(format!("could not serialise the tokenizer: {e}")))
+}

@@ -1,0 +1,307 @@
+//! Finetuning tasks and their metrics (`tinytune eval --task NAME`): a folder with `task.json`
+//! and `test.jsonl` of `{"prompt", "completion"}` lines. Generation is greedy, cut at the task's
+//! stop string (and EOS, and `max_new_tokens`). The metric definitions are those of
+//! `www/assets/builtin/tasks/README.md`; `scripts/builtin/check_tasks.py` is the Python reference.
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::generate::{Sampling, generate};
+use crate::model::Model;
+use crate::{Error, Result};
+
+/// Whitespace as the task definitions mean it: space, \t, \n, \v, \f, \r.
+const WS: &[char] = &[' ', '\t', '\n', '\u{0B}', '\u{0C}', '\r'];
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+pub struct MetricSpec {
+    pub kind: String,
+    #[serde(default)]
+    pub label: String,
+    #[serde(default)]
+    pub keys: Vec<String>,
+    #[serde(default)]
+    pub normalize: Option<String>,
+    #[serde(default)]
+    pub prefix: String,
+    #[serde(default)]
+    pub suffix: String,
+    #[serde(default)]
+    pub forbidden_words: Vec<String>,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+struct TaskFile {
+    name: String,
+    #[serde(default)]
+    description: String,
+    metric: MetricSpec,
+    #[serde(default)]
+    extra_metrics: Vec<MetricSpec>,
+    max_new_tokens: usize,
+    #[serde(default)]
+    stop: Option<String>,
+    #[serde(default)]
+    files: Option<serde_json::Value>,
+}
+
+#[derive(Clone, Debug)]
+pub struct Task {
+    pub name: String,
+    pub description: String,
+    pub metrics: Vec<MetricSpec>,
+    pub max_new_tokens: usize,
+    pub stop: Option<String>,
+    pub dir: PathBuf,
+    /// (prompt, gold completion)
+    pub test: Vec<(String, String)>,
+}
+
+impl Task {
+    /// A task by folder, or by name among the built-in tasks (`www/assets/builtin/tasks/NAME`
+    /// under the current directory).
+    pub fn load(name_or_dir: &str) -> Result<Task> {
+        let as_dir = PathBuf::from(name_or_dir);
+        let dir = if as_dir.join("task.json").exists() {
+            as_dir
+        } else {
+            let builtin = Path::new("www/assets/builtin/tasks").join(name_or_dir);
+            if !builtin.join("task.json").exists() {
+                return Err(Error::input(format!(
+                    "no task '{name_or_dir}': pass a folder with task.json and test.jsonl, or a built-in task name (json, sql, style, qa) from the repository root"
+                )));
+            }
+            builtin
+        };
+        let text = std::fs::read_to_string(dir.join("task.json")).map_err(|e| Error::io(dir.join("task.json"), e))?;
+        let file: TaskFile = serde_json::from_str(&text).map_err(|e| Error::input(format!("{}: {e}", dir.join("task.json").display())))?;
+        let test_name = file
+            .files
+            .as_ref()
+            .and_then(|f| f.get("test"))
+            .and_then(|t| t.as_str())
+            .unwrap_or("test.jsonl")
+            .to_string();
+        let path = dir.join(&test_name);
+        let contents = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
+        let mut test = Vec::new();
+        for (i, line) in contents.lines().enumerate() {
+            if line.trim().is_empty() {
+                continue;
+            }
+            let v: serde_json::Value = serde_json::from_str(line)
+                .map_err(|e| Error::input(format!("{} line {}: not valid JSON ({e})", path.display(), i + 1)))?;
+            let get = |k: &str| v.get(k).and_then(|x| x.as_str()).map(String::from);
+            match (get("prompt"), get("completion")) {
+                (Some(p), Some(c)) => test.push((p, c)),
+                _ => return Err(Error::input(format!("{} line {}: needs \"prompt\" and \"completion\" strings", path.display(), i + 1))),
+            }
+        }
+        let mut metrics = vec![file.metric];
+        metrics.extend(file.extra_metrics);
+        for m in &metrics {
+            if !matches!(m.kind.as_str(), "exact_match" | "json_keys" | "json_values" | "style_markers") {
+                return Err(Error::input(format!("{}: unknown metric kind '{}'", dir.display(), m.kind)));
+            }
+        }
+        Ok(Task { name: file.name, description: file.description, metrics, max_new_tokens: file.max_new_tokens, stop: file.stop, dir, test })
+    }
+}
+
+/// The text before the first `stop`.
+pub fn cut<'a>(output: &'a str, stop: Option<&str>) -> &'a str {
+    match stop.and_then(|s| output.find(s)) {
+        Some(i) => &output[..i],
+        None => output,
+    }
+}
+
+fn normalize_ws(s: &str) -> String {
+    s.split(WS).filter(|w| !w.is_empty()).collect::<Vec<_>>().join(" ")
+}
+
+/// Rejects duplicate keys anywhere (serde_json would keep the last one silently).
+struct NoDuplicates;
+
+impl<'de> Deserialize<'de> for NoDuplicates {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = NoDuplicates;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("JSON")
+            }
+            fn visit_bool<E>(self, _: bool) -> std::result::Result<NoDuplicates, E> {
+                Ok(NoDuplicates)
+            }
+            fn visit_i64<E>(self, _: i64) -> std::result::Result<NoDuplicates, E> {
+                Ok(NoDuplicates)
+            }
+            fn visit_u64<E>(self, _: u64) -> std::result::Result<NoDuplicates, E> {
+                Ok(NoDuplicates)
+            }
+            fn visit_f64<E>(self, _: f64) -> std::result::Result<NoDuplicates, E> {
+                Ok(NoDuplicates)
+            }
+            fn visit_str<E>(self, _: &str) -> std::result::Result<NoDuplicates, E> {
+                Ok(NoDuplicates)
+            }
+            fn visit_unit<E>(self) -> std::result::Result<NoDuplicates, E> {
+                Ok(NoDuplicates)
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut a: A) -> std::result::Result<NoDuplicates, A::Error> {
+                while a.next_element::<NoDuplicates>()?.is_some() {}
+                Ok(NoDuplicates)
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, mut a: A) -> std::result::Result<NoDuplicates, A::Error> {
+                let mut seen = HashSet::new();
+                while let Some(k) = a.next_key::<String>()? {
+                    if !seen.insert(k) {
+                        return Err(serde::de::Error::custom("duplicate key"));
+                    }
+                    a.next_value::<NoDuplicates>()?;
+                }
+                Ok(NoDuplicates)
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// Exactly one JSON object (RFC 8259 as serde_json reads it), without duplicate keys.
+fn parse_object(text: &str) -> Option<serde_json::Map<String, serde_json::Value>> {
+    serde_json::from_str::<NoDuplicates>(text).ok()?;
+    match serde_json::from_str::<serde_json::Value>(text).ok()? {
+        serde_json::Value::Object(m) => Some(m),
+        _ => None,
+    }
+}
+
+/// Whether one output (already cut at the stop string) passes a metric against the gold
+/// completion.
+pub fn passes(spec: &MetricSpec, output: &str, gold: &str) -> bool {
+    let gold = cut(gold, Some("\n"));
+    match spec.kind.as_str() {
+        "exact_match" => normalize_ws(output) == normalize_ws(gold),
+        "json_keys" | "json_values" => {
+            let Some(obj) = parse_object(output.trim_matches(WS)) else { return false };
+            let mut keys: Vec<&String> = obj.keys().collect();
+            keys.sort();
+            let mut want: Vec<&String> = spec.keys.iter().collect();
+            want.sort();
+            if keys != want {
+                return false;
+            }
+            if spec.kind == "json_keys" {
+                return true;
+            }
+            let Some(gold) = parse_object(gold.trim_matches(WS)) else { return false };
+            spec.keys.iter().all(|k| matches!((obj.get(k), gold.get(k)), (Some(serde_json::Value::String(a)), Some(b)) if Some(a.as_str()) == b.as_str()))
+        }
+        "style_markers" => {
+            let text = normalize_ws(output);
+            if !(text.starts_with(&spec.prefix) && text.ends_with(&spec.suffix) && text.len() > spec.prefix.len() + spec.suffix.len()) {
+                return false;
+            }
+            let forbidden: Vec<String> = spec.forbidden_words.iter().map(|w| w.to_lowercase()).collect();
+            !text
+                .split(|c: char| !c.is_ascii_alphabetic())
+                .filter(|w| !w.is_empty())
+                .any(|w| forbidden.contains(&w.to_lowercase()))
+        }
+        _ => false,
+    }
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct MetricResult {
+    pub kind: String,
+    pub label: String,
+    pub score: f64,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct TaskReport {
+    pub task: String,
+    pub examples: usize,
+    pub metrics: Vec<MetricResult>,
+    /// The first few (prompt, output, gold) triples, to look at.
+    pub samples: Vec<(String, String, String)>,
+}
+
+/// Score outputs (already cut) against the task's gold completions.
+pub fn score(task: &Task, outputs: &[String]) -> Vec<MetricResult> {
+    task.metrics
+        .iter()
+        .map(|m| {
+            let hits = outputs.iter().zip(&task.test).filter(|(o, (_, g))| passes(m, o, g)).count();
+            MetricResult { kind: m.kind.clone(), label: m.label.clone(), score: hits as f64 / outputs.len().max(1) as f64 }
+        })
+        .collect()
+}
+
+/// Generate greedily for the first `limit` test prompts and score them.
+pub async fn evaluate(model: &Model, task: &Task, limit: Option<usize>, mut progress: impl FnMut(usize, usize)) -> Result<TaskReport> {
+    let n = limit.unwrap_or(task.test.len()).min(task.test.len());
+    let sampling = Sampling { max_new_tokens: task.max_new_tokens, temperature: 0.0, ..Sampling::default() };
+    let mut outputs = Vec::with_capacity(n);
+    for (i, (prompt, _)) in task.test[..n].iter().enumerate() {
+        let ids = model.tokenizer.encode(prompt, true)?;
+        let mut text = String::new();
+        let stop = task.stop.clone();
+        generate(model, &ids, &sampling, |_, t| {
+            text.push_str(t);
+            !stop.as_deref().is_some_and(|s| text.contains(s))
+        })
+        .await?;
+        outputs.push(cut(&text, task.stop.as_deref()).to_string());
+        progress(i + 1, n);
+    }
+    let sub = Task { test: task.test[..n].to_vec(), ..task.clone() };
+    let samples = sub.test.iter().zip(&outputs).take(5).map(|((p, g), o)| (p.clone(), o.clone(), g.clone())).collect();
+    Ok(TaskReport { task: task.name.clone(), examples: n, metrics: score(&sub, &outputs), samples })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(kind: &str) -> MetricSpec {
+        MetricSpec {
+            kind: kind.into(),
+            label: String::new(),
+            keys: vec!["name".into(), "animal".into()],
+            normalize: Some("whitespace".into()),
+            prefix: "Ahoy! ".into(),
+            suffix: ", arr!".into(),
+            forbidden_words: vec!["my".into(), "is".into()],
+        }
+    }
+
+    #[test]
+    fn json_metrics_want_one_object_with_exactly_the_keys() {
+        let gold = " {\"name\": \"Mia\", \"animal\": \"fox\"}\n";
+        assert!(passes(&spec("json_keys"), " {\"animal\": \"cat\", \"name\": \"Mia\"} ", gold));
+        assert!(!passes(&spec("json_values"), " {\"animal\": \"cat\", \"name\": \"Mia\"} ", gold));
+        assert!(passes(&spec("json_values"), "{\"name\":\"Mia\",\"animal\":\"fox\"}", gold));
+        assert!(!passes(&spec("json_keys"), "{\"name\": \"Mia\", \"name\": \"Mia\", \"animal\": \"fox\"}", gold), "duplicate key");
+        assert!(!passes(&spec("json_keys"), "{\"name\": \"Mia\"}", gold), "missing key");
+        assert!(!passes(&spec("json_keys"), "{\"name\": \"Mia\", \"animal\": \"fox\"} extra", gold), "trailing text");
+        assert!(!passes(&spec("json_keys"), "", gold));
+    }
+
+    #[test]
+    fn exact_match_normalises_whitespace_only() {
+        assert!(passes(&spec("exact_match"), "  FETCH  name FROM pets;", " FETCH name FROM pets;\n"));
+        assert!(!passes(&spec("exact_match"), "fetch name FROM pets;", " FETCH name FROM pets;\n"));
+    }
+
+    #[test]
+    fn style_markers_need_the_frame_and_no_forbidden_word() {
+        assert!(passes(&spec("style_markers"), "Ahoy! Me dog be happy, arr!", ""));
+        assert!(!passes(&spec("style_markers"), "Ahoy! My dog be happy, arr!", ""));
+        assert!(!passes(&spec("style_markers"), "Ahoy! , arr!", ""));
+    }
+}

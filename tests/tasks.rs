@@ -1,0 +1,52 @@
+//! The built-in tasks and their metrics, held to the definitions in
+//! www/assets/builtin/tasks/README.md: the gold completions score 100%, empty outputs 0%, and
+//! `tinytune eval --task` runs end to end.
+
+use std::path::Path;
+use std::process::Command;
+
+use tinytune::tasks::{Task, cut, score};
+
+fn task(name: &str) -> Task {
+    Task::load(Path::new(env!("CARGO_MANIFEST_DIR")).join("www/assets/builtin/tasks").join(name).to_str().unwrap()).unwrap()
+}
+
+#[test]
+fn gold_completions_score_100_percent_and_empty_outputs_0() {
+    for name in ["json", "sql", "style", "qa"] {
+        let t = task(name);
+        assert_eq!(t.test.len(), 200, "{name}");
+        let gold: Vec<String> = t.test.iter().map(|(_, c)| cut(c, t.stop.as_deref()).to_string()).collect();
+        for m in score(&t, &gold) {
+            assert_eq!(m.score, 1.0, "{name} {}: gold must score 100%", m.kind);
+        }
+        let empty = vec![String::new(); t.test.len()];
+        for m in score(&t, &empty) {
+            assert_eq!(m.score, 0.0, "{name} {}: empty must score 0%", m.kind);
+        }
+    }
+}
+
+#[test]
+fn eval_task_generates_and_scores_with_the_model() {
+    let root = env!("CARGO_MANIFEST_DIR");
+    let out = Command::new(env!("CARGO_BIN_EXE_tinytune"))
+        .current_dir(root)
+        .args(["eval", "--device", "cpu", "--model", "tests/fixtures/tiny-llama", "--task", "json", "--limit", "3", "--json"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["examples"], 3);
+    let metrics = report["metrics"].as_array().unwrap();
+    assert_eq!(metrics[0]["kind"], "json_keys");
+    // The fixture model never saw this task: it cannot produce the JSON frame.
+    assert_eq!(metrics[0]["score"], 0.0);
+    let unknown = Command::new(env!("CARGO_BIN_EXE_tinytune"))
+        .current_dir(root)
+        .args(["eval", "--model", "tests/fixtures/tiny-llama", "--task", "nope"])
+        .output()
+        .unwrap();
+    assert!(!unknown.status.success());
+    assert!(String::from_utf8_lossy(&unknown.stderr).contains("no task 'nope'"));
+}
