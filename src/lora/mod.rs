@@ -128,6 +128,11 @@ pub struct LoraAdapter {
 }
 
 impl LoraAdapter {
+    /// An enabled adapter from A `[in, r]` and B `[r, out]`.
+    pub fn new(name: &str, a: Tensor<2>, b: Tensor<2>, scale: f64, dropout: f64) -> Self {
+        LoraAdapter { name: name.to_string(), a, b, scale, dropout, enabled: true, training: false }
+    }
+
     pub fn rank(&self) -> usize {
         self.a.dims()[1]
     }
@@ -203,15 +208,7 @@ pub async fn attach(model: &mut Model, name: &str, cfg: &LoraConfig, seed: u64) 
                 (a, b)
             }
         };
-        linear.adapters.push(LoraAdapter {
-            name: name.to_string(),
-            a: tensor(a, [d_in, r], &device),
-            b: tensor(b, [r, d_out], &device),
-            scale: cfg.scale(),
-            dropout: cfg.dropout,
-            enabled: true,
-            training: false,
-        });
+        linear.adapters.push(LoraAdapter::new(name, tensor(a, [d_in, r], &device), tensor(b, [r, d_out], &device), cfg.scale(), cfg.dropout));
         count += 1;
     }
     Ok(count)

@@ -4,7 +4,7 @@
 //! changes how a merged update is transposed). Reading is strict: a missing key, a module the
 //! model lacks or a shape mismatch is an error, never a warning.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::path::Path;
 
 use burn::tensor::{Tensor, TensorData};
@@ -201,15 +201,13 @@ impl PeftAdapter {
             if linear.adapter(name).is_some() {
                 return Err(Error::input(format!("{path} already has an adapter named '{name}'")));
             }
-            linear.adapters.push(LoraAdapter {
-                name: name.to_string(),
-                a: Tensor::from_data(TensorData::new(transpose(a, r, d_in), [d_in, r]), &device),
-                b: Tensor::from_data(TensorData::new(transpose(b, d_out, r), [r, d_out]), &device),
-                scale: cfg.scale(),
-                dropout: cfg.dropout,
-                enabled: true,
-                training: false,
-            });
+            linear.adapters.push(LoraAdapter::new(
+                name,
+                Tensor::from_data(TensorData::new(transpose(a, r, d_in), [d_in, r]), &device),
+                Tensor::from_data(TensorData::new(transpose(b, d_out, r), [r, d_out]), &device),
+                cfg.scale(),
+                cfg.dropout,
+            ));
             count += 1;
         }
         Ok(count)
@@ -237,21 +235,15 @@ pub async fn export(model: &Model, name: &str, cfg: &LoraConfig, base_model: &st
         let (d_in, d_out, r) = (linear.d_in(), linear.d_out(), adapter.rank());
         let a = transpose(&read_f32(adapter.a.clone()).await?, d_in, r);
         let b = transpose(&read_f32(adapter.b.clone()).await?, r, d_out);
-        let bytes = |v: Vec<f32>| v.into_iter().flat_map(f32::to_le_bytes).collect::<Vec<u8>>();
-        tensors.push((format!("{PREFIX}{path}.lora_A.weight"), bytes(a), vec![r, d_in]));
-        tensors.push((format!("{PREFIX}{path}.lora_B.weight"), bytes(b), vec![d_out, r]));
+        use crate::model::load::f32_bytes;
+        tensors.push((format!("{PREFIX}{path}.lora_A.weight"), f32_bytes(&a), vec![r, d_in]));
+        tensors.push((format!("{PREFIX}{path}.lora_B.weight"), f32_bytes(&b), vec![d_out, r]));
     }
     if tensors.is_empty() {
         return Err(Error::input(format!("the model has no adapter named '{name}' to export")));
     }
     tensors.sort_by(|x, y| x.0.cmp(&y.0));
-    let views: Vec<(String, safetensors::tensor::TensorView)> = tensors
-        .iter()
-        .map(|(k, b, s)| Ok((k.clone(), safetensors::tensor::TensorView::new(safetensors::Dtype::F32, s.clone(), b).map_err(|e| Error::input(e.to_string()))?)))
-        .collect::<Result<_>>()?;
-    let metadata: HashMap<String, String> = [("format".to_string(), "pt".to_string())].into();
-    let weights = safetensors::serialize(views, Some(metadata))
-        .map_err(|e| Error::input(format!("could not write {WEIGHTS_FILE}: {e}")))?;
+    let weights = crate::model::load::serialize_tensors(&tensors, safetensors::Dtype::F32, WEIGHTS_FILE)?;
     let target_modules = match &cfg.targets {
         Targets::All(_) => serde_json::json!(cfg.targets.names(&paths)),
         Targets::Names(_) => serde_json::json!(cfg.targets.names(&paths)),

@@ -5,7 +5,7 @@
 use super::config::{Gpt2Config, LlamaConfig, ModelConfig};
 use super::load::ModelFiles;
 use crate::generate::Rng;
-use crate::{Error, Result};
+use crate::Result;
 
 enum Fill {
     Normal,
@@ -98,18 +98,10 @@ pub fn random_model(config_json: &str, tokenizer_json: Vec<u8>, seed: u64) -> Re
                 Fill::Ones => vec![1.0; n],
                 Fill::Zeros => vec![0.0; n],
             };
-            (key, values.into_iter().flat_map(f32::to_le_bytes).collect(), shape)
+            (key, super::load::f32_bytes(&values), shape)
         })
         .collect();
-    let views = tensors
-        .iter()
-        .map(|(k, b, s)| {
-            safetensors::tensor::TensorView::new(safetensors::Dtype::F32, s.clone(), b)
-                .map(|v| (k.clone(), v))
-                .map_err(|e| Error::input(e.to_string()))
-        })
-        .collect::<Result<Vec<_>>>()?;
-    let weights = safetensors::serialize(views, None).map_err(|e| Error::input(e.to_string()))?;
+    let weights = super::load::serialize_tensors(&tensors, safetensors::Dtype::F32, "model.safetensors")?;
     Ok(ModelFiles {
         config: config_json.to_string(),
         tokenizer: Some(tokenizer_json),

@@ -481,3 +481,23 @@ pub(super) fn weights_mut(arch: &mut super::Arch, from_layer: Option<usize>) -> 
     }
     out
 }
+
+/// A safetensors file from `(key, little-endian bytes, shape)` entries all of `dtype`, with the
+/// `{"format": "pt"}` metadata PyTorch writers add. `what` names the file in errors.
+pub fn serialize_tensors(tensors: &[(String, Vec<u8>, Vec<usize>)], dtype: Dtype, what: &str) -> Result<Vec<u8>> {
+    let views = tensors
+        .iter()
+        .map(|(k, b, s)| {
+            safetensors::tensor::TensorView::new(dtype, s.clone(), b)
+                .map(|v| (k.clone(), v))
+                .map_err(|e| Error::input(format!("could not write {k} into {what}: {e}")))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let metadata: HashMap<String, String> = [("format".to_string(), "pt".to_string())].into();
+    safetensors::serialize(views, Some(metadata)).map_err(|e| Error::input(format!("could not write {what}: {e}")))
+}
+
+/// f32 values as little-endian bytes.
+pub fn f32_bytes(values: &[f32]) -> Vec<u8> {
+    values.iter().flat_map(|v| v.to_le_bytes()).collect()
+}

@@ -313,17 +313,7 @@ impl Model {
             }
             tensors.push((key, load::encode_values(&values, dtype), shape));
         }
-        let views = tensors
-            .iter()
-            .map(|(k, b, s)| {
-                safetensors::tensor::TensorView::new(dtype, s.clone(), b)
-                    .map(|v| (k.clone(), v))
-                    .map_err(|e| Error::input(format!("could not write {k}: {e}")))
-            })
-            .collect::<Result<Vec<_>>>()?;
-        let metadata: std::collections::HashMap<String, String> = [("format".to_string(), "pt".to_string())].into();
-        let weights = safetensors::serialize(views, Some(metadata))
-            .map_err(|e| Error::input(format!("could not write model.safetensors: {e}")))?;
+        let weights = load::serialize_tensors(&tensors, dtype, "model.safetensors")?;
         let mut files = vec![("config.json".to_string(), self.source.config.clone().into_bytes()), ("model.safetensors".to_string(), weights)];
         if let Some(t) = &self.source.tokenizer {
             files.push(("tokenizer.json".into(), t.clone()));

@@ -245,17 +245,9 @@ fn write_checkpoint(out: &Path, model: &Model, trainer: &Trainer, run: &RunConfi
     let opt = block_on(trainer.optimizer_state())?;
     let bytes: Vec<(String, Vec<u8>, Vec<usize>)> = opt
         .into_iter()
-        .map(|(n, v, s)| (n, v.into_iter().flat_map(f32::to_le_bytes).collect(), s.to_vec()))
+        .map(|(n, v, s)| (n, crate::model::load::f32_bytes(&v), s.to_vec()))
         .collect();
-    let views = bytes
-        .iter()
-        .map(|(n, b, s)| {
-            safetensors::tensor::TensorView::new(safetensors::Dtype::F32, s.clone(), b)
-                .map(|v| (n.clone(), v))
-                .map_err(|e| Error::input(e.to_string()))
-        })
-        .collect::<Result<Vec<_>>>()?;
-    files.push((OPTIMIZER_FILE.into(), safetensors::serialize(views, None).map_err(|e| Error::input(e.to_string()))?));
+    files.push((OPTIMIZER_FILE.into(), crate::model::load::serialize_tensors(&bytes, safetensors::Dtype::F32, OPTIMIZER_FILE)?));
     let refs: Vec<(&str, &[u8])> = files.iter().map(|(n, b)| (n.as_str(), b.as_slice())).collect();
     peft::write_files(&tmp, &refs)?;
     let dest = out.join(CHECKPOINT);
