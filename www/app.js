@@ -1,6 +1,8 @@
 // The controller: starts the worker, sends commands, and renders what comes back.
 // State is read from the address (?gpu=off forces the CPU path).
 
+import { lineChart } from './render/chart.js';
+
 const TOLERANCE = 1e-4;
 let deviceReady = null; // resolves once the worker has opened its device
 const $ = (sel) => document.querySelector(sel);
@@ -204,6 +206,10 @@ async function loadModelFiles(fileList) {
     const { summary, ms } = await send('loadModel', { files: read }, { transfer: read.map((f) => f.bytes) });
     renderModel(summary, ms);
     $('#generate').disabled = false;
+    const first = files[0];
+    training.modelName = (first.relPath || first.webkitRelativePath || '').split('/')[0] || 'model';
+    training.modelReady = true;
+    updateTrainButton();
   } catch (e) {
     setStatus(status, 'error', 'The model could not be loaded.');
     showError(e.message);
@@ -260,6 +266,123 @@ async function runGenerate() {
   }
 }
 
+// --- training ---------------------------------------------------------------------------------
+const training = { data: null, modelName: null, modelReady: false, losses: [], running: false };
+
+function updateTrainButton() {
+  $('#train').disabled = training.running || !training.modelReady || !training.data;
+}
+
+async function chooseData() {
+  const source = $('#data-source').value;
+  $('#data-pick').hidden = source !== 'upload';
+  training.data = null;
+  if (source !== 'upload') {
+    try {
+      const res = await fetch(`assets/builtin/tasks/${source}/train.jsonl`);
+      if (!res.ok) throw new Error(`HTTP ${res.status}`);
+      training.data = { name: `${source}-train.jsonl`, text: await res.text() };
+      const n = training.data.text.split('\n').filter((l) => l.trim()).length;
+      $('#data-status').textContent = `built-in task "${source}": ${n} examples`;
+    } catch (e) {
+      showError(`The built-in task "${source}" could not be read: ${e.message}`);
+    }
+  } else {
+    $('#data-status').textContent = 'pick a .txt or .jsonl file';
+  }
+  updateTrainButton();
+}
+
+function runConfig() {
+  const num = (id) => Number($(id).value);
+  return {
+    model: training.modelName || 'model', data: training.data?.name || 'data.jsonl', out: 'tinytune-run',
+    method: 'lora', rank: num('#rank'), alpha: num('#alpha'), targets: 'all-linear', lr: num('#lr'),
+    steps: num('#steps'), batch_size: num('#batch-size'), seq_len: num('#seq-len'), seed: num('#train-seed'),
+  };
+}
+
+// The keys of `tinytune train` (run.toml); strings quoted as JSON, which TOML accepts.
+function toToml(obj) {
+  return Object.entries(obj).map(([k, v]) => `${k} = ${typeof v === 'string' ? JSON.stringify(v) : v}`).join('\n') + '\n';
+}
+
+function download(name, data, type) {
+  const url = URL.createObjectURL(new Blob([data], { type }));
+  const a = Object.assign(document.createElement('a'), { href: url, download: name });
+  document.body.append(a);
+  a.click();
+  a.remove();
+  setTimeout(() => URL.revokeObjectURL(url), 1000);
+}
+
+function renderLoss() {
+  lineChart($('#loss-chart'), [{ label: 'train', points: training.losses }]);
+}
+
+async function runTraining() {
+  const status = $('#train-status');
+  training.running = true;
+  training.losses = [];
+  renderLoss();
+  updateTrainButton();
+  $('#stop-train').disabled = false;
+  $('#export-adapter').disabled = true;
+  setStatus(status, 'running', 'Preparing the data and the adapter…');
+  const started = performance.now();
+  try {
+    const done = await send('train', { runToml: toToml(runConfig()), dataName: training.data.name, dataText: training.data.text }, {
+      onPartial: (ev) => {
+        if (ev.event === 'train-start') {
+          const skipped = ev.skipped.length ? `, ${ev.skipped.length} bad lines skipped` : '';
+          setStatus(status, 'running', `Training on ${ev.examples} examples${skipped}: ${ev.total_steps} steps.`);
+        } else if (ev.event === 'step') {
+          training.losses.push([ev.step, ev.loss]);
+          renderLoss();
+          const perStep = (performance.now() - started) / 1000 / ev.step;
+          $('#train-stats').textContent = `step ${ev.step}/${ev.total_steps} · loss ${ev.loss.toFixed(4)} · ` +
+            `${ev.tokensPerSecond.toFixed(0)} tokens/s · ETA ${Math.ceil(perStep * (ev.total_steps - ev.step))} s` +
+            (ev.skipped ? ' · step skipped (non-finite loss)' : '');
+        }
+      },
+    });
+    setStatus(status, done.stopped ? 'stopped' : 'done',
+      done.stopped ? `Stopped after ${done.losses.length} steps.` : `Done: ${done.losses.length} steps, final loss ${done.losses.at(-1)?.toFixed(4)}.`);
+    $('#export-adapter').disabled = done.losses.length === 0;
+  } catch (e) {
+    setStatus(status, 'error', 'Training failed.');
+    showError(e.message);
+  } finally {
+    training.running = false;
+    $('#stop-train').disabled = true;
+    updateTrainButton();
+  }
+}
+
+function wireTraining() {
+  $('#data-source').addEventListener('change', chooseData);
+  $('#data-file').addEventListener('change', async (e) => {
+    const f = e.target.files[0];
+    if (!f) return;
+    training.data = { name: f.name, text: await f.text() };
+    $('#data-status').textContent = `${f.name}: ${(f.size / 1024).toFixed(1)} KiB`;
+    updateTrainButton();
+  });
+  $('#train').addEventListener('click', runTraining);
+  $('#stop-train').addEventListener('click', () => send('stop'));
+  $('#export-config').addEventListener('click', () => download('run.toml', toToml(runConfig()), 'text/plain'));
+  $('#export-adapter').addEventListener('click', async () => {
+    try {
+      const { config, weights } = await send('exportAdapter', { baseModel: training.modelName });
+      download('adapter_config.json', config, 'application/json');
+      download('adapter_model.safetensors', weights, 'application/octet-stream');
+    } catch (e) {
+      showError(e.message);
+    }
+  });
+  renderLoss();
+}
+
 // --- controller -------------------------------------------------------------------------------
 async function main() {
   const params = new URLSearchParams(location.search);
@@ -292,6 +415,7 @@ async function main() {
 // The page's command channel, for the browser tests and the curious (devtools).
 window.tinytune = { send };
 wireModelInputs();
+wireTraining();
 $('#generate').addEventListener('click', runGenerate);
 $('#stop-generate').addEventListener('click', () => send('stop'));
 main();

@@ -127,6 +127,11 @@ const commands = {
     return { event: 'trained', losses, stopped: stopRequested };
   },
 
+  async exportAdapter({ baseModel }) {
+    const { config, weights } = await sessions.main.exportAdapter(baseModel || 'tinytune-model');
+    return { event: 'adapter', config, weights };
+  },
+
   async stop() {
     stopRequested = true;
     return { event: 'stopping' };

@@ -40,6 +40,8 @@ pub struct Session {
     opened: OpenedDevice,
     model: Rc<RefCell<Option<Model>>>,
     trainer: Rc<RefCell<Option<Trainer>>>,
+    /// The run config of the last training run, for exporting its adapter.
+    run: Rc<RefCell<Option<RunConfig>>>,
 }
 
 #[wasm_bindgen]
@@ -85,7 +87,7 @@ impl Session {
 
 impl Session {
     fn on(opened: OpenedDevice) -> Session {
-        Session { opened, model: Rc::new(RefCell::new(None)), trainer: Rc::new(RefCell::new(None)) }
+        Session { opened, model: Rc::new(RefCell::new(None)), trainer: Rc::new(RefCell::new(None)), run: Rc::new(RefCell::new(None)) }
     }
 
     /// The loaded model, shared with async work; fails while another command holds it mutably.
@@ -186,6 +188,7 @@ impl Session {
         cfg.validate().map_err(js_err)?;
         let model = self.model()?;
         let trainer_slot = self.trainer.clone();
+        *self.run.borrow_mut() = Some(run.clone());
         let (name, text) = (data_name.to_string(), data_text.to_string());
         Ok(wasm_bindgen_futures::future_to_promise(async move {
             let mut guard = model.try_borrow_mut().map_err(|_| JsError::new("the model is busy"))?;
@@ -229,6 +232,28 @@ impl Session {
             let mut guard = model.try_borrow_mut().map_err(|_| JsError::new("the model is busy"))?;
             let report = t.step(guard.as_mut().expect("checked")).await.map_err(js_err)?;
             to_js(&report).map_err(JsValue::from)
+        }))
+    }
+}
+
+#[wasm_bindgen]
+impl Session {
+    /// The trained LoRA adapter as PEFT files: resolves to `{config: string, weights: Uint8Array}`.
+    #[wasm_bindgen(js_name = exportAdapter)]
+    pub fn export_adapter(&self, base_model: String) -> Result<js_sys::Promise, JsError> {
+        let model = self.model()?;
+        let run = self.run.borrow().clone().ok_or_else(|| JsError::new("nothing has been trained yet: train first"))?;
+        if run.method != Method::Lora {
+            return Err(JsError::new("only LoRA runs produce an adapter"));
+        }
+        Ok(wasm_bindgen_futures::future_to_promise(async move {
+            let guard = model.try_borrow().map_err(|_| JsError::new("the model is busy; stop training first"))?;
+            let model = guard.as_ref().expect("checked");
+            let (config, weights) = crate::lora::peft::export(model, "default", &run.train_config().lora, &base_model).await.map_err(js_err)?;
+            let out = js_sys::Object::new();
+            js_sys::Reflect::set(&out, &"config".into(), &config.into())?;
+            js_sys::Reflect::set(&out, &"weights".into(), &js_sys::Uint8Array::from(weights.as_slice()).into())?;
+            Ok(out.into())
         }))
     }
 }
