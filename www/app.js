@@ -176,7 +176,21 @@ async function filesFromDrop(items) {
   return out;
 }
 
+let modelLoad = Promise.resolve(); // model loads run one after another
+
 async function loadModelFiles(fileList) {
+  const previous = modelLoad;
+  let release;
+  modelLoad = new Promise((resolve) => { release = resolve; });
+  try {
+    await previous;
+    await loadModelFilesNow(fileList);
+  } finally {
+    release();
+  }
+}
+
+async function loadModelFilesNow(fileList) {
   const files = [...fileList].filter((f) => MODEL_FILE.test(f.relPath || f.webkitRelativePath || f.name));
   const status = $('#model-status');
   const progress = $('#model-progress');
@@ -229,6 +243,51 @@ function wireModelInputs() {
     zone.classList.remove('over');
     loadModelFiles(await filesFromDrop([...e.dataTransfer.items]));
   });
+}
+
+// The built-in model ships with the page (assets/builtin/model/). Fetch it with progress and
+// load it like picked files. ?model=none skips it.
+const BUILTIN_FILES = ['config.json', 'model.safetensors', 'tokenizer.json', 'tokenizer_config.json', 'generation_config.json'];
+
+async function loadBuiltinModel() {
+  const status = $('#model-status');
+  const progress = $('#model-progress');
+  const files = [];
+  try {
+    const sizes = [];
+    for (const name of BUILTIN_FILES) {
+      const res = await fetch(`assets/builtin/model/${name}`);
+      if (!res.ok) {
+        if (name === 'config.json') {
+          setStatus(status, 'none', 'No built-in model in this build: load your own.');
+          return;
+        }
+        throw new Error(`${name}: HTTP ${res.status}`);
+      }
+      const total = Number(res.headers.get('content-length')) || 0;
+      const reader = res.body.getReader();
+      const chunks = [];
+      let got = 0;
+      progress.hidden = false;
+      progress.max = total || 1;
+      for (;;) {
+        const { done, value } = await reader.read();
+        if (done) break;
+        chunks.push(value);
+        got += value.length;
+        progress.value = got;
+        setStatus(status, 'reading', `Downloading the built-in model: ${name} (${bytes(got)}${total ? ` of ${bytes(total)}` : ''})…`);
+      }
+      sizes.push(got);
+      files.push(Object.assign(new File(chunks, name), { relPath: `tinytune-builtin/${name}` }));
+    }
+  } catch (e) {
+    setStatus(status, 'error', 'The built-in model could not be downloaded.');
+    showError(`The built-in model could not be downloaded: ${e.message}`);
+    progress.hidden = true;
+    return;
+  }
+  await loadModelFiles(files);
 }
 
 // --- generation -------------------------------------------------------------------------------
@@ -403,6 +462,7 @@ async function main() {
       runs.push({ label: 'CPU (wasm)', kind: 'cpu', result: onCpu.result, ms: onCpu.ms });
     }
     const ok = renderChecks(reference, runs);
+    if (params.get('model') !== 'none') loadBuiltinModel();
     setStatus(checkStatus, ok ? 'done' : 'failed', ok
       ? `Check passed on ${runs.map((r) => r.label).join(' and ')}.`
       : 'Check FAILED: a device disagrees with the reference (see the table).');

@@ -51,7 +51,7 @@ async function loadInPage(page, model) {
 
 const send = (page, cmd, args) => page.evaluate(([c, a]) => window.tinytune.send(c, a), [cmd, args]);
 
-for (const [label, query, kind] of [['WebGPU', '', 'wgpu'], ['the wasm CPU path', '?gpu=off', 'cpu']]) {
+for (const [label, query, kind] of [['WebGPU', '?model=none', 'wgpu'], ['the wasm CPU path', '?gpu=off&model=none', 'cpu']]) {
   test(`models match transformers on ${label}: eval loss, logits and greedy text`, async () => {
     const context = await browser.newContext();
     const page = await context.newPage();
@@ -100,7 +100,7 @@ for (const [label, query, kind] of [['WebGPU', '', 'wgpu'], ['the wasm CPU path'
 test('generation streams into the page with the sampling controls', async () => {
   const context = await browser.newContext();
   const page = await context.newPage();
-  await page.goto(server.base);
+  await page.goto(server.base + '?model=none');
   await page.waitForSelector('#check-status[data-state=done]', { timeout: 180000 });
   try {
     await loadInPage(page, 'tiny-llama');
@@ -121,7 +121,7 @@ test('generation streams into the page with the sampling controls', async () => 
 test('a broken model file gets a clear error in the page', async () => {
   const context = await browser.newContext();
   const page = await context.newPage();
-  await page.goto(server.base + '?gpu=off');
+  await page.goto(server.base + '?gpu=off&model=none');
   await page.waitForSelector('#check-status[data-state=done]', { timeout: 180000 });
   try {
     const dir = join(FIXTURES, 'tiny-llama');

@@ -54,7 +54,7 @@ test('the same run config gives the same first 5 losses in the browser (WebGPU, 
   const native = nativeLosses();
   assert.equal(native.length, 5);
   assert.ok(native[4] < native[0], `the loss falls natively: ${native}`);
-  for (const [label, query] of [['WebGPU', ''], ['wasm CPU', '?gpu=off']]) {
+  for (const [label, query] of [['WebGPU', '?model=none'], ['wasm CPU', '?gpu=off&model=none']]) {
     const losses = await browserLosses(query);
     assert.equal(losses.length, 5, label);
     losses.forEach((l, i) => assert.ok(Math.abs(l - native[i]) < TOLERANCE, `${label} step ${i + 1}: ${l} vs native ${native[i]}`));

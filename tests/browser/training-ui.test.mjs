@@ -29,7 +29,7 @@ test('the Train button trains, the chart fills, and the exports work', async () 
   const context = await browser.newContext({ acceptDownloads: true });
   const page = await context.newPage();
   try {
-    await page.goto(server.base);
+    await page.goto(server.base + '?model=none');
     await page.waitForSelector('#check-status[data-state=done]', { timeout: 180000 });
     const files = readdirSync(MODEL).filter((f) => /\.(json|safetensors)$/.test(f) && !['reference.json', 'logits.safetensors'].includes(f));
     await page.setInputFiles('#model-files', files.map((f) => join(MODEL, f)));
