@@ -149,3 +149,17 @@ fn a_sharded_checkpoint_with_an_index_loads_and_evaluates_like_the_single_file()
     let err = load_error(&dir);
     assert!(err.contains("model-00002-of-00002.safetensors") && err.contains("missing"), "{err}");
 }
+
+#[test]
+fn a_chat_template_jinja_file_is_read_when_tokenizer_config_has_none() {
+    let template = "{% for m in messages %}<|{{ m.role }}|>{{ m.content }}{% endfor %}";
+    let dir = broken_copy("jinja", |d| {
+        let mut cfg: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(d.join("tokenizer_config.json")).unwrap()).unwrap();
+        cfg.as_object_mut().unwrap().remove("chat_template");
+        std::fs::write(d.join("tokenizer_config.json"), cfg.to_string()).unwrap();
+        std::fs::write(d.join("chat_template.jinja"), template).unwrap();
+    });
+    let model = Model::load_dir(&dir, &burn::tensor::Device::flex()).unwrap();
+    assert_eq!(model.tokenizer.chat_template.as_deref(), Some(template));
+}

@@ -107,6 +107,7 @@ pub fn random_model(config_json: &str, tokenizer_json: Vec<u8>, seed: u64) -> Re
         tokenizer: Some(tokenizer_json),
         tokenizer_config: None,
         generation_config: None,
+        chat_template: None,
         weights: vec![("model.safetensors".into(), weights)],
     })
 }

@@ -23,6 +23,8 @@ pub struct ModelFiles {
     pub tokenizer: Option<Vec<u8>>,
     pub tokenizer_config: Option<String>,
     pub generation_config: Option<String>,
+    /// `chat_template.jinja`, which newer checkpoints ship beside tokenizer_config.json.
+    pub chat_template: Option<String>,
     /// Safetensors files in load order, with their file names.
     pub weights: Vec<(String, Vec<u8>)>,
 }
@@ -49,7 +51,7 @@ impl ModelFiles {
                 named.push((name.clone(), read(&name)?));
             }
         }
-        for name in ["config.json", "tokenizer.json", "tokenizer_config.json", "generation_config.json"] {
+        for name in ["config.json", "tokenizer.json", "tokenizer_config.json", "generation_config.json", "chat_template.jinja"] {
             if let Some(bytes) = optional(name)? {
                 named.push((name.to_string(), bytes));
             }
@@ -76,6 +78,7 @@ impl ModelFiles {
                 "tokenizer.json" => out.tokenizer = Some(bytes),
                 "tokenizer_config.json" => out.tokenizer_config = Some(text(&base, bytes)?),
                 "generation_config.json" => out.generation_config = Some(text(&base, bytes)?),
+                "chat_template.jinja" => out.chat_template = Some(text(&base, bytes)?),
                 "model.safetensors.index.json" => index = Some(text(&base, bytes)?),
                 b if b.ends_with(".safetensors") => {
                     shards.insert(base.clone(), bytes);

@@ -70,13 +70,16 @@ impl Model {
     pub fn load(files: &ModelFiles, device: &Device) -> Result<Model> {
         let config = ModelConfig::from_json(&files.config)?;
         let raw: serde_json::Value = serde_json::from_str(&files.config).unwrap_or_default();
-        let tokenizer = Tokenizer::from_files(
+        let mut tokenizer = Tokenizer::from_files(
             files.tokenizer.as_deref(),
             files.tokenizer_config.as_deref(),
             files.generation_config.as_deref(),
             &raw,
             config.vocab_size(),
         )?;
+        if tokenizer.chat_template.is_none() {
+            tokenizer.chat_template = files.chat_template.clone();
+        }
         let arch = load::build(files, &config, device)?;
         let parameters = count_parameters(&arch);
         let summary = ModelSummary {
