@@ -463,6 +463,7 @@ async function main() {
     }
     const ok = renderChecks(reference, runs);
     if (params.get('model') !== 'none') loadBuiltinModel();
+    else if ($('#model-status').dataset.state === 'waiting') setStatus($('#model-status'), 'none', 'No model loaded.');
     setStatus(checkStatus, ok ? 'done' : 'failed', ok
       ? `Check passed on ${runs.map((r) => r.label).join(' and ')}.`
       : 'Check FAILED: a device disagrees with the reference (see the table).');
