@@ -274,20 +274,9 @@ impl Model {
         Err(Error::input(format!("the model has no weight \"{key}\"")))
     }
 
-    /// The gradient of the weight `key` in `grads`, as a matrix (a vector as `[1, n]`).
-    pub fn weight_grad(&mut self, key: &str, grads: &burn::tensor::Gradients) -> Option<Tensor<2>> {
-        for (k, w) in load::weights_mut(&mut self.arch, None) {
-            if k == key {
-                return match w {
-                    load::WeightMut::Matrix(t) => t.grad(grads),
-                    load::WeightMut::Vector(t) => {
-                        let n = t.dims()[0];
-                        t.grad(grads).map(|g| g.reshape([1, n]))
-                    }
-                };
-            }
-        }
-        None
+    /// Every weight by checkpoint key, mutably (what full finetuning trains).
+    pub fn weights_mut(&mut self) -> Vec<(String, load::WeightMut<'_>)> {
+        load::weights_mut(&mut self.arch, None)
     }
 
     /// The model as a Hugging Face folder's files (config.json, model.safetensors, tokenizer

@@ -140,7 +140,7 @@ impl TrainConfig {
 }
 
 /// A trainable tensor inside the model, by name.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum ParamRef {
     /// LoRA factor `A` or `B` of the named adapter on the layer at `path`.
     Lora { path: String, adapter: String, b: bool },
@@ -190,22 +190,62 @@ pub struct Trainer {
     device: Device,
 }
 
-/// Run `f` on the tensor a `ParamRef` names. Tensors are 1-D or 2-D; both are handled as 2-D.
-fn with_param<R>(model: &mut Model, p: &ParamRef, f: impl FnOnce(&mut Tensor<2>) -> R) -> Result<R> {
-    match p {
-        ParamRef::Lora { path, adapter, b } => {
-            for (lp, linear) in model.arch.linears_mut() {
-                if lp == *path {
-                    let a = linear
-                        .adapter_mut(adapter)
-                        .ok_or_else(|| Error::input(format!("{path} has no adapter '{adapter}'")))?;
-                    return Ok(f(if *b { &mut a.b } else { &mut a.a }));
-                }
+/// A trainable tensor, borrowed from the model. Vectors (norms, biases) stay vectors so that
+/// autodiff keeps them as leaves; the optimizer sees them as `[1, n]`.
+enum Slot<'a> {
+    Matrix(&'a mut Tensor<2>),
+    Vector(&'a mut Tensor<1>),
+}
+
+impl Slot<'_> {
+    fn value(&self) -> Tensor<2> {
+        match self {
+            Slot::Matrix(t) => (*t).clone(),
+            Slot::Vector(t) => {
+                let n = t.dims()[0];
+                (*t).clone().reshape([1, n])
             }
-            Err(Error::input(format!("no layer {path}")))
         }
-        ParamRef::Weight(key) => model.with_weight_mut(key, f),
     }
+    fn grad(&self, grads: &burn::tensor::Gradients) -> Option<Tensor<2>> {
+        match self {
+            Slot::Matrix(t) => t.grad(grads),
+            Slot::Vector(t) => t.grad(grads).map(|g| g.reshape([1, t.dims()[0]])),
+        }
+    }
+    /// Store a new value as a fresh leaf that requires grad.
+    fn set(&mut self, value: Tensor<2>) {
+        match self {
+            Slot::Matrix(t) => **t = value.detach().require_grad(),
+            Slot::Vector(t) => **t = value.detach().reshape([t.dims()[0]]).detach().require_grad(),
+        }
+    }
+}
+
+/// Every parameter's tensor, in `params` order, found in one pass over the model.
+fn slots<'a>(model: &'a mut Model, params: &[ParamRef]) -> Result<Vec<Slot<'a>>> {
+    let mut found: std::collections::HashMap<ParamRef, Slot<'a>> = std::collections::HashMap::new();
+    if params.iter().any(|p| matches!(p, ParamRef::Lora { .. })) {
+        for (path, linear) in model.arch.linears_mut() {
+            for adapter in &mut linear.adapters {
+                let crate::lora::LoraAdapter { name, a, b, .. } = adapter;
+                found.insert(ParamRef::Lora { path: path.clone(), adapter: name.clone(), b: false }, Slot::Matrix(a));
+                found.insert(ParamRef::Lora { path: path.clone(), adapter: name.clone(), b: true }, Slot::Matrix(b));
+            }
+        }
+    } else {
+        for (key, w) in model.weights_mut() {
+            let slot = match w {
+                crate::model::load::WeightMut::Matrix(t) => Slot::Matrix(t),
+                crate::model::load::WeightMut::Vector(t) => Slot::Vector(t),
+            };
+            found.insert(ParamRef::Weight(key), slot);
+        }
+    }
+    params
+        .iter()
+        .map(|p| found.remove(p).ok_or_else(|| Error::input(format!("the model has no trainable tensor {p:?}"))))
+        .collect()
 }
 
 impl Trainer {
@@ -264,8 +304,9 @@ impl Trainer {
             cfg,
         };
         t.epoch_batches = t.batches_for_epoch(0);
-        for p in t.params.clone() {
-            with_param(model, &p, |t| *t = t.clone().detach().require_grad())?;
+        for mut slot in slots(model, &t.params)? {
+            let v = slot.value();
+            slot.set(v);
         }
         Ok(t)
     }
@@ -309,12 +350,8 @@ impl Trainer {
             tokens += batch.weights.iter().flatten().filter(|w| **w > 0.0).count();
             let loss = batch_loss(model, &batch)?;
             let grads = (loss.clone() / self.cfg.grad_accum as f64).backward();
-            for (i, p) in self.params.iter().enumerate() {
-                let g = match p {
-                    ParamRef::Weight(key) => model.weight_grad(key, &grads),
-                    lora => with_param(model, lora, |t| t.grad(&grads))?,
-                };
-                let Some(g) = g else { continue };
+            for (i, slot) in slots(model, &self.params)?.iter().enumerate() {
+                let Some(g) = slot.grad(&grads) else { continue };
                 grads_acc[i] = Some(match grads_acc[i].take() {
                     Some(acc) => acc + g,
                     None => g,
@@ -351,14 +388,13 @@ impl Trainer {
     }
 
     fn apply(&mut self, model: &mut Model, grads: Vec<Option<Tensor<2>>>, lr: f64, clip: f64, t: usize) -> Result<()> {
-        let c = self.cfg.clone();
-        for (i, g) in grads.into_iter().enumerate() {
+        let c = &self.cfg;
+        let mut slots = slots(model, &self.params)?;
+        for ((g, slot), moments) in grads.into_iter().zip(slots.iter_mut()).zip(self.moments.iter_mut()) {
             let Some(g) = g else { continue };
             let g = if clip < 1.0 { g * clip } else { g };
-            let p = self.params[i].clone();
-            let moments = &mut self.moments[i];
-            with_param(model, &p, |w| {
-                let cur = w.clone().detach();
+            {
+                let cur = slot.value().detach();
                 let next = match c.optimizer {
                     Optimizer::Sgd => {
                         let decayed = if c.weight_decay > 0.0 { cur.clone() * (1.0 - lr * c.weight_decay) } else { cur.clone() };
@@ -378,8 +414,8 @@ impl Trainer {
                         next
                     }
                 };
-                *w = next.detach().require_grad();
-            })?;
+                slot.set(next);
+            }
         }
         Ok(())
     }

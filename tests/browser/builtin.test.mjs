@@ -2,25 +2,16 @@
 // visitor's own, and the built-in tasks are in the data picker. Prints the time to "ready".
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { startServer, launch } from './harness.mjs';
+import { serverAndBrowser } from './harness.mjs';
 
-let server;
-let browser;
-before(async () => {
-  server = await startServer();
-  browser = await launch();
-});
-after(async () => {
-  await browser?.close();
-  server?.stop();
-});
+const env = serverAndBrowser({ before, after });
 
 test('the page opens on the built-in model and lists the built-in tasks', async () => {
-  const context = await browser.newContext();
+  const context = await env.browser.newContext();
   const page = await context.newPage();
   try {
     const started = Date.now();
-    await page.goto(server.base);
+    await page.goto(env.server.base);
     await page.waitForSelector('#model-status:is([data-state=ready],[data-state=error],[data-state=none])', { timeout: 180000 });
     const ms = Date.now() - started;
     assert.equal(await page.getAttribute('#model-status', 'data-state'), 'ready', await page.textContent('#model-status'));

@@ -31,3 +31,18 @@ export function launch({ webgpu = true } = {}) {
     args: webgpu ? FLAGS : FLAGS.filter((f) => f !== '--enable-unsafe-webgpu'),
   });
 }
+
+// The usual setup of a test file: one server and one browser, shared by its tests and closed
+// after them. The returned object's fields are filled once `before` has run.
+export function serverAndBrowser(hooks) {
+  const env = { server: null, browser: null };
+  hooks.before(async () => {
+    env.server = await startServer();
+    env.browser = await launch();
+  });
+  hooks.after(async () => {
+    await env.browser?.close();
+    env.server?.stop();
+  });
+  return env;
+}

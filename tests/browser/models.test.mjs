@@ -4,22 +4,13 @@ import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { readFileSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
-import { startServer, launch } from './harness.mjs';
+import { serverAndBrowser } from './harness.mjs';
 
 const FIXTURES = 'tests/fixtures';
 const MODELS = ['tiny-gpt2', 'tiny-llama', 'tiny-qwen2', 'tiny-llama-bf16'];
 const TOL = 1e-4;
 
-let server;
-let browser;
-before(async () => {
-  server = await startServer();
-  browser = await launch();
-});
-after(async () => {
-  await browser?.close();
-  server?.stop();
-});
+const env = serverAndBrowser({ before, after });
 
 const evalTexts = readFileSync(join(FIXTURES, 'corpus/eval.jsonl'), 'utf8')
   .split('\n').filter((l) => l.trim()).map((l) => JSON.parse(l).text);
@@ -53,9 +44,9 @@ const send = (page, cmd, args) => page.evaluate(([c, a]) => window.tinytune.send
 
 for (const [label, query, kind] of [['WebGPU', '?model=none', 'wgpu'], ['the wasm CPU path', '?gpu=off&model=none', 'cpu']]) {
   test(`models match transformers on ${label}: eval loss, logits and greedy text`, async () => {
-    const context = await browser.newContext();
+    const context = await env.browser.newContext();
     const page = await context.newPage();
-    await page.goto(server.base + query);
+    await page.goto(env.server.base + query);
     await page.waitForSelector('#check-status[data-state=done]', { timeout: 180000 });
     const device = JSON.parse(await page.textContent('#device-json'));
     assert.equal(device.device.kind, kind);
@@ -98,9 +89,9 @@ for (const [label, query, kind] of [['WebGPU', '?model=none', 'wgpu'], ['the was
 }
 
 test('generation streams into the page with the sampling controls', async () => {
-  const context = await browser.newContext();
+  const context = await env.browser.newContext();
   const page = await context.newPage();
-  await page.goto(server.base + '?model=none');
+  await page.goto(env.server.base + '?model=none');
   await page.waitForSelector('#check-status[data-state=done]', { timeout: 180000 });
   try {
     await loadInPage(page, 'tiny-llama');
@@ -119,9 +110,9 @@ test('generation streams into the page with the sampling controls', async () => 
 });
 
 test('a broken model file gets a clear error in the page', async () => {
-  const context = await browser.newContext();
+  const context = await env.browser.newContext();
   const page = await context.newPage();
-  await page.goto(server.base + '?gpu=off&model=none');
+  await page.goto(env.server.base + '?gpu=off&model=none');
   await page.waitForSelector('#check-status[data-state=done]', { timeout: 180000 });
   try {
     const dir = join(FIXTURES, 'tiny-llama');

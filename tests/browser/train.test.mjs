@@ -6,7 +6,7 @@ import { execFileSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, readdirSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { startServer, launch } from './harness.mjs';
+import { serverAndBrowser } from './harness.mjs';
 
 const TOLERANCE = 1e-3;
 const MODEL = 'tests/fixtures/tiny-llama';
@@ -14,16 +14,7 @@ const DATA = 'tests/fixtures/corpus/eval.jsonl';
 const RUN = { method: 'lora', rank: 4, alpha: 8, steps: 5, batch_size: 4, seq_len: 64, lr: 0.01, seed: 5, targets: 'all-linear' };
 const toml = (o) => Object.entries(o).map(([k, v]) => `${k} = ${typeof v === 'string' ? JSON.stringify(v) : v}`).join('\n');
 
-let server;
-let browser;
-before(async () => {
-  server = await startServer();
-  browser = await launch();
-});
-after(async () => {
-  await browser?.close();
-  server?.stop();
-});
+const env = serverAndBrowser({ before, after });
 
 function nativeLosses() {
   const out = mkdtempSync(join(tmpdir(), 'tinytune-native-'));
@@ -34,10 +25,10 @@ function nativeLosses() {
 }
 
 async function browserLosses(query) {
-  const context = await browser.newContext();
+  const context = await env.browser.newContext();
   const page = await context.newPage();
   try {
-    await page.goto(server.base + query);
+    await page.goto(env.server.base + query);
     await page.waitForSelector('#check-status[data-state=done]', { timeout: 180000 });
     const files = readdirSync(MODEL).filter((f) => /\.(json|safetensors)$/.test(f) && !['reference.json', 'logits.safetensors'].includes(f));
     await page.setInputFiles('#model-files', files.map((f) => join(MODEL, f)));

@@ -7,29 +7,20 @@ import { execFileSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, readdirSync, symlinkSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
-import { startServer, launch } from './harness.mjs';
+import { serverAndBrowser } from './harness.mjs';
 
 const MODEL = 'tests/fixtures/tiny-llama';
 const DATA = 'tests/fixtures/corpus/eval.jsonl';
 
-let server;
-let browser;
-before(async () => {
-  server = await startServer();
-  browser = await launch();
-});
-after(async () => {
-  await browser?.close();
-  server?.stop();
-});
+const env = serverAndBrowser({ before, after });
 
 const tomlValue = (toml, key) => JSON.parse(new RegExp(`^${key} = (.*)$`, 'm').exec(toml)[1]);
 
 test('the Train button trains, the chart fills, and the exports work', async () => {
-  const context = await browser.newContext({ acceptDownloads: true });
+  const context = await env.browser.newContext({ acceptDownloads: true });
   const page = await context.newPage();
   try {
-    await page.goto(server.base + '?model=none');
+    await page.goto(env.server.base + '?model=none');
     await page.waitForSelector('#check-status[data-state=done]', { timeout: 180000 });
     const files = readdirSync(MODEL).filter((f) => /\.(json|safetensors)$/.test(f) && !['reference.json', 'logits.safetensors'].includes(f));
     await page.setInputFiles('#model-files', files.map((f) => join(MODEL, f)));
