@@ -1,5 +1,6 @@
 //! Training data and (in the LoRA issue) the trainer.
 
+pub mod chat;
 pub mod data;
 pub mod run;
 pub mod trainer;
