@@ -12,7 +12,6 @@ pub mod generate;
 pub mod inspect;
 pub mod lora;
 pub mod model;
-#[cfg(not(target_arch = "wasm32"))]
 pub mod tasks;
 pub mod train;
 

@@ -4,6 +4,7 @@
 //! `www/assets/builtin/tasks/README.md`; `scripts/builtin/check_tasks.py` is the Python reference.
 
 use std::collections::HashSet;
+#[cfg(not(target_arch = "wasm32"))]
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -30,6 +31,9 @@ pub struct MetricSpec {
     pub suffix: String,
     #[serde(default)]
     pub forbidden_words: Vec<String>,
+    /// For `tinysql_valid`: table → columns (`{"column", "type"}`), from the task's `schema`.
+    #[serde(default)]
+    pub schema: Option<serde_json::Value>,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -45,6 +49,8 @@ struct TaskFile {
     stop: Option<String>,
     #[serde(default)]
     files: Option<serde_json::Value>,
+    #[serde(default)]
+    schema: Option<serde_json::Value>,
 }
 
 #[derive(Clone, Debug)]
@@ -54,7 +60,8 @@ pub struct Task {
     pub metrics: Vec<MetricSpec>,
     pub max_new_tokens: usize,
     pub stop: Option<String>,
-    pub dir: PathBuf,
+    /// Where it came from (a folder, or a name in the page).
+    pub dir: String,
     /// (prompt, gold completion)
     pub test: Vec<(String, String)>,
 }
@@ -62,6 +69,7 @@ pub struct Task {
 impl Task {
     /// A task by folder, or by name among the built-in tasks (`www/assets/builtin/tasks/NAME`
     /// under the current directory).
+    #[cfg(not(target_arch = "wasm32"))]
     pub fn load(name_or_dir: &str) -> Result<Task> {
         let as_dir = PathBuf::from(name_or_dir);
         let dir = if as_dir.join("task.json").exists() {
@@ -76,37 +84,50 @@ impl Task {
             builtin
         };
         let text = std::fs::read_to_string(dir.join("task.json")).map_err(|e| Error::io(dir.join("task.json"), e))?;
-        let file: TaskFile = serde_json::from_str(&text).map_err(|e| Error::input(format!("{}: {e}", dir.join("task.json").display())))?;
-        let test_name = file
-            .files
-            .as_ref()
-            .and_then(|f| f.get("test"))
-            .and_then(|t| t.as_str())
-            .unwrap_or("test.jsonl")
-            .to_string();
+        let test_name = Task::test_file(&text, &dir.join("task.json").display().to_string())?;
         let path = dir.join(&test_name);
         let contents = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
+        Task::from_texts(&text, &contents, &dir.display().to_string())
+    }
+
+    /// The name of the test split's file that `task.json` names (default `test.jsonl`).
+    pub fn test_file(task_json: &str, label: &str) -> Result<String> {
+        let file: TaskFile = serde_json::from_str(task_json).map_err(|e| Error::input(format!("{label}: {e}")))?;
+        Ok(file.files.as_ref().and_then(|f| f.get("test")).and_then(|t| t.as_str()).unwrap_or("test.jsonl").to_string())
+    }
+
+    /// A task from the texts of its `task.json` and test split; `label` names it in errors.
+    pub fn from_texts(task_json: &str, test_jsonl: &str, label: &str) -> Result<Task> {
+        let file: TaskFile = serde_json::from_str(task_json).map_err(|e| Error::input(format!("{label}/task.json: {e}")))?;
         let mut test = Vec::new();
-        for (i, line) in contents.lines().enumerate() {
+        for (i, line) in test_jsonl.lines().enumerate() {
             if line.trim().is_empty() {
                 continue;
             }
             let v: serde_json::Value = serde_json::from_str(line)
-                .map_err(|e| Error::input(format!("{} line {}: not valid JSON ({e})", path.display(), i + 1)))?;
+                .map_err(|e| Error::input(format!("{label} test line {}: not valid JSON ({e})", i + 1)))?;
             let get = |k: &str| v.get(k).and_then(|x| x.as_str()).map(String::from);
             match (get("prompt"), get("completion")) {
                 (Some(p), Some(c)) => test.push((p, c)),
-                _ => return Err(Error::input(format!("{} line {}: needs \"prompt\" and \"completion\" strings", path.display(), i + 1))),
+                _ => return Err(Error::input(format!("{label} test line {}: needs \"prompt\" and \"completion\" strings", i + 1))),
             }
         }
         let mut metrics = vec![file.metric];
         metrics.extend(file.extra_metrics);
-        for m in &metrics {
-            if !matches!(m.kind.as_str(), "exact_match" | "json_keys" | "json_values" | "style_markers") {
-                return Err(Error::input(format!("{}: unknown metric kind '{}'", dir.display(), m.kind)));
+        for m in &mut metrics {
+            if m.kind == "tinysql_valid" && m.schema.is_none() {
+                m.schema = file.schema.clone();
+            }
+            if m.kind == "tinysql_valid" && m.schema.is_none() {
+                return Err(Error::input(format!("{label}: the tinysql_valid metric needs the task's \"schema\"")));
             }
         }
-        Ok(Task { name: file.name, description: file.description, metrics, max_new_tokens: file.max_new_tokens, stop: file.stop, dir, test })
+        for m in &metrics {
+            if !matches!(m.kind.as_str(), "exact_match" | "json_keys" | "json_values" | "style_markers" | "tinysql_valid") {
+                return Err(Error::input(format!("{label}: unknown metric kind '{}'", m.kind)));
+            }
+        }
+        Ok(Task { name: file.name, description: file.description, metrics, max_new_tokens: file.max_new_tokens, stop: file.stop, dir: label.to_string(), test })
     }
 }
 
@@ -211,8 +232,76 @@ pub fn passes(spec: &MetricSpec, output: &str, gold: &str) -> bool {
                 .filter(|w| !w.is_empty())
                 .any(|w| forbidden.contains(&w.to_lowercase()))
         }
+        "tinysql_valid" => spec.schema.as_ref().is_some_and(|schema| tinysql_valid(&normalize_ws(output), schema)),
         _ => false,
     }
+}
+
+/// Whether `q` is a query in TinySQL's grammar (see the task README) over the schema: a known
+/// table, only its columns, numbers compared with number columns and quoted text with text ones.
+/// It says nothing about whether it answers the question; `exact_match` does.
+fn tinysql_valid(q: &str, schema: &serde_json::Value) -> bool {
+    fn eat(rest: &mut &str, lit: &str) -> bool {
+        match rest.strip_prefix(lit) {
+            Some(r) => {
+                *rest = r;
+                true
+            }
+            None => false,
+        }
+    }
+    fn word<'a>(rest: &mut &'a str) -> &'a str {
+        let end = rest.find(|c: char| !(c.is_ascii_alphanumeric() || c == '_')).unwrap_or(rest.len());
+        let (w, r) = rest.split_at(end);
+        *rest = r;
+        w
+    }
+    let Some(mut rest) = q.strip_prefix("FETCH ").and_then(|r| r.strip_suffix(';')) else { return false };
+    let Some((select, after)) = rest.split_once(" FROM ") else { return false };
+    rest = after;
+    let table = word(&mut rest);
+    let Some(columns) = schema.get(table).and_then(|c| c.as_array()) else { return false };
+    let kind_of = |c: &str| columns.iter().find(|x| x.get("column").and_then(|v| v.as_str()) == Some(c)).and_then(|x| x.get("type")?.as_str());
+    let select_ok = select == "*" || select == "COUNT OF *" || select.split(", ").all(|c| kind_of(c).is_some());
+    if !select_ok {
+        return false;
+    }
+    if eat(&mut rest, " WHERE ") {
+        loop {
+            let Some(kind) = kind_of(word(&mut rest)) else { return false };
+            if !(eat(&mut rest, " = ") || eat(&mut rest, " > ") || eat(&mut rest, " < ")) {
+                return false;
+            }
+            let value_ok = if kind == "number" {
+                let n = word(&mut rest);
+                !n.is_empty() && n.chars().all(|c| c.is_ascii_digit())
+            } else {
+                eat(&mut rest, "'") && rest.find('\'').is_some_and(|end| {
+                    let ok = end > 0;
+                    rest = &rest[end + 1..];
+                    ok
+                })
+            };
+            if !value_ok {
+                return false;
+            }
+            if !eat(&mut rest, " AND ") {
+                break;
+            }
+        }
+    }
+    if eat(&mut rest, " ORDER BY ") {
+        if kind_of(word(&mut rest)).is_none() || !(eat(&mut rest, " UP") || eat(&mut rest, " DOWN")) {
+            return false;
+        }
+    }
+    if eat(&mut rest, " LIMIT TO ") {
+        let n = word(&mut rest);
+        if n.is_empty() || !n.chars().all(|c| c.is_ascii_digit()) {
+            return false;
+        }
+    }
+    rest.is_empty()
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -277,7 +366,31 @@ mod tests {
             prefix: "Ahoy! ".into(),
             suffix: ", arr!".into(),
             forbidden_words: vec!["my".into(), "is".into()],
+            schema: Some(serde_json::json!({
+                "pets": [{"column": "name", "type": "text"}, {"column": "animal", "type": "text"}, {"column": "age", "type": "number"}],
+                "toys": [{"column": "name", "type": "text"}, {"column": "price", "type": "number"}]
+            })),
         }
+    }
+
+    #[test]
+    fn tinysql_valid_accepts_the_grammar_over_the_schema_and_nothing_else() {
+        let ok = |q: &str| passes(&spec("tinysql_valid"), q, "");
+        assert!(ok(" FETCH name FROM pets WHERE animal = 'dog' ORDER BY age DOWN LIMIT TO 2;"));
+        assert!(ok("FETCH * FROM toys;"));
+        assert!(ok("FETCH COUNT OF * FROM toys WHERE price > 3;"));
+        assert!(ok("FETCH name, price FROM toys WHERE name = 'teddy bear' AND price < 10;"));
+        // Valid but wrong answers still pass: this metric is about the dialect only.
+        assert!(ok("FETCH age FROM pets WHERE name = 'Rex';"));
+        assert!(!ok("SELECT name FROM pets;"), "standard SQL is not the dialect");
+        assert!(!ok("FETCH name FROM pets"), "missing semicolon");
+        assert!(!ok("FETCH price FROM pets;"), "pets has no price");
+        assert!(!ok("FETCH name FROM kids;"), "unknown table");
+        assert!(!ok("FETCH name FROM pets WHERE age = 'old';"), "text for a number column");
+        assert!(!ok("FETCH name FROM pets WHERE animal = 3;"), "number for a text column");
+        assert!(!ok("FETCH name FROM pets ORDER BY age ASC;"), "ASC is not TinySQL");
+        assert!(!ok("FETCH name FROM pets WHERE animal = 'g' ANDRDER BY age > 18;"));
+        assert!(!ok("FETCH name FROM pets LIMIT 2;"), "LIMIT TO");
     }
 
     #[test]

@@ -6,6 +6,75 @@ import init, { Session, referenceCheck, version } from './pkg/tinytune.js';
 const ready = init();
 const sessions = { main: null, cpu: null };
 let stopRequested = false;
+const view = { path: null }; // the module whose matrices are shown
+
+async function fetchText(url) {
+  const r = await fetch(url);
+  if (!r.ok) throw new Error(`could not load ${url.pathname}: HTTP ${r.status}`);
+  return r.text();
+}
+
+// Spectra of every adapted module, the chosen module's matrices, and the memory ledger.
+async function views(maxSide = 96) {
+  const paths = sessions.main.adaptedPaths();
+  if (!paths.length) return { paths, spectra: [], matrices: null, memory: safeLedger() };
+  if (!paths.includes(view.path)) view.path = paths[0];
+  const spectra = await sessions.main.spectra();
+  const matrices = await sessions.main.adapterMatrices(view.path, maxSide);
+  return { paths, spectra, matrices, memory: safeLedger() };
+}
+
+function safeLedger() {
+  try {
+    return sessions.main.memoryLedger();
+  } catch {
+    return null; // no run yet: the ledger is for a run
+  }
+}
+
+async function trainLoop(id, info, { evalEvery, inspectEvery, checkpointEvery, inspectPath, maxSide }) {
+  if (inspectPath) view.path = inspectPath;
+  self.postMessage({ id, partial: true, event: 'train-start', ...info });
+  stopRequested = false;
+  const losses = [];
+  const started = performance.now();
+  let tokens = 0;
+  let last = null;
+  const post = (event, data, transfer = []) => self.postMessage({ id, partial: true, event, ...data }, transfer);
+  const checkpoint = async () => {
+    const { names, files } = await sessions.main.checkpoint();
+    const buffers = files.map((f) => f.buffer);
+    post('checkpoint', { step: last.step, totalSteps: last.total_steps, names, files: buffers }, buffers);
+  };
+  post('views', { step: info.step, ...(await views(maxSide)) });
+  while (!stopRequested) {
+    const r = await sessions.main.trainStep();
+    if (!r) break;
+    last = r;
+    tokens += r.tokens;
+    losses.push(r.loss);
+    const seconds = (performance.now() - started) / 1000;
+    post('step', { ...r, tokensPerSecond: tokens / seconds });
+    const end = r.step >= r.total_steps;
+    if (evalEvery > 0 && (r.step % evalEvery === 0 || end)) {
+      const v = await sessions.main.validLoss();
+      if (v) post('valid', { step: r.step, ...v });
+    }
+    if (inspectEvery > 0 && (r.step % inspectEvery === 0 || end)) post('views', { step: r.step, ...(await views(maxSide)) });
+    if (checkpointEvery > 0 && (r.step % checkpointEvery === 0 || end)) await checkpoint();
+    await new Promise((resolve) => setTimeout(resolve, 0)); // let a "stop" or "select" message in
+  }
+  if (stopRequested && last) {
+    // Stopped by the user: keep where it got to, so Resume continues from here.
+    if (evalEvery > 0) {
+      const v = await sessions.main.validLoss();
+      if (v) post('valid', { step: last.step, ...v });
+    }
+    post('views', { step: last.step, ...(await views(maxSide)) });
+    await checkpoint();
+  }
+  return { event: 'trained', losses, stopped: stopRequested, step: last ? last.step : info.step };
+}
 
 // Ask the browser for its adapter only to report what it is (vendor, architecture); the engine
 // then asks for its own device through burn's wgpu runtime.
@@ -107,29 +176,82 @@ const commands = {
     return { event: 'generated', ids: result.ids, stop: result.stop, tokensPerSecond: count / secs, seconds: secs };
   },
 
-  // Train with a run config (the keys of run.toml) on the loaded model, streaming each step.
-  async train({ runToml, dataName, dataText }, id) {
+  // Train with a run config (the keys of run.toml) on the loaded model, streaming each step,
+  // the valid loss every `evalEvery` steps, the views (spectra, matrices, memory) every
+  // `inspectEvery` steps, and a checkpoint every `checkpointEvery` steps.
+  async train({ runToml, dataName, dataText, evalEvery = 10, inspectEvery = 5, checkpointEvery = 10, inspectPath, maxSide }, id) {
     const info = await sessions.main.startTraining(runToml, dataName, dataText);
-    self.postMessage({ id, partial: true, event: 'train-start', ...info });
-    stopRequested = false;
-    const losses = [];
-    const started = performance.now();
-    let tokens = 0;
-    while (!stopRequested) {
-      const r = await sessions.main.trainStep();
-      if (!r) break;
-      tokens += r.tokens;
-      losses.push(r.loss);
-      const seconds = (performance.now() - started) / 1000;
-      self.postMessage({ id, partial: true, event: 'step', ...r, tokensPerSecond: tokens / seconds });
-      await new Promise((resolve) => setTimeout(resolve, 0)); // let a "stop" message in
-    }
-    return { event: 'trained', losses, stopped: stopRequested };
+    return trainLoop(id, info, { evalEvery, inspectEvery, checkpointEvery, inspectPath, maxSide });
+  },
+
+  // Continue from checkpoint files (as `checkpoint` events gave them) on the same data.
+  async resume({ names, files, dataName, dataText, evalEvery = 10, inspectEvery = 5, checkpointEvery = 10, inspectPath, maxSide }, id) {
+    const info = await sessions.main.resumeTraining(names, files.map((f) => new Uint8Array(f)), dataName, dataText);
+    return trainLoop(id, info, { evalEvery, inspectEvery, checkpointEvery, inspectPath, maxSide });
+  },
+
+  // Which module the matrices view shows; takes effect at the next view update.
+  async select({ path }) {
+    view.path = path;
+    return { event: 'selected', path };
+  },
+
+  async inspect({ path, maxSide }) {
+    if (path) view.path = path;
+    return { event: 'views', ...(await views(maxSide)) };
   },
 
   async exportAdapter({ baseModel }) {
     const { config, weights } = await sessions.main.exportAdapter(baseModel || 'tinytune-model');
     return { event: 'adapter', config, weights };
+  },
+
+  async importAdapter({ config, weights }) {
+    const info = sessions.main.importAdapter(config, new Uint8Array(weights));
+    return { event: 'imported', ...info, paths: sessions.main.adaptedPaths() };
+  },
+
+  // The same prompt and seed through the base model (adapter off) and with the adapter.
+  async compare({ prompt, sampling }, id) {
+    const ids = sessions.main.encode(prompt);
+    const out = {};
+    stopRequested = false;
+    try {
+      for (const side of ['base', 'adapter']) {
+        sessions.main.setAdapterEnabled(side === 'adapter');
+        const result = await sessions.main.generate(ids, sampling, (token, text) => {
+          self.postMessage({ id, partial: true, event: 'token', side, token, text });
+          return !stopRequested;
+        });
+        out[side] = result;
+      }
+    } finally {
+      sessions.main.setAdapterEnabled(true);
+    }
+    return { event: 'compared', ...out };
+  },
+
+  // A built-in task's metric on its test split (the first `limit` examples), with the adapter
+  // on or off.
+  async taskMetric({ task, limit = 20, adapter = true }, id) {
+    const base = new URL(`./assets/builtin/tasks/${task}/`, self.location.href);
+    const taskJson = await fetchText(new URL('task.json', base));
+    const testName = JSON.parse(taskJson).files?.test || 'test.jsonl';
+    const test = await fetchText(new URL(testName, base));
+    sessions.main.setAdapterEnabled(adapter);
+    try {
+      const started = performance.now();
+      const report = await sessions.main.taskMetric(task, taskJson, test, limit, (done, total) => {
+        self.postMessage({ id, partial: true, event: 'task-progress', done, total });
+      });
+      return { event: 'task', adapter, report, seconds: (performance.now() - started) / 1000 };
+    } finally {
+      sessions.main.setAdapterEnabled(true);
+    }
+  },
+
+  async preview({ dataName, dataText, seqLen = 128, n = 3 }) {
+    return { event: 'preview', ...sessions.main.previewData(dataName, dataText, seqLen, false, n) };
   },
 
   async stop() {

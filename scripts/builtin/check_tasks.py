@@ -111,7 +111,55 @@ def score_one(kind, spec, output, gold):
             return 0
         forbidden = [w.lower() for w in spec["forbidden_words"]]
         return int(not any(w.lower() in forbidden for w in WORD.findall(text)))
+    if kind == "tinysql_valid":
+        return int(tinysql_valid(normalize_ws(output), spec["schema"]))
     raise ValueError("unknown metric kind %r" % kind)
+
+
+def tinysql_valid(q, schema):
+    """The query follows TinySQL's grammar over the schema (a known table, its columns only,
+    numbers for number columns and quoted text for text ones). Right or wrong answer alike."""
+    if not (q.startswith("FETCH ") and q.endswith(";")) or " FROM " not in q:
+        return False
+    select, rest = q[len("FETCH "):-1].split(" FROM ", 1)
+    m = re.match(r"[A-Za-z0-9_]*", rest)
+    table, rest = m.group(0), rest[m.end():]
+    if table not in schema:
+        return False
+    kinds = {c["column"]: c["type"] for c in schema[table]}
+    if select not in ("*", "COUNT OF *") and not all(c in kinds for c in select.split(", ")):
+        return False
+    word = r"([A-Za-z0-9_]*)"
+    if rest.startswith(" WHERE "):
+        rest = rest[len(" WHERE "):]
+        while True:
+            m = re.match(word + r" (=|>|<) ", rest)
+            if not m or m.group(1) not in kinds:
+                return False
+            rest = rest[m.end():]
+            if kinds[m.group(1)] == "number":
+                v = re.match(r"[A-Za-z0-9_]*", rest).group(0)
+                if not (v and v.isdigit() and v.isascii()):
+                    return False
+                rest = rest[len(v):]
+            else:
+                if not rest.startswith("'") or rest.find("'", 1) <= 1:
+                    return False
+                rest = rest[rest.find("'", 1) + 1:]
+            if not rest.startswith(" AND "):
+                break
+            rest = rest[len(" AND "):]
+    if rest.startswith(" ORDER BY "):
+        m = re.match(word + r" (UP|DOWN)", rest[len(" ORDER BY "):])
+        if not m or m.group(1) not in kinds:
+            return False
+        rest = rest[len(" ORDER BY ") + m.end():]
+    if rest.startswith(" LIMIT TO "):
+        v = re.match(r"[A-Za-z0-9_]*", rest[len(" LIMIT TO "):]).group(0)
+        if not (v and v.isdigit() and v.isascii()):
+            return False
+        rest = rest[len(" LIMIT TO ") + len(v):]
+    return rest == ""
 
 
 def load_jsonl(path):
@@ -132,6 +180,8 @@ def score(meta, test, outputs):
 
     Returns [(metric kind, share in [0, 1])], the main metric first."""
     metrics = [meta["metric"]] + meta.get("extra_metrics", [])
+    # tinysql_valid reads the task's schema.
+    metrics = [dict(m, schema=meta.get("schema")) if m["kind"] == "tinysql_valid" else m for m in metrics]
     totals = [0] * len(metrics)
     for ex in test:
         raw = outputs.get(ex["prompt"])

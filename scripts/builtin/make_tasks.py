@@ -524,17 +524,19 @@ TASKS = {
     "sql": dict(
         make=sql_example,
         description="Translate a plain question into TinySQL, a small query language made up for tinytune.",
-        metric={"kind": "exact_match", "label": "exact match", "normalize": "whitespace"},
-        extra_metrics=[],
+        # The dialect itself is the main metric; exact match (the right query) is the harder one.
+        metric={"kind": "tinysql_valid", "label": "valid TinySQL"},
+        extra_metrics=[{"kind": "exact_match", "label": "exact match", "normalize": "whitespace"}],
         max_new_tokens=80,
         schema={t: [{"column": c, "type": ty} for c, ty in cols] for t, cols in SQL_TABLES.items()},
     ),
     "style": dict(
         make=style_example,
         description="Rewrite a sentence the way a pirate would say it (fixed word rules).",
-        metric={"kind": "exact_match", "label": "exact match", "normalize": "whitespace"},
-        extra_metrics=[{"kind": "style_markers", "label": "pirate markers", "prefix": PIRATE_PREFIX, "suffix": PIRATE_SUFFIX,
-                        "forbidden_words": list(PIRATE_WORDS)}],
+        # Speaking the style is the main metric; exact match (every word rule right) is the harder one.
+        metric={"kind": "style_markers", "label": "pirate markers", "prefix": PIRATE_PREFIX, "suffix": PIRATE_SUFFIX,
+                "forbidden_words": list(PIRATE_WORDS)},
+        extra_metrics=[{"kind": "exact_match", "label": "exact match", "normalize": "whitespace"}],
         max_new_tokens=64,
         rules={"prefix": PIRATE_PREFIX, "suffix": PIRATE_SUFFIX, "words": PIRATE_WORDS},
     ),

@@ -241,6 +241,13 @@ impl ModelConfig {
             ModelConfig::Llama(c) => c.hidden_size,
         }
     }
+    /// The MLP's inner width.
+    pub fn intermediate(&self) -> usize {
+        match self {
+            ModelConfig::Gpt2(c) => c.n_inner(),
+            ModelConfig::Llama(c) => c.intermediate_size,
+        }
+    }
     pub fn tie_word_embeddings(&self) -> bool {
         match self {
             ModelConfig::Gpt2(c) => c.tie_word_embeddings,

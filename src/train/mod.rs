@@ -1,6 +1,7 @@
 //! Training data and (in the LoRA issue) the trainer.
 
 pub mod chat;
+pub mod checkpoint;
 pub mod data;
 pub mod run;
 pub mod trainer;

@@ -7,26 +7,17 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use futures_lite::future::block_on;
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
 use super::data::{DataOptions, OnBadLine, read_dataset, split};
 use super::run::RunConfig;
-use super::trainer::{Cursor, Method, Trainer};
+use super::checkpoint::{CHECKPOINT, OPTIMIZER_FILE, STATE_FILE, TrainerState, checkpoint_files, parse_optimizer, result_files};
+use super::trainer::{Method, Trainer};
 use crate::device::{self, OpenedDevice};
 use crate::lora::{self, peft};
 use crate::model::Model;
 use crate::{Error, Result};
 
-const CHECKPOINT: &str = "checkpoint";
-const STATE_FILE: &str = "trainer_state.json";
-const OPTIMIZER_FILE: &str = "optimizer.safetensors";
-
-/// What a checkpoint folder holds besides the weights.
-#[derive(Serialize, Deserialize)]
-struct TrainerState {
-    run: RunConfig,
-    cursor: Cursor,
-}
 
 #[derive(Debug, Serialize)]
 pub struct TrainSummary {
@@ -63,8 +54,7 @@ pub fn train(mut run: RunConfig, resume: Option<&Path>, stop_after: Option<usize
             let text = std::fs::read_to_string(dir.join(STATE_FILE)).map_err(|e| {
                 Error::input(format!("--resume {}: {e} (pass the checkpoint folder a run wrote into its --out)", dir.display()))
             })?;
-            let state: TrainerState = serde_json::from_str(&text)
-                .map_err(|e| Error::input(format!("{}: {e}", dir.join(STATE_FILE).display())))?;
+            let state = TrainerState::parse(&text, &dir.join(STATE_FILE).display().to_string())?;
             // The checkpoint's run config wins except for where to write.
             let out = run.out.clone();
             run = RunConfig { out, ..state.run.clone() };
@@ -176,7 +166,7 @@ pub fn train(mut run: RunConfig, resume: Option<&Path>, stop_after: Option<usize
                 eprintln!("\nstep {}: valid loss {valid:.4} (perplexity {:.3}){}", r.step, valid.exp(), if improved { ", best so far" } else { "" });
             }
             if improved {
-                best = Some(result_files(&model, &run)?);
+                best = Some(block_on(result_files(&model, &run))?);
             }
             if trainer.should_stop_early() {
                 eprintln!("early stop: no better valid loss in {} evaluations", cfg.patience);
@@ -205,7 +195,7 @@ pub fn train(mut run: RunConfig, resume: Option<&Path>, stop_after: Option<usize
     // The result: the best adapter by valid loss when there was validation, else the last.
     let files = match best {
         Some(f) => f,
-        None => result_files(&model, &run)?,
+        None => block_on(result_files(&model, &run))?,
     };
     let refs: Vec<(&str, &[u8])> = files.iter().map(|(n, b)| (n.as_str(), b.as_slice())).collect();
     peft::write_files(&out, &refs)?;
@@ -224,30 +214,11 @@ pub fn train(mut run: RunConfig, resume: Option<&Path>, stop_after: Option<usize
     })
 }
 
-/// What `--out` receives: PEFT files for LoRA, a Hugging Face model folder otherwise.
-fn result_files(model: &Model, run: &RunConfig) -> Result<Vec<(String, Vec<u8>)>> {
-    match run.method {
-        Method::Lora => {
-            let (config, weights) = block_on(peft::export(model, "default", &run.train_config().lora, &run.model))?;
-            Ok(vec![(peft::CONFIG_FILE.into(), config.into_bytes()), (peft::WEIGHTS_FILE.into(), weights)])
-        }
-        Method::Full | Method::Partial => block_on(model.save_files()),
-    }
-}
-
 /// Write `<out>/checkpoint/` atomically: build it beside, then swap it in.
 fn write_checkpoint(out: &Path, model: &Model, trainer: &Trainer, run: &RunConfig) -> Result<()> {
     let tmp = out.join(format!("{CHECKPOINT}.tmp"));
     let _ = std::fs::remove_dir_all(&tmp);
-    let mut files = result_files(model, run)?;
-    let state = TrainerState { run: run.clone(), cursor: trainer.cursor.clone() };
-    files.push((STATE_FILE.into(), serde_json::to_vec_pretty(&state).expect("state serialises")));
-    let opt = block_on(trainer.optimizer_state())?;
-    let bytes: Vec<(String, Vec<u8>, Vec<usize>)> = opt
-        .into_iter()
-        .map(|(n, v, s)| (n, crate::model::load::f32_bytes(&v), s.to_vec()))
-        .collect();
-    files.push((OPTIMIZER_FILE.into(), crate::model::load::serialize_tensors(&bytes, safetensors::Dtype::F32, OPTIMIZER_FILE)?));
+    let files = block_on(checkpoint_files(model, trainer, run))?;
     let refs: Vec<(&str, &[u8])> = files.iter().map(|(n, b)| (n.as_str(), b.as_slice())).collect();
     peft::write_files(&tmp, &refs)?;
     let dest = out.join(CHECKPOINT);
@@ -263,19 +234,7 @@ fn write_checkpoint(out: &Path, model: &Model, trainer: &Trainer, run: &RunConfi
 
 fn read_optimizer(path: &Path) -> Result<Vec<(String, Vec<f32>, [usize; 2])>> {
     let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
-    let st = safetensors::SafeTensors::deserialize(&bytes)
-        .map_err(|e| Error::input(format!("{} is damaged ({e})", path.display())))?;
-    st.tensors()
-        .into_iter()
-        .map(|(name, v)| {
-            let s = v.shape();
-            if s.len() != 2 {
-                return Err(Error::input(format!("{}: {name} is not a matrix", path.display())));
-            }
-            let values = v.data().chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect();
-            Ok((name, values, [s[0], s[1]]))
-        })
-        .collect()
+    parse_optimizer(&bytes, &path.display().to_string())
 }
 
 /// Open the run's device.

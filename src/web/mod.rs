@@ -10,7 +10,12 @@ use wasm_bindgen::prelude::*;
 use crate::device::{self, DeviceInfo, OpenedDevice};
 use crate::generate::Sampling;
 use crate::model::{Model, ModelFiles};
-use crate::train::data::{DataOptions, OnBadLine, load_dataset, split};
+use crate::inspect::memory::{self, ModelShape, RunShape};
+use crate::lora::LoraConfig;
+use crate::lora::peft::PeftAdapter;
+use crate::tasks::Task;
+use crate::train::checkpoint::{OPTIMIZER_FILE, STATE_FILE, TrainerState, checkpoint_files, parse_optimizer};
+use crate::train::data::{DataOptions, Example, OnBadLine, load_dataset, split};
 use crate::train::run::RunConfig;
 use crate::train::trainer::{Method, Trainer};
 
@@ -42,6 +47,10 @@ pub struct Session {
     trainer: Rc<RefCell<Option<Trainer>>>,
     /// The run config of the last training run, for exporting its adapter.
     run: Rc<RefCell<Option<RunConfig>>>,
+    /// The held-out examples of the current run.
+    valid: Rc<RefCell<Vec<Example>>>,
+    /// The LoRA settings of the adapter named "default" (trained here or imported).
+    lora: Rc<RefCell<Option<LoraConfig>>>,
 }
 
 #[wasm_bindgen]
@@ -87,7 +96,69 @@ impl Session {
 
 impl Session {
     fn on(opened: OpenedDevice) -> Session {
-        Session { opened, model: Rc::new(RefCell::new(None)), trainer: Rc::new(RefCell::new(None)), run: Rc::new(RefCell::new(None)) }
+        Session {
+            opened,
+            model: Rc::new(RefCell::new(None)),
+            trainer: Rc::new(RefCell::new(None)),
+            run: Rc::new(RefCell::new(None)),
+            valid: Rc::new(RefCell::new(Vec::new())),
+            lora: Rc::new(RefCell::new(None)),
+        }
+    }
+
+    /// Load the data, attach (or restore) the adapter and make the trainer.
+    #[allow(clippy::type_complexity)]
+    fn prepare(
+        &self,
+        run: RunConfig,
+        data_name: &str,
+        data_text: &str,
+        resume: Option<(TrainerState, Vec<(String, Vec<f32>, [usize; 2])>, PeftAdapter)>,
+    ) -> Result<js_sys::Promise, JsError> {
+        let cfg = run.train_config();
+        cfg.validate().map_err(js_err)?;
+        let model = self.model()?;
+        let (trainer_slot, valid_slot, lora_slot) = (self.trainer.clone(), self.valid.clone(), self.lora.clone());
+        *self.run.borrow_mut() = Some(run.clone());
+        let (name, text) = (data_name.to_string(), data_text.to_string());
+        Ok(wasm_bindgen_futures::future_to_promise(async move {
+            let mut guard = model.try_borrow_mut().map_err(|_| JsError::new("the model is busy"))?;
+            let model = guard.as_mut().expect("checked");
+            let opts = DataOptions {
+                seq_len: cfg.seq_len,
+                train_on_prompt: run.train_on_prompt,
+                on_bad_line: if run.skip_bad_lines { OnBadLine::Skip } else { OnBadLine::Stop },
+            };
+            let data = load_dataset(&name, &text, &model.tokenizer, &opts).map_err(js_err)?;
+            let skipped = data.skipped.iter().map(|b| b.to_string()).collect::<Vec<_>>();
+            let (train, valid) = if run.valid_fraction > 0.0 { split(data.examples, run.valid_fraction, cfg.seed) } else { (data.examples, vec![]) };
+            // A new run replaces any adapter a previous run (or an import) left.
+            for (_, l) in model.arch.linears_mut() {
+                l.adapters.retain(|a| a.name != "default");
+            }
+            *trainer_slot.borrow_mut() = None;
+            match (&resume, cfg.method) {
+                (Some((_, _, adapter)), _) => {
+                    adapter.load_into(model, "default").map_err(js_err)?;
+                }
+                (None, Method::Lora) => {
+                    crate::lora::attach(model, "default", &cfg.lora, cfg.seed).await.map_err(js_err)?;
+                }
+                _ => {}
+            }
+            *lora_slot.borrow_mut() = (cfg.method == Method::Lora).then(|| cfg.lora.clone());
+            let examples = train.len();
+            let mut trainer = Trainer::new(model, cfg, train).map_err(js_err)?;
+            if let Some((state, optimizer, _)) = resume {
+                trainer.restore(state.cursor, optimizer).map_err(js_err)?;
+            }
+            let (total_steps, step) = (trainer.total_steps, trainer.cursor.step);
+            let n_valid = valid.len();
+            *valid_slot.borrow_mut() = valid;
+            *trainer_slot.borrow_mut() = Some(trainer);
+            to_js(&serde_json::json!({ "examples": examples, "valid": n_valid, "skipped": skipped, "total_steps": total_steps, "step": step }))
+                .map_err(JsValue::from)
+        }))
     }
 
     /// The loaded model, shared with async work; fails while another command holds it mutably.
@@ -180,43 +251,32 @@ impl Session {
 impl Session {
     /// Prepare a training run: `run_toml` holds the run config (the keys of `tinytune train`),
     /// `data_name` / `data_text` the training file. Attaches a fresh LoRA adapter named
-    /// "default" for the LoRA method. Resolves to `{examples, valid, skipped, total_steps}`.
+    /// "default" for the LoRA method. Resolves to `{examples, valid, skipped, total_steps, step}`.
     #[wasm_bindgen(js_name = startTraining)]
     pub fn start_training(&self, run_toml: &str, data_name: &str, data_text: &str) -> Result<js_sys::Promise, JsError> {
         let run = RunConfig::from_toml(run_toml).map_err(js_err)?;
-        let cfg = run.train_config();
-        cfg.validate().map_err(js_err)?;
-        let model = self.model()?;
-        let trainer_slot = self.trainer.clone();
-        *self.run.borrow_mut() = Some(run.clone());
-        let (name, text) = (data_name.to_string(), data_text.to_string());
-        Ok(wasm_bindgen_futures::future_to_promise(async move {
-            let mut guard = model.try_borrow_mut().map_err(|_| JsError::new("the model is busy"))?;
-            let model = guard.as_mut().expect("checked");
-            let opts = DataOptions {
-                seq_len: cfg.seq_len,
-                train_on_prompt: run.train_on_prompt,
-                on_bad_line: if run.skip_bad_lines { OnBadLine::Skip } else { OnBadLine::Stop },
-            };
-            let data = load_dataset(&name, &text, &model.tokenizer, &opts).map_err(js_err)?;
-            let skipped = data.skipped.iter().map(|b| b.to_string()).collect::<Vec<_>>();
-            let (train, valid) = if run.valid_fraction > 0.0 { split(data.examples, run.valid_fraction, cfg.seed) } else { (data.examples, vec![]) };
-            // A new run replaces any adapter a previous run left.
-            for (_, l) in model.arch.linears_mut() {
-                l.adapters.retain(|a| a.name != "default");
-            }
-            if cfg.method == Method::Lora {
-                crate::lora::attach(model, "default", &cfg.lora, cfg.seed).await.map_err(js_err)?;
-            }
-            let examples = train.len();
-            let trainer = Trainer::new(model, cfg, train).map_err(js_err)?;
-            let total_steps = trainer.total_steps;
-            *trainer_slot.borrow_mut() = Some(trainer);
-            to_js(&serde_json::json!({ "examples": examples, "valid": valid.len(), "skipped": skipped, "total_steps": total_steps }))
-                .map_err(JsValue::from)
-        }))
+        self.prepare(run, data_name, data_text, None)
     }
 
+    /// Continue a run from checkpoint files (the names and bytes `checkpoint` gave, or a
+    /// `tinytune train` checkpoint folder's files) on the same data. Resolves like
+    /// `startTraining`, with `step` where it continues.
+    #[wasm_bindgen(js_name = resumeTraining)]
+    pub fn resume_training(&self, names: Vec<String>, files: Vec<js_sys::Uint8Array>, data_name: &str, data_text: &str) -> Result<js_sys::Promise, JsError> {
+        let files: Vec<(String, Vec<u8>)> = names.into_iter().zip(files.iter().map(|f| f.to_vec())).collect();
+        let get = |name: &str| {
+            files.iter().find(|(n, _)| n == name).map(|(_, b)| b.clone()).ok_or_else(|| JsError::new(&format!("the checkpoint has no {name}")))
+        };
+        let state_text = String::from_utf8(get(STATE_FILE)?).map_err(|_| JsError::new("trainer_state.json is not UTF-8"))?;
+        let state = TrainerState::parse(&state_text, STATE_FILE).map_err(js_err)?;
+        if state.run.method != Method::Lora {
+            return Err(JsError::new("the page resumes LoRA runs only; resume full or partial runs with tinytune train --resume"));
+        }
+        let optimizer = parse_optimizer(&get(OPTIMIZER_FILE)?, OPTIMIZER_FILE).map_err(js_err)?;
+        let config = String::from_utf8(get(crate::lora::peft::CONFIG_FILE)?).map_err(|_| JsError::new("adapter_config.json is not UTF-8"))?;
+        let adapter = PeftAdapter::from_bytes(&config, &get(crate::lora::peft::WEIGHTS_FILE)?).map_err(js_err)?;
+        self.prepare(state.run.clone(), data_name, data_text, Some((state, optimizer, adapter)))
+    }
     /// One optimizer step of the prepared run. Resolves to the step report, or null when the
     /// run is done.
     #[wasm_bindgen(js_name = trainStep)]
@@ -238,23 +298,197 @@ impl Session {
 
 #[wasm_bindgen]
 impl Session {
-    /// The trained LoRA adapter as PEFT files: resolves to `{config: string, weights: Uint8Array}`.
+    /// The adapter named "default" (trained or imported) as PEFT files: resolves to
+    /// `{config: string, weights: Uint8Array}`.
     #[wasm_bindgen(js_name = exportAdapter)]
     pub fn export_adapter(&self, base_model: String) -> Result<js_sys::Promise, JsError> {
         let model = self.model()?;
-        let run = self.run.borrow().clone().ok_or_else(|| JsError::new("nothing has been trained yet: train first"))?;
-        if run.method != Method::Lora {
-            return Err(JsError::new("only LoRA runs produce an adapter"));
-        }
+        let lora = self.lora.borrow().clone().ok_or_else(|| JsError::new("there is no adapter yet: train one or import one first"))?;
         Ok(wasm_bindgen_futures::future_to_promise(async move {
             let guard = model.try_borrow().map_err(|_| JsError::new("the model is busy; stop training first"))?;
             let model = guard.as_ref().expect("checked");
-            let (config, weights) = crate::lora::peft::export(model, "default", &run.train_config().lora, &base_model).await.map_err(js_err)?;
+            let (config, weights) = crate::lora::peft::export(model, "default", &lora, &base_model).await.map_err(js_err)?;
             let out = js_sys::Object::new();
             js_sys::Reflect::set(&out, &"config".into(), &config.into())?;
             js_sys::Reflect::set(&out, &"weights".into(), &js_sys::Uint8Array::from(weights.as_slice()).into())?;
             Ok(out.into())
         }))
+    }
+
+    /// A checkpoint of the current run: resolves to `{names, files}` (trainer_state.json,
+    /// optimizer.safetensors and the adapter's PEFT files).
+    pub fn checkpoint(&self) -> Result<js_sys::Promise, JsError> {
+        let model = self.model()?;
+        let trainer = self.trainer.clone();
+        let run = self.run.borrow().clone().ok_or_else(|| JsError::new("nothing is training: start a run first"))?;
+        Ok(wasm_bindgen_futures::future_to_promise(async move {
+            let t = trainer.try_borrow().map_err(|_| JsError::new("a training step is running"))?;
+            let t = t.as_ref().ok_or_else(|| JsError::new("nothing is training: start a run first"))?;
+            let guard = model.try_borrow().map_err(|_| JsError::new("the model is busy"))?;
+            let files = checkpoint_files(guard.as_ref().expect("checked"), t, &run).await.map_err(js_err)?;
+            let names = js_sys::Array::new();
+            let bytes = js_sys::Array::new();
+            for (n, b) in files {
+                names.push(&JsValue::from_str(&n));
+                bytes.push(&js_sys::Uint8Array::from(b.as_slice()).into());
+            }
+            let out = js_sys::Object::new();
+            js_sys::Reflect::set(&out, &"names".into(), &names)?;
+            js_sys::Reflect::set(&out, &"files".into(), &bytes)?;
+            Ok(out.into())
+        }))
+    }
+
+    /// Load PEFT adapter files as the adapter "default" (replacing any), for inspecting,
+    /// comparing and exporting. Resolves to `{layers, r, alpha}`.
+    #[wasm_bindgen(js_name = importAdapter)]
+    pub fn import_adapter(&self, config_json: &str, weights: Vec<u8>) -> Result<JsValue, JsError> {
+        let adapter = PeftAdapter::from_bytes(config_json, &weights).map_err(js_err)?;
+        let lora = adapter.config.lora_config().map_err(js_err)?;
+        let mut guard = self.model.try_borrow_mut().map_err(|_| JsError::new("the model is busy; stop training first"))?;
+        let model = guard.as_mut().ok_or_else(|| JsError::new("no model is loaded yet: load one first"))?;
+        *self.trainer.borrow_mut() = None;
+        let before: Vec<_> = model.arch.linears_mut().into_iter().map(|(_, l)| l.adapters.clone()).collect();
+        for (_, l) in model.arch.linears_mut() {
+            l.adapters.retain(|a| a.name != "default");
+        }
+        let layers = match adapter.load_into(model, "default") {
+            Ok(n) => n,
+            Err(e) => {
+                // Leave the model as it was.
+                for ((_, l), old) in model.arch.linears_mut().into_iter().zip(before) {
+                    l.adapters = old;
+                }
+                return Err(js_err(e));
+            }
+        };
+        *self.lora.borrow_mut() = Some(lora.clone());
+        to_js(&serde_json::json!({ "layers": layers, "r": lora.r, "alpha": lora.alpha }))
+    }
+
+    /// Turn the adapter "default" on or off (base vs adapter comparisons).
+    #[wasm_bindgen(js_name = setAdapterEnabled)]
+    pub fn set_adapter_enabled(&self, on: bool) -> Result<(), JsError> {
+        let mut guard = self.model.try_borrow_mut().map_err(|_| JsError::new("the model is busy; stop training first"))?;
+        let model = guard.as_mut().ok_or_else(|| JsError::new("no model is loaded yet: load one first"))?;
+        crate::lora::set_active(model, if on { &["default"] } else { &[] });
+        Ok(())
+    }
+}
+
+#[wasm_bindgen]
+impl Session {
+    /// Token-weighted mean loss on the run's held-out examples; records it for early stopping.
+    /// Resolves to `{loss, perplexity, best}`, or null when the run has no validation split.
+    #[wasm_bindgen(js_name = validLoss)]
+    pub fn valid_loss(&self) -> Result<js_sys::Promise, JsError> {
+        let model = self.model()?;
+        let (trainer, valid) = (self.trainer.clone(), self.valid.clone());
+        Ok(wasm_bindgen_futures::future_to_promise(async move {
+            let examples = valid.borrow().clone();
+            if examples.is_empty() {
+                return Ok(JsValue::NULL);
+            }
+            let mut t = trainer.try_borrow_mut().map_err(|_| JsError::new("a training step is running"))?;
+            let t = t.as_mut().ok_or_else(|| JsError::new("nothing is training: start a run first"))?;
+            let guard = model.try_borrow().map_err(|_| JsError::new("the model is busy"))?;
+            let loss = t.evaluate(guard.as_ref().expect("checked"), &examples).await.map_err(js_err)?;
+            let best = t.record_eval(loss);
+            to_js(&serde_json::json!({ "loss": loss, "perplexity": loss.exp(), "best": best })).map_err(JsValue::from)
+        }))
+    }
+
+    /// Paths of the layers that carry the adapter "default".
+    #[wasm_bindgen(js_name = adaptedPaths)]
+    pub fn adapted_paths(&self) -> Result<Vec<String>, JsError> {
+        let m = self.model()?;
+        let m = m.borrow();
+        Ok(crate::inspect::adapted_paths(m.as_ref().expect("checked"), "default"))
+    }
+
+    /// The singular values of ΔW (from the factors) and the effective rank, per adapted module.
+    pub fn spectra(&self) -> Result<js_sys::Promise, JsError> {
+        let model = self.model()?;
+        Ok(wasm_bindgen_futures::future_to_promise(async move {
+            let guard = model.try_borrow().map_err(|_| JsError::new("the model is busy"))?;
+            let s = crate::inspect::spectra(guard.as_ref().expect("checked"), "default").await.map_err(js_err)?;
+            to_js(&s).map_err(JsValue::from)
+        }))
+    }
+
+    /// A, B and ΔW of the adapter on `path`, shrunk to at most `max_side` a side by block means.
+    #[wasm_bindgen(js_name = adapterMatrices)]
+    pub fn adapter_matrices(&self, path: String, max_side: usize) -> Result<js_sys::Promise, JsError> {
+        let model = self.model()?;
+        Ok(wasm_bindgen_futures::future_to_promise(async move {
+            let guard = model.try_borrow().map_err(|_| JsError::new("the model is busy"))?;
+            let m = crate::inspect::matrices(guard.as_ref().expect("checked"), &path, "default", max_side.max(1)).await.map_err(js_err)?;
+            to_js(&m).map_err(JsValue::from)
+        }))
+    }
+
+    /// The memory ledger of the current (or last) run: predicted parts, the device's measured
+    /// bytes and the remainder, and the same model under the other methods.
+    #[wasm_bindgen(js_name = memoryLedger)]
+    pub fn memory_ledger(&self) -> Result<JsValue, JsError> {
+        let run = self.run.borrow().clone().ok_or_else(|| JsError::new("start a run first: the ledger is for a run"))?;
+        let cfg = run.train_config();
+        let mut guard = self.model.try_borrow_mut().map_err(|_| JsError::new("the model is busy"))?;
+        let model = guard.as_mut().ok_or_else(|| JsError::new("no model is loaded yet: load one first"))?;
+        let shape = ModelShape::of(model);
+        let run_shape = RunShape {
+            method: cfg.method,
+            rank: cfg.lora.r,
+            targets: cfg.lora.targets.clone(),
+            partial_layers: cfg.partial_layers,
+            optimizer: cfg.optimizer,
+            batch: cfg.batch_size,
+            seq: cfg.seq_len.min(model.context()),
+            nf4: false,
+        };
+        to_js(&memory::ledger(&shape, &run_shape, memory::measure(&self.opened.device)))
+    }
+
+    /// Score the loaded model (with its enabled adapters) on a task: `task_json` and `test_jsonl`
+    /// are the task's files; `on_progress(done, total)` is called per example. Resolves to the
+    /// task report (metrics and a few samples).
+    #[wasm_bindgen(js_name = taskMetric)]
+    pub fn task_metric(&self, name: String, task_json: String, test_jsonl: String, limit: usize, on_progress: js_sys::Function) -> Result<js_sys::Promise, JsError> {
+        let model = self.model()?;
+        let task = Task::from_texts(&task_json, &test_jsonl, &name).map_err(js_err)?;
+        Ok(wasm_bindgen_futures::future_to_promise(async move {
+            let guard = model.try_borrow().map_err(|_| JsError::new("the model is busy"))?;
+            let report = crate::tasks::evaluate(guard.as_ref().expect("checked"), &task, Some(limit), |done, total| {
+                let _ = on_progress.call2(&JsValue::NULL, &JsValue::from(done as u32), &JsValue::from(total as u32));
+            })
+            .await
+            .map_err(js_err)?;
+            to_js(&report).map_err(JsValue::from)
+        }))
+    }
+
+    /// The first `n` examples of a data file as the trainer sees them: per example, its pieces
+    /// `[text, trained]` (trained: the token carries loss). Unknown formats give the loader's
+    /// error.
+    #[wasm_bindgen(js_name = previewData)]
+    pub fn preview_data(&self, data_name: &str, data_text: &str, seq_len: usize, train_on_prompt: bool, n: usize) -> Result<JsValue, JsError> {
+        let m = self.model()?;
+        let m = m.borrow();
+        let model = m.as_ref().expect("checked");
+        let opts = DataOptions { seq_len: seq_len.max(2), train_on_prompt, on_bad_line: OnBadLine::Skip };
+        let data = load_dataset(data_name, data_text, &model.tokenizer, &opts).map_err(js_err)?;
+        let mut out = Vec::new();
+        for ex in data.examples.iter().take(n) {
+            let mut pieces: Vec<(String, bool)> = Vec::new();
+            for (i, id) in ex.ids.iter().enumerate() {
+                // Token i is predicted from the tokens before it; the first never carries loss.
+                let trained = i > 0 && ex.target[i];
+                let text = model.tokenizer.decode(&[*id]).map_err(js_err)?;
+                pieces.push((text, trained));
+            }
+            out.push(pieces);
+        }
+        to_js(&serde_json::json!({ "examples": out, "total": data.examples.len(), "skipped": data.skipped.len(), "format": format!("{:?}", data.format) }))
     }
 }
 

@@ -1,0 +1,363 @@
+//! The memory ledger: what a training run should need, by the course's memory math, beside what
+//! the device's allocator reports.
+//!
+//! Predicted bytes (everything in f32, 4 bytes a value, as the engine computes):
+//!   weights      = frozen parameters × 4 (NF4 for QLoRA: 4.127 bits a linear weight, bitsandbytes'
+//!                  4 bits + an 8-bit absmax per 64 + a 32-bit second-level absmax per 256 blocks)
+//!   trainable    = trained parameters × 4 (LoRA: Σ r·(in + out) over adapted layers)
+//!   gradients    = trainable
+//!   optimizer    = 2 × trainable for AdamW (first and second moments), 0 for plain SGD
+//!   activations  = B·T·(L_b·(12·C + 4·I + 2·nh·T + r·m) + 2·C + 2·V) × 4
+//! where B is the batch size, T the sequence length, L_b the blocks the backward pass goes
+//! through (all of them, or the last k for partial finetuning), C the width, I the MLP width, nh
+//! the attention heads, m the adapted modules per block, V the vocabulary. The activation count
+//! is what our blocks keep for the backward pass per token: the two norms' inputs and outputs
+//! (4·C), q, k, v and their rotated or repeated forms (≈ 6·C), the attention output and the
+//! projection's input (2·C), the MLP's gate, up, activation and product (4·I), the attention
+//! scores and probabilities (2·nh·T), each adapter's x·A (r), and at the top the final norm (2·C)
+//! with the logits and their log-softmax (2·V). Allocator slack, temporaries of the backward pass
+//! and caches are what the measured bytes show beyond it: the remainder.
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+
+use crate::lora::Targets;
+use crate::model::Model;
+use crate::train::trainer::{Method, Optimizer};
+
+const F32: f64 = 4.0;
+/// Bits per parameter of NF4 with double quantisation (bitsandbytes, blocks of 64 and 256).
+pub const NF4_BITS: f64 = 4.0 + 8.0 / 64.0 + 32.0 / (64.0 * 256.0);
+
+/// The sizes of a model that the formula needs.
+#[derive(Clone, Debug, Serialize)]
+pub struct ModelShape {
+    pub params: usize,
+    /// Parameters of each block.
+    pub layer_params: Vec<usize>,
+    /// The final norm (trained by partial finetuning along with the last blocks).
+    pub final_norm_params: usize,
+    /// Every linear layer a LoRA adapter can target: (block, path, in, out).
+    pub linears: Vec<(usize, String, usize, usize)>,
+    pub hidden: usize,
+    pub inner: usize,
+    pub heads: usize,
+    pub vocab: usize,
+}
+
+impl ModelShape {
+    pub fn of(model: &mut Model) -> ModelShape {
+        let layers = model.config.layers();
+        let block_of = |key: &str| -> Option<usize> {
+            let rest = key.strip_prefix("model.layers.").or_else(|| key.strip_prefix("transformer.h."))?;
+            rest.split('.').next()?.parse().ok()
+        };
+        let linears = model
+            .arch
+            .linears()
+            .into_iter()
+            .map(|(path, l)| (block_of(&path).unwrap_or(0), path.clone(), l.d_in(), l.d_out()))
+            .collect();
+        let mut layer_params = vec![0; layers];
+        let (mut params, mut final_norm_params) = (0, 0);
+        for (key, w) in model.weights_mut() {
+            let n = match w {
+                crate::model::load::WeightMut::Matrix(t) => t.dims().iter().product(),
+                crate::model::load::WeightMut::Vector(t) => t.dims()[0],
+            };
+            params += n;
+            match block_of(&key) {
+                Some(i) if i < layers => layer_params[i] += n,
+                _ if key.starts_with("model.norm.") || key.starts_with("transformer.ln_f.") => final_norm_params += n,
+                _ => {}
+            }
+        }
+        ModelShape {
+            params,
+            layer_params,
+            final_norm_params,
+            linears,
+            hidden: model.config.hidden(),
+            inner: model.config.intermediate(),
+            heads: model.config.heads(),
+            vocab: model.config.vocab_size(),
+        }
+    }
+}
+
+/// What shapes a run's memory.
+#[derive(Clone, Debug)]
+pub struct RunShape {
+    pub method: Method,
+    pub rank: usize,
+    pub targets: Targets,
+    pub partial_layers: usize,
+    pub optimizer: Optimizer,
+    pub batch: usize,
+    pub seq: usize,
+    /// Frozen linear weights held as NF4 (QLoRA).
+    pub nf4: bool,
+}
+
+/// Predicted bytes per part.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct Parts {
+    pub weights: f64,
+    pub trainable: f64,
+    pub gradients: f64,
+    pub optimizer: f64,
+    pub activations: f64,
+}
+
+impl Parts {
+    pub fn total(&self) -> f64 {
+        self.weights + self.trainable + self.gradients + self.optimizer + self.activations
+    }
+}
+
+/// The course's memory math for one model and run (see the module comment for the formula).
+pub fn predict(shape: &ModelShape, run: &RunShape) -> Parts {
+    let layers = shape.layer_params.len();
+    let adapted: Vec<&(usize, String, usize, usize)> = match run.method {
+        Method::Lora => shape.linears.iter().filter(|(_, p, _, _)| run.targets.matches(p)).collect(),
+        _ => vec![],
+    };
+    let (trainable, backward_blocks) = match run.method {
+        Method::Full => (shape.params, layers),
+        Method::Partial => {
+            let k = run.partial_layers.min(layers);
+            (shape.layer_params[layers - k..].iter().sum::<usize>() + shape.final_norm_params, k)
+        }
+        Method::Lora => (adapted.iter().map(|(_, _, i, o)| run.rank * (i + o)).sum(), layers),
+    };
+    let frozen = if run.method == Method::Lora { shape.params } else { shape.params - trainable };
+    let weights = if run.nf4 {
+        let linear: usize = shape.linears.iter().map(|(_, _, i, o)| i * o).sum();
+        linear as f64 * NF4_BITS / 8.0 + (frozen - linear) as f64 * F32
+    } else {
+        frozen as f64 * F32
+    };
+    let per_block_modules = if layers > 0 { adapted.len() as f64 / layers as f64 } else { 0.0 };
+    let (c, i, nh, t) = (shape.hidden as f64, shape.inner as f64, shape.heads as f64, run.seq as f64);
+    let per_block = 12.0 * c + 4.0 * i + 2.0 * nh * t + run.rank as f64 * per_block_modules;
+    let per_token = backward_blocks as f64 * per_block + 2.0 * c + 2.0 * shape.vocab as f64;
+    let trainable_bytes = trainable as f64 * F32;
+    Parts {
+        weights,
+        trainable: trainable_bytes,
+        gradients: trainable_bytes,
+        optimizer: match run.optimizer {
+            Optimizer::Adamw => 2.0 * trainable_bytes,
+            Optimizer::Sgd => 0.0,
+        },
+        activations: (run.batch * run.seq) as f64 * per_token * F32,
+    }
+}
+
+/// Bytes the device's allocator reports.
+#[derive(Clone, Debug, Serialize)]
+pub struct Measured {
+    /// Live allocations (after a step: weights, adapters, optimizer states).
+    pub in_use: Option<u64>,
+    /// Held by the allocator: live bytes plus pooled pages kept from the step's peak.
+    pub reserved: u64,
+    pub source: String,
+}
+
+/// What the device says it holds: the WebGPU/wgpu allocator's accounting, the wasm heap on the
+/// CPU in the browser, or the process's peak resident memory natively on the CPU.
+pub fn measure(device: &burn::tensor::Device) -> Option<Measured> {
+    if let Some(u) = device.memory_pool_usage() {
+        return Some(Measured {
+            in_use: Some(u.bytes_in_use + u.bytes_padding),
+            reserved: u.bytes_reserved,
+            source: "bytes reserved by the GPU allocator (burn/cubecl memory pools)".into(),
+        });
+    }
+    #[cfg(target_arch = "wasm32")]
+    {
+        let pages = core::arch::wasm32::memory_size::<0>() as u64;
+        Some(Measured { in_use: None, reserved: pages * 65536, source: "the wasm heap (CPU engine), which also holds the model's files".into() })
+    }
+    #[cfg(not(target_arch = "wasm32"))]
+    {
+        crate::train::native::peak_rss_bytes().map(|b| Measured { in_use: None, reserved: b, source: "peak resident memory of the process (CPU)".into() })
+    }
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct Row {
+    pub label: String,
+    pub bytes: BTreeMap<&'static str, f64>,
+    pub total: f64,
+    pub current: bool,
+    pub measured: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
+}
+
+/// Everything the page's memory view shows.
+#[derive(Clone, Debug, Serialize)]
+pub struct Ledger {
+    pub parts: Vec<&'static str>,
+    pub labels: BTreeMap<&'static str, &'static str>,
+    pub rows: Vec<Row>,
+    pub formula: Vec<String>,
+    #[serde(rename = "measuredNote", skip_serializing_if = "Option::is_none")]
+    pub measured_note: Option<String>,
+    pub measured: Option<Measured>,
+}
+
+const PARTS: [&str; 6] = ["weights", "trainable", "gradients", "optimizer", "activations", "remainder"];
+
+fn row(label: String, p: &Parts, current: bool, note: Option<String>) -> Row {
+    let bytes = BTreeMap::from([
+        ("weights", p.weights),
+        ("trainable", p.trainable),
+        ("gradients", p.gradients),
+        ("optimizer", p.optimizer),
+        ("activations", p.activations),
+    ]);
+    Row { label, bytes, total: p.total(), current, measured: false, note }
+}
+
+fn method_name(run: &RunShape) -> String {
+    match (run.method, run.nf4) {
+        (Method::Full, _) => "full finetuning".into(),
+        (Method::Partial, _) => format!("partial: last {} block{}", run.partial_layers, if run.partial_layers == 1 { "" } else { "s" }),
+        (Method::Lora, false) => format!("LoRA r = {}", run.rank),
+        (Method::Lora, true) => format!("QLoRA r = {} (NF4 base)", run.rank),
+    }
+}
+
+/// The ledger for the current run, the same model under the other methods, and the measured
+/// bytes (with the remainder: measured minus predicted) when the device reports them.
+pub fn ledger(shape: &ModelShape, run: &RunShape, measured: Option<Measured>) -> Ledger {
+    let current = predict(shape, run);
+    let mut rows = vec![row(format!("This run ({}), predicted", method_name(run)), &current, true, None)];
+    let mut measured_note = None;
+    if let Some(m) = &measured {
+        let mut r = row(format!("This run, measured: {}", m.source), &current, true, None);
+        let remainder = m.reserved as f64 - current.total();
+        r.bytes.insert("remainder", remainder.max(0.0));
+        r.total = r.total.max(m.reserved as f64);
+        r.measured = true;
+        if remainder < 0.0 {
+            r.note = Some(format!("the formula predicts {:.1} MiB more than was measured", -remainder / 1048576.0));
+        }
+        rows.push(r);
+        measured_note = Some(format!(
+            "Measured: {}{}. The parts of the measured bar are the predicted ones; the remainder is the difference.",
+            mib(m.reserved as f64),
+            m.in_use.map(|u| format!(" held ({} in live tensors after the step)", mib(u as f64))).unwrap_or_default()
+        ));
+    }
+    let others = [
+        RunShape { method: Method::Full, nf4: false, ..run.clone() },
+        RunShape { method: Method::Partial, nf4: false, partial_layers: run.partial_layers.max(1), ..run.clone() },
+        RunShape { method: Method::Lora, nf4: false, ..run.clone() },
+        RunShape { method: Method::Lora, nf4: true, ..run.clone() },
+    ];
+    for other in others {
+        let note = other.nf4.then(|| "predicted only: QLoRA training is not in this version yet".to_string());
+        rows.push(row(format!("Same model, {}", method_name(&other)), &predict(shape, &other), false, note));
+    }
+    let formula = vec![
+        format!("weights = frozen parameters × 4 B (f32); QLoRA stores linear weights in NF4 at {NF4_BITS:.3} bits"),
+        "trainable = trained parameters × 4 B; LoRA trains Σ r·(in + out) over adapted layers".into(),
+        "gradients = trainable".into(),
+        "optimizer = 2 × trainable for AdamW (two moments), 0 for SGD".into(),
+        "activations = B·T·(L·(12·C + 4·I + 2·nh·T + r·m) + 2·C + 2·V) × 4 B".into(),
+        format!(
+            "here B = {}, T = {}, L = {} blocks, C = {}, I = {}, nh = {}, m = adapted modules per block, V = {}",
+            run.batch,
+            run.seq,
+            shape.layer_params.len(),
+            shape.hidden,
+            shape.inner,
+            shape.heads,
+            shape.vocab
+        ),
+    ];
+    let labels = BTreeMap::from([
+        ("weights", "frozen weights"),
+        ("trainable", "trainable parameters"),
+        ("gradients", "gradients"),
+        ("optimizer", "optimizer states"),
+        ("activations", "activations"),
+        ("remainder", "remainder (allocator slack, temporaries)"),
+    ]);
+    Ledger { parts: PARTS.to_vec(), labels, rows, formula, measured_note, measured }
+}
+
+fn mib(b: f64) -> String {
+    format!("{:.1} MiB", b / 1048576.0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A Llama with L = 2 blocks, C = 8, I = 16, nh = 2, V = 32, tied embeddings:
+    ///   embeddings 32·8 = 256; per block: two norms 2·8 = 16, q k v o 4·8·8 = 256,
+    ///   gate up down 3·8·16 = 384, so 656; final norm 8.  P = 256 + 2·656 + 8 = 1576.
+    fn tiny() -> ModelShape {
+        let mut linears = vec![];
+        for l in 0..2 {
+            for (name, i, o) in [("self_attn.q_proj", 8, 8), ("self_attn.k_proj", 8, 8), ("self_attn.v_proj", 8, 8), ("self_attn.o_proj", 8, 8), ("mlp.gate_proj", 8, 16), ("mlp.up_proj", 8, 16), ("mlp.down_proj", 16, 8)] {
+                linears.push((l, format!("model.layers.{l}.{name}"), i, o));
+            }
+        }
+        ModelShape { params: 1576, layer_params: vec![656, 656], final_norm_params: 8, linears, hidden: 8, inner: 16, heads: 2, vocab: 32 }
+    }
+
+    fn run(method: Method) -> RunShape {
+        RunShape { method, rank: 2, targets: Targets::All("all-linear".into()), partial_layers: 1, optimizer: Optimizer::Adamw, batch: 2, seq: 4, nf4: false }
+    }
+
+    #[test]
+    fn lora_ledger_matches_the_hand_worked_example() {
+        // LoRA r = 2 on all 7 linears of both blocks:
+        //   per block q k v o 4·2·(8+8) = 128, gate up 2·2·(8+16) = 96, down 2·(16+8) = 48: 272;
+        //   two blocks: 544 trainable → 2176 B; gradients 2176 B; AdamW 2·2176 = 4352 B.
+        //   weights: all 1576 frozen → 6304 B.
+        //   activations per token per block: 12·8 + 4·16 + 2·2·4 + 2·7 = 96 + 64 + 16 + 14 = 190;
+        //   per token: 2·190 + 2·8 + 2·32 = 460; B·T = 8 tokens → 3680 values → 14720 B.
+        //   total 6304 + 2176 + 2176 + 4352 + 14720 = 29728 B.
+        let p = predict(&tiny(), &run(Method::Lora));
+        assert_eq!(p, Parts { weights: 6304.0, trainable: 2176.0, gradients: 2176.0, optimizer: 4352.0, activations: 14720.0 });
+        assert_eq!(p.total(), 29728.0);
+    }
+
+    #[test]
+    fn full_partial_and_qlora_follow_the_same_arithmetic() {
+        // Full: 1576 trainable → 6304 B each for parameters and gradients, 12608 B AdamW; nothing
+        // frozen; activations without adapters: (2·176 + 80)·8·4 = 13824 B.
+        let full = predict(&tiny(), &run(Method::Full));
+        assert_eq!(full, Parts { weights: 0.0, trainable: 6304.0, gradients: 6304.0, optimizer: 12608.0, activations: 13824.0 });
+        // Partial, last block: 656 + final norm 8 = 664 trainable (2656 B); frozen 912 (3648 B);
+        // the backward pass stops below the last block: (176 + 80)·8·4 = 8192 B.
+        let partial = predict(&tiny(), &run(Method::Partial));
+        assert_eq!(partial, Parts { weights: 3648.0, trainable: 2656.0, gradients: 2656.0, optimizer: 5312.0, activations: 8192.0 });
+        // QLoRA: linear weights 2·(4·64 + 3·128) = 1280 at 4.127 bits = 660.3125 B, the other 296
+        // parameters stay f32 (1184 B); the rest is LoRA's.
+        let q = predict(&tiny(), &RunShape { nf4: true, ..run(Method::Lora) });
+        assert!((q.weights - (1280.0 * NF4_BITS / 8.0 + 1184.0)).abs() < 1e-9);
+        assert!((1280.0 * NF4_BITS / 8.0 - 660.3125).abs() < 1e-9);
+        assert_eq!(q.trainable, 2176.0);
+        // SGD keeps no state.
+        assert_eq!(predict(&tiny(), &RunShape { optimizer: Optimizer::Sgd, ..run(Method::Lora) }).optimizer, 0.0);
+    }
+
+    #[test]
+    fn the_measured_row_carries_the_remainder_and_the_ledger_lists_every_method() {
+        let measured = Measured { in_use: Some(20000), reserved: 40000, source: "test".into() };
+        let l = ledger(&tiny(), &run(Method::Lora), Some(measured));
+        assert_eq!(l.rows.len(), 6);
+        assert_eq!(l.rows[1].bytes["remainder"], 40000.0 - 29728.0);
+        assert_eq!(l.rows[1].total, 40000.0);
+        assert!(l.rows[5].label.contains("QLoRA") && l.rows[5].note.is_some());
+        assert!(l.formula.iter().any(|f| f.contains("12·C + 4·I")));
+    }
+}

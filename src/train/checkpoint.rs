@@ -1,0 +1,68 @@
+//! Checkpoints as files, the same in the page and natively: the result (PEFT adapter files for
+//! LoRA, a Hugging Face model folder otherwise), `trainer_state.json` (the run config and the
+//! cursor) and `optimizer.safetensors` (AdamW's moments). A checkpoint saved in the browser
+//! resumes with `tinytune train --resume`, and the reverse.
+
+use serde::{Deserialize, Serialize};
+
+use super::run::RunConfig;
+use super::trainer::{Cursor, Method, Trainer};
+use crate::lora::peft;
+use crate::model::Model;
+use crate::model::load::{f32_bytes, serialize_tensors};
+use crate::{Error, Result};
+
+pub const CHECKPOINT: &str = "checkpoint";
+pub const STATE_FILE: &str = "trainer_state.json";
+pub const OPTIMIZER_FILE: &str = "optimizer.safetensors";
+
+/// What a checkpoint holds besides the weights.
+#[derive(Clone, Serialize, Deserialize)]
+pub struct TrainerState {
+    pub run: RunConfig,
+    pub cursor: Cursor,
+}
+
+impl TrainerState {
+    pub fn parse(text: &str, label: &str) -> Result<TrainerState> {
+        serde_json::from_str(text).map_err(|e| Error::input(format!("{label}: not a tinytune trainer state ({e})")))
+    }
+}
+
+/// The run's result: PEFT files for LoRA, a Hugging Face model folder otherwise.
+pub async fn result_files(model: &Model, run: &RunConfig) -> Result<Vec<(String, Vec<u8>)>> {
+    match run.method {
+        Method::Lora => {
+            let (config, weights) = peft::export(model, "default", &run.train_config().lora, &run.model).await?;
+            Ok(vec![(peft::CONFIG_FILE.into(), config.into_bytes()), (peft::WEIGHTS_FILE.into(), weights)])
+        }
+        Method::Full | Method::Partial => model.save_files().await,
+    }
+}
+
+/// Every file of a checkpoint of this run at the trainer's cursor.
+pub async fn checkpoint_files(model: &Model, trainer: &Trainer, run: &RunConfig) -> Result<Vec<(String, Vec<u8>)>> {
+    let mut files = result_files(model, run).await?;
+    let state = TrainerState { run: run.clone(), cursor: trainer.cursor.clone() };
+    files.push((STATE_FILE.into(), serde_json::to_vec_pretty(&state).expect("state serialises")));
+    let tensors: Vec<(String, Vec<u8>, Vec<usize>)> =
+        trainer.optimizer_state().await?.into_iter().map(|(n, v, s)| (n, f32_bytes(&v), s.to_vec())).collect();
+    files.push((OPTIMIZER_FILE.into(), serialize_tensors(&tensors, safetensors::Dtype::F32, OPTIMIZER_FILE)?));
+    Ok(files)
+}
+
+/// The optimizer moments from `optimizer.safetensors` bytes; `label` names the file in errors.
+pub fn parse_optimizer(bytes: &[u8], label: &str) -> Result<Vec<(String, Vec<f32>, [usize; 2])>> {
+    let st = safetensors::SafeTensors::deserialize(bytes).map_err(|e| Error::input(format!("{label} is damaged ({e})")))?;
+    st.tensors()
+        .into_iter()
+        .map(|(name, v)| {
+            let s = v.shape();
+            if s.len() != 2 || v.dtype() != safetensors::Dtype::F32 {
+                return Err(Error::input(format!("{label}: {name} is not an f32 matrix")));
+            }
+            let values = v.data().chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect();
+            Ok((name, values, [s[0], s[1]]))
+        })
+        .collect()
+}

@@ -1,0 +1,80 @@
+// All UI state in one object, mirrored in the URL hash, so a run is a shareable link (the
+// TensorFlow Playground's idea). Pure functions plus a tiny store; the controller wires them to
+// `location.hash` and to the form.
+
+export const DEFAULTS = Object.freeze({
+  task: 'json', rank: 8, alpha: 16, lr: 0.002, steps: 50, batchSize: 8, seqLen: 128, seed: 0,
+  targets: 'all-linear', evalEvery: 10, validFraction: 0.05, layer: 0, module: 'q_proj',
+  prompt: 'Once upon a time,', maxNewTokens: 48, temperature: 0.8, topK: 0, topP: 0.95, genSeed: 0,
+});
+
+// A link is typed by hand and shared, so a bad value costs only that value: the default stays
+// and the problem is reported, never thrown.
+function coerce(key, raw, fallback) {
+  switch (typeof fallback) {
+    case 'number': {
+      // Number('') is 0 and Number(' 8 ') is 8; a blank is a mistake, not a zero.
+      const n = raw.trim() === '' ? NaN : Number(raw);
+      return Number.isFinite(n) ? { value: n } : { problem: `${key}: '${raw}' is not a number; using ${fallback}` };
+    }
+    case 'boolean':
+      if (raw === 'true' || raw === '1') return { value: true };
+      if (raw === 'false' || raw === '0') return { value: false };
+      return { problem: `${key}: '${raw}' is not true or false; using ${fallback}` };
+    default:
+      return { value: raw };
+  }
+}
+
+// '#rank=4&prompt=Hi+there' → { state, problems }. Repeated keys: the last one wins.
+export function decodeHash(hash, defaults = DEFAULTS) {
+  const state = { ...defaults };
+  const problems = [];
+  // URLSearchParams does the percent- and '+'-decoding, and tolerates malformed escapes.
+  for (const [key, raw] of new URLSearchParams(String(hash ?? '').replace(/^#/, ''))) {
+    if (!Object.hasOwn(defaults, key)) {
+      problems.push(`unknown setting '${key}' ignored`);
+      continue;
+    }
+    const { value, problem } = coerce(key, raw, defaults[key]);
+    if (problem) {
+      problems.push(problem);
+      state[key] = defaults[key];
+    } else {
+      state[key] = value;
+    }
+  }
+  return { state, problems };
+}
+
+// Only what differs from the defaults, in the defaults' order, so equal states give equal links
+// and a link stays short. '' when nothing differs (a bare '#' would be noise in the address).
+export function encodeHash(state, defaults = DEFAULTS) {
+  const params = new URLSearchParams();
+  for (const [key, fallback] of Object.entries(defaults)) {
+    if (Object.hasOwn(state, key) && state[key] !== fallback) params.set(key, String(state[key]));
+  }
+  const s = params.toString();
+  return s ? `#${s}` : '';
+}
+
+// get / set(patch) / subscribe(fn). Subscribers hear (state, changedKeys) only when something
+// changed, so writing the hash from a subscriber cannot loop back through `hashchange`.
+export function createStore(initial = DEFAULTS) {
+  let state = { ...initial };
+  const subscribers = new Set();
+  return {
+    get: () => state,
+    set(patch) {
+      const changed = Object.keys(patch).filter((k) => !Object.is(state[k], patch[k]));
+      if (!changed.length) return changed;
+      state = { ...state, ...patch };
+      for (const fn of subscribers) fn(state, changed);
+      return changed;
+    },
+    subscribe(fn) {
+      subscribers.add(fn);
+      return () => subscribers.delete(fn);
+    },
+  };
+}
