@@ -1,66 +1,52 @@
-// The controller: starts the worker, sends commands, and renders what comes back.
-// State is read from the address (?gpu=off forces the CPU path).
+// The controller: opens the engine, runs the device check, loads the model, generates, and
+// hands the training flow to training.js. All settings live in one state object mirrored in the
+// URL hash (state.js); ?gpu=off forces the CPU path and ?model=none skips the built-in model.
 
-import { lineChart } from './render/chart.js';
+import { $, showError, setStatus, clearError } from './dom.js';
+import { send, restart, onFatal } from './engine.js';
+import { DEFAULTS, decodeHash, encodeHash, createStore } from './state.js';
+import { formatBytes as bytes } from './render/memory.js';
+import { initTraining } from './training.js';
 
 const TOLERANCE = 1e-4;
 let deviceReady = null; // resolves once the worker has opened its device
-const $ = (sel) => document.querySelector(sel);
 
-// --- worker messaging -------------------------------------------------------------------------
-const worker = new Worker(new URL('./worker.js', import.meta.url), { type: 'module' });
-const pending = new Map();
-let nextId = 1;
-
-// `onPartial` receives streamed events (tokens) before the final answer.
-function send(cmd, args = {}, { onPartial, transfer = [] } = {}) {
-  const id = nextId++;
-  return new Promise((resolve, reject) => {
-    pending.set(id, { resolve, reject, onPartial });
-    worker.postMessage({ id, cmd, ...args }, transfer);
-  });
+// --- state ------------------------------------------------------------------------------------
+const decoded = decodeHash(location.hash);
+const state = createStore(decoded.state);
+if (decoded.problems.length) {
+  const notice = $('#state-notice');
+  notice.textContent = `Some settings in the address were not understood: ${decoded.problems.join('; ')}.`;
+  notice.hidden = false;
 }
+state.subscribe((s) => {
+  const hash = encodeHash(s);
+  if (hash !== location.hash && !(hash === '' && location.hash === '')) history.replaceState(null, '', hash || location.pathname + location.search);
+});
 
-worker.onmessage = ({ data }) => {
-  const waiter = pending.get(data.id);
-  if (!waiter) {
-    if (data.error) showError(data.error);
-    return;
+// Every input with data-key shows and edits that state key.
+function bindInputs() {
+  for (const input of document.querySelectorAll('[data-key]')) {
+    const key = input.dataset.key;
+    const show = (s) => {
+      if (document.activeElement === input) return; // never rewrite what is being typed
+      if (input.tagName === 'SELECT' && ![...input.options].some((o) => o.value === String(s[key]))) return;
+      if (input.value !== String(s[key])) input.value = String(s[key]);
+    };
+    show(state.get());
+    state.subscribe((s, changed) => { if (changed.includes(key)) show(s); });
+    const take = () => {
+      const raw = input.value;
+      const value = typeof DEFAULTS[key] === 'number' ? Number(raw) : raw;
+      if (typeof value === 'number' && (raw.trim() === '' || !Number.isFinite(value))) return;
+      state.set({ [key]: value });
+    };
+    input.addEventListener(input.tagName === 'SELECT' ? 'change' : 'input', take);
+    input.addEventListener('change', take);
   }
-  if (data.partial) {
-    waiter.onPartial?.(data);
-    return;
-  }
-  pending.delete(data.id);
-  if (data.error) waiter.reject(new Error(data.error));
-  else waiter.resolve(data);
-};
-worker.onerror = (e) => {
-  e.preventDefault();
-  showError(`The engine could not start: ${e.message || 'the worker failed to load'}. ` +
-            'If you built the page yourself, run scripts/play so the wasm bundle exists.');
-};
+}
 
 // --- rendering --------------------------------------------------------------------------------
-function showError(message) {
-  const el = $('#error');
-  el.textContent = message;
-  el.hidden = false;
-}
-
-function setStatus(el, state, text) {
-  el.dataset.state = state;
-  el.textContent = text;
-}
-
-function bytes(n) {
-  if (n === undefined || n === null) return '–';
-  const units = ['B', 'KiB', 'MiB', 'GiB', 'TiB'];
-  let i = 0;
-  let v = Number(n);
-  while (v >= 1024 && i < units.length - 1) { v /= 1024; i++; }
-  return `${v.toFixed(v < 10 && i > 0 ? 1 : 0)} ${units[i]}`;
-}
 
 function renderDevice({ device, adapter, fallbackReason }) {
   $('#device-json').textContent = JSON.stringify({ device, adapter, fallbackReason }, null, 1);
@@ -177,6 +163,7 @@ async function filesFromDrop(items) {
 }
 
 let modelLoad = Promise.resolve(); // model loads run one after another
+let lastModelFiles = null; // kept to rebuild the model after an engine restart
 
 async function loadModelFiles(fileList) {
   const previous = modelLoad;
@@ -200,7 +187,8 @@ async function loadModelFilesNow(fileList) {
               'config.json, the *.safetensors weights and tokenizer.json.');
     return;
   }
-  $('#error').hidden = true;
+  clearError();
+  lastModelFiles = files;
   const total = files.reduce((n, f) => n + f.size, 0);
   let done = 0;
   progress.hidden = false;
@@ -216,14 +204,13 @@ async function loadModelFilesNow(fileList) {
   setStatus(status, 'loading', `Building the model on the device (${bytes(total)})…`);
   try { await deviceReady; } catch { /* the device error is shown already; loading falls back below */ }
   $('#generate').disabled = true;
+  training.modelUnloaded();
   try {
     const { summary, ms } = await send('loadModel', { files: read }, { transfer: read.map((f) => f.bytes) });
     renderModel(summary, ms);
     $('#generate').disabled = false;
     const first = files[0];
-    training.modelName = (first.relPath || first.webkitRelativePath || '').split('/')[0] || 'model';
-    training.modelReady = true;
-    updateTrainButton();
+    training.modelLoaded(summary, (first.relPath || first.webkitRelativePath || '').split('/')[0] || 'model');
   } catch (e) {
     setStatus(status, 'error', 'The model could not be loaded.');
     showError(e.message);
@@ -291,12 +278,9 @@ async function loadBuiltinModel() {
 }
 
 // --- generation -------------------------------------------------------------------------------
-function readSampling() {
-  const num = (id) => Number($(id).value);
-  return {
-    max_new_tokens: num('#max-new-tokens'), temperature: num('#temperature'), top_k: num('#top-k'),
-    top_p: num('#top-p'), seed: num('#seed'), stop_at_eos: true,
-  };
+export function readSampling() {
+  const s = state.get();
+  return { max_new_tokens: s.maxNewTokens, temperature: s.temperature, top_k: s.topK, top_p: s.topP, seed: s.genSeed, stop_at_eos: true };
 }
 
 async function runGenerate() {
@@ -325,127 +309,30 @@ async function runGenerate() {
   }
 }
 
-// --- training ---------------------------------------------------------------------------------
-const training = { data: null, modelName: null, modelReady: false, losses: [], running: false };
-
-function updateTrainButton() {
-  $('#train').disabled = training.running || !training.modelReady || !training.data;
-}
-
-async function chooseData() {
-  const source = $('#data-source').value;
-  $('#data-pick').hidden = source !== 'upload';
-  training.data = null;
-  if (source !== 'upload') {
-    try {
-      const res = await fetch(`assets/builtin/tasks/${source}/train.jsonl`);
-      if (!res.ok) throw new Error(`HTTP ${res.status}`);
-      training.data = { name: `${source}-train.jsonl`, text: await res.text() };
-      const n = training.data.text.split('\n').filter((l) => l.trim()).length;
-      $('#data-status').textContent = `built-in task "${source}": ${n} examples`;
-    } catch (e) {
-      showError(`The built-in task "${source}" could not be read: ${e.message}`);
-    }
-  } else {
-    $('#data-status').textContent = 'pick a .txt or .jsonl file';
-  }
-  updateTrainButton();
-}
-
-function runConfig() {
-  const num = (id) => Number($(id).value);
-  return {
-    model: training.modelName || 'model', data: training.data?.name || 'data.jsonl', out: 'tinytune-run',
-    method: 'lora', rank: num('#rank'), alpha: num('#alpha'), targets: 'all-linear', lr: num('#lr'),
-    steps: num('#steps'), batch_size: num('#batch-size'), seq_len: num('#seq-len'), seed: num('#train-seed'),
-  };
-}
-
-// The keys of `tinytune train` (run.toml); strings quoted as JSON, which TOML accepts.
-function toToml(obj) {
-  return Object.entries(obj).map(([k, v]) => `${k} = ${typeof v === 'string' ? JSON.stringify(v) : v}`).join('\n') + '\n';
-}
-
-function download(name, data, type) {
-  const url = URL.createObjectURL(new Blob([data], { type }));
-  const a = Object.assign(document.createElement('a'), { href: url, download: name });
-  document.body.append(a);
-  a.click();
-  a.remove();
-  setTimeout(() => URL.revokeObjectURL(url), 1000);
-}
-
-function renderLoss() {
-  lineChart($('#loss-chart'), [{ label: 'train', points: training.losses }]);
-}
-
-async function runTraining() {
-  const status = $('#train-status');
-  training.running = true;
-  training.losses = [];
-  renderLoss();
-  updateTrainButton();
-  $('#stop-train').disabled = false;
-  $('#export-adapter').disabled = true;
-  setStatus(status, 'running', 'Preparing the data and the adapter…');
-  const started = performance.now();
-  try {
-    const done = await send('train', { runToml: toToml(runConfig()), dataName: training.data.name, dataText: training.data.text }, {
-      onPartial: (ev) => {
-        if (ev.event === 'train-start') {
-          const skipped = ev.skipped.length ? `, ${ev.skipped.length} bad lines skipped` : '';
-          setStatus(status, 'running', `Training on ${ev.examples} examples${skipped}: ${ev.total_steps} steps.`);
-        } else if (ev.event === 'step') {
-          training.losses.push([ev.step, ev.loss]);
-          renderLoss();
-          const perStep = (performance.now() - started) / 1000 / ev.step;
-          $('#train-stats').textContent = `step ${ev.step}/${ev.total_steps} · loss ${ev.loss.toFixed(4)} · ` +
-            `${ev.tokensPerSecond.toFixed(0)} tokens/s · ETA ${Math.ceil(perStep * (ev.total_steps - ev.step))} s` +
-            (ev.skipped ? ' · step skipped (non-finite loss)' : '');
-        }
-      },
-    });
-    setStatus(status, done.stopped ? 'stopped' : 'done',
-      done.stopped ? `Stopped after ${done.losses.length} steps.` : `Done: ${done.losses.length} steps, final loss ${done.losses.at(-1)?.toFixed(4)}.`);
-    $('#export-adapter').disabled = done.losses.length === 0;
-  } catch (e) {
-    setStatus(status, 'error', 'Training failed.');
-    showError(e.message);
-  } finally {
-    training.running = false;
-    $('#stop-train').disabled = true;
-    updateTrainButton();
-  }
-}
-
-function wireTraining() {
-  $('#data-source').addEventListener('change', chooseData);
-  $('#data-file').addEventListener('change', async (e) => {
-    const f = e.target.files[0];
-    if (!f) return;
-    training.data = { name: f.name, text: await f.text() };
-    $('#data-status').textContent = `${f.name}: ${(f.size / 1024).toFixed(1)} KiB`;
-    updateTrainButton();
-  });
-  $('#train').addEventListener('click', runTraining);
-  $('#stop-train').addEventListener('click', () => send('stop'));
-  $('#export-config').addEventListener('click', () => download('run.toml', toToml(runConfig()), 'text/plain'));
-  $('#export-adapter').addEventListener('click', async () => {
-    try {
-      const { config, weights } = await send('exportAdapter', { baseModel: training.modelName });
-      download('adapter_config.json', config, 'application/json');
-      download('adapter_model.safetensors', weights, 'application/octet-stream');
-    } catch (e) {
-      showError(e.message);
-    }
-  });
-  renderLoss();
-}
-
 // --- controller -------------------------------------------------------------------------------
+const params = new URLSearchParams(location.search);
+const gpu = params.get('gpu') !== 'off';
+
+// A lost GPU device or a crashed engine: say so, start a fresh worker on a fresh device,
+// rebuild the model, and let the training flow offer to resume from its last checkpoint.
+let restarting = null;
+async function recover(reason) {
+  if (restarting) return restarting;
+  restarting = (async () => {
+    training.engineLost(reason);
+    showError(`The engine stopped: ${reason}. It is being restarted on a new device; ` +
+              'your last checkpoint is kept and can be resumed.');
+    restart(reason);
+    deviceReady = send('open', { gpu });
+    renderDevice(await deviceReady);
+    if (lastModelFiles) await loadModelFiles(lastModelFiles);
+    training.engineBack();
+  })().finally(() => { restarting = null; });
+  return restarting;
+}
+onFatal((reason) => recover(reason));
+
 async function main() {
-  const params = new URLSearchParams(location.search);
-  const gpu = params.get('gpu') !== 'off';
   const checkStatus = $('#check-status');
   try {
     deviceReady = send('open', { gpu });
@@ -473,10 +360,11 @@ async function main() {
   }
 }
 
+const training = initTraining({ state, readSampling });
 // The page's command channel, for the browser tests and the curious (devtools).
-window.tinytune = { send };
+window.tinytune = { send, state, recover };
+bindInputs();
 wireModelInputs();
-wireTraining();
 $('#generate').addEventListener('click', runGenerate);
 $('#stop-generate').addEventListener('click', () => send('stop'));
 main();

@@ -53,8 +53,13 @@ enum Command {
         #[arg(long)]
         adapter: Option<PathBuf>,
         /// .jsonl with {"text": ...} per line, or .txt with one record per line.
-        #[arg(long, required_unless_present = "task", conflicts_with = "task")]
+        #[arg(long, required_unless_present_any = ["task", "valid_of"], conflicts_with_all = ["task", "valid_of"])]
         data: Option<PathBuf>,
+        /// Instead of --data: the held-out split of a training run, given its run.toml (its data,
+        /// valid_fraction, seed, seq_len and batch_size), scored as the trainer scores it: only
+        /// the target tokens (completions, assistant turns) count. The page's "valid loss".
+        #[arg(long, conflicts_with = "task")]
+        valid_of: Option<PathBuf>,
         /// Instead of a loss: a task's metric, by built-in name (json, sql, style, qa) or folder
         /// (task.json + test.jsonl). Greedy generation, cut at the task's stop string.
         #[arg(long)]
@@ -421,8 +426,30 @@ fn run(command: Command) -> tinytune::Result<()> {
             }
             Ok(())
         }
-        Command::Eval { model, adapter, data, task, limit, seq_len, json, device } => {
+        Command::Eval { model, adapter, data, valid_of, task, limit, seq_len, json, device } => {
             let opened = open_device(&device)?;
+            if let Some(run_path) = valid_of {
+                let text = std::fs::read_to_string(&run_path).map_err(|e| tinytune::Error::io(&run_path, e))?;
+                let run = tinytune::train::run::RunConfig::from_toml(&text)?;
+                if run.valid_fraction <= 0.0 {
+                    return Err(tinytune::Error::input(format!("{}: valid_fraction is 0, so the run had no held-out split", run_path.display())));
+                }
+                let model = load_model(&model, adapter.as_deref(), &opened)?;
+                let opts = tinytune::train::data::DataOptions {
+                    seq_len: run.seq_len,
+                    train_on_prompt: run.train_on_prompt,
+                    on_bad_line: if run.skip_bad_lines { tinytune::train::data::OnBadLine::Skip } else { tinytune::train::data::OnBadLine::Stop },
+                };
+                let data = tinytune::train::data::read_dataset(std::path::Path::new(&run.data), &model.tokenizer, &opts)?;
+                let (_, valid) = tinytune::train::data::split(data.examples, run.valid_fraction, run.seed);
+                let (loss, tokens) = block_on(tinytune::train::trainer::evaluate_examples(&model, &valid, run.batch_size, run.seq_len))?;
+                if json {
+                    println!("{}", serde_json::json!({ "loss": loss, "perplexity": loss.exp(), "tokens": tokens, "examples": valid.len() }));
+                } else {
+                    println!("valid loss {loss:.6}  perplexity {:.4}  target tokens {tokens}  examples {}", loss.exp(), valid.len());
+                }
+                return Ok(());
+            }
             if let Some(task) = task {
                 let task = tinytune::tasks::Task::load(&task)?;
                 let model = load_model(&model, adapter.as_deref(), &opened)?;

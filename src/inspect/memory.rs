@@ -248,9 +248,9 @@ pub fn ledger(shape: &ModelShape, run: &RunShape, measured: Option<Measured>) ->
         }
         rows.push(r);
         measured_note = Some(format!(
-            "Measured: {}{}. The parts of the measured bar are the predicted ones; the remainder is the difference.",
+            "{}{}. The parts of the measured bar are the predicted ones; the remainder is the difference.",
             mib(m.reserved as f64),
-            m.in_use.map(|u| format!(" held ({} in live tensors after the step)", mib(u as f64))).unwrap_or_default()
+            m.in_use.map(|u| format!(" held by the allocator ({} in live tensors after the step)", mib(u as f64))).unwrap_or_default()
         ));
     }
     let others = [

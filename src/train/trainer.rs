@@ -422,21 +422,7 @@ impl Trainer {
 
     /// Token-weighted mean loss over batches, without updating anything.
     pub async fn evaluate(&self, model: &Model, examples: &[Example]) -> Result<f64> {
-        let mut nll = 0.0;
-        let mut count = 0.0;
-        for batch in batches(examples, self.cfg.batch_size, false, self.cfg.seq_len, self.pad_id) {
-            let n: f64 = batch.weights.iter().flatten().map(|&w| w as f64).sum();
-            if n == 0.0 {
-                continue;
-            }
-            let loss = read_f32(batch_loss(model, &batch)?.detach()).await?[0] as f64;
-            nll += loss * n;
-            count += n;
-        }
-        if count == 0.0 {
-            return Err(Error::input("the validation data has no target tokens"));
-        }
-        Ok(nll / count)
+        Ok(evaluate_examples(model, examples, self.cfg.batch_size, self.cfg.seq_len).await?.0)
     }
 
     /// Record a validation loss; returns true when it is the best so far.
@@ -498,6 +484,27 @@ fn set_training(model: &mut Model, on: bool) {
             a.training = on;
         }
     }
+}
+
+/// Token-weighted mean loss over the target tokens of `examples`, in batches as the trainer
+/// makes them (unpacked, padded with the EOS id). Returns (loss, target tokens).
+pub async fn evaluate_examples(model: &Model, examples: &[Example], batch_size: usize, seq_len: usize) -> Result<(f64, f64)> {
+    let pad_id = model.tokenizer.eos_ids.first().copied().unwrap_or(0);
+    let mut nll = 0.0;
+    let mut count = 0.0;
+    for batch in batches(examples, batch_size.max(1), false, seq_len, pad_id) {
+        let n: f64 = batch.weights.iter().flatten().map(|&w| w as f64).sum();
+        if n == 0.0 {
+            continue;
+        }
+        let loss = read_f32(batch_loss(model, &batch)?.detach()).await?[0] as f64;
+        nll += loss * n;
+        count += n;
+    }
+    if count == 0.0 {
+        return Err(Error::input("the validation data has no target tokens"));
+    }
+    Ok((nll / count, count))
 }
 
 /// Mean cross-entropy over the target tokens of a batch (a 1-element tensor).

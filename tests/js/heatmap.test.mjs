@@ -25,6 +25,14 @@ test('values beyond ±maxAbs clamp to the ends, and the scale is relative to max
   assert.deepEqual(colorFor(0.006, 0.012), colorFor(0.5, 1));
 });
 
+test('the scale is a signed square root: a quarter of max is half way to the end colour', () => {
+  // v / max = 0.25 → √0.25 = 0.5 → exactly the fourth RdBu stop; −0.25 → the second.
+  assert.deepEqual(colorFor(0.25, 1), [244, 165, 130]);
+  assert.deepEqual(colorFor(-0.25, 1), [146, 197, 222]);
+  // A tenth of max is still clearly coloured (not within 10 of white).
+  assert.ok(Math.min(...colorFor(0.1, 1)) < 237);
+});
+
 test('NaN is a neutral grey', () => {
   const [r, g, b] = colorFor(NaN, 1);
   assert.ok(r === g && g === b && r > 100 && r < 220);

@@ -1,6 +1,8 @@
 // Matrices as canvas heatmaps, one pixel per entry, on a diverging colour scale shared by the
-// matrices being compared (so equal colours mean equal values across them). The colour maths is
-// pure, so node tests it without a DOM.
+// matrices being compared (so equal colours mean equal values across them). The scale is a
+// signed square root of v / max: early in training ΔW is a tenth of A's size, and on a linear
+// scale it would look blank; the legend marks ±max/4 where the colour is half way. The colour
+// maths is pure, so node tests it without a DOM.
 
 // ColorBrewer's RdBu, 5 classes: calm, colour-blind safe, near-white at zero.
 const STOPS = [[33, 102, 172], [146, 197, 222], [247, 247, 247], [244, 165, 130], [178, 24, 43]];
@@ -14,7 +16,8 @@ function paint(out, at, v, maxAbs) {
     out[at] = NAN[0]; out[at + 1] = NAN[1]; out[at + 2] = NAN[2];
     return;
   }
-  const t = Math.min(1, Math.max(-1, v / (maxAbs > 0 ? maxAbs : 1e-12)));
+  const u = Math.min(1, Math.max(-1, v / (maxAbs > 0 ? maxAbs : 1e-12)));
+  const t = Math.sign(u) * Math.sqrt(Math.abs(u));
   const p = (t + 1) * 2; // 0..4 across the five stops
   const i = Math.min(3, Math.floor(p));
   const f = p - i;
@@ -22,7 +25,8 @@ function paint(out, at, v, maxAbs) {
   for (let c = 0; c < 3; c++) out[at + c] = Math.round(a[c] + (b[c] - a[c]) * f);
 }
 
-// v → [r, g, b]: blue below zero, near-white at zero, red above; clamped at ±maxAbs; NaN grey.
+// v → [r, g, b]: blue below zero, near-white at zero, red above (square-root scale); clamped at
+// ±maxAbs; NaN grey.
 export function colorFor(v, maxAbs) {
   const rgb = [0, 0, 0];
   paint(rgb, 0, v, maxAbs);
@@ -78,21 +82,25 @@ export function drawLegend(svg, maxAbs) {
   const W = 240, H = 34, pad = 12, bar = 12;
   svg.setAttribute('viewBox', `0 0 ${W} ${H}`);
   svg.setAttribute('role', 'img');
-  svg.setAttribute('aria-label', `colour scale from −${formatScale(maxAbs)} (blue) through 0 (white) to +${formatScale(maxAbs)} (red)`);
+  svg.setAttribute('aria-label', `square-root colour scale from −${formatScale(maxAbs)} (blue) through 0 (white) to +${formatScale(maxAbs)} (red)`);
   svg.dataset.maxAbs = String(maxAbs);
   svg.replaceChildren();
   // Ids must be unique in the page; several legends may coexist.
   const id = `heat-gradient-${Math.random().toString(36).slice(2, 10)}`;
   const grad = svgEl('linearGradient', { id });
   for (let k = 0; k <= 10; k++) {
-    const [r, g, b] = colorFor((k / 5 - 1) * maxAbs, maxAbs);
+    const t = k / 5 - 1; // colour position −1..1; the value there is sign(t)·t²·max
+    const [r, g, b] = colorFor(Math.sign(t) * t * t * maxAbs, maxAbs);
     grad.append(svgEl('stop', { offset: `${k * 10}%`, 'stop-color': `rgb(${r},${g},${b})` }));
   }
   const defs = svgEl('defs');
   defs.append(grad);
   svg.append(defs, svgEl('rect', { x: pad, y: 2, width: W - 2 * pad, height: bar, fill: `url(#${id})`, class: 'legend-bar' }));
   const s = formatScale(maxAbs);
-  for (const [x, anchor, label] of [[pad, 'start', `−${s}`], [W / 2, 'middle', '0'], [W - pad, 'end', `+${s}`]]) {
+  const q = formatScale(maxAbs / 4);
+  const quarter = (W - 2 * pad) / 4;
+  for (const [x, anchor, label] of [[pad, 'start', `−${s}`], [pad + quarter, 'middle', `−${q}`], [W / 2, 'middle', '0'],
+    [W - pad - quarter, 'middle', `+${q}`], [W - pad, 'end', `+${s}`]]) {
     svg.append(svgEl('line', { x1: x, y1: 2 + bar, x2: x, y2: 2 + bar + 4, class: 'axis' }));
     svg.append(svgEl('text', { x, y: H - 2, 'text-anchor': anchor, class: 'tick' }, label));
   }

@@ -1,0 +1,558 @@
+// The training flow of the page: data (built-in task or upload, with a tokenized preview),
+// Train / Stop / Resume, the live views (loss, low-rank matrices, spectrum, memory), base vs
+// adapter comparisons and the task metric, import and export, and what is kept in the browser
+// (store.js). Compute runs in the worker; this file only sends commands and renders.
+
+import { $, showError, clearError, setStatus, download, html } from './dom.js';
+import { send } from './engine.js';
+import { openStore, text as utf8 } from './store.js';
+import { lineChart } from './render/chart.js';
+import { drawHeatmap, drawLegend, sharedScale, formatScale } from './render/heatmap.js';
+import { spectrumChart, effectiveRankHistory } from './render/spectrum.js';
+import { memoryLedger, formatBytes } from './render/memory.js';
+
+const TASKS = ['json', 'sql', 'style', 'qa'];
+const CHECKPOINT_NAME = 'last run';
+const MAX_SIDE = 96; // heatmap cells a side; larger matrices are shrunk by block means
+
+export function initTraining({ state, readSampling }) {
+  const t = {
+    modelReady: false, modelName: null, data: null, running: false, engineOk: true,
+    losses: [], valid: [], rankHistory: [], views: null, hasAdapter: false,
+    store: null, saving: Promise.resolve(), checkpoint: null, dataToken: 0,
+  };
+
+  // --- buttons ----------------------------------------------------------------------------------
+  function refreshButtons() {
+    const idle = !t.running && t.modelReady && t.engineOk;
+    $('#train').disabled = !idle || !t.data;
+    $('#stop-train').disabled = !t.running;
+    $('#resume-train').disabled = !idle || !resumable();
+    $('#export-adapter').disabled = !idle || !t.hasAdapter;
+    $('#import-adapter-button').disabled = !idle;
+    $('#compare').disabled = !idle || !t.hasAdapter;
+    $('#run-metric').disabled = !idle || !TASKS.includes(state.get().task);
+  }
+  const resumable = () => t.checkpoint && !t.checkpoint.meta.done;
+
+  // --- data ---------------------------------------------------------------------------------------
+  async function fetchTask(task, file) {
+    const res = await fetch(`assets/builtin/tasks/${task}/${file}`);
+    if (!res.ok) throw new Error(`the built-in task "${task}" has no ${file} (HTTP ${res.status})`);
+    return res.text();
+  }
+
+  async function chooseData() {
+    const source = state.get().task;
+    $('#data-drop').hidden = source !== 'upload';
+    const token = ++t.dataToken; // a later choice wins over a slower earlier one
+    if (source === 'upload' && t.data?.source === 'upload') {
+      refreshButtons();
+      preview();
+      return;
+    }
+    t.data = null;
+    if (TASKS.includes(source)) {
+      try {
+        const text = await fetchTask(source, 'train.jsonl');
+        if (token !== t.dataToken) return;
+        t.data = { name: `${source}-train.jsonl`, text, source };
+        const n = text.split('\n').filter((l) => l.trim()).length;
+        $('#data-status').textContent = `Built-in task "${source}": ${n} prompt/completion examples.`;
+        if (!$('#compare-prompt').value || $('#compare-prompt').dataset.auto === 'yes') {
+          const first = JSON.parse((await fetchTask(source, 'test.jsonl')).split('\n')[0]);
+          $('#compare-prompt').value = first.prompt;
+          $('#compare-prompt').dataset.auto = 'yes';
+        }
+      } catch (e) {
+        showError(e.message);
+      }
+    } else {
+      // The last uploaded file, if one is kept in this browser.
+      const kept = (await listSaved()).find((i) => i.kind === 'data');
+      if (token !== t.dataToken) return;
+      if (kept) {
+        const item = await t.store.get('data', kept.name);
+        t.data = { name: kept.name, text: utf8(item.files[Object.keys(item.files)[0]]), source: 'upload' };
+        $('#data-status').textContent = `${kept.name} (kept in this browser). Pick or drop another file to change it.`;
+      } else {
+        $('#data-status').textContent = 'Pick or drop a .txt or .jsonl file.';
+      }
+    }
+    refreshButtons();
+    preview();
+  }
+
+  async function useUpload(file) {
+    const text = await file.text();
+    t.dataToken++;
+    t.data = { name: file.name, text, source: 'upload' };
+    state.set({ task: 'upload' });
+    $('#data-status').textContent = `${file.name}: ${formatBytes(file.size)}.`;
+    refreshButtons();
+    preview();
+    save('data', file.name, { [file.name]: text }, { size: file.size });
+  }
+
+  // The first examples as the trainer sees them: learned tokens highlighted, context greyed.
+  async function preview() {
+    const box = $('#data-preview');
+    if (!t.modelReady || !t.data) {
+      box.hidden = true;
+      $('#data-preview-key').hidden = true;
+      return;
+    }
+    const data = t.data;
+    try {
+      const p = await send('preview', { dataName: data.name, dataText: data.text, seqLen: state.get().seqLen, n: 3 });
+      if (data !== t.data) return; // the data changed while this preview was made
+      box.replaceChildren(...p.examples.map((pieces, i) => {
+        const div = html('div', { class: 'example', 'aria-label': `example ${i + 1}` });
+        for (const [text, trained] of pieces) div.append(html('span', { class: trained ? 'tok trained' : 'tok' }, text));
+        return div;
+      }));
+      box.hidden = false;
+      $('#data-preview-key').hidden = false;
+      $('#data-status').textContent += ` Read as ${p.format}: ${p.total} examples${p.skipped ? `, ${p.skipped} bad lines skipped` : ''}.`;
+    } catch (e) {
+      if (data !== t.data) return;
+      box.hidden = true;
+      $('#data-status').textContent = `This file cannot be used: ${e.message}`;
+      showError(e.message);
+    }
+  }
+
+  // --- run config ---------------------------------------------------------------------------------
+  function runConfig() {
+    const s = state.get();
+    return {
+      model: t.modelName || 'model', data: t.data?.name || 'data.jsonl', out: 'tinytune-run',
+      method: s.method, rank: s.rank, alpha: s.alpha, targets: s.targets, partial_layers: s.partialLayers,
+      lr: s.lr, steps: s.steps, batch_size: s.batchSize, seq_len: s.seqLen, seed: s.seed,
+      eval_every: s.evalEvery, valid_fraction: s.validFraction,
+    };
+  }
+
+  // The keys of `tinytune train` (run.toml); strings quoted as JSON, which TOML accepts.
+  const toToml = (obj) => Object.entries(obj).map(([k, v]) => `${k} = ${typeof v === 'string' ? JSON.stringify(v) : v}`).join('\n') + '\n';
+
+  // --- live views ---------------------------------------------------------------------------------
+  function renderLoss() {
+    lineChart($('#loss-chart'), [
+      { label: 'train', points: t.losses, cls: 'train' },
+      { label: 'valid', points: t.valid, cls: 'valid' },
+    ]);
+  }
+
+  // Layer and module pickers from the adapted paths: model.layers.3.self_attn.q_proj → 3, q_proj.
+  function splitPath(path) {
+    const m = /\.(\d+)\.(.+)$/.exec(path);
+    return m ? { layer: Number(m[1]), module: m[2].split('.').at(-1) } : { layer: 0, module: path };
+  }
+
+  function selectedPath(paths) {
+    const { layer, module } = state.get();
+    return paths.find((p) => { const s = splitPath(p); return s.layer === layer && s.module === module; }) || paths[0];
+  }
+
+  function fillPickers(paths) {
+    const parts = paths.map(splitPath);
+    const layers = [...new Set(parts.map((p) => p.layer))];
+    const modules = [...new Set(parts.map((p) => p.module))];
+    const fill = (sel, values) => {
+      if (sel.options.length === values.length && [...sel.options].every((o, i) => o.value === String(values[i]))) return;
+      sel.replaceChildren(...values.map((v) => html('option', { value: String(v) }, String(v))));
+    };
+    fill($('#inspect-layer'), layers);
+    fill($('#inspect-module'), modules);
+    const chosen = splitPath(selectedPath(paths));
+    $('#inspect-layer').value = String(chosen.layer);
+    $('#inspect-module').value = chosen.module;
+  }
+
+  function renderViews(v) {
+    t.views = v;
+    if (!v.paths.length) {
+      $('#matrices-note').textContent = state.get().method === 'lora'
+        ? 'Train or import an adapter to see its matrices.'
+        : 'Full and partial finetuning have no low-rank factors: only LoRA runs show matrices and spectra.';
+    } else {
+      fillPickers(v.paths);
+      const m = v.matrices;
+      if (m) {
+        const scale = sharedScale(m.a, m.b, m.delta);
+        drawHeatmap($('#heat-a'), m.a, scale);
+        drawHeatmap($('#heat-b'), m.b, scale);
+        drawHeatmap($('#heat-delta'), m.delta, scale);
+        drawLegend($('#heat-legend'), scale);
+        $('#cap-a').textContent = `A: ${m.rank} × ${m.in}`;
+        $('#cap-b').textContent = `B: ${m.out} × ${m.rank}`;
+        $('#cap-delta').textContent = `ΔW = ${m.scale.toFixed(3)}·B·A: ${m.out} × ${m.in}`;
+        const shrunk = [m.a, m.b, m.delta].filter((x) => x.method !== 'every entry shown');
+        $('#matrices-note').textContent = `${m.path}, step ${v.step ?? '–'}. Colour scale ±${formatScale(scale)}, shared by the three. ` +
+          (shrunk.length ? `Shown ${m.delta.rows} × ${m.delta.cols} for ΔW: ${m.delta.method}; A and B likewise along their long side.` : 'Every entry shown.');
+      }
+      const spectra = v.spectra || [];
+      spectrumChart($('#spectrum-chart'), spectra, { selected: m?.path });
+      if (spectra.length && v.step !== undefined && !t.rankHistory.some((h) => h.step === v.step)) {
+        t.rankHistory.push({ step: v.step, ranks: Object.fromEntries(spectra.map((s) => [s.path, s.effectiveRank])) });
+      }
+      effectiveRankHistory($('#rank-chart'), t.rankHistory, { selected: m?.path });
+    }
+    if (v.memory) memoryLedger($('#memory-ledger'), v.memory);
+  }
+
+  async function refreshViews() {
+    if (!t.modelReady || t.running) return;
+    try {
+      const paths = t.views?.paths || [];
+      renderViews({ step: t.views?.step, ...(await send('inspect', { path: paths.length ? selectedPath(paths) : null, maxSide: MAX_SIDE })) });
+    } catch (e) {
+      showError(e.message);
+    }
+  }
+
+  // --- training -------------------------------------------------------------------------------------
+  function onEvent(ev, started) {
+    const status = $('#train-status');
+    if (ev.event === 'train-start') {
+      const skipped = ev.skipped.length ? `, ${ev.skipped.length} bad lines skipped` : '';
+      setStatus(status, 'running', `Training on ${ev.examples} examples (${ev.valid} held out for the valid loss)${skipped}: ` +
+        `${ev.step ? `continuing at step ${ev.step} of` : ''} ${ev.total_steps} steps.`);
+      t.firstStep = ev.step;
+    } else if (ev.event === 'step') {
+      t.losses.push([ev.step, ev.loss]);
+      renderLoss();
+      const perStep = (performance.now() - started) / 1000 / Math.max(1, ev.step - t.firstStep);
+      $('#train-stats').textContent = `step ${ev.step}/${ev.total_steps} · loss ${ev.loss.toFixed(4)} · ` +
+        `${ev.tokensPerSecond.toFixed(0)} tokens/s · ETA ${Math.ceil(perStep * (ev.total_steps - ev.step))} s` + (ev.skipped ? ' · step skipped (non-finite loss)' : '');
+    } else if (ev.event === 'valid') {
+      if (!t.valid.some(([s]) => s === ev.step)) t.valid.push([ev.step, ev.loss]);
+      $('#loss-chart').dataset.lastValid = String(ev.loss);
+      renderLoss();
+      $('#valid-stats').textContent = `valid loss ${ev.loss.toFixed(4)} (perplexity ${ev.perplexity.toFixed(2)}) at step ${ev.step}` +
+        (ev.best ? ', the best so far' : '');
+    } else if (ev.event === 'views') {
+      renderViews(ev);
+      if (ev.paths.length) t.hasAdapter = true;
+    } else if (ev.event === 'checkpoint') {
+      const files = Object.fromEntries(ev.names.map((n, i) => [n, new Uint8Array(ev.files[i])]));
+      const meta = {
+        step: ev.step, totalSteps: ev.totalSteps, done: ev.step >= ev.totalSteps, data: { name: t.data.name, source: t.data.source },
+        model: t.modelName, hash: location.hash, losses: t.losses, valid: t.valid, rankHistory: t.rankHistory,
+      };
+      t.checkpoint = { meta };
+      save('checkpoint', CHECKPOINT_NAME, files, meta);
+    }
+  }
+
+  async function train({ resume = null } = {}) {
+    clearError();
+    $('#resume-offer').hidden = true;
+    t.running = true;
+    if (!resume) {
+      t.losses = [];
+      t.valid = [];
+      t.rankHistory = [];
+    }
+    renderLoss();
+    refreshButtons();
+    const status = $('#train-status');
+    setStatus(status, 'running', resume ? 'Restoring the checkpoint…' : 'Preparing the data and the adapter…');
+    const started = performance.now();
+    const s = state.get();
+    const common = { evalEvery: s.evalEvery, inspectEvery: 5, checkpointEvery: 10, maxSide: MAX_SIDE, inspectPath: t.views?.paths?.length ? selectedPath(t.views.paths) : null };
+    try {
+      const onPartial = (ev) => onEvent(ev, started);
+      const done = resume
+        ? await send('resume', { ...resume, ...common }, { onPartial, transfer: resume.files })
+        : await send('train', { runToml: toToml(runConfig()), dataName: t.data.name, dataText: t.data.text, ...common }, { onPartial });
+      const last = t.losses.at(-1);
+      // Keep the adapter first, so that "done" means everything is settled and saved.
+      if (!done.stopped && state.get().method === 'lora' && t.hasAdapter) await keepAdapter();
+      setStatus(status, done.stopped ? 'stopped' : 'done', done.stopped
+        ? `Stopped at step ${done.step}. Press Resume to continue from there.`
+        : `Done: ${done.step} steps, final train loss ${last ? last[1].toFixed(4) : '–'}` +
+          (t.valid.length ? `, valid loss ${t.valid.at(-1)[1].toFixed(4)}.` : '.'));
+    } catch (e) {
+      setStatus(status, 'error', e.fatal ? 'Training was interrupted: the engine stopped.' : 'Training failed.');
+      if (!e.fatal) showError(e.message);
+    } finally {
+      t.running = false;
+      refreshButtons();
+    }
+  }
+
+  async function resumeRun() {
+    try {
+      const item = await t.store.get('checkpoint', CHECKPOINT_NAME);
+      if (!item) throw new Error('there is no saved checkpoint to resume from');
+      const { meta } = item;
+      let data;
+      if (TASKS.includes(meta.data.source)) {
+        data = { name: meta.data.name, text: await fetchTask(meta.data.source, 'train.jsonl'), source: meta.data.source };
+      } else {
+        const kept = await t.store.get('data', meta.data.name);
+        if (!kept) throw new Error(`the run's data file ${meta.data.name} is no longer kept in this browser; pick it again and train anew`);
+        data = { name: meta.data.name, text: utf8(kept.files[Object.keys(kept.files)[0]]), source: 'upload' };
+      }
+      t.data = data;
+      t.losses = meta.losses || [];
+      t.valid = meta.valid || [];
+      t.rankHistory = meta.rankHistory || [];
+      const names = Object.keys(item.files);
+      const files = names.map((n) => item.files[n].slice().buffer);
+      await train({ resume: { names, files, dataName: data.name, dataText: data.text } });
+    } catch (e) {
+      showError(`Could not resume: ${e.message}`);
+    }
+  }
+
+  // --- adapters in and out ------------------------------------------------------------------------
+  async function exportAdapter() {
+    const { config, weights } = await send('exportAdapter', { baseModel: t.modelName });
+    return { 'adapter_config.json': config, 'adapter_model.safetensors': new Uint8Array(weights) };
+  }
+
+  async function keepAdapter() {
+    const files = await exportAdapter();
+    const s = state.get();
+    const name = `${t.data?.source === 'upload' ? t.data.name : s.task} r${s.rank} ${new Date().toISOString().slice(0, 16).replace('T', ' ')}`;
+    await save('adapter', name, files, {
+      model: t.modelName, task: s.task, rank: s.rank, alpha: s.alpha, steps: t.losses.at(-1)?.[0],
+      trainLoss: t.losses.at(-1)?.[1], validLoss: t.valid.at(-1)?.[1], hash: location.hash,
+    });
+  }
+
+  async function importAdapterFiles(files) {
+    const byName = Object.fromEntries([...files].map((f) => [f.name, f]));
+    const config = byName['adapter_config.json'];
+    const weights = byName['adapter_model.safetensors'];
+    if (!config || !weights) {
+      showError('Import an adapter by picking both of its files: adapter_config.json and adapter_model.safetensors (as PEFT saves them).');
+      return;
+    }
+    await importAdapter(await config.text(), await weights.arrayBuffer(), config.webkitRelativePath?.split('/')[0] || 'imported adapter', true);
+  }
+
+  async function importAdapter(configText, weightsBuffer, name, keep) {
+    clearError();
+    try {
+      const copy = weightsBuffer.slice(0);
+      const r = await send('importAdapter', { config: configText, weights: weightsBuffer }, { transfer: [weightsBuffer] });
+      t.hasAdapter = true;
+      setStatus($('#train-status'), 'done', `Adapter "${name}" loaded: rank ${r.r}, alpha ${r.alpha}, on ${r.layers} layers.`);
+      refreshButtons();
+      await refreshViews();
+      if (keep) await save('adapter', name, { 'adapter_config.json': configText, 'adapter_model.safetensors': new Uint8Array(copy) }, { model: t.modelName, rank: r.r, alpha: r.alpha, imported: true });
+    } catch (e) {
+      showError(`The adapter could not be imported: ${e.message}`);
+    }
+  }
+
+  // --- compare and task metric --------------------------------------------------------------------
+  async function compare() {
+    const outs = { base: $('#compare-base'), adapter: $('#compare-adapter') };
+    Object.values(outs).forEach((o) => { o.textContent = ''; o.dataset.state = 'running'; });
+    $('#compare').disabled = true;
+    $('#stop-compare').disabled = false;
+    try {
+      await send('compare', { prompt: $('#compare-prompt').value, sampling: readSampling() }, {
+        onPartial: (ev) => { if (ev.event === 'token') outs[ev.side].append(ev.text); },
+      });
+      Object.values(outs).forEach((o) => { o.dataset.state = 'done'; });
+    } catch (e) {
+      showError(e.message);
+    } finally {
+      $('#stop-compare').disabled = true;
+      refreshButtons();
+    }
+  }
+
+  async function runMetric() {
+    const { task, taskLimit } = state.get();
+    const statusEl = $('#metric-status');
+    const table = $('#metric-table');
+    $('#run-metric').disabled = true;
+    const results = {};
+    try {
+      for (const side of t.hasAdapter ? ['base', 'adapter'] : ['base']) {
+        const r = await send('taskMetric', { task, limit: taskLimit, adapter: side === 'adapter' }, {
+          onPartial: (ev) => { statusEl.textContent = `${side === 'base' ? 'base model' : 'with the adapter'}: ${ev.done}/${ev.total} examples…`; },
+        });
+        results[side] = r.report;
+      }
+      const rows = results.base.metrics.map((m, i) => {
+        const pct = (x) => (x === undefined ? '–' : `${(100 * x).toFixed(1)}%`);
+        const tr = html('tr', { 'data-kind': m.kind });
+        tr.append(html('th', { scope: 'row' }, m.label || m.kind), html('td', { class: 'before' }, pct(m.score)),
+          html('td', { class: 'after' }, pct(results.adapter?.metrics[i].score)));
+        return tr;
+      });
+      table.tBodies[0].replaceChildren(...rows);
+      table.hidden = false;
+      statusEl.textContent = `Task "${task}", first ${results.base.examples} test examples, greedy decoding.`;
+    } catch (e) {
+      statusEl.textContent = '';
+      showError(e.message);
+    } finally {
+      refreshButtons();
+    }
+  }
+
+  // --- kept in the browser ------------------------------------------------------------------------
+  async function listSaved() {
+    if (!t.store) return [];
+    try {
+      return await t.store.list();
+    } catch (e) {
+      showError(`Browser storage could not be read: ${e.message}`);
+      return [];
+    }
+  }
+
+  // Saves run one after another; a failure (a full quota) is shown and loses nothing else.
+  function save(kind, name, files, meta) {
+    t.saving = t.saving.then(async () => {
+      if (!t.store) return;
+      try {
+        await t.store.put(kind, name, files, meta);
+        if (!t.askedPersist) {
+          t.askedPersist = true;
+          await t.store.requestPersist().catch(() => false);
+        }
+      } catch (e) {
+        showError(e.quota ? e.message : `Could not keep the ${kind} "${name}" in this browser: ${e.message}`);
+      }
+      await renderSaved();
+    });
+    return t.saving;
+  }
+
+  async function renderSaved() {
+    const items = await listSaved();
+    const list = $('#saved-list');
+    list.replaceChildren(...items.map((item) => {
+      const li = html('li', { 'data-kind': item.kind, 'data-name': item.name });
+      const what = item.kind === 'checkpoint'
+        ? `checkpoint: step ${item.meta.step} of ${item.meta.totalSteps}${item.meta.done ? ' (finished)' : ''}, ${item.meta.data?.name}`
+        : item.kind === 'adapter'
+          ? `adapter: ${item.name}${item.meta.validLoss !== undefined ? `, valid loss ${Number(item.meta.validLoss).toFixed(4)}` : ''}`
+          : `data: ${item.name}`;
+      li.append(html('span', { class: 'what' }, what), html('span', { class: 'hint' }, ` ${formatBytes(item.bytes)}, ${new Date(item.savedAt).toLocaleString()}`));
+      if (item.kind === 'adapter') {
+        const load = html('button', { type: 'button', 'aria-label': `Load adapter ${item.name}` }, 'Load');
+        load.addEventListener('click', async () => {
+          const got = await t.store.get('adapter', item.name);
+          await importAdapter(utf8(got.files['adapter_config.json']), got.files['adapter_model.safetensors'].slice().buffer, item.name, false);
+        });
+        load.disabled = !t.modelReady || t.running;
+        li.append(load);
+      }
+      const del = html('button', { type: 'button', class: 'quiet', 'aria-label': `Delete ${item.kind} ${item.name}` }, 'Delete');
+      del.addEventListener('click', async () => {
+        await t.store.delete(item.kind, item.name);
+        if (item.kind === 'checkpoint') t.checkpoint = null;
+        refreshButtons();
+        await renderSaved();
+      });
+      li.append(del);
+      return li;
+    }));
+    const est = await t.store.estimate();
+    $('#storage-status').textContent = `${items.length} item${items.length === 1 ? '' : 's'} kept (${t.store.backend === 'opfs' ? 'origin private file system' : 'IndexedDB'}). ` +
+      `${formatBytes(est.usage)} used of ${formatBytes(est.quota)}; ` +
+      (est.persisted ? 'persistence granted: the browser will not evict them.' : 'persistence not granted: the browser may evict them when space runs low.');
+  }
+
+  async function openKept() {
+    try {
+      t.store = await openStore();
+    } catch (e) {
+      $('#storage-status').textContent = `This browser cannot keep work between visits: ${e.message}`;
+      return;
+    }
+    const cp = (await listSaved()).find((i) => i.kind === 'checkpoint' && i.name === CHECKPOINT_NAME);
+    if (cp) {
+      t.checkpoint = { meta: cp.meta };
+      if (!cp.meta.done) offerResume(`A run stopped at step ${cp.meta.step} of ${cp.meta.totalSteps} (${cp.meta.data?.name}). Press Resume to continue it.`);
+      t.losses = cp.meta.losses || [];
+      t.valid = cp.meta.valid || [];
+      renderLoss();
+    }
+    await renderSaved();
+    refreshButtons();
+  }
+
+  function offerResume(text) {
+    const offer = $('#resume-offer');
+    offer.textContent = text;
+    offer.hidden = false;
+  }
+
+  // --- wiring --------------------------------------------------------------------------------------
+  $('#train').addEventListener('click', () => train());
+  $('#stop-train').addEventListener('click', () => send('stop'));
+  $('#resume-train').addEventListener('click', resumeRun);
+  $('#export-config').addEventListener('click', () => download('run.toml', toToml(runConfig()), 'text/plain'));
+  $('#export-adapter').addEventListener('click', async () => {
+    try {
+      const files = await exportAdapter();
+      for (const [name, data] of Object.entries(files)) download(name, data, name.endsWith('.json') ? 'application/json' : 'application/octet-stream');
+    } catch (e) {
+      showError(e.message);
+    }
+  });
+  $('#import-adapter-button').addEventListener('click', () => $('#import-adapter').click());
+  $('#import-adapter').addEventListener('change', (e) => importAdapterFiles(e.target.files));
+  $('#data-file').addEventListener('change', (e) => e.target.files[0] && useUpload(e.target.files[0]));
+  const drop = $('#data-drop');
+  drop.addEventListener('dragover', (e) => { e.preventDefault(); drop.classList.add('over'); });
+  drop.addEventListener('dragleave', () => drop.classList.remove('over'));
+  drop.addEventListener('drop', (e) => {
+    e.preventDefault();
+    drop.classList.remove('over');
+    const f = e.dataTransfer.files[0];
+    if (f) useUpload(f);
+  });
+  $('#compare').addEventListener('click', compare);
+  $('#stop-compare').addEventListener('click', () => send('stop'));
+  $('#compare-prompt').addEventListener('input', () => { $('#compare-prompt').dataset.auto = 'no'; });
+  $('#run-metric').addEventListener('click', runMetric);
+  state.subscribe((s, changed) => {
+    if (changed.includes('task')) chooseData();
+    if (changed.includes('seqLen')) preview();
+    if (changed.includes('layer') || changed.includes('module')) {
+      if (t.running && t.views?.paths?.length) send('select', { path: selectedPath(t.views.paths) });
+      else refreshViews();
+    }
+    refreshButtons();
+  });
+  renderLoss();
+  openKept().then(chooseData);
+
+  return {
+    modelLoaded(summary, name) {
+      t.modelReady = true;
+      t.modelName = name;
+      t.hasAdapter = false;
+      refreshButtons();
+      preview();
+      renderSaved();
+    },
+    modelUnloaded() {
+      t.modelReady = false;
+      refreshButtons();
+    },
+    engineLost() {
+      t.engineOk = false;
+      t.running = false;
+      refreshButtons();
+    },
+    engineBack() {
+      t.engineOk = true;
+      if (resumable()) offerResume(`The device was lost and re-created. The run's last checkpoint (step ${t.checkpoint.meta.step} of ${t.checkpoint.meta.totalSteps}) is kept: press Resume to continue.`);
+      refreshButtons();
+    },
+  };
+}
