@@ -128,7 +128,7 @@ export function initTraining({ state, readSampling }) {
     return {
       model: t.modelName || 'model', data: t.data?.name || 'data.jsonl', out: 'tinytune-run',
       method: s.method, rank: s.rank, alpha: s.alpha, targets: s.targets, partial_layers: s.partialLayers,
-      lr: s.lr, steps: s.steps, batch_size: s.batchSize, seq_len: s.seqLen, seed: s.seed,
+      lr: s.lr, warmup: s.warmup, steps: s.steps, batch_size: s.batchSize, seq_len: s.seqLen, seed: s.seed,
       eval_every: s.evalEvery, valid_fraction: s.validFraction,
     };
   }

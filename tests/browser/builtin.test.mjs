@@ -11,7 +11,7 @@ test('the page opens on the built-in model and lists the built-in tasks', async 
   const page = await context.newPage();
   try {
     const started = Date.now();
-    await page.goto(env.server.base);
+    await page.goto(env.server.base, { waitUntil: 'domcontentloaded' });
     await page.waitForSelector('#model-status:is([data-state=ready],[data-state=error],[data-state=none])', { timeout: 180000 });
     const ms = Date.now() - started;
     assert.equal(await page.getAttribute('#model-status', 'data-state'), 'ready', await page.textContent('#model-status'));

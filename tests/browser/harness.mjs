@@ -39,6 +39,14 @@ export function serverAndBrowser(hooks) {
   hooks.before(async () => {
     env.server = await startServer();
     env.browser = await launch();
+    // The first navigation of a fresh browser is sometimes slow to answer on a loaded 2-core
+    // machine (SwiftShader and the network service starting); give it two minutes, not 30 s.
+    const newContext = env.browser.newContext.bind(env.browser);
+    env.browser.newContext = async (opts) => {
+      const context = await newContext(opts);
+      context.setDefaultNavigationTimeout(120000);
+      return context;
+    };
   });
   hooks.after(async () => {
     await env.browser?.close();

@@ -46,7 +46,7 @@ for (const [label, query, kind] of [['WebGPU', '?model=none', 'wgpu'], ['the was
   test(`models match transformers on ${label}: eval loss, logits and greedy text`, async () => {
     const context = await env.browser.newContext();
     const page = await context.newPage();
-    await page.goto(env.server.base + query);
+    await page.goto(env.server.base + query, { waitUntil: 'domcontentloaded' });
     await page.waitForSelector('#check-status[data-state=done]', { timeout: 180000 });
     const device = JSON.parse(await page.textContent('#device-json'));
     assert.equal(device.device.kind, kind);
@@ -91,7 +91,7 @@ for (const [label, query, kind] of [['WebGPU', '?model=none', 'wgpu'], ['the was
 test('generation streams into the page with the sampling controls', async () => {
   const context = await env.browser.newContext();
   const page = await context.newPage();
-  await page.goto(env.server.base + '?model=none');
+  await page.goto(env.server.base + '?model=none', { waitUntil: 'domcontentloaded' });
   await page.waitForSelector('#check-status[data-state=done]', { timeout: 180000 });
   try {
     await loadInPage(page, 'tiny-llama');
@@ -112,7 +112,7 @@ test('generation streams into the page with the sampling controls', async () => 
 test('a broken model file gets a clear error in the page', async () => {
   const context = await env.browser.newContext();
   const page = await context.newPage();
-  await page.goto(env.server.base + '?gpu=off&model=none');
+  await page.goto(env.server.base + '?gpu=off&model=none', { waitUntil: 'domcontentloaded' });
   await page.waitForSelector('#check-status[data-state=done]', { timeout: 180000 });
   try {
     const dir = join(FIXTURES, 'tiny-llama');

@@ -30,7 +30,7 @@ async function openPage(query = '', on = browser) {
   const page = await context.newPage();
   const errors = [];
   page.on('pageerror', (e) => errors.push(String(e)));
-  await page.goto(base + query);
+  await page.goto(base + query, { waitUntil: 'domcontentloaded' });
   await page.waitForSelector('#check-status:is([data-state=done],[data-state=failed],[data-state=error])', { timeout: 180000 });
   const state = await page.getAttribute('#check-status', 'data-state');
   const shownError = await page.locator('#error').isVisible() ? await page.textContent('#error') : null;

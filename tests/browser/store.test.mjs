@@ -14,7 +14,7 @@ async function withPage(fn) {
   page.on('pageerror', (e) => errors.push(String(e)));
   try {
     // ?model=none: the page need not load its built-in model for these tests.
-    await page.goto(env.server.base + '?model=none');
+    await page.goto(env.server.base + '?model=none', { waitUntil: 'domcontentloaded' });
     await fn(page);
     assert.deepEqual(errors, []);
   } finally {

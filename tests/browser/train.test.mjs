@@ -28,7 +28,7 @@ async function browserLosses(query) {
   const context = await env.browser.newContext();
   const page = await context.newPage();
   try {
-    await page.goto(env.server.base + query);
+    await page.goto(env.server.base + query, { waitUntil: 'domcontentloaded' });
     await page.waitForSelector('#check-status[data-state=done]', { timeout: 180000 });
     const files = readdirSync(MODEL).filter((f) => /\.(json|safetensors)$/.test(f) && !['reference.json', 'logits.safetensors'].includes(f));
     await page.setInputFiles('#model-files', files.map((f) => join(MODEL, f)));

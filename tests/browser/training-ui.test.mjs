@@ -20,7 +20,7 @@ test('the Train button trains, the chart fills, and the exports work', async () 
   const context = await env.browser.newContext({ acceptDownloads: true });
   const page = await context.newPage();
   try {
-    await page.goto(env.server.base + '?model=none');
+    await page.goto(env.server.base + '?model=none', { waitUntil: 'domcontentloaded' });
     await page.waitForSelector('#check-status[data-state=done]', { timeout: 180000 });
     const files = readdirSync(MODEL).filter((f) => /\.(json|safetensors)$/.test(f) && !['reference.json', 'logits.safetensors'].includes(f));
     await page.setInputFiles('#model-files', files.map((f) => join(MODEL, f)));
@@ -32,9 +32,10 @@ test('the Train button trains, the chart fills, and the exports work', async () 
     await page.getByRole('button', { name: 'Train', exact: true }).click();
     await page.waitForSelector('#train-status:is([data-state=done],[data-state=error])', { timeout: 180000 });
     assert.equal(await page.getAttribute('#train-status', 'data-state'), 'done', await page.textContent('#error'));
-    assert.equal(await page.getAttribute('#loss-chart polyline', 'data-points'), '5');
+    assert.equal(await page.getAttribute('#loss-chart polyline.train', 'data-points'), '5',
+      `${await page.getAttribute('#loss-chart polyline.train', 'data-values')} ${await page.textContent('#train-stats')} ${page.url()}`);
     assert.match(await page.textContent('#train-stats'), /step 5\/5 .* tokens\/s/);
-    const browserLosses = JSON.parse(await page.getAttribute('#loss-chart polyline', 'data-values'));
+    const browserLosses = JSON.parse(await page.getAttribute('#loss-chart polyline.train', 'data-values'));
     assert.equal(browserLosses.length, 5);
 
     // The run config, run unchanged by the CLI beside files named as it names them.
@@ -47,7 +48,9 @@ test('the Train button trains, the chart fills, and the exports work', async () 
     symlinkSync(resolve(DATA), join(dir, tomlValue(toml, 'data')));
     execFileSync('cp', [await configDownload.path(), join(dir, 'run.toml')]);
     execFileSync(resolve(process.env.TINYTUNE_BIN), ['train', '--config', 'run.toml', '--device', 'cpu'], { cwd: dir, stdio: ['ignore', 'ignore', 'inherit'] });
-    const native = readFileSync(join(dir, tomlValue(toml, 'out'), 'metrics.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l).loss);
+    // Step lines only: the run also logs its valid loss at the end (eval_every, valid_fraction).
+    const native = readFileSync(join(dir, tomlValue(toml, 'out'), 'metrics.jsonl'), 'utf8').trim().split('\n')
+      .map((l) => JSON.parse(l)).filter((r) => r.loss !== undefined).map((r) => r.loss);
     assert.equal(native.length, 5);
     // The same run on WebGPU in the page and on the native CPU (tolerance as in train.test.mjs).
     native.forEach((l, i) => assert.ok(Math.abs(l - browserLosses[i]) < 1e-3, `step ${i + 1}: native ${l} vs page ${browserLosses[i]}`));
