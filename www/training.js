@@ -113,7 +113,9 @@ export function initTraining({ state, readSampling }) {
       }));
       box.hidden = false;
       $('#data-preview-key').hidden = false;
-      $('#data-status').textContent += ` Read as ${p.format}: ${p.total} examples${p.skipped ? `, ${p.skipped} bad lines skipped` : ''}.`;
+      const format = { Text: 'plain text (continued pretraining)', JsonlText: 'JSONL text (continued pretraining)',
+        PromptCompletion: 'prompt/completion (SFT)', Chat: 'chat messages (SFT)' }[p.format] || p.format;
+      $('#data-status').textContent += ` Read as ${format}: ${p.total} examples${p.skipped ? `, ${p.skipped} bad lines skipped` : ''}.`;
     } catch (e) {
       if (data !== t.data) return;
       box.hidden = true;

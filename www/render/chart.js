@@ -1,7 +1,8 @@
 // Line charts as SVG. Render functions take data, not globals.
 const NS = 'http://www.w3.org/2000/svg';
 
-function el(name, attrs = {}, text) {
+// An SVG element with attributes (and text); the other renderers use it too.
+export function el(name, attrs = {}, text) {
   const e = document.createElementNS(NS, name);
   for (const [k, v] of Object.entries(attrs)) e.setAttribute(k, v);
   if (text !== undefined) e.textContent = text;

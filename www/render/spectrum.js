@@ -1,17 +1,8 @@
 // Singular values of the LoRA updates ΔW = (α/r)·B·A and their effective rank, as SVG. How much
 // of the rank r an adapter really uses is the question "LoRA: Low-Rank Adaptation" (Hu et al.,
 // 2021, §7) asks of its updates; the numbers come from the engine, this file only draws them.
-import { lineChart } from './chart.js';
+import { lineChart, el } from './chart.js';
 import { formatScale } from './heatmap.js';
-
-const NS = 'http://www.w3.org/2000/svg';
-
-function el(name, attrs = {}, text) {
-  const e = document.createElementNS(NS, name);
-  for (const [k, v] of Object.entries(attrs)) e.setAttribute(k, v);
-  if (text !== undefined) e.textContent = text;
-  return e;
-}
 
 // modules: [{ path, values: [σ1 ≥ σ2 ≥ …], effectiveRank }]. Every module is a faint line for
 // context; the selected one (by path, else the first) is drawn as bars.
