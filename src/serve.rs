@@ -1,11 +1,16 @@
 //! `tinytune serve`: a static file server for the playground (`www/` and its wasm bundle).
 //!
-//! HTTP parsing is tiny_http's. What is ours is the policy: loopback by default, the headers the
-//! page needs (cross-origin isolation, a CSP that lets wasm compile but keeps every request on the
-//! page's own origin), and a path resolver that never leaves the root, whatever the encoding.
+//! What it does: loopback by default, the headers the page needs (cross-origin isolation, a CSP
+//! that lets wasm compile but keeps every request on the page's own origin), and a path resolver
+//! that never leaves the root, whatever the encoding. HTTP/1.1 GET and HEAD only, one thread per
+//! connection and one request per connection (`Connection: close`): a browser opens several
+//! sockets at once, some of them idle, and none of them may hold up another. (A pooled server
+//! whose threads each wait on an idle keep-alive socket stalled the page's first request.)
 
+use std::io::{BufRead, BufReader, Write};
+use std::net::{TcpListener, TcpStream};
 use std::path::{Component, Path, PathBuf};
-use std::sync::Arc;
+use std::time::Duration;
 
 use crate::{Error, Result};
 
@@ -14,8 +19,24 @@ pub const CONTENT_SECURITY_POLICY: &str = "default-src 'self'; script-src 'self'
 worker-src 'self'; connect-src 'self'; img-src 'self' data: blob:; style-src 'self'; \
 font-src 'self'; object-src 'none'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
 
+/// Headers on every answer.
+const SECURITY: [(&str, &str); 7] = [
+    ("Content-Security-Policy", CONTENT_SECURITY_POLICY),
+    ("Cross-Origin-Opener-Policy", "same-origin"),
+    ("Cross-Origin-Embedder-Policy", "require-corp"),
+    ("Cross-Origin-Resource-Policy", "same-origin"),
+    ("X-Content-Type-Options", "nosniff"),
+    ("Referrer-Policy", "no-referrer"),
+    ("Cache-Control", "no-cache"),
+];
+
+/// A socket that sends nothing for this long is closed.
+const IDLE: Duration = Duration::from_secs(30);
+/// The longest request head accepted (request line and headers).
+const MAX_HEAD: usize = 16 * 1024;
+
 pub struct Server {
-    http: Arc<tiny_http::Server>,
+    listener: TcpListener,
     root: PathBuf,
 }
 
@@ -32,50 +53,120 @@ impl Server {
             return Err(Error::input(format!("--root '{}' is not a folder", root.display())));
         }
         let addr = format!("{host}:{port}");
-        let http = tiny_http::Server::http(&addr).map_err(|e| {
-            let text = e.to_string();
-            if text.to_lowercase().contains("in use") {
+        let listener = TcpListener::bind(&addr).map_err(|e| {
+            if e.kind() == std::io::ErrorKind::AddrInUse {
                 Error::input(format!(
                     "cannot listen on {addr}: the port is already in use. Stop the other server \
                      or choose another port with --port"
                 ))
             } else {
-                Error::input(format!("cannot listen on {addr}: {text}"))
+                Error::input(format!("cannot listen on {addr}: {e}"))
             }
         })?;
-        Ok(Server { http: Arc::new(http), root })
+        Ok(Server { listener, root })
     }
 
     /// The address actually bound (useful with port 0).
     pub fn local_addr(&self) -> String {
-        match self.http.server_addr() {
-            tiny_http::ListenAddr::IP(a) => a.to_string(),
-            #[allow(unreachable_patterns)]
-            other => format!("{other:?}"),
-        }
+        self.listener.local_addr().map(|a| a.to_string()).unwrap_or_else(|e| format!("<unknown: {e}>"))
     }
 
     pub fn root(&self) -> &Path {
         &self.root
     }
 
-    /// Serve until the process ends, on a few threads.
-    pub fn run(self, threads: usize) {
-        let handles: Vec<_> = (0..threads.max(1))
-            .map(|_| {
-                let http = self.http.clone();
-                let root = self.root.clone();
-                std::thread::spawn(move || {
-                    for request in http.incoming_requests() {
-                        respond(&root, request);
-                    }
-                })
-            })
-            .collect();
-        for h in handles {
-            let _ = h.join();
+    /// Serve until the process ends: each connection on its own thread.
+    pub fn run(self) {
+        for stream in self.listener.incoming() {
+            let Ok(stream) = stream else { continue };
+            let root = self.root.clone();
+            std::thread::spawn(move || {
+                let _ = handle(&root, stream);
+            });
         }
     }
+}
+
+/// One request: read its head, answer, close.
+fn handle(root: &Path, stream: TcpStream) -> std::io::Result<()> {
+    stream.set_read_timeout(Some(IDLE))?;
+    let mut reader = BufReader::new(stream.try_clone()?);
+    let mut head = Vec::new();
+    while !head.ends_with(b"\r\n\r\n") && !head.ends_with(b"\n\n") {
+        let n = reader.read_until(b'\n', &mut head)?;
+        if n == 0 {
+            return Ok(()); // closed before a whole request
+        }
+        if head.len() > MAX_HEAD {
+            return answer(stream, 431, "text/plain; charset=utf-8", Body::Text("request head too large\n"), false);
+        }
+    }
+    let text = String::from_utf8_lossy(&head);
+    let line = text.lines().next().unwrap_or("");
+    let mut parts = line.split(' ');
+    let (method, target, version) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""), parts.next().unwrap_or(""));
+    if parts.next().is_some() || !version.starts_with("HTTP/1.") || target.is_empty() {
+        return answer(stream, 400, "text/plain; charset=utf-8", Body::Text("400 malformed request line\n"), false);
+    }
+    let head_only = method == "HEAD";
+    if !(head_only || method == "GET") {
+        return answer(stream, 405, "text/plain; charset=utf-8", Body::Text("405 only GET and HEAD are served\n"), false);
+    }
+    match resolve(root, target) {
+        Ok(path) => match std::fs::File::open(&path) {
+            Ok(file) => answer(stream, 200, content_type(&path), Body::File(file), head_only),
+            Err(_) => answer(stream, 404, "text/plain; charset=utf-8", Body::Text("404 not found\n"), head_only),
+        },
+        Err(Refusal::NotFound) => answer(stream, 404, "text/plain; charset=utf-8", Body::Text("404 not found\n"), head_only),
+        Err(Refusal::Forbidden) => answer(stream, 403, "text/plain; charset=utf-8", Body::Text("403 outside the served folder\n"), head_only),
+        Err(Refusal::BadRequest(why)) => answer(stream, 400, "text/plain; charset=utf-8", Body::Owned(format!("400 {why}\n")), head_only),
+    }
+}
+
+enum Body {
+    Text(&'static str),
+    Owned(String),
+    File(std::fs::File),
+}
+
+fn answer(mut stream: TcpStream, code: u16, content_type: &str, body: Body, head_only: bool) -> std::io::Result<()> {
+    let reason = match code {
+        200 => "OK",
+        400 => "Bad Request",
+        403 => "Forbidden",
+        404 => "Not Found",
+        405 => "Method Not Allowed",
+        431 => "Request Header Fields Too Large",
+        _ => "Error",
+    };
+    let len = match &body {
+        Body::Text(t) => t.len() as u64,
+        Body::Owned(t) => t.len() as u64,
+        Body::File(f) => f.metadata()?.len(),
+    };
+    let mut out = format!("HTTP/1.1 {code} {reason}\r\nContent-Type: {content_type}\r\nContent-Length: {len}\r\nConnection: close\r\n");
+    if code == 405 {
+        out.push_str("Allow: GET, HEAD\r\n");
+    }
+    for (k, v) in SECURITY {
+        out.push_str(&format!("{k}: {v}\r\n"));
+    }
+    out.push_str("\r\n");
+    let mut w = std::io::BufWriter::with_capacity(64 * 1024, &mut stream);
+    w.write_all(out.as_bytes())?;
+    if !head_only {
+        match body {
+            Body::Text(t) => w.write_all(t.as_bytes())?,
+            Body::Owned(t) => w.write_all(t.as_bytes())?,
+            Body::File(mut f) => {
+                std::io::copy(&mut f, &mut w)?;
+            }
+        }
+    }
+    w.flush()?;
+    drop(w);
+    let _ = stream.shutdown(std::net::Shutdown::Write);
+    Ok(())
 }
 
 /// Why a request path was refused.
@@ -149,63 +240,4 @@ pub fn content_type(path: &Path) -> &'static str {
         "ico" => "image/x-icon",
         _ => "application/octet-stream",
     }
-}
-
-fn header(name: &str, value: &str) -> tiny_http::Header {
-    tiny_http::Header::from_bytes(name.as_bytes(), value.as_bytes()).expect("static header is valid")
-}
-
-fn respond(root: &Path, request: tiny_http::Request) {
-    use tiny_http::{Method, Response};
-    let security = [
-        header("Content-Security-Policy", CONTENT_SECURITY_POLICY),
-        header("Cross-Origin-Opener-Policy", "same-origin"),
-        header("Cross-Origin-Embedder-Policy", "require-corp"),
-        header("Cross-Origin-Resource-Policy", "same-origin"),
-        header("X-Content-Type-Options", "nosniff"),
-        header("Referrer-Policy", "no-referrer"),
-        header("Cache-Control", "no-cache"),
-    ];
-    let error = |code: u16, text: &str| {
-        let mut r = Response::from_string(format!("{code} {text}\n")).with_status_code(code);
-        r.add_header(header("Content-Type", "text/plain; charset=utf-8"));
-        r
-    };
-    let head = *request.method() == Method::Head;
-    if !(head || *request.method() == Method::Get) {
-        let mut r = error(405, "only GET and HEAD are served");
-        r.add_header(header("Allow", "GET, HEAD"));
-        for h in security {
-            r.add_header(h);
-        }
-        let _ = request.respond(r);
-        return;
-    }
-    let result = match resolve(root, request.url()) {
-        Ok(path) => match std::fs::File::open(&path) {
-            Ok(file) => {
-                let mut r = Response::from_file(file);
-                r.add_header(header("Content-Type", content_type(&path)));
-                for h in security {
-                    r.add_header(h);
-                }
-                request.respond(r)
-            }
-            Err(_) => request.respond(with(error(404, "not found"), security)),
-        },
-        Err(Refusal::NotFound) => request.respond(with(error(404, "not found"), security)),
-        Err(Refusal::Forbidden) => request.respond(with(error(403, "outside the served folder"), security)),
-        Err(Refusal::BadRequest(why)) => request.respond(with(error(400, why), security)),
-    };
-    let _ = result;
-}
-
-fn with<R: std::io::Read>(
-    mut r: tiny_http::Response<R>,
-    headers: [tiny_http::Header; 7],
-) -> tiny_http::Response<R> {
-    for h in headers {
-        r.add_header(h);
-    }
-    r
 }

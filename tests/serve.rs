@@ -33,7 +33,7 @@ fn site(name: &str) -> Site {
     }
     let server = Server::bind("127.0.0.1", 0, &root).unwrap();
     let addr = server.local_addr();
-    std::thread::spawn(move || server.run(2));
+    std::thread::spawn(move || server.run());
     Site { root, addr }
 }
 
@@ -111,6 +111,38 @@ fn never_serves_a_file_outside_the_root() {
     let (code, _, body) = raw_get(&site.addr, "/inside.js");
     assert_eq!((code, body.as_str()), (200, "export {}"));
     assert!(site.root.exists());
+}
+
+#[test]
+fn idle_sockets_do_not_hold_up_a_request() {
+    // A browser opens several sockets at once and leaves some idle; a request on another must
+    // still be answered at once.
+    let site = site("idle");
+    let idle: Vec<TcpStream> = (0..16).map(|_| TcpStream::connect(&site.addr).unwrap()).collect();
+    let mut s = TcpStream::connect(&site.addr).unwrap();
+    s.set_read_timeout(Some(std::time::Duration::from_secs(5))).unwrap();
+    write!(s, "GET / HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    let mut buf = [0u8; 12];
+    s.read_exact(&mut buf).expect("answered within 5 s");
+    assert_eq!(&buf, b"HTTP/1.1 200");
+    drop(idle);
+}
+
+#[test]
+fn only_get_and_head_are_served_and_head_has_no_body() {
+    let site = site("methods");
+    let send = |req: &str| {
+        let mut s = TcpStream::connect(&site.addr).unwrap();
+        s.write_all(req.as_bytes()).unwrap();
+        let mut buf = Vec::new();
+        s.read_to_end(&mut buf).unwrap();
+        String::from_utf8_lossy(&buf).to_string()
+    };
+    let post = send("POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n");
+    assert!(post.starts_with("HTTP/1.1 405") && post.contains("Allow: GET, HEAD"), "{post}");
+    let head = send("HEAD /app.js HTTP/1.1\r\nHost: x\r\n\r\n");
+    assert!(head.starts_with("HTTP/1.1 200") && head.contains("Content-Length: 9") && head.ends_with("\r\n\r\n"), "{head}");
+    assert!(send("GARBAGE\r\n\r\n").starts_with("HTTP/1.1 400"));
 }
 
 #[test]

@@ -403,7 +403,7 @@ fn run(command: Command) -> tinytune::Result<()> {
         Command::Serve { host, port, root } => {
             let server = tinytune::serve::Server::bind(&host, port, &root)?;
             println!("tinytune playground: http://{}/  (serving {})", server.local_addr(), server.root().display());
-            server.run(4);
+            server.run();
             Ok(())
         }
         Command::Check { device, json } => {
