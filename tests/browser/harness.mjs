@@ -24,41 +24,12 @@ export async function startServer() {
   return { base, stop: () => proc.kill() };
 }
 
-// Now and then the first navigation of a fresh headless Chromium never gets its document (seen on
-// this 2-core machine: no answer within 120 s, while the server answered curl in milliseconds);
-// a second navigation gets it at once. So a navigation that times out is tried again, and says
-// so in the test output.
-function retryNavigation(browser) {
-  const newContext = browser.newContext.bind(browser);
-  browser.newContext = async (opts) => {
-    const context = await newContext(opts);
-    const newPage = context.newPage.bind(context);
-    context.newPage = async () => {
-      const page = await newPage();
-      const goto = page.goto.bind(page);
-      page.goto = async (url, options = {}) => {
-        for (let attempt = 1; ; attempt++) {
-          try {
-            return await goto(url, { timeout: 30000, ...options });
-          } catch (e) {
-            if (attempt >= 3 || e.name !== 'TimeoutError') throw e;
-            console.log(`# navigation to ${url} timed out (attempt ${attempt}); trying again`);
-          }
-        }
-      };
-      return page;
-    };
-    return context;
-  };
-  return browser;
-}
-
-export async function launch({ webgpu = true } = {}) {
-  return retryNavigation(await chromium.launch({
+export function launch({ webgpu = true } = {}) {
+  return chromium.launch({
     executablePath: CHROMIUM,
     headless: true,
     args: webgpu ? FLAGS : FLAGS.filter((f) => f !== '--enable-unsafe-webgpu'),
-  }));
+  });
 }
 
 // The usual setup of a test file: one server and one browser, shared by its tests and closed
