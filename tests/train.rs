@@ -67,11 +67,11 @@ fn the_loss_falls_on_a_small_dataset() {
     let cfg = TrainConfig { lr: 1e-2, steps: 30, batch_size: 8, seq_len: 64, ..TrainConfig::default() };
     let train = examples(&m);
     let mut t = Trainer::new(&mut m, cfg, train.clone()).unwrap();
-    let start = block_on(t.evaluate(&m, &train)).unwrap();
+    let start = block_on(t.evaluate(&mut m, &train)).unwrap();
     while !t.done() {
         block_on(t.step(&mut m)).unwrap();
     }
-    let end = block_on(t.evaluate(&m, &train)).unwrap();
+    let end = block_on(t.evaluate(&mut m, &train)).unwrap();
     assert!(end < start * 0.8, "loss {start} -> {end}");
 }
 

@@ -159,7 +159,7 @@ pub fn train(mut run: RunConfig, resume: Option<&Path>, stop_after: Option<usize
         }
         let evaluate_now = cfg.eval_every > 0 && (r.step % cfg.eval_every == 0 || trainer.done());
         if evaluate_now {
-            let valid = block_on(trainer.evaluate(&model, &valid_set))?;
+            let valid = block_on(trainer.evaluate(&mut model, &valid_set))?;
             let improved = trainer.record_eval(valid);
             log(serde_json::json!({"step": r.step, "valid_loss": valid, "valid_perplexity": valid.exp(), "best": improved}))?;
             if !quiet {

@@ -213,6 +213,13 @@ impl Slot<'_> {
             Slot::Vector(t) => t.grad(grads).map(|g| g.reshape([1, t.dims()[0]])),
         }
     }
+    /// Store a value that autodiff does not track (for passes without a backward).
+    fn set_untracked(&mut self, value: Tensor<2>) {
+        match self {
+            Slot::Matrix(t) => **t = value.detach(),
+            Slot::Vector(t) => **t = value.detach().reshape([t.dims()[0]]).detach(),
+        }
+    }
     /// Store a new value as a fresh leaf that requires grad.
     fn set(&mut self, value: Tensor<2>) {
         match self {
@@ -420,9 +427,26 @@ impl Trainer {
         Ok(())
     }
 
-    /// Token-weighted mean loss over batches, without updating anything.
-    pub async fn evaluate(&self, model: &Model, examples: &[Example]) -> Result<f64> {
-        Ok(evaluate_examples(model, examples, self.cfg.batch_size, self.cfg.seq_len).await?.0)
+    /// Token-weighted mean loss over batches, without updating anything. On an autodiff device a
+    /// forward keeps its graph (every activation) alive until the next backward, which an
+    /// evaluation never runs: measured on the built-in model, 4 × 64 tokens held 28 MiB until the
+    /// next training step. So the trainable tensors are detached for the pass (nothing to track),
+    /// and a tiny backward afterwards lets burn free the pass's nodes at once.
+    pub async fn evaluate(&self, model: &mut Model, examples: &[Example]) -> Result<f64> {
+        let mut kept = Vec::new();
+        for slot in slots(model, &self.params)?.iter_mut() {
+            let v = slot.value().detach();
+            slot.set_untracked(v.clone());
+            kept.push(v);
+        }
+        let result = evaluate_examples(model, examples, self.cfg.batch_size, self.cfg.seq_len).await;
+        for (mut slot, v) in slots(model, &self.params)?.into_iter().zip(kept) {
+            slot.set(v);
+        }
+        // burn's autodiff frees the graph nodes of finished passes when a backward runs; a tiny
+        // one lets the evaluation's activations go now rather than at the next step.
+        let _ = Tensor::<1>::zeros([1], &self.device).require_grad().sum().backward();
+        Ok(result?.0)
     }
 
     /// Record a validation loss; returns true when it is the best so far.

@@ -391,8 +391,8 @@ impl Session {
             }
             let mut t = trainer.try_borrow_mut().map_err(|_| JsError::new("a training step is running"))?;
             let t = t.as_mut().ok_or_else(|| JsError::new("nothing is training: start a run first"))?;
-            let guard = model.try_borrow().map_err(|_| JsError::new("the model is busy"))?;
-            let loss = t.evaluate(guard.as_ref().expect("checked"), &examples).await.map_err(js_err)?;
+            let mut guard = model.try_borrow_mut().map_err(|_| JsError::new("the model is busy"))?;
+            let loss = t.evaluate(guard.as_mut().expect("checked"), &examples).await.map_err(js_err)?;
             let best = t.record_eval(loss);
             to_js(&serde_json::json!({ "loss": loss, "perplexity": loss.exp(), "best": best })).map_err(JsValue::from)
         }))
