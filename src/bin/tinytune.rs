@@ -435,12 +435,7 @@ fn run(command: Command) -> tinytune::Result<()> {
                     return Err(tinytune::Error::input(format!("{}: valid_fraction is 0, so the run had no held-out split", run_path.display())));
                 }
                 let model = load_model(&model, adapter.as_deref(), &opened)?;
-                let opts = tinytune::train::data::DataOptions {
-                    seq_len: run.seq_len,
-                    train_on_prompt: run.train_on_prompt,
-                    on_bad_line: if run.skip_bad_lines { tinytune::train::data::OnBadLine::Skip } else { tinytune::train::data::OnBadLine::Stop },
-                };
-                let data = tinytune::train::data::read_dataset(std::path::Path::new(&run.data), &model.tokenizer, &opts)?;
+                let data = tinytune::train::data::read_dataset(std::path::Path::new(&run.data), &model.tokenizer, &run.data_options())?;
                 let (_, valid) = tinytune::train::data::split(data.examples, run.valid_fraction, run.seed);
                 let (loss, tokens) = block_on(tinytune::train::trainer::evaluate_examples(&model, &valid, run.batch_size, run.seq_len))?;
                 if json {

@@ -10,7 +10,7 @@ use serde::Serialize;
 
 use crate::model::{Model, read_f32};
 use crate::{Error, Result};
-use spectrum::{Shrunk, block_mean, effective_rank, lora_spectrum};
+use spectrum::{Shrunk, block_mean, effective_rank, lora_spectrum, shrink_method};
 
 /// The singular values of one adapted module's ΔW.
 #[derive(Clone, Debug, Serialize)]
@@ -88,12 +88,7 @@ pub async fn matrices(model: &Model, path: &str, name: &str, max_side: usize) ->
             delta[i * cols + j] = (scale * v) as f32;
         }
     }
-    let method = if rows == d_out && cols == d_in {
-        "every entry shown".to_string()
-    } else {
-        format!("block means: each cell averages about {} × {} entries", d_out.div_ceil(rows), d_in.div_ceil(cols))
-    };
-    let delta = Shrunk { values: delta, rows, cols, from_rows: d_out, from_cols: d_in, method };
+    let delta = Shrunk { values: delta, rows, cols, from_rows: d_out, from_cols: d_in, method: shrink_method(d_out, d_in, rows, cols) };
     Ok(Matrices { path: path.to_string(), rank: r, d_in, out: d_out, scale, a: a_small, b: b_small, delta })
 }
 

@@ -165,12 +165,16 @@ pub fn block_mean(x: &[f32], rows: usize, cols: usize, max_rows: usize, max_cols
             values[oi * out_cols + oj] = (sum / ((r1 - r0) * (c1 - c0)) as f64) as f32;
         }
     }
-    let method = if out_rows == rows && out_cols == cols {
+    Shrunk { values, rows: out_rows, cols: out_cols, from_rows: rows, from_cols: cols, method: shrink_method(rows, cols, out_rows, out_cols) }
+}
+
+/// How a `rows × cols` matrix shown as `out_rows × out_cols` was shrunk, in words.
+pub fn shrink_method(rows: usize, cols: usize, out_rows: usize, out_cols: usize) -> String {
+    if out_rows == rows && out_cols == cols {
         "every entry shown".to_string()
     } else {
         format!("block means: each cell averages about {} × {} entries", rows.div_ceil(out_rows), cols.div_ceil(out_cols))
-    };
-    Shrunk { values, rows: out_rows, cols: out_cols, from_rows: rows, from_cols: cols, method }
+    }
 }
 
 #[cfg(test)]

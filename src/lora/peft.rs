@@ -181,9 +181,9 @@ impl PeftAdapter {
                 )));
             }
         }
-        let mut count = 0;
-        for (path, linear) in linears.iter_mut() {
-            let Some(((a, a_shape), (b, b_shape))) = self.modules.get(path) else {
+        // Check every module before attaching any, so a bad adapter leaves the model as it was.
+        for (path, linear) in linears.iter() {
+            let Some(((_, a_shape), (_, b_shape))) = self.modules.get(path) else {
                 if cfg.targets.matches(path) {
                     return Err(Error::input(format!(
                         "{WEIGHTS_FILE} has no lora_A / lora_B for {path}, which target_modules {:?} covers",
@@ -201,6 +201,11 @@ impl PeftAdapter {
             if linear.adapter(name).is_some() {
                 return Err(Error::input(format!("{path} already has an adapter named '{name}'")));
             }
+        }
+        let mut count = 0;
+        for (path, linear) in linears.iter_mut() {
+            let Some(((a, _), (b, _))) = self.modules.get(path) else { continue };
+            let (d_in, d_out, r) = (linear.d_in(), linear.d_out(), cfg.r);
             linear.adapters.push(LoraAdapter::new(
                 name,
                 Tensor::from_data(TensorData::new(transpose(a, r, d_in), [d_in, r]), &device),

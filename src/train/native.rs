@@ -9,7 +9,7 @@ use std::time::Instant;
 use futures_lite::future::block_on;
 use serde::Serialize;
 
-use super::data::{DataOptions, OnBadLine, read_dataset, split};
+use super::data::{read_dataset, split};
 use super::run::RunConfig;
 use super::checkpoint::{CHECKPOINT, OPTIMIZER_FILE, STATE_FILE, TrainerState, checkpoint_files, parse_optimizer, result_files};
 use super::trainer::{Method, Trainer};
@@ -76,11 +76,7 @@ pub fn train(mut run: RunConfig, resume: Option<&Path>, stop_after: Option<usize
     };
     let mut model = Model::load_dir(&model_dir, &device)?;
 
-    let opts = DataOptions {
-        seq_len: cfg.seq_len,
-        train_on_prompt: run.train_on_prompt,
-        on_bad_line: if run.skip_bad_lines { OnBadLine::Skip } else { OnBadLine::Stop },
-    };
+    let opts = run.data_options();
     let data = read_dataset(Path::new(&run.data), &model.tokenizer, &opts)?;
     if !data.skipped.is_empty() {
         eprintln!("skipped {} bad lines in {} (first: line {}: {})", data.skipped.len(), run.data, data.skipped[0].line, data.skipped[0].reason);

@@ -3,6 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::data::{DataOptions, OnBadLine};
 use super::trainer::{Method, Optimizer, Schedule, TrainConfig};
 use crate::lora::{Init, LoraConfig, Targets};
 use crate::{Error, Result};
@@ -87,6 +88,15 @@ impl Default for RunConfig {
 }
 
 impl RunConfig {
+    /// How this run reads its data files.
+    pub fn data_options(&self) -> DataOptions {
+        DataOptions {
+            seq_len: self.seq_len,
+            train_on_prompt: self.train_on_prompt,
+            on_bad_line: if self.skip_bad_lines { OnBadLine::Skip } else { OnBadLine::Stop },
+        }
+    }
+
     pub fn from_toml(text: &str) -> Result<RunConfig> {
         toml::from_str(text).map_err(|e| Error::input(format!("run.toml: {e}")))
     }

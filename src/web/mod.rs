@@ -124,12 +124,7 @@ impl Session {
         Ok(wasm_bindgen_futures::future_to_promise(async move {
             let mut guard = model.try_borrow_mut().map_err(|_| JsError::new("the model is busy"))?;
             let model = guard.as_mut().expect("checked");
-            let opts = DataOptions {
-                seq_len: cfg.seq_len,
-                train_on_prompt: run.train_on_prompt,
-                on_bad_line: if run.skip_bad_lines { OnBadLine::Skip } else { OnBadLine::Stop },
-            };
-            let data = load_dataset(&name, &text, &model.tokenizer, &opts).map_err(js_err)?;
+            let data = load_dataset(&name, &text, &model.tokenizer, &run.data_options()).map_err(js_err)?;
             let skipped = data.skipped.iter().map(|b| b.to_string()).collect::<Vec<_>>();
             let (train, valid) = if run.valid_fraction > 0.0 { split(data.examples, run.valid_fraction, cfg.seed) } else { (data.examples, vec![]) };
             // A new run replaces any adapter a previous run (or an import) left.
@@ -348,16 +343,18 @@ impl Session {
         let mut guard = self.model.try_borrow_mut().map_err(|_| JsError::new("the model is busy; stop training first"))?;
         let model = guard.as_mut().ok_or_else(|| JsError::new("no model is loaded yet: load one first"))?;
         *self.trainer.borrow_mut() = None;
-        let before: Vec<_> = model.arch.linears_mut().into_iter().map(|(_, l)| l.adapters.clone()).collect();
-        for (_, l) in model.arch.linears_mut() {
-            l.adapters.retain(|a| a.name != "default");
-        }
+        // load_into checks everything before it attaches anything; a bad adapter changes nothing.
+        let removed: Vec<_> = model
+            .arch
+            .linears_mut()
+            .into_iter()
+            .map(|(_, l)| l.adapters.iter().position(|a| a.name == "default").map(|i| l.adapters.remove(i)))
+            .collect();
         let layers = match adapter.load_into(model, "default") {
             Ok(n) => n,
             Err(e) => {
-                // Leave the model as it was.
-                for ((_, l), old) in model.arch.linears_mut().into_iter().zip(before) {
-                    l.adapters = old;
+                for ((_, l), old) in model.arch.linears_mut().into_iter().zip(removed) {
+                    l.adapters.extend(old);
                 }
                 return Err(js_err(e));
             }
