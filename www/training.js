@@ -270,7 +270,9 @@ export function initTraining({ state, readSampling }) {
         ? await send('resume', { ...resume, ...common }, { onPartial, transfer: resume.files })
         : await send('train', { runToml: toToml(runConfig()), dataName: t.data.name, dataText: t.data.text, ...common }, { onPartial });
       const last = t.losses.at(-1);
-      // Keep the adapter first, so that "done" means everything is settled and saved.
+      // Keep the last checkpoint and the adapter first, so that "done" or "stopped" means
+      // everything is saved: a reload right after loses nothing.
+      await t.saving;
       if (!done.stopped && state.get().method === 'lora' && t.hasAdapter) await keepAdapter();
       setStatus(status, done.stopped ? 'stopped' : 'done', done.stopped
         ? `Stopped at step ${done.step}. Press Resume to continue from there.`
