@@ -161,3 +161,57 @@ mod tests {
         assert!(g1.iter().any(|g| g.abs() > 1e-3), "gradients must not be trivially zero");
     }
 }
+
+/// The 4-bit kernels on a device against the CPU path (`quant::kernels::dequantize_words`).
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct Q4Check {
+    /// One line per matrix: its shape, type, and whether every dequantized value is the same f32.
+    pub cases: Vec<Q4Case>,
+    /// All dequantizations equal bit for bit.
+    pub equal: bool,
+    /// The fused kernel's largest difference from dequantize-then-multiply, relative to the
+    /// output's largest magnitude.
+    pub fused_max_rel_diff: f32,
+}
+
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct Q4Case {
+    pub shape: [usize; 2],
+    pub quant: String,
+    pub values: usize,
+    /// Values whose f32 bits differ from the CPU path's.
+    pub differing: usize,
+}
+
+/// Dequantize matrices of awkward sizes (a partial last block, an odd count, an all-zero
+/// block, more than 256 blocks) in NF4 and FP4, with and without double quantization, on
+/// `device`; compare with the CPU path bit for bit; and run the fused kernel on one row.
+pub async fn q4(device: &Device) -> Result<Q4Check> {
+    use crate::quant::kernels::{dequantize_words, pack};
+    use crate::quant::{Q4Tensor, QuantType, Quant4};
+    let values = |n: usize, seed: f32| -> Vec<f32> { (0..n).map(|i| 0.1 * (0.37 * i as f32 + seed).sin() * (1.0 + (i % 7) as f32)).collect() };
+    let mut cases = Vec::new();
+    for (shape, seed) in [([37usize, 100usize], 0.1f32), ([7, 9], 0.2), ([300, 64], 0.3)] {
+        let mut v = values(shape[0] * shape[1], seed);
+        v[64..128].iter_mut().for_each(|x| *x = 0.0);
+        for (qt, dq) in [(QuantType::Nf4, true), (QuantType::Nf4, false), (QuantType::Fp4, false)] {
+            let q = Quant4::quantize(&v, shape, qt, dq)?;
+            let (words, layout) = pack(&q);
+            let want = dequantize_words(&words, &layout);
+            let got = crate::model::read_f32(Q4Tensor::new(&q, device).dequantize()).await?;
+            let differing = got.iter().zip(&want).filter(|(a, b)| a.to_bits() != b.to_bits()).count() + got.len().abs_diff(want.len());
+            cases.push(Q4Case { shape, quant: format!("{}{}", qt.name(), if dq { "+dq" } else { "" }), values: want.len(), differing });
+        }
+    }
+    let q = Quant4::quantize(&values(96 * 128, 0.4), [96, 128], QuantType::Nf4, true)?;
+    let t = Q4Tensor::new(&q, device);
+    let x = Tensor::<2>::from_data(TensorData::new(values(128, 0.5), [1, 128]), device);
+    let fused = crate::model::read_f32(t.linear(x.clone(), true)).await?;
+    let plain = crate::model::read_f32(x.matmul(t.dequantize().transpose())).await?;
+    let scale = plain.iter().fold(0f32, |m, v| m.max(v.abs())).max(f32::MIN_POSITIVE);
+    let fused_max_rel_diff = fused.iter().zip(&plain).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max) / scale;
+    if fused.len() != plain.len() {
+        return Err(Error::device(format!("the fused kernel gave {} values, not {}", fused.len(), plain.len())));
+    }
+    Ok(Q4Check { equal: cases.iter().all(|c| c.differing == 0), cases, fused_max_rel_diff })
+}

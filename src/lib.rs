@@ -12,6 +12,7 @@ pub mod generate;
 pub mod inspect;
 pub mod lora;
 pub mod model;
+pub mod quant;
 pub mod tasks;
 pub mod train;
 

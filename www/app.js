@@ -7,6 +7,7 @@ import { send, restart, onFatal } from './engine.js';
 import { DEFAULTS, decodeHash, encodeHash, createStore } from './state.js';
 import { formatBytes as bytes } from './render/memory.js';
 import { initTraining } from './training.js';
+import { initPrecision } from './precision.js';
 
 const TOLERANCE = 1e-4;
 let deviceReady = null; // resolves once the worker has opened its device
@@ -28,7 +29,12 @@ state.subscribe((s) => {
 function bindInputs() {
   for (const input of document.querySelectorAll('[data-key]')) {
     const key = input.dataset.key;
+    const checkbox = input.type === 'checkbox';
     const show = (s) => {
+      if (checkbox) {
+        input.checked = Boolean(s[key]);
+        return;
+      }
       if (document.activeElement === input) return; // never rewrite what is being typed
       if (input.tagName === 'SELECT' && ![...input.options].some((o) => o.value === String(s[key]))) return;
       if (input.value !== String(s[key])) input.value = String(s[key]);
@@ -36,6 +42,10 @@ function bindInputs() {
     show(state.get());
     state.subscribe((s, changed) => { if (changed.includes(key)) show(s); });
     const take = () => {
+      if (checkbox) {
+        state.set({ [key]: input.checked });
+        return;
+      }
       const raw = input.value;
       const value = typeof DEFAULTS[key] === 'number' ? Number(raw) : raw;
       if (typeof value === 'number' && (raw.trim() === '' || !Number.isFinite(value))) return;
@@ -123,7 +133,9 @@ function renderModel(summary, ms) {
     ['Width', summary.hidden],
     ['Vocabulary', summary.vocab_size.toLocaleString('en-US')],
     ['Context', `${summary.context} tokens`],
-    ['Weights', `${bytes(summary.file_bytes)} in the files, ${bytes(summary.f32_bytes)} in memory as f32`],
+    ['Weights', summary.quantization
+      ? `${bytes(summary.file_bytes)} in the files; linear weights in ${summary.quantization}: ${bytes(summary.base_bytes)} on the device (${bytes(summary.f32_bytes)} as f32)`
+      : `${bytes(summary.file_bytes)} in the files, ${bytes(summary.f32_bytes)} in memory as f32`],
     ['Embeddings', summary.tied_embeddings ? 'tied (the output head reuses them)' : 'separate output head'],
   ];
   const dl = $('#model-summary');
@@ -211,6 +223,7 @@ async function loadModelFilesNow(fileList) {
     $('#generate').disabled = false;
     const first = files[0];
     training.modelLoaded(summary, (first.relPath || first.webkitRelativePath || '').split('/')[0] || 'model');
+    precision.modelLoaded();
   } catch (e) {
     setStatus(status, 'error', 'The model could not be loaded.');
     showError(e.message);
@@ -332,6 +345,24 @@ async function recover(reason) {
 }
 onFatal((reason) => recover(reason));
 
+// The 4-bit kernels QLoRA runs on (WGSL on WebGPU, plain Rust on the CPU) against the CPU path.
+async function checkQ4(kind) {
+  const status = $('#q4-status');
+  setStatus(status, 'running', 'Checking the 4-bit kernels…');
+  try {
+    const { result, ms } = await send('q4Check');
+    const where = kind === 'wgpu' ? 'The WGSL 4-bit kernels on WebGPU' : 'The 4-bit path on the CPU';
+    const n = result.cases.length;
+    setStatus(status, result.equal ? 'done' : 'failed', result.equal
+      ? `${where}: dequantization equals the CPU path bit for bit on ${n} matrices (NF4, FP4, double quantization); ` +
+        `the fused multiply agrees within ${result.fused_max_rel_diff.toExponential(1)} (${(ms / 1000).toFixed(1)} s).`
+      : `${where} DISAGREE with the CPU path on ${result.cases.filter((c) => c.differing).length} of ${n} matrices: QLoRA on this device cannot be trusted.`);
+    $('#check-json').textContent += `\n${JSON.stringify({ q4: result }, null, 1)}`;
+  } catch (e) {
+    setStatus(status, 'error', `The 4-bit kernels could not run: ${e.message}`);
+  }
+}
+
 async function main() {
   const checkStatus = $('#check-status');
   try {
@@ -351,6 +382,7 @@ async function main() {
     const ok = renderChecks(reference, runs);
     if (params.get('model') !== 'none') loadBuiltinModel();
     else if ($('#model-status').dataset.state === 'waiting') setStatus($('#model-status'), 'none', 'No model loaded.');
+    checkQ4(onMain.device.kind);
     setStatus(checkStatus, ok ? 'done' : 'failed', ok
       ? `Check passed on ${runs.map((r) => r.label).join(' and ')}.`
       : 'Check FAILED: a device disagrees with the reference (see the table).');
@@ -361,6 +393,7 @@ async function main() {
 }
 
 const training = initTraining({ state, readSampling });
+const precision = initPrecision({ currentData: () => training.data(), busy: () => training.busy() });
 // The page's command channel, for the browser tests and the curious (devtools).
 window.tinytune = { send, state, recover };
 bindInputs();

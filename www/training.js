@@ -129,7 +129,8 @@ export function initTraining({ state, readSampling }) {
     const s = state.get();
     return {
       model: t.modelName || 'model', data: t.data?.name || 'data.jsonl', out: 'tinytune-run',
-      method: s.method, rank: s.rank, alpha: s.alpha, targets: s.targets, partial_layers: s.partialLayers,
+      method: s.method, quant_type: s.quantType, double_quant: s.doubleQuant,
+      rank: s.rank, alpha: s.alpha, targets: s.targets, partial_layers: s.partialLayers,
       lr: s.lr, warmup: s.warmup, steps: s.steps, batch_size: s.batchSize, seq_len: s.seqLen, seed: s.seed,
       eval_every: s.evalEvery, valid_fraction: s.validFraction,
     };
@@ -175,9 +176,9 @@ export function initTraining({ state, readSampling }) {
   function renderViews(v) {
     t.views = v;
     if (!v.paths.length) {
-      $('#matrices-note').textContent = state.get().method === 'lora'
+      $('#matrices-note').textContent = ['lora', 'qlora'].includes(state.get().method)
         ? 'Train or import an adapter to see its matrices.'
-        : 'Full and partial finetuning have no low-rank factors: only LoRA runs show matrices and spectra.';
+        : 'Full and partial finetuning have no low-rank factors: only LoRA and QLoRA runs show matrices and spectra.';
     } else {
       fillPickers(v.paths);
       const m = v.matrices;
@@ -220,7 +221,7 @@ export function initTraining({ state, readSampling }) {
     if (ev.event === 'train-start') {
       const skipped = ev.skipped.length ? `, ${ev.skipped.length} bad lines skipped` : '';
       setStatus(status, 'running', `Training on ${ev.examples} examples (${ev.valid} held out for the valid loss)${skipped}: ` +
-        `${ev.step ? `continuing at step ${ev.step} of` : ''} ${ev.total_steps} steps.`);
+        `${ev.step ? `continuing at step ${ev.step} of` : ''} ${ev.total_steps} steps.${ev.note ? ` The base: ${ev.note}.` : ''}`);
       t.firstStep = ev.step;
     } else if (ev.event === 'step') {
       t.losses.push([ev.step, ev.loss]);
@@ -536,6 +537,8 @@ export function initTraining({ state, readSampling }) {
   openKept().then(chooseData);
 
   return {
+    data: () => t.data,
+    busy: () => t.running,
     modelLoaded(summary, name) {
       t.modelReady = true;
       t.modelName = name;

@@ -139,6 +139,13 @@ const commands = {
     return { event: 'check', on, device: session.deviceInfo(), result, ms: performance.now() - started };
   },
 
+  // The 4-bit kernels against the CPU path, on the main device.
+  async q4Check() {
+    const started = performance.now();
+    const result = await sessions.main.q4Check();
+    return { event: 'q4-check', device: sessions.main.deviceInfo(), result, ms: performance.now() - started };
+  },
+
   async loadModel({ files }) {
     await ready;
     if (!sessions.main) throw new Error('no device is open yet: send "open" first');
@@ -252,6 +259,20 @@ const commands = {
 
   async preview({ dataName, dataText, seqLen = 128, n = 3 }) {
     return { event: 'preview', ...sessions.main.previewData(dataName, dataText, seqLen, false, n) };
+  },
+
+  async linearPaths() {
+    return { event: 'paths', paths: sessions.main.linearPaths() };
+  },
+
+  async precisionMatrix({ path, bins = 80 }) {
+    return { event: 'precision', ...(await sessions.main.precisionMatrix(path, bins)) };
+  },
+
+  async precisionLoss({ format, dataName, dataText, seqLen = 128, limit = 32 }) {
+    const started = performance.now();
+    const r = await sessions.main.precisionLoss(format, dataName, dataText, seqLen, limit);
+    return { event: 'precision-loss', format, ...r, seconds: (performance.now() - started) / 1000 };
   },
 
   async stop() {

@@ -8,6 +8,7 @@ use futures_lite::future::block_on;
 use tinytune::device::{self, DeviceChoice};
 use tinytune::generate::Sampling;
 use tinytune::model::Model;
+use tinytune::quant::bnb::QuantConfig;
 use tinytune::train::run::RunConfig;
 
 #[derive(Parser)]
@@ -73,9 +74,33 @@ enum Command {
         /// Print {"loss", "perplexity", "tokens"} as JSON.
         #[arg(long)]
         json: bool,
+        /// Evaluate the base as QLoRA sees it: every linear weight stored in this 4-bit format
+        /// (nf4 or fp4) first, with double quantization unless --double-quant false.
+        #[arg(long)]
+        quantize: Option<String>,
+        /// With --quantize: quantize the absmaxes too (true or false).
+        #[arg(long, default_value = "true")]
+        double_quant: String,
         /// auto, cpu, wgpu (or cuda when built with --features cuda).
         #[arg(long, default_value = "auto")]
         device: String,
+    },
+    /// Store a model's linear weights in 4 bits (NF4 or FP4, blocks of 64), exactly as
+    /// bitsandbytes does, and write the folder transformers + bitsandbytes load (the
+    /// `quantization_config` in config.json). Embeddings, norms and the output head stay f32.
+    Quantize {
+        /// A Hugging Face model folder.
+        #[arg(long)]
+        model: PathBuf,
+        /// Output folder (created; existing files of the same names are replaced).
+        #[arg(long)]
+        out: PathBuf,
+        /// nf4 (QLoRA's NormalFloat) or fp4.
+        #[arg(long, default_value = "nf4")]
+        quant_type: String,
+        /// Quantize the absmaxes too: 8 bits in blocks of 256 (4.127 bits a weight, not 4.5).
+        #[arg(long, default_value = "true")]
+        double_quant: String,
     },
     /// Continue a prompt. Prints only the continuation, streamed; tokens/s goes to stderr.
     Generate {
@@ -167,9 +192,16 @@ struct TrainArgs {
     valid_fraction: Option<f64>,
     #[arg(long)]
     out: Option<String>,
-    /// lora, full or partial.
+    /// lora, qlora, full or partial. QLoRA stores the base's linear weights in 4 bits first
+    /// (see --quant-type); over a model folder already in 4 bits, lora and qlora are the same.
     #[arg(long)]
     method: Option<String>,
+    /// For --method qlora: nf4 or fp4.
+    #[arg(long)]
+    quant_type: Option<String>,
+    /// For --method qlora: quantize the absmaxes too (true or false).
+    #[arg(long)]
+    double_quant: Option<String>,
     /// LoRA rank r.
     #[arg(long)]
     rank: Option<usize>,
@@ -350,6 +382,18 @@ fn pretrain(a: &PretrainArgs) -> tinytune::Result<()> {
     Ok(())
 }
 
+fn parse_bool(flag: &str, value: &str) -> tinytune::Result<bool> {
+    match value {
+        "true" | "yes" | "1" => Ok(true),
+        "false" | "no" | "0" => Ok(false),
+        _ => Err(tinytune::Error::input(format!("--{flag} {value}: use true or false"))),
+    }
+}
+
+fn quant_config(quant_type: &str, double_quant: &str) -> tinytune::Result<QuantConfig> {
+    Ok(QuantConfig { quant_type: quant_type.parse()?, double_quant: parse_bool("double-quant", double_quant)? })
+}
+
 fn enum_value<T: serde::de::DeserializeOwned>(flag: &str, value: &str, choices: &str) -> tinytune::Result<T> {
     serde_json::from_value(serde_json::Value::String(value.to_string()))
         .map_err(|_| tinytune::Error::input(format!("--{flag} {value}: choose one of {choices}")))
@@ -369,7 +413,13 @@ fn run_config(a: &TrainArgs) -> tinytune::Result<RunConfig> {
         c.valid_data = a.valid_data.clone();
     }
     if let Some(m) = &a.method {
-        c.method = enum_value("method", m, "lora, full, partial")?;
+        c.method = enum_value("method", m, "lora, qlora, full, partial")?;
+    }
+    if let Some(v) = &a.quant_type {
+        c.quant_type = v.parse()?;
+    }
+    if let Some(v) = &a.double_quant {
+        c.double_quant = parse_bool("double-quant", v)?;
     }
     if let Some(v) = &a.optimizer {
         c.optimizer = enum_value("optimizer", v, "adamw, sgd")?;
@@ -426,15 +476,16 @@ fn run(command: Command) -> tinytune::Result<()> {
             }
             Ok(())
         }
-        Command::Eval { model, adapter, data, valid_of, task, limit, seq_len, json, device } => {
+        Command::Eval { model, adapter, data, valid_of, task, limit, seq_len, json, quantize, double_quant, device } => {
             let opened = open_device(&device)?;
+            let quantize = quantize.map(|q| quant_config(&q, &double_quant)).transpose()?;
             if let Some(run_path) = valid_of {
                 let text = std::fs::read_to_string(&run_path).map_err(|e| tinytune::Error::io(&run_path, e))?;
                 let run = tinytune::train::run::RunConfig::from_toml(&text)?;
                 if run.valid_fraction <= 0.0 {
                     return Err(tinytune::Error::input(format!("{}: valid_fraction is 0, so the run had no held-out split", run_path.display())));
                 }
-                let model = load_model(&model, adapter.as_deref(), &opened)?;
+                let model = load_model(&model, adapter.as_deref(), quantize, &opened)?;
                 let data = tinytune::train::data::read_dataset(std::path::Path::new(&run.data), &model.tokenizer, &run.data_options())?;
                 let (_, valid) = tinytune::train::data::split(data.examples, run.valid_fraction, run.seed);
                 let (loss, tokens) = block_on(tinytune::train::trainer::evaluate_examples(&model, &valid, run.batch_size, run.seq_len))?;
@@ -447,7 +498,7 @@ fn run(command: Command) -> tinytune::Result<()> {
             }
             if let Some(task) = task {
                 let task = tinytune::tasks::Task::load(&task)?;
-                let model = load_model(&model, adapter.as_deref(), &opened)?;
+                let model = load_model(&model, adapter.as_deref(), quantize, &opened)?;
                 let report = block_on(tinytune::tasks::evaluate(&model, &task, limit, |done, total| {
                     eprint!("\r{}: {done}/{total}", task.name);
                 }))?;
@@ -463,7 +514,7 @@ fn run(command: Command) -> tinytune::Result<()> {
             }
             let data = data.expect("clap requires --data without --task");
             let texts = tinytune::train::data::read_texts(&data)?;
-            let model = load_model(&model, adapter.as_deref(), &opened)?;
+            let model = load_model(&model, adapter.as_deref(), quantize, &opened)?;
             let report = block_on(tinytune::eval::eval_loss(&model, &texts, seq_len, |done, total| {
                 if total > 20 && (done % 10 == 0 || done == total) {
                     eprint!("\revaluating: {done}/{total} records");
@@ -482,7 +533,7 @@ fn run(command: Command) -> tinytune::Result<()> {
         Command::Generate { model, adapter, prompt, max_new_tokens, temperature, top_k, top_p, seed, device } => {
             use std::io::Write;
             let opened = open_device(&device)?;
-            let model = load_model(&model, adapter.as_deref(), &opened)?;
+            let model = load_model(&model, adapter.as_deref(), None, &opened)?;
             let sampling = Sampling { max_new_tokens, temperature, top_k, top_p, seed, stop_at_eos: true };
             let ids = model.tokenizer.encode(&prompt, true)?;
             let started = std::time::Instant::now();
@@ -516,6 +567,38 @@ fn run(command: Command) -> tinytune::Result<()> {
             Ok(())
         }
         Command::Pretrain(args) => pretrain(&args),
+        Command::Quantize { model, out, quant_type, double_quant } => {
+            let q = quant_config(&quant_type, &double_quant)?;
+            let opened = device::cpu();
+            let mut m = Model::load_dir(&model, &opened.device)?;
+            if let Some(have) = m.quantization() {
+                return Err(tinytune::Error::input(format!(
+                    "{} is already stored in {} bits ({}): quantize the f32 model it came from",
+                    model.display(),
+                    4,
+                    have.quant_type.name()
+                )));
+            }
+            let n = block_on(m.quantize_linears(q))?;
+            let files = block_on(m.save_files())?;
+            let refs: Vec<(&str, &[u8])> = files.iter().map(|(n, b)| (n.as_str(), b.as_slice())).collect();
+            tinytune::lora::peft::write_files(&out, &refs)?;
+            let params: usize = m.arch.linears().iter().map(|(_, l)| l.d_in() * l.d_out()).sum();
+            let bits = 8.0 * m.arch.linears().iter().map(|(_, l)| match &l.base {
+                tinytune::model::layers::Base::Quant(t) => t.layout.bytes() as f64,
+                tinytune::model::layers::Base::Dense(_) => 0.0,
+            }).sum::<f64>() / params as f64;
+            eprintln!(
+                "quantized {n} linear weights ({params} parameters) to {}{}: {bits:.3} bits a weight on the device; \
+                 weights {:.2} MiB (f32 {:.2} MiB); wrote {}",
+                q.quant_type.name(),
+                if q.double_quant { " with double quantization" } else { "" },
+                m.summary.base_bytes as f64 / 1048576.0,
+                m.summary.f32_bytes as f64 / 1048576.0,
+                out.display()
+            );
+            Ok(())
+        }
         Command::Init { config, tokenizer, out, seed } => {
             let config_text = std::fs::read_to_string(&config).map_err(|e| tinytune::Error::io(&config, e))?;
             let tok = std::fs::read(&tokenizer).map_err(|e| tinytune::Error::io(&tokenizer, e))?;
@@ -532,7 +615,7 @@ fn run(command: Command) -> tinytune::Result<()> {
         }
         Command::Merge { model, adapter, out, device } => {
             let opened = open_device(&device)?;
-            let mut model = load_model(&model, Some(&adapter), &opened)?;
+            let mut model = load_model(&model, Some(&adapter), None, &opened)?;
             let layers = block_on(tinytune::lora::merge(&mut model, "default"))?;
             let files = block_on(model.save_files())?;
             let refs: Vec<(&str, &[u8])> = files.iter().map(|(n, b)| (n.as_str(), b.as_slice())).collect();
@@ -543,8 +626,26 @@ fn run(command: Command) -> tinytune::Result<()> {
     }
 }
 
-fn load_model(dir: &std::path::Path, adapter: Option<&std::path::Path>, opened: &device::OpenedDevice) -> tinytune::Result<Model> {
+fn load_model(dir: &std::path::Path, adapter: Option<&std::path::Path>, quantize: Option<QuantConfig>, opened: &device::OpenedDevice) -> tinytune::Result<Model> {
     let mut model = Model::load_dir(dir, &opened.device)?;
+    if let Some(q) = model.quantization() {
+        eprintln!(
+            "model: linear weights in {}{} ({:.1} MiB of weights on the device)",
+            q.quant_type.name(),
+            if q.double_quant { " with double quantization" } else { "" },
+            model.summary.base_bytes as f64 / 1048576.0
+        );
+    }
+    if let Some(q) = quantize {
+        let n = block_on(model.quantize_linears(q))?;
+        eprintln!(
+            "quantized {n} linear weights to {}{}: {:.1} MiB of weights on the device (f32: {:.1} MiB)",
+            q.quant_type.name(),
+            if q.double_quant { " with double quantization" } else { "" },
+            model.summary.base_bytes as f64 / 1048576.0,
+            model.summary.f32_bytes as f64 / 1048576.0
+        );
+    }
     if let Some(adapter) = adapter {
         let peft = tinytune::lora::peft::PeftAdapter::read_dir(adapter)?;
         let n = peft.load_into(&mut model, "default")?;

@@ -62,10 +62,7 @@ impl ModelShape {
         let mut layer_params = vec![0; layers];
         let (mut params, mut final_norm_params) = (0, 0);
         for (key, w) in model.weights_mut() {
-            let n = match w {
-                crate::model::load::WeightMut::Matrix(t) => t.dims().iter().product(),
-                crate::model::load::WeightMut::Vector(t) => t.dims()[0],
-            };
+            let n = w.numel();
             params += n;
             match block_of(&key) {
                 Some(i) if i < layers => layer_params[i] += n,
@@ -120,7 +117,7 @@ impl Parts {
 pub fn predict(shape: &ModelShape, run: &RunShape) -> Parts {
     let layers = shape.layer_params.len();
     let adapted: Vec<&(usize, String, usize, usize)> = match run.method {
-        Method::Lora => shape.linears.iter().filter(|(_, p, _, _)| run.targets.matches(p)).collect(),
+        Method::Lora | Method::Qlora => shape.linears.iter().filter(|(_, p, _, _)| run.targets.matches(p)).collect(),
         _ => vec![],
     };
     let (trainable, backward_blocks) = match run.method {
@@ -129,9 +126,9 @@ pub fn predict(shape: &ModelShape, run: &RunShape) -> Parts {
             let k = run.partial_layers.min(layers);
             (shape.layer_params[layers - k..].iter().sum::<usize>() + shape.final_norm_params, k)
         }
-        Method::Lora => (adapted.iter().map(|(_, _, i, o)| run.rank * (i + o)).sum(), layers),
+        Method::Lora | Method::Qlora => (adapted.iter().map(|(_, _, i, o)| run.rank * (i + o)).sum(), layers),
     };
-    let frozen = if run.method == Method::Lora { shape.params } else { shape.params - trainable };
+    let frozen = if run.method.is_adapter() { shape.params } else { shape.params - trainable };
     let weights = if run.nf4 {
         let linear: usize = shape.linears.iter().map(|(_, _, i, o)| i * o).sum();
         linear as f64 * NF4_BITS / 8.0 + (frozen - linear) as f64 * F32
@@ -197,6 +194,43 @@ pub struct Row {
     pub note: Option<String>,
 }
 
+/// The frozen weights as the device holds them: the sizes of the buffers the model allocated,
+/// beside what the formula predicts (`weights`), and the allocator's count after loading.
+#[derive(Clone, Debug, Serialize)]
+pub struct BaseWeights {
+    /// Bytes of every weight buffer on the device (4-bit buffers include their code tables).
+    pub device_bytes: usize,
+    /// The same weights in f32.
+    pub f32_bytes: usize,
+    /// The formula's frozen-weight bytes for this run.
+    pub predicted: f64,
+    /// `nf4+dq`, `nf4`, `fp4` when the linear weights are 4-bit.
+    pub quantization: Option<String>,
+    /// Bits per parameter of the 4-bit linear weights as stored on the device.
+    pub linear_bits: Option<f64>,
+    /// Bytes in use by the device's allocator right after the base was made ready (wgpu only).
+    pub allocator_after_load: Option<u64>,
+}
+
+/// Measure the base weights of `model` for the ledger.
+pub fn base_weights(model: &Model, predicted: f64, allocator_after_load: Option<u64>) -> BaseWeights {
+    let (mut bytes, mut params) = (0usize, 0usize);
+    for (_, l) in model.arch.linears() {
+        if let crate::model::layers::Base::Quant(q) = &l.base {
+            bytes += q.layout.bytes();
+            params += q.layout.numel();
+        }
+    }
+    BaseWeights {
+        device_bytes: model.summary.base_bytes,
+        f32_bytes: model.summary.f32_bytes,
+        predicted,
+        quantization: model.summary.quantization.clone(),
+        linear_bits: (params > 0).then(|| bytes as f64 * 8.0 / params as f64),
+        allocator_after_load,
+    }
+}
+
 /// Everything the page's memory view shows.
 #[derive(Clone, Debug, Serialize)]
 pub struct Ledger {
@@ -207,6 +241,7 @@ pub struct Ledger {
     #[serde(rename = "measuredNote", skip_serializing_if = "Option::is_none")]
     pub measured_note: Option<String>,
     pub measured: Option<Measured>,
+    pub base: Option<BaseWeights>,
 }
 
 const PARTS: [&str; 6] = ["weights", "trainable", "gradients", "optimizer", "activations", "remainder"];
@@ -227,13 +262,13 @@ fn method_name(run: &RunShape) -> String {
         (Method::Full, _) => "full finetuning".into(),
         (Method::Partial, _) => format!("partial: last {} block{}", run.partial_layers, if run.partial_layers == 1 { "" } else { "s" }),
         (Method::Lora, false) => format!("LoRA r = {}", run.rank),
-        (Method::Lora, true) => format!("QLoRA r = {} (NF4 base)", run.rank),
+        (Method::Lora | Method::Qlora, _) => format!("QLoRA r = {} (4-bit base)", run.rank),
     }
 }
 
 /// The ledger for the current run, the same model under the other methods, and the measured
 /// bytes (with the remainder: measured minus predicted) when the device reports them.
-pub fn ledger(shape: &ModelShape, run: &RunShape, measured: Option<Measured>) -> Ledger {
+pub fn ledger(shape: &ModelShape, run: &RunShape, measured: Option<Measured>, base: Option<BaseWeights>) -> Ledger {
     let current = predict(shape, run);
     let mut rows = vec![row(format!("This run ({}), predicted", method_name(run)), &current, true, None)];
     let mut measured_note = None;
@@ -260,7 +295,7 @@ pub fn ledger(shape: &ModelShape, run: &RunShape, measured: Option<Measured>) ->
         RunShape { method: Method::Lora, nf4: true, ..run.clone() },
     ];
     for other in others {
-        let note = other.nf4.then(|| "predicted only: QLoRA training is not in this version yet".to_string());
+        let note = (other.nf4 && !run.nf4).then(|| "predicted: train with QLoRA to measure it".to_string());
         rows.push(row(format!("Same model, {}", method_name(&other)), &predict(shape, &other), false, note));
     }
     let formula = vec![
@@ -288,7 +323,7 @@ pub fn ledger(shape: &ModelShape, run: &RunShape, measured: Option<Measured>) ->
         ("activations", "activations"),
         ("remainder", "remainder (allocator slack, temporaries)"),
     ]);
-    Ledger { parts: PARTS.to_vec(), labels, rows, formula, measured_note, measured }
+    Ledger { parts: PARTS.to_vec(), labels, rows, formula, measured_note, measured, base }
 }
 
 fn mib(b: f64) -> String {
@@ -353,7 +388,7 @@ mod tests {
     #[test]
     fn the_measured_row_carries_the_remainder_and_the_ledger_lists_every_method() {
         let measured = Measured { in_use: Some(20000), reserved: 40000, source: "test".into() };
-        let l = ledger(&tiny(), &run(Method::Lora), Some(measured));
+        let l = ledger(&tiny(), &run(Method::Lora), Some(measured), None);
         assert_eq!(l.rows.len(), 6);
         assert_eq!(l.rows[1].bytes["remainder"], 40000.0 - 29728.0);
         assert_eq!(l.rows[1].total, 40000.0);

@@ -4,6 +4,7 @@
 
 pub mod linalg;
 pub mod memory;
+pub mod precision;
 pub mod spectrum;
 
 use serde::Serialize;

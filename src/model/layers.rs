@@ -6,25 +6,56 @@
 use burn::tensor::activation::softmax;
 use burn::tensor::{Device, Tensor, TensorData};
 
-/// A linear map with a frozen base and any number of named LoRA adapters. The base weight is
-/// kept as `[in, out]` so that `y = x·W (+ b)` needs no transpose; the loader transposes Hugging
-/// Face `nn.Linear` weights (`[out, in]`) once, while GPT-2's `Conv1D` already stores `[in, out]`.
+/// The frozen base of a linear layer: dense f32, or 4 bits as bitsandbytes stores it (QLoRA).
+/// The layer computes the same map either way.
+#[derive(Clone, Debug)]
+pub enum Base {
+    /// `[in, out]`: the loader transposes Hugging Face `nn.Linear` weights (`[out, in]`) once,
+    /// while GPT-2's `Conv1D` already stores `[in, out]`.
+    Dense(Tensor<2>),
+    /// `[out, in]` packed in 4 bits on the device (both layouts quantize as `nn.Linear`, as
+    /// transformers does); dequantized when used, never kept in f32.
+    Quant(crate::quant::Q4Tensor),
+}
+
+/// A linear map with a frozen base and any number of named LoRA adapters: `y = x·W (+ b)`.
 #[derive(Clone, Debug)]
 pub struct Linear {
-    pub weight: Tensor<2>,
+    pub base: Base,
     pub bias: Option<Tensor<1>>,
     pub adapters: Vec<crate::lora::LoraAdapter>,
 }
 
 impl Linear {
     pub fn new(weight: Tensor<2>, bias: Option<Tensor<1>>) -> Self {
-        Linear { weight, bias, adapters: Vec::new() }
+        Linear { base: Base::Dense(weight), bias, adapters: Vec::new() }
+    }
+    pub fn quantized(weight: crate::quant::Q4Tensor, bias: Option<Tensor<1>>) -> Self {
+        Linear { base: Base::Quant(weight), bias, adapters: Vec::new() }
     }
     pub fn d_in(&self) -> usize {
-        self.weight.dims()[0]
+        match &self.base {
+            Base::Dense(w) => w.dims()[0],
+            Base::Quant(q) => q.layout.cols,
+        }
     }
     pub fn d_out(&self) -> usize {
-        self.weight.dims()[1]
+        match &self.base {
+            Base::Dense(w) => w.dims()[1],
+            Base::Quant(q) => q.layout.rows,
+        }
+    }
+    pub fn is_quantized(&self) -> bool {
+        matches!(self.base, Base::Quant(_))
+    }
+
+    /// The base weight as f32 `[in, out]`, dequantized when it is stored in 4 bits. For
+    /// merging and inspection; the forward pass never forms it for a 4-bit base.
+    pub fn weight(&self) -> Tensor<2> {
+        match &self.base {
+            Base::Dense(w) => w.clone(),
+            Base::Quant(q) => q.dequantize().transpose(),
+        }
     }
 
     /// `[B, T, in] -> [B, T, out]`: `x·W₀ (+ b) + Σ s·((dropout(x)·A)·B)` over enabled adapters.
@@ -32,7 +63,11 @@ impl Linear {
     pub fn forward(&self, x: Tensor<3>) -> Tensor<3> {
         let [b, t, c] = x.dims();
         let x2 = x.reshape([b * t, c]);
-        let mut y = x2.clone().matmul(self.weight.clone());
+        let mut y = match &self.base {
+            Base::Dense(w) => x2.clone().matmul(w.clone()),
+            // A few rows (decoding) go through the fused kernel; more dequantize for one matmul.
+            Base::Quant(q) => q.linear(x2.clone(), b * t <= crate::quant::kernels::FUSED_MAX_ROWS),
+        };
         if let Some(bias) = &self.bias {
             y = y + bias.clone().unsqueeze::<2>();
         }

@@ -13,7 +13,8 @@ use burn::tensor::{Device, Tensor, TensorData};
 use safetensors::{Dtype, SafeTensors};
 
 use super::config::{Gpt2Config, LlamaConfig, ModelConfig};
-use super::layers::{LayerNorm, Linear, RmsNorm};
+use super::layers::{Base, LayerNorm, Linear, RmsNorm};
+use crate::quant::{Q4Tensor, bnb};
 use crate::{Error, Result};
 
 /// The files of one model, by name.
@@ -122,7 +123,14 @@ impl ModelFiles {
                 Error::input(format!("{name} is damaged or truncated ({e}); download it again"))
             })?;
             for (key, view) in st.tensors() {
-                let n: usize = view.shape().iter().product();
+                if bnb::is_state_key(&key) {
+                    continue;
+                }
+                let mut n: usize = view.shape().iter().product();
+                if view.dtype() == Dtype::U8 {
+                    // A 4-bit weight: two values a byte, dequantized to f32 when used.
+                    n *= 2;
+                }
                 // Ties go to the first key in name order, so the answer does not depend on the
                 // order the file lists its tensors in.
                 if n > best.1 || (n == best.1 && key < best.0) {
@@ -150,6 +158,11 @@ impl ModelFiles {
             )));
         }
         Ok(())
+    }
+
+    /// Whether these are a quantized checkpoint (config.json has a `quantization_config`).
+    pub fn is_quantized(&self) -> bool {
+        serde_json::from_str::<serde_json::Value>(&self.config).is_ok_and(|c| c.get("quantization_config").is_some())
     }
 
     /// Total bytes of the weight files.
@@ -222,8 +235,27 @@ impl<'a> Weights<'a> {
         Ok(Tensor::from_data(TensorData::new(self.values(key, &[rows, cols])?, [rows, cols]), &self.device))
     }
 
-    /// An `nn.Linear` weight (`[out, in]` in the file), transposed to `[in, out]`.
+    /// The 4-bit weight stored under `<prefix>.weight` (bitsandbytes' serialization), if any.
+    fn quant4(&self, prefix: &str, d_in: usize, d_out: usize) -> Result<Option<Q4Tensor>> {
+        let q = bnb::read(prefix, [d_out, d_in], |k| self.find(k).map(|(_, v)| (v.dtype(), v.shape().to_vec(), v.data())))?;
+        Ok(q.map(|q| Q4Tensor::new(&q, &self.device)))
+    }
+
+    fn bias(&self, prefix: &str, d_out: usize, bias: bool) -> Result<Option<Tensor<1>>> {
+        if bias { Ok(Some(self.tensor1(&format!("{prefix}.bias"), d_out)?)) } else { Ok(None) }
+    }
+
+    /// An `nn.Linear` weight (`[out, in]` in the file), transposed to `[in, out]`; or kept in 4
+    /// bits when the file stores it so.
     pub fn linear(&self, prefix: &str, d_in: usize, d_out: usize, bias: bool) -> Result<Linear> {
+        if let Some(q) = self.quant4(prefix, d_in, d_out)? {
+            return Ok(Linear::quantized(q, self.bias(prefix, d_out, bias)?));
+        }
+        Ok(Linear::new(self.dense_linear(prefix, d_in, d_out)?, self.bias(prefix, d_out, bias)?))
+    }
+
+    /// An `nn.Linear` weight as f32 `[in, out]` (the output head, which stays unquantized).
+    fn dense_linear(&self, prefix: &str, d_in: usize, d_out: usize) -> Result<Tensor<2>> {
         let w = self.values(&format!("{prefix}.weight"), &[d_out, d_in])?;
         let mut t = vec![0f32; w.len()];
         for o in 0..d_out {
@@ -231,14 +263,15 @@ impl<'a> Weights<'a> {
                 t[i * d_out + o] = w[o * d_in + i];
             }
         }
-        Ok(Linear::new(
-            Tensor::from_data(TensorData::new(t, [d_in, d_out]), &self.device),
-            if bias { Some(self.tensor1(&format!("{prefix}.bias"), d_out)?) } else { None },
-        ))
+        Ok(Tensor::from_data(TensorData::new(t, [d_in, d_out]), &self.device))
     }
 
-    /// A GPT-2 `Conv1D` weight, stored `[in, out]` already.
+    /// A GPT-2 `Conv1D` weight, stored `[in, out]` already; in 4 bits it is stored as
+    /// `nn.Linear`'s `[out, in]` (transformers quantizes the transpose).
     pub fn conv1d(&self, prefix: &str, d_in: usize, d_out: usize) -> Result<Linear> {
+        if let Some(q) = self.quant4(prefix, d_in, d_out)? {
+            return Ok(Linear::quantized(q, self.bias(prefix, d_out, true)?));
+        }
         Ok(Linear::new(
             self.tensor2(&format!("{prefix}.weight"), d_in, d_out)?,
             Some(self.tensor1(&format!("{prefix}.bias"), d_out)?),
@@ -273,7 +306,7 @@ pub(super) fn gpt2(w: &Weights, c: &Gpt2Config) -> Result<super::gpt2::Gpt2> {
         .collect::<Result<Vec<_>>>()?;
     // Tied unless the file carries its own head and the config unties it.
     let lm_head = if !c.tie_word_embeddings && w.contains("lm_head.weight") {
-        Some(w.linear("lm_head", e, v, false)?.weight)
+        Some(w.dense_linear("lm_head", e, v)?)
     } else {
         None
     };
@@ -311,7 +344,7 @@ pub(super) fn llama(w: &Weights, c: &LlamaConfig, device: &Device) -> Result<sup
         })
         .collect::<Result<Vec<_>>>()?;
     let lm_head = if w.contains("lm_head.weight") && !c.tie_word_embeddings {
-        Some(w.linear("lm_head", e, v, false)?.weight)
+        Some(w.dense_linear("lm_head", e, v)?)
     } else if c.tie_word_embeddings {
         None
     } else {
@@ -324,6 +357,9 @@ pub(super) fn llama(w: &Weights, c: &LlamaConfig, device: &Device) -> Result<sup
 
 /// Build the model `config` describes from the weights.
 pub fn build(files: &ModelFiles, config: &ModelConfig, device: &Device) -> Result<super::Arch> {
+    // Refuses quantization schemes other than bitsandbytes 4-bit, with a way out.
+    let raw: serde_json::Value = serde_json::from_str(&files.config).unwrap_or_default();
+    bnb::QuantConfig::from_config(&raw)?;
     let w = Weights::parse(files, device)?;
     Ok(match config {
         ModelConfig::Gpt2(c) => super::Arch::Gpt2(gpt2(&w, c)?),
@@ -338,14 +374,20 @@ pub(super) enum Saved {
     Matrix(Tensor<2>),
     /// Held `[in, out]`, written `[out, in]` (an `nn.Linear` weight).
     Transposed(Tensor<2>),
+    /// A 4-bit weight, written in bitsandbytes' serialization.
+    Quant(Q4Tensor),
 }
 
 pub(super) fn checkpoint_tensors(arch: &super::Arch) -> Vec<(String, Saved)> {
     use Saved::*;
     let mut out: Vec<(String, Saved)> = Vec::new();
     let linear = |out: &mut Vec<(String, Saved)>, key: String, l: &Linear, conv1d: bool| {
-        let w = l.weight.clone();
-        out.push((format!("{key}.weight"), if conv1d { Matrix(w) } else { Transposed(w) }));
+        let saved = match &l.base {
+            Base::Dense(w) if conv1d => Matrix(w.clone()),
+            Base::Dense(w) => Transposed(w.clone()),
+            Base::Quant(q) => Quant(q.clone()),
+        };
+        out.push((format!("{key}.weight"), saved));
         if let Some(b) = &l.bias {
             out.push((format!("{key}.bias"), Vector(b.clone())));
         }
@@ -394,12 +436,12 @@ pub(super) fn checkpoint_tensors(arch: &super::Arch) -> Vec<(String, Saved)> {
     out
 }
 
-/// The dtype most of the checkpoint's tensors are stored in, to save in kind.
+/// The dtype most of the checkpoint's float tensors are stored in, to save in kind.
 pub fn storage_dtype(files: &ModelFiles) -> Dtype {
     let mut counts: Vec<(Dtype, usize)> = Vec::new();
     for (_, bytes) in &files.weights {
         if let Ok(st) = SafeTensors::deserialize(bytes) {
-            for (_, v) in st.tensors() {
+            for (_, v) in st.tensors().into_iter().filter(|(_, v)| matches!(v.dtype(), Dtype::F32 | Dtype::F16 | Dtype::BF16)) {
                 match counts.iter_mut().find(|(d, _)| *d == v.dtype()) {
                     Some((_, n)) => *n += 1,
                     None => counts.push((v.dtype(), 1)),
@@ -423,6 +465,18 @@ pub fn encode_values(values: &[f32], dtype: Dtype) -> Vec<u8> {
 pub enum WeightMut<'a> {
     Vector(&'a mut Tensor<1>),
     Matrix(&'a mut Tensor<2>),
+    /// A 4-bit weight: frozen, it cannot train (dequantize the model first).
+    Quant(&'a mut Q4Tensor),
+}
+
+impl WeightMut<'_> {
+    pub fn numel(&self) -> usize {
+        match self {
+            WeightMut::Vector(t) => t.dims()[0],
+            WeightMut::Matrix(t) => t.dims().iter().product(),
+            WeightMut::Quant(q) => q.layout.numel(),
+        }
+    }
 }
 
 /// Every weight by checkpoint key, mutably; with `from_layer`, only blocks from that index on
@@ -432,7 +486,11 @@ pub(super) fn weights_mut(arch: &mut super::Arch, from_layer: Option<usize>) -> 
     let mut out: Vec<(String, WeightMut<'_>)> = Vec::new();
     let keep = |i: usize| from_layer.is_none_or(|f| i >= f);
     fn lin<'a>(out: &mut Vec<(String, WeightMut<'a>)>, key: String, l: &'a mut Linear) {
-        out.push((format!("{key}.weight"), WeightMut::Matrix(&mut l.weight)));
+        let w = match &mut l.base {
+            Base::Dense(w) => WeightMut::Matrix(w),
+            Base::Quant(q) => WeightMut::Quant(q),
+        };
+        out.push((format!("{key}.weight"), w));
         if let Some(b) = &mut l.bias {
             out.push((format!("{key}.bias"), WeightMut::Vector(b)));
         }
@@ -488,10 +546,17 @@ pub(super) fn weights_mut(arch: &mut super::Arch, from_layer: Option<usize>) -> 
 /// A safetensors file from `(key, little-endian bytes, shape)` entries all of `dtype`, with the
 /// `{"format": "pt"}` metadata PyTorch writers add. `what` names the file in errors.
 pub fn serialize_tensors(tensors: &[(String, Vec<u8>, Vec<usize>)], dtype: Dtype, what: &str) -> Result<Vec<u8>> {
+    let typed: Vec<(String, Dtype, Vec<usize>, Vec<u8>)> =
+        tensors.iter().map(|(k, b, s)| (k.clone(), dtype, s.clone(), b.clone())).collect();
+    serialize_typed(&typed, what)
+}
+
+/// A safetensors file from `(key, dtype, shape, bytes)` entries of mixed dtypes (a 4-bit model).
+pub fn serialize_typed(tensors: &[(String, Dtype, Vec<usize>, Vec<u8>)], what: &str) -> Result<Vec<u8>> {
     let views = tensors
         .iter()
-        .map(|(k, b, s)| {
-            safetensors::tensor::TensorView::new(dtype, s.clone(), b)
+        .map(|(k, dtype, s, b)| {
+            safetensors::tensor::TensorView::new(*dtype, s.clone(), b)
                 .map(|v| (k.clone(), v))
                 .map_err(|e| Error::input(format!("could not write {k} into {what}: {e}")))
         })

@@ -60,8 +60,13 @@ pub struct ModelSummary {
     pub context: usize,
     /// Bytes of the weight files as stored (f16 files are half of the f32 in memory).
     pub file_bytes: usize,
-    /// Bytes of the weights as the engine holds them (f32).
+    /// Bytes of the weights in f32.
     pub f32_bytes: usize,
+    /// Bytes of the weights as the engine holds them on the device (f32, and 4-bit buffers for
+    /// quantized linear weights).
+    pub base_bytes: usize,
+    /// `nf4` or `fp4` (with `+dq` for double quantization) when the linear weights are 4-bit.
+    pub quantization: Option<String>,
     pub tied_embeddings: bool,
 }
 
@@ -96,6 +101,8 @@ impl Model {
             },
             file_bytes: files.weight_bytes(),
             f32_bytes: parameters * 4,
+            base_bytes: base_bytes(&arch),
+            quantization: None,
             tied_embeddings: config.tie_word_embeddings(),
         };
         let source = Source {
@@ -105,7 +112,16 @@ impl Model {
             generation_config: files.generation_config.clone(),
             dtype: load::storage_dtype(files),
         };
-        Ok(Model { config, arch, tokenizer, device: device.clone(), summary, source })
+        let mut model = Model { config, arch, tokenizer, device: device.clone(), summary, source };
+        model.refresh_summary();
+        Ok(model)
+    }
+
+    /// Recompute what the summary says about storage after the weights changed form.
+    pub fn refresh_summary(&mut self) {
+        self.summary.base_bytes = base_bytes(&self.arch);
+        self.summary.quantization =
+            self.quantization().map(|q| format!("{}{}", q.quant_type.name(), if q.double_quant { "+dq" } else { "" }));
     }
 
     /// Load a model folder natively.
@@ -257,6 +273,9 @@ impl Model {
         for (k, w) in load::weights_mut(&mut self.arch, None) {
             if k == key {
                 return Ok(match w {
+                    load::WeightMut::Quant(_) => {
+                        return Err(Error::input(format!("the weight \"{key}\" is stored in 4 bits and cannot be changed in place")));
+                    }
                     load::WeightMut::Matrix(t) => f(t),
                     load::WeightMut::Vector(t) => {
                         let n = t.dims()[0];
@@ -274,6 +293,52 @@ impl Model {
         Err(Error::input(format!("the model has no weight \"{key}\"")))
     }
 
+    /// How the linear weights are quantized: `None` when every one is dense f32.
+    pub fn quantization(&self) -> Option<crate::quant::bnb::QuantConfig> {
+        self.arch.linears().into_iter().find_map(|(_, l)| match &l.base {
+            layers::Base::Quant(q) => Some(crate::quant::bnb::QuantConfig {
+                quant_type: q.layout.quant_type,
+                double_quant: q.layout.nested > 0,
+            }),
+            layers::Base::Dense(_) => None,
+        })
+    }
+
+    /// Store every linear weight (not the embeddings or the output head, as bitsandbytes +
+    /// transformers leave them) in 4 bits. Weights already in 4 bits stay as they are.
+    /// Returns how many were quantized.
+    pub async fn quantize_linears(&mut self, cfg: crate::quant::bnb::QuantConfig) -> Result<usize> {
+        let device = self.device.clone();
+        let mut count = 0;
+        for (path, linear) in self.arch.linears_mut() {
+            if let layers::Base::Dense(w) = &linear.base {
+                let [d_in, d_out] = w.dims();
+                // [in, out] on the device; bitsandbytes quantizes nn.Linear's [out, in].
+                let values = read_f32(w.clone().transpose()).await?;
+                let q = crate::quant::Quant4::quantize(&values, [d_out, d_in], cfg.quant_type, cfg.double_quant)
+                    .map_err(|e| Error::input(format!("{path}: {e}")))?;
+                linear.base = layers::Base::Quant(crate::quant::Q4Tensor::new(&q, &device));
+                count += 1;
+            }
+        }
+        self.refresh_summary();
+        Ok(count)
+    }
+
+    /// Bring every 4-bit linear weight back to dense f32 (for full and partial finetuning,
+    /// which train the weights themselves). Returns how many were dequantized.
+    pub fn dequantize_linears(&mut self) -> usize {
+        let mut count = 0;
+        for (_, linear) in self.arch.linears_mut() {
+            if let layers::Base::Quant(q) = &linear.base {
+                linear.base = layers::Base::Dense(q.dequantize().transpose());
+                count += 1;
+            }
+        }
+        self.refresh_summary();
+        count
+    }
+
     /// Every weight by checkpoint key, mutably (what full finetuning trains).
     pub fn weights_mut(&mut self) -> Vec<(String, load::WeightMut<'_>)> {
         load::weights_mut(&mut self.arch, None)
@@ -282,11 +347,21 @@ impl Model {
     /// The model as a Hugging Face folder's files (config.json, model.safetensors, tokenizer
     /// files), weights in the dtype the model was loaded from. Adapters are not included: merge
     /// them first. Refuses non-finite weights.
+    /// 4-bit weights are written in bitsandbytes' serialization, and `config.json` then carries
+    /// the matching `quantization_config`.
     pub async fn save_files(&self) -> Result<Vec<(String, Vec<u8>)>> {
         let dtype = self.source.dtype;
-        let mut tensors: Vec<(String, Vec<u8>, Vec<usize>)> = Vec::new();
+        let mut tensors: Vec<(String, safetensors::Dtype, Vec<usize>, Vec<u8>)> = Vec::new();
+        let mut quant: Option<crate::quant::bnb::QuantConfig> = None;
         for (key, saved) in load::checkpoint_tensors(&self.arch) {
             let (values, shape) = match saved {
+                load::Saved::Quant(q) => {
+                    let q = q.to_quant4().await?;
+                    quant = Some(crate::quant::bnb::QuantConfig { quant_type: q.quant_type, double_quant: q.double_quant() });
+                    let prefix = key.strip_suffix(".weight").unwrap_or(&key);
+                    tensors.extend(crate::quant::bnb::write(prefix, &q));
+                    continue;
+                }
                 load::Saved::Vector(t) => {
                     let n = t.dims()[0];
                     (read_f32(t).await?, vec![n])
@@ -303,10 +378,22 @@ impl Model {
             if values.iter().any(|v| !v.is_finite()) {
                 return Err(Error::input(format!("weight {key} has NaN or infinite values; refusing to save it")));
             }
-            tensors.push((key, load::encode_values(&values, dtype), shape));
+            tensors.push((key, dtype, shape, load::encode_values(&values, dtype)));
         }
-        let weights = load::serialize_tensors(&tensors, dtype, "model.safetensors")?;
-        let mut files = vec![("config.json".to_string(), self.source.config.clone().into_bytes()), ("model.safetensors".to_string(), weights)];
+        let weights = load::serialize_typed(&tensors, "model.safetensors")?;
+        let mut config: serde_json::Value = serde_json::from_str(&self.source.config)
+            .map_err(|e| Error::input(format!("config.json is not valid JSON: {e}")))?;
+        match (quant, config.as_object_mut()) {
+            (Some(q), Some(c)) => {
+                c.insert("quantization_config".into(), q.to_config());
+            }
+            (None, Some(c)) => {
+                c.remove("quantization_config");
+            }
+            _ => {}
+        }
+        let config = serde_json::to_string_pretty(&config).expect("config serialises");
+        let mut files = vec![("config.json".to_string(), config.into_bytes()), ("model.safetensors".to_string(), weights)];
         if let Some(t) = &self.source.tokenizer {
             files.push(("tokenizer.json".into(), t.clone()));
         }
@@ -322,7 +409,7 @@ impl Model {
 
 fn count_parameters(arch: &Arch) -> usize {
     let n = |t: &Tensor<2>| t.dims().iter().product::<usize>();
-    let lin = |l: &layers::Linear| n(&l.weight) + l.bias.as_ref().map_or(0, |b| b.dims()[0]);
+    let lin = |l: &layers::Linear| l.d_in() * l.d_out() + l.bias.as_ref().map_or(0, |b| b.dims()[0]);
     match arch {
         Arch::Gpt2(m) => {
             let ln = |l: &layers::LayerNorm| 2 * l.weight.dims()[0];
@@ -350,6 +437,20 @@ fn count_parameters(arch: &Arch) -> usize {
             n(&m.embed_tokens) + layers + m.config.hidden_size + head
         }
     }
+}
+
+/// Bytes the model's weights occupy on the device: f32 tensors at 4 bytes a value, 4-bit
+/// weights at the size of their packed buffers.
+fn base_bytes(arch: &Arch) -> usize {
+    let mut total = 0;
+    for (_, saved) in load::checkpoint_tensors(arch) {
+        total += match saved {
+            load::Saved::Vector(t) => 4 * t.dims()[0],
+            load::Saved::Matrix(t) | load::Saved::Transposed(t) => 4 * t.dims().iter().product::<usize>(),
+            load::Saved::Quant(q) => q.layout.bytes(),
+        };
+    }
+    total
 }
 
 /// Read a tensor back to the host without blocking (required in the browser).

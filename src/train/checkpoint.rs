@@ -32,7 +32,7 @@ impl TrainerState {
 /// The run's result: PEFT files for LoRA, a Hugging Face model folder otherwise.
 pub async fn result_files(model: &Model, run: &RunConfig) -> Result<Vec<(String, Vec<u8>)>> {
     match run.method {
-        Method::Lora => {
+        Method::Lora | Method::Qlora => {
             let (config, weights) = peft::export(model, "default", &run.train_config().lora, &run.model).await?;
             Ok(vec![(peft::CONFIG_FILE.into(), config.into_bytes()), (peft::WEIGHTS_FILE.into(), weights)])
         }

@@ -93,11 +93,14 @@ pub fn train(mut run: RunConfig, resume: Option<&Path>, stop_after: Option<usize
         return Err(Error::input("--eval-every needs validation data: pass --valid-data FILE or --valid-fraction F"));
     }
 
-    match (cfg.method, resume) {
-        (Method::Lora, Some(dir)) => {
+    if let Some(note) = block_on(super::trainer::prepare_base(&mut model, &cfg))? {
+        eprintln!("{note}");
+    }
+    match (cfg.method.is_adapter(), resume) {
+        (true, Some(dir)) => {
             peft::PeftAdapter::read_dir(dir)?.load_into(&mut model, "default")?;
         }
-        (Method::Lora, None) => {
+        (true, None) => {
             block_on(lora::attach(&mut model, "default", &cfg.lora, cfg.seed))?;
         }
         _ => {}

@@ -6,6 +6,8 @@ use serde::{Deserialize, Serialize};
 use super::data::{DataOptions, OnBadLine};
 use super::trainer::{Method, Optimizer, Schedule, TrainConfig};
 use crate::lora::{Init, LoraConfig, Targets};
+use crate::quant::QuantType;
+use crate::quant::bnb::QuantConfig;
 use crate::{Error, Result};
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -23,6 +25,10 @@ pub struct RunConfig {
     pub targets: String,
     pub rslora: bool,
     pub init: Init,
+    /// QLoRA: `nf4` or `fp4`.
+    pub quant_type: QuantType,
+    /// QLoRA: quantize the absmaxes too (8 bits, blocks of 256).
+    pub double_quant: bool,
     pub partial_layers: usize,
     pub steps: usize,
     pub epochs: f64,
@@ -62,6 +68,8 @@ impl Default for RunConfig {
             targets: "all-linear".into(),
             rslora: l.rslora,
             init: l.init,
+            quant_type: t.quant.quant_type,
+            double_quant: t.quant.double_quant,
             partial_layers: t.partial_layers,
             steps: t.steps,
             epochs: t.epochs,
@@ -116,6 +124,7 @@ impl RunConfig {
                 targets: Targets::parse(&self.targets),
                 init: self.init,
             },
+            quant: QuantConfig { quant_type: self.quant_type, double_quant: self.double_quant },
             partial_layers: self.partial_layers,
             optimizer: self.optimizer,
             lr: self.lr,

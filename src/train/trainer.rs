@@ -15,6 +15,8 @@ use burn::tensor::{Device, Int, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
 
 use crate::lora::LoraConfig;
+use crate::quant::QuantType;
+use crate::quant::bnb::QuantConfig;
 use crate::model::{Model, read_f32};
 use crate::train::data::{Batch, Example, batches};
 use crate::generate::Rng;
@@ -25,10 +27,20 @@ use crate::{Error, Result};
 pub enum Method {
     /// Low-rank adapters on the targeted layers; the base is frozen.
     Lora,
+    /// LoRA over a base whose linear weights are stored in 4 bits (NF4 or FP4, Dettmers et al.
+    /// 2023); gradients flow through the dequantized weights to the adapters.
+    Qlora,
     /// Every parameter trains.
     Full,
     /// Only the last `partial_layers` blocks (and the final norm) train.
     Partial,
+}
+
+impl Method {
+    /// LoRA or QLoRA: an adapter trains, the base stays frozen.
+    pub fn is_adapter(self) -> bool {
+        matches!(self, Method::Lora | Method::Qlora)
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -52,6 +64,8 @@ pub enum Schedule {
 pub struct TrainConfig {
     pub method: Method,
     pub lora: LoraConfig,
+    /// How QLoRA stores the base's linear weights.
+    pub quant: QuantConfig,
     pub partial_layers: usize,
     pub optimizer: Optimizer,
     pub lr: f64,
@@ -82,6 +96,7 @@ impl Default for TrainConfig {
         TrainConfig {
             method: Method::Lora,
             lora: LoraConfig::default(),
+            quant: QuantConfig { quant_type: QuantType::Nf4, double_quant: true },
             partial_layers: 1,
             optimizer: Optimizer::Adamw,
             lr: 2e-4,
@@ -118,7 +133,7 @@ impl TrainConfig {
         if self.steps == 0 && !(self.epochs > 0.0) {
             return bad("give --steps N or a positive --epochs".into());
         }
-        if self.method == Method::Lora {
+        if self.method.is_adapter() {
             self.lora.validate()?;
         }
         Ok(())
@@ -245,6 +260,8 @@ fn slots<'a>(model: &'a mut Model, params: &[ParamRef]) -> Result<Vec<Slot<'a>>>
             let slot = match w {
                 crate::model::load::WeightMut::Matrix(t) => Slot::Matrix(t),
                 crate::model::load::WeightMut::Vector(t) => Slot::Vector(t),
+                // Frozen in 4 bits; `Trainer::new` dequantizes before full or partial training.
+                crate::model::load::WeightMut::Quant(_) => continue,
             };
             found.insert(ParamRef::Weight(key), slot);
         }
@@ -253,6 +270,38 @@ fn slots<'a>(model: &'a mut Model, params: &[ParamRef]) -> Result<Vec<Slot<'a>>>
         .iter()
         .map(|p| found.remove(p).ok_or_else(|| Error::input(format!("the model has no trainable tensor {p:?}"))))
         .collect()
+}
+
+/// Bring the model's base into the form a method trains on. QLoRA stores every linear weight in
+/// 4 bits (a model already in 4 bits stays as it is). Full and partial finetuning train the
+/// weights themselves, so a 4-bit model is dequantized to f32 first. LoRA takes the base as it
+/// is: over a 4-bit model it is QLoRA. Returns a note for the user when the base changed form.
+pub async fn prepare_base(model: &mut Model, cfg: &TrainConfig) -> Result<Option<String>> {
+    match cfg.method {
+        Method::Qlora => match model.quantization() {
+            Some(q) if q != cfg.quant => Ok(Some(format!(
+                "the model is already stored in {}{}; QLoRA trains over it as it is",
+                q.quant_type.name(),
+                if q.double_quant { " with double quantization" } else { "" }
+            ))),
+            Some(_) => Ok(None),
+            None => {
+                let n = model.quantize_linears(cfg.quant).await?;
+                Ok(Some(format!(
+                    "stored {n} linear weights in {}{} ({:.1} MiB of weights on the device, was {:.1} MiB in f32)",
+                    cfg.quant.quant_type.name(),
+                    if cfg.quant.double_quant { " with double quantization" } else { "" },
+                    model.summary.base_bytes as f64 / 1048576.0,
+                    model.summary.f32_bytes as f64 / 1048576.0
+                )))
+            }
+        },
+        Method::Full | Method::Partial => {
+            let n = model.dequantize_linears();
+            Ok((n > 0).then(|| format!("dequantized {n} 4-bit linear weights to f32: {:?} finetuning trains them", cfg.method)))
+        }
+        Method::Lora => Ok(None),
+    }
 }
 
 impl Trainer {
@@ -267,7 +316,7 @@ impl Trainer {
             return Err(Error::device("training needs the model on an autodiff device (Device::autodiff())"));
         }
         let params: Vec<ParamRef> = match cfg.method {
-            Method::Lora => {
+            Method::Lora | Method::Qlora => {
                 let mut ps = Vec::new();
                 for (path, linear) in model.arch.linears() {
                     if linear.adapter("default").is_some() {

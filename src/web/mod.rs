@@ -51,6 +51,11 @@ pub struct Session {
     valid: Rc<RefCell<Vec<Example>>>,
     /// The LoRA settings of the adapter named "default" (trained here or imported).
     lora: Rc<RefCell<Option<LoraConfig>>>,
+    /// The files the model was loaded from: a QLoRA run stores the base in 4 bits, and a later
+    /// run that needs the f32 base reloads it from these.
+    files: Rc<RefCell<Option<Rc<ModelFiles>>>>,
+    /// Bytes the device's allocator held once the run's base was ready (the measured base).
+    base_in_use: Rc<RefCell<Option<u64>>>,
 }
 
 #[wasm_bindgen]
@@ -94,6 +99,20 @@ impl Session {
     }
 }
 
+#[wasm_bindgen]
+impl Session {
+    /// The 4-bit kernels on this device against the CPU path: resolves to `{cases, equal,
+    /// fused_max_rel_diff}` (see `check::q4`).
+    #[wasm_bindgen(js_name = q4Check)]
+    pub fn q4_check(&self) -> js_sys::Promise {
+        let device = self.opened.device.clone();
+        wasm_bindgen_futures::future_to_promise(async move {
+            let result = crate::check::q4(&device).await.map_err(js_err)?;
+            to_js(&result).map_err(JsValue::from)
+        })
+    }
+}
+
 impl Session {
     fn on(opened: OpenedDevice) -> Session {
         Session {
@@ -103,6 +122,8 @@ impl Session {
             run: Rc::new(RefCell::new(None)),
             valid: Rc::new(RefCell::new(Vec::new())),
             lora: Rc::new(RefCell::new(None)),
+            files: Rc::new(RefCell::new(None)),
+            base_in_use: Rc::new(RefCell::new(None)),
         }
     }
 
@@ -119,10 +140,19 @@ impl Session {
         cfg.validate().map_err(js_err)?;
         let model = self.model()?;
         let (trainer_slot, valid_slot, lora_slot) = (self.trainer.clone(), self.valid.clone(), self.lora.clone());
+        let (files, base_in_use, device) = (self.files.borrow().clone(), self.base_in_use.clone(), self.opened.device.clone());
         *self.run.borrow_mut() = Some(run.clone());
         let (name, text) = (data_name.to_string(), data_text.to_string());
         Ok(wasm_bindgen_futures::future_to_promise(async move {
             let mut guard = model.try_borrow_mut().map_err(|_| JsError::new("the model is busy"))?;
+            // A base a QLoRA run stored in 4 bits comes back in f32 for the methods that want it.
+            let requantized = guard.as_ref().is_some_and(|m| m.quantization().is_some());
+            if requantized && cfg.method != Method::Qlora {
+                if let Some(files) = files.as_ref().filter(|f| !f.is_quantized()) {
+                    *guard = None;
+                    *guard = Some(Model::load(files, &device.clone().autodiff()).map_err(js_err)?);
+                }
+            }
             let model = guard.as_mut().expect("checked");
             let data = load_dataset(&name, &text, &model.tokenizer, &run.data_options()).map_err(js_err)?;
             let skipped = data.skipped.iter().map(|b| b.to_string()).collect::<Vec<_>>();
@@ -132,16 +162,18 @@ impl Session {
                 l.adapters.retain(|a| a.name != "default");
             }
             *trainer_slot.borrow_mut() = None;
-            match (&resume, cfg.method) {
+            let note = crate::train::trainer::prepare_base(model, &cfg).await.map_err(js_err)?;
+            *base_in_use.borrow_mut() = memory::measure(&device).and_then(|m| m.in_use);
+            match (&resume, cfg.method.is_adapter()) {
                 (Some((_, _, adapter)), _) => {
                     adapter.load_into(model, "default").map_err(js_err)?;
                 }
-                (None, Method::Lora) => {
+                (None, true) => {
                     crate::lora::attach(model, "default", &cfg.lora, cfg.seed).await.map_err(js_err)?;
                 }
                 _ => {}
             }
-            *lora_slot.borrow_mut() = (cfg.method == Method::Lora).then(|| cfg.lora.clone());
+            *lora_slot.borrow_mut() = cfg.method.is_adapter().then(|| cfg.lora.clone());
             let examples = train.len();
             let mut trainer = Trainer::new(model, cfg, train).map_err(js_err)?;
             if let Some((state, optimizer, _)) = resume {
@@ -151,7 +183,8 @@ impl Session {
             let n_valid = valid.len();
             *valid_slot.borrow_mut() = valid;
             *trainer_slot.borrow_mut() = Some(trainer);
-            to_js(&serde_json::json!({ "examples": examples, "valid": n_valid, "skipped": skipped, "total_steps": total_steps, "step": step }))
+            let summary = model.summary.clone();
+            to_js(&serde_json::json!({ "examples": examples, "valid": n_valid, "skipped": skipped, "total_steps": total_steps, "step": step, "note": note, "model": summary }))
                 .map_err(JsValue::from)
         }))
     }
@@ -187,6 +220,7 @@ impl Session {
         let model = Model::load(&files, &self.opened.device.clone().autodiff()).map_err(js_err)?;
         let summary = to_js(&model.summary)?;
         *slot = Some(model);
+        *self.files.borrow_mut() = Some(Rc::new(files));
         Ok(summary)
     }
 
@@ -264,7 +298,7 @@ impl Session {
         };
         let state_text = String::from_utf8(get(STATE_FILE)?).map_err(|_| JsError::new("trainer_state.json is not UTF-8"))?;
         let state = TrainerState::parse(&state_text, STATE_FILE).map_err(js_err)?;
-        if state.run.method != Method::Lora {
+        if !state.run.method.is_adapter() {
             return Err(JsError::new("the page resumes LoRA runs only; resume full or partial runs with tinytune train --resume"));
         }
         let optimizer = parse_optimizer(&get(OPTIMIZER_FILE)?, OPTIMIZER_FILE).map_err(js_err)?;
@@ -433,6 +467,7 @@ impl Session {
         let mut guard = self.model.try_borrow_mut().map_err(|_| JsError::new("the model is busy"))?;
         let model = guard.as_mut().ok_or_else(|| JsError::new("no model is loaded yet: load one first"))?;
         let shape = ModelShape::of(model);
+        let nf4 = model.quantization().is_some();
         let run_shape = RunShape {
             method: cfg.method,
             rank: cfg.lora.r,
@@ -441,9 +476,11 @@ impl Session {
             optimizer: cfg.optimizer,
             batch: cfg.batch_size,
             seq: cfg.seq_len.min(model.context()),
-            nf4: false,
+            nf4,
         };
-        to_js(&memory::ledger(&shape, &run_shape, memory::measure(&self.opened.device)))
+        let predicted = memory::predict(&shape, &run_shape);
+        let base = memory::base_weights(model, predicted.weights, *self.base_in_use.borrow());
+        to_js(&memory::ledger(&shape, &run_shape, memory::measure(&self.opened.device), Some(base)))
     }
 
     /// Score the loaded model (with its enabled adapters) on a task: `task_json` and `test_jsonl`
@@ -486,6 +523,49 @@ impl Session {
             out.push(pieces);
         }
         to_js(&serde_json::json!({ "examples": out, "total": data.examples.len(), "skipped": data.skipped.len(), "format": format!("{:?}", data.format) }))
+    }
+}
+
+#[wasm_bindgen]
+impl Session {
+    /// Paths of every linear layer (what the precision lab can show), in model order.
+    #[wasm_bindgen(js_name = linearPaths)]
+    pub fn linear_paths(&self) -> Result<Vec<String>, JsError> {
+        let m = self.model()?;
+        let m = m.borrow();
+        Ok(m.as_ref().expect("checked").arch.linears().into_iter().map(|(p, _)| p).collect())
+    }
+
+    /// The precision lab on one weight matrix: its histogram in `bins` bins, the NF4 levels of
+    /// one block, and every format's bits and error. Resolves to the report.
+    #[wasm_bindgen(js_name = precisionMatrix)]
+    pub fn precision_matrix(&self, path: String, bins: usize) -> Result<js_sys::Promise, JsError> {
+        let model = self.model()?;
+        Ok(wasm_bindgen_futures::future_to_promise(async move {
+            let guard = model.try_borrow().map_err(|_| JsError::new("the model is busy"))?;
+            let r = crate::inspect::precision::matrix_report(guard.as_ref().expect("checked"), &path, bins).await.map_err(js_err)?;
+            to_js(&r).map_err(JsValue::from)
+        }))
+    }
+
+    /// The held-out loss with every linear weight in `format` (`fp32`, `fp16`, `bf16`,
+    /// `fp8_e4m3`, `fp8_e5m2`, `int8`, `fp4`, `nf4`, `nf4_dq`): the data's held-out fifth (at most
+    /// `limit` examples), scored as the trainer scores validation. Resolves to `{loss, examples}`.
+    #[wasm_bindgen(js_name = precisionLoss)]
+    pub fn precision_loss(&self, format: String, data_name: String, data_text: String, seq_len: usize, limit: usize) -> Result<js_sys::Promise, JsError> {
+        let model = self.model()?;
+        let format: crate::quant::formats::Format = serde_json::from_value(serde_json::Value::String(format.clone()))
+            .map_err(|_| JsError::new(&format!("unknown number format '{format}'")))?;
+        Ok(wasm_bindgen_futures::future_to_promise(async move {
+            let mut guard = model.try_borrow_mut().map_err(|_| JsError::new("the model is busy; stop training first"))?;
+            let model = guard.as_mut().expect("checked");
+            let opts = DataOptions { seq_len: seq_len.max(2), train_on_prompt: false, on_bad_line: OnBadLine::Skip };
+            let data = load_dataset(&data_name, &data_text, &model.tokenizer, &opts).map_err(js_err)?;
+            let (_, mut held_out) = split(data.examples, 0.2, 0);
+            held_out.truncate(limit.max(1));
+            let loss = crate::inspect::precision::ptq_loss(model, format, &held_out, 8, seq_len.max(2)).await.map_err(js_err)?;
+            to_js(&serde_json::json!({ "loss": loss, "examples": held_out.len() })).map_err(JsValue::from)
+        }))
     }
 }
 

@@ -5,6 +5,7 @@
 mod device_check;
 mod hf_parity;
 mod peft_parity;
+mod quant_parity;
 mod train_parity;
 
 use tinytune::device::{self, DeviceChoice, OpenedDevice};

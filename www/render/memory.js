@@ -92,6 +92,16 @@ export function memoryLedger(container, ledger) {
   }
 
   const out = [svg, legend];
+  const base = ledger.base;
+  if (base) {
+    // The frozen weights as the device holds them, measured (the buffers the model allocated),
+    // beside the formula: for QLoRA the 4.127 bits a linear weight.
+    const bits = base.linear_bits ? `; linear weights in ${base.quantization} at ${base.linear_bits.toFixed(3)} bits each (code tables included)` : '';
+    const alloc = base.allocator_after_load ? ` The allocator held ${formatBytes(base.allocator_after_load)} once the base was ready.` : '';
+    out.push(html('p', { class: 'hint ledger-base', 'data-device-bytes': String(base.device_bytes), 'data-predicted': String(base.predicted) },
+      `Frozen weights on the device: ${formatBytes(base.device_bytes)} measured${bits}; the formula predicts ${formatBytes(base.predicted)}; ` +
+      `${formatBytes(base.f32_bytes)} in f32.${alloc}`));
+  }
   if (rows.some((r) => r.measured) && measuredNote) out.push(html('p', { class: 'hint ledger-measured-note' }, `Measured: ${measuredNote.replace(/\.?$/, '.')}`));
   if (formula.length) {
     const ol = html('ol', { class: 'formula' });

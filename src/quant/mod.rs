@@ -1,0 +1,11 @@
+//! Number formats below f32: bitsandbytes' 4-bit NF4/FP4 with double quantization (`nf4`), its
+//! serialization in checkpoints (`bnb`), the kernels that dequantize and multiply on the device
+//! (`kernels`, WGSL in `shaders/`), and the precision lab's other formats (`formats`).
+
+pub mod bnb;
+pub mod formats;
+pub mod kernels;
+pub mod nf4;
+
+pub use kernels::{Q4Layout, Q4Tensor};
+pub use nf4::{QuantType, Quant4};
