@@ -202,3 +202,13 @@ fn open_cuda() -> Result<OpenedDevice> {
         "this tinytune was built without CUDA: rebuild with `cargo build --release --features cuda`",
     ))
 }
+
+/// Peak resident memory of this process (Linux), for the last line of a run and the CPU's
+/// measured memory.
+#[cfg(not(target_arch = "wasm32"))]
+pub fn peak_rss_bytes() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
+}

@@ -218,6 +218,11 @@ fn tinytune_quantize_reproduces_the_folder_transformers_loaded() {
     let mut keys_b = b.names();
     keys_b.sort();
     assert_eq!(keys, keys_b);
+    // Embeddings, norms and the output head stay f32, as bitsandbytes + transformers leave them.
+    for k in ["model.embed_tokens.weight", "lm_head.weight", "model.norm.weight", "model.layers.0.input_layernorm.weight"] {
+        assert_eq!(b.tensor(k).unwrap().dtype(), safetensors::Dtype::F32, "{k}");
+    }
+    assert_eq!(b.tensor("model.layers.0.mlp.up_proj.weight").unwrap().dtype(), safetensors::Dtype::U8);
     for k in keys {
         let (x, y) = (a.tensor(k).unwrap(), b.tensor(k).unwrap());
         if k.contains("quant_state") {
@@ -267,5 +272,97 @@ fn qlora_training_lowers_the_loss_and_writes_a_plain_peft_adapter() {
     let config: serde_json::Value = serde_json::from_slice(&std::fs::read(out.join("adapter_config.json")).unwrap()).unwrap();
     assert_eq!(config["peft_type"], "LORA");
     assert_eq!(config["r"], 4);
+    let _ = std::fs::remove_dir_all(out);
+}
+
+fn cpu_autodiff() -> burn::tensor::Device {
+    burn::tensor::Device::flex().autodiff()
+}
+
+fn corpus_examples(m: &tinytune::model::Model) -> Vec<tinytune::train::data::Example> {
+    use tinytune::train::data::{DataOptions, OnBadLine, read_dataset};
+    let opts = DataOptions { seq_len: 64, train_on_prompt: false, on_bad_line: OnBadLine::Stop };
+    read_dataset(&fixture("corpus/eval.jsonl"), &m.tokenizer, &opts).unwrap().examples
+}
+
+#[test]
+fn qlora_trains_every_architecture_and_any_targets_while_the_4_bit_base_stays_bit_identical() {
+    use futures_lite::future::block_on;
+    use tinytune::model::layers::Base;
+    use tinytune::train::trainer::{Method, TrainConfig, Trainer, prepare_base};
+    for (model, targets) in [("tiny-llama", "all-linear"), ("tiny-llama", "q_proj,v_proj"), ("tiny-qwen2", "all-linear"), ("tiny-gpt2", "c_attn,c_fc")] {
+        let mut m = tinytune::model::Model::load_dir(&fixture(model), &cpu_autodiff()).unwrap();
+        let cfg = TrainConfig {
+            method: Method::Qlora,
+            lora: tinytune::lora::LoraConfig { r: 4, targets: tinytune::lora::Targets::parse(targets), ..Default::default() },
+            steps: 6,
+            batch_size: 4,
+            seq_len: 64,
+            lr: 1e-2,
+            ..TrainConfig::default()
+        };
+        block_on(prepare_base(&mut m, &cfg)).unwrap();
+        // Every linear layer is 4-bit, targeted or not; the embeddings and head are not linears.
+        assert!(m.arch.linears().iter().all(|(_, l)| l.is_quantized()), "{model}");
+        let packed = |m: &tinytune::model::Model| -> Vec<Vec<u32>> {
+            m.arch
+                .linears()
+                .iter()
+                .map(|(_, l)| match &l.base {
+                    Base::Quant(q) => q.words.clone().into_data().iter::<u32>().collect(),
+                    Base::Dense(_) => unreachable!(),
+                })
+                .collect()
+        };
+        let before = packed(&m);
+        block_on(tinytune::lora::attach(&mut m, "default", &cfg.lora, 1)).unwrap();
+        let train = corpus_examples(&m);
+        let mut t = Trainer::new(&mut m, cfg, train).unwrap();
+        let mut losses = Vec::new();
+        while !t.done() {
+            losses.push(block_on(t.step(&mut m)).unwrap().loss);
+        }
+        assert!(losses.iter().all(|l| l.is_finite()), "{model} {targets}: {losses:?}");
+        assert!(losses[5] < losses[0], "{model} {targets}: the loss did not fall: {losses:?}");
+        assert_eq!(packed(&m), before, "{model} {targets}: the 4-bit base moved");
+    }
+}
+
+#[test]
+fn eval_quantize_scores_the_base_as_qlora_sees_it() {
+    // tinytune's nf4 + double quantization of tiny-llama is what transformers + bitsandbytes made
+    // of it (tiny-llama-nf4), so the loss is that folder's reference loss.
+    let r: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(fixture("quant/tiny-llama-nf4/reference.json")).unwrap()).unwrap();
+    let out = run(&[
+        "eval", "--model", fixture("tiny-llama").to_str().unwrap(), "--data", fixture("corpus/eval.jsonl").to_str().unwrap(),
+        "--quantize", "nf4", "--json", "--device", "cpu",
+    ]);
+    let json: serde_json::Value = serde_json::from_str(out.lines().find(|l| l.starts_with('{')).unwrap()).unwrap();
+    let (got, want) = (json["loss"].as_f64().unwrap(), r["eval"]["loss"].as_f64().unwrap());
+    assert!((got - want).abs() < 1e-4, "eval --quantize nf4: {got} vs transformers {want}");
+    assert!(out.contains("quantized 14 linear weights to nf4 with double quantization"), "{out}");
+}
+
+#[test]
+fn merging_into_a_4_bit_base_quantizes_again_as_peft_does() {
+    // PEFT's merge into a bitsandbytes Linear4bit dequantizes, adds ΔW and quantizes again; the
+    // result is a 4-bit folder whose loss is close to base + adapter (one more rounding).
+    let out = temp("merge4");
+    let log = run(&[
+        "merge", "--model", fixture("quant/tiny-llama-nf4").to_str().unwrap(), "--adapter",
+        fixture("quant/qlora-adapter").to_str().unwrap(), "--out", out.to_str().unwrap(),
+    ]);
+    assert!(log.contains("merged the adapter into"), "{log}");
+    let config: serde_json::Value = serde_json::from_slice(&std::fs::read(out.join("config.json")).unwrap()).unwrap();
+    assert_eq!(config["quantization_config"]["bnb_4bit_quant_type"], "nf4");
+    let eval = |dir: &Path| -> f64 {
+        let o = run(&["eval", "--model", dir.to_str().unwrap(), "--data", fixture("corpus/eval.jsonl").to_str().unwrap(), "--json", "--device", "cpu"]);
+        serde_json::from_str::<serde_json::Value>(o.lines().find(|l| l.starts_with('{')).unwrap()).unwrap()["loss"].as_f64().unwrap()
+    };
+    let r: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(fixture("quant/qlora-adapter/reference.json")).unwrap()).unwrap();
+    let (merged, separate) = (eval(&out), r["eval"]["loss"].as_f64().unwrap());
+    assert!((merged - separate).abs() < 0.02, "merged {merged} vs base + adapter {separate}");
     let _ = std::fs::remove_dir_all(out);
 }

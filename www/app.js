@@ -382,7 +382,19 @@ async function main() {
     const ok = renderChecks(reference, runs);
     if (params.get('model') !== 'none') loadBuiltinModel();
     else if ($('#model-status').dataset.state === 'waiting') setStatus($('#model-status'), 'none', 'No model loaded.');
-    checkQ4(onMain.device.kind);
+    // The 4-bit kernels: on demand, and once when QLoRA is first chosen (they take a few
+    // seconds to compile on a software GPU, which every page open need not pay).
+    let q4Done = false;
+    const q4 = () => {
+      q4Done = true;
+      $('#q4-check').disabled = true;
+      return checkQ4(onMain.device.kind).finally(() => { $('#q4-check').disabled = false; });
+    };
+    $('#q4-check').disabled = false;
+    $('#q4-check').addEventListener('click', q4);
+    const onMethod = (s) => { if (s.method === 'qlora' && !q4Done) q4(); };
+    state.subscribe((s, changed) => { if (changed.includes('method')) onMethod(s); });
+    onMethod(state.get());
     setStatus(checkStatus, ok ? 'done' : 'failed', ok
       ? `Check passed on ${runs.map((r) => r.label).join(' and ')}.`
       : 'Check FAILED: a device disagrees with the reference (see the table).');

@@ -21,9 +21,12 @@ export function initPrecision({ currentData, busy }) {
     body.replaceChildren(...r.formats.map((f) => {
       const tr = html('tr', { 'data-format': f.format });
       const loss = p.losses[f.format];
-      for (const [text, cls] of [[f.name], [f.bits.toFixed(3), 'bits'], [fmt(f.rmse, 5), 'rmse'], [fmt(f.max_abs, 5), 'max'],
-        [loss === undefined ? '–' : fmt(loss, 4), 'loss'], [f.about, 'about']]) {
-        tr.append(html('td', cls ? { class: cls } : {}, text));
+      // The exact numbers ride along in data-value, for the tests and the curious.
+      for (const [text, cls, value] of [[f.name], [f.bits.toFixed(3), 'bits', f.bits], [fmt(f.rmse, 5), 'rmse', f.rmse],
+        [fmt(f.max_abs, 5), 'max', f.max_abs], [loss === undefined ? '–' : fmt(loss, 4), 'loss', loss], [f.about, 'about']]) {
+        const attrs = cls ? { class: cls } : {};
+        if (value !== undefined) attrs['data-value'] = String(value);
+        tr.append(html('td', attrs, text));
       }
       return tr;
     }));

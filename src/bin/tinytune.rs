@@ -32,7 +32,7 @@ enum Command {
         root: PathBuf,
     },
     /// Run the device check (a small forward + backward pass) and compare it with the hand-computed
-    /// reference.
+    /// reference; then the 4-bit (QLoRA) kernels against the CPU path.
     Check {
         /// auto, cpu, wgpu (or cuda when built with --features cuda).
         #[arg(long, default_value = "auto")]
@@ -368,7 +368,7 @@ fn pretrain(a: &PretrainArgs) -> tinytune::Result<()> {
         ..RunConfig::default()
     };
     let opened = open_device(&run.device)?;
-    let summary = tinytune::train::native::train(run, None, None, &opened, false)?;
+    let summary = tinytune::native::train(run, None, None, &opened, false)?;
     println!(
         "pretrained {} steps, {} tokens in {:.1} s ({:.0} tokens/s); final loss {:.4}{}; wrote {}",
         summary.steps,
@@ -474,6 +474,20 @@ fn run(command: Command) -> tinytune::Result<()> {
                     "the device disagrees with the reference by {diff:.2e} (tolerance 1e-4)"
                 )));
             }
+            let q4 = block_on(tinytune::check::q4(&opened.device))?;
+            if json {
+                println!("{}", serde_json::json!({ "q4": q4 }));
+            } else {
+                println!(
+                    "4-bit kernels: dequantization {} the CPU path bit for bit on {} matrices; fused multiply within {:.1e}",
+                    if q4.equal { "equals" } else { "DIFFERS FROM" },
+                    q4.cases.len(),
+                    q4.fused_max_rel_diff
+                );
+            }
+            if !q4.equal || q4.fused_max_rel_diff > 1e-5 {
+                return Err(tinytune::Error::device("the 4-bit kernels disagree with the CPU path on this device: QLoRA here cannot be trusted"));
+            }
             Ok(())
         }
         Command::Eval { model, adapter, data, valid_of, task, limit, seq_len, json, quantize, double_quant, device } => {
@@ -551,7 +565,7 @@ fn run(command: Command) -> tinytune::Result<()> {
         Command::Train(args) => {
             let run = run_config(&args)?;
             let opened = open_device(&run.device)?;
-            let summary = tinytune::train::native::train(run, args.resume.as_deref(), args.stop_after, &opened, false)?;
+            let summary = tinytune::native::train(run, args.resume.as_deref(), args.stop_after, &opened, false)?;
             let peak = summary.peak_rss_bytes.map_or("unknown".into(), |b| format!("{:.0} MiB", b as f64 / 1048576.0));
             eprintln!("wrote {}", summary.out.display());
             println!(
@@ -583,16 +597,21 @@ fn run(command: Command) -> tinytune::Result<()> {
             let files = block_on(m.save_files())?;
             let refs: Vec<(&str, &[u8])> = files.iter().map(|(n, b)| (n.as_str(), b.as_slice())).collect();
             tinytune::lora::peft::write_files(&out, &refs)?;
-            let params: usize = m.arch.linears().iter().map(|(_, l)| l.d_in() * l.d_out()).sum();
-            let bits = 8.0 * m.arch.linears().iter().map(|(_, l)| match &l.base {
-                tinytune::model::layers::Base::Quant(t) => t.layout.bytes() as f64,
-                tinytune::model::layers::Base::Dense(_) => 0.0,
-            }).sum::<f64>() / params as f64;
+            let (mut params, mut stored, mut on_device) = (0usize, 0usize, 0usize);
+            for (_, l) in m.arch.linears() {
+                if let tinytune::model::layers::Base::Quant(t) = &l.base {
+                    params += t.layout.numel();
+                    stored += t.layout.storage_bytes();
+                    on_device += t.layout.bytes();
+                }
+            }
             eprintln!(
-                "quantized {n} linear weights ({params} parameters) to {}{}: {bits:.3} bits a weight on the device; \
-                 weights {:.2} MiB (f32 {:.2} MiB); wrote {}",
+                "quantized {n} linear weights ({params} parameters) to {}{}: {:.3} bits a weight as stored, {:.3} on the \
+                 device with each matrix's code tables; weights {:.2} MiB (f32 {:.2} MiB); wrote {}",
                 q.quant_type.name(),
                 if q.double_quant { " with double quantization" } else { "" },
+                stored as f64 * 8.0 / params as f64,
+                on_device as f64 * 8.0 / params as f64,
                 m.summary.base_bytes as f64 / 1048576.0,
                 m.summary.f32_bytes as f64 / 1048576.0,
                 out.display()

@@ -97,6 +97,22 @@ pub struct RunShape {
     pub nf4: bool,
 }
 
+impl RunShape {
+    /// The shape of a run of `cfg` on `model` as it is now (4-bit or not).
+    pub fn of(cfg: &crate::train::trainer::TrainConfig, model: &Model) -> RunShape {
+        RunShape {
+            method: cfg.method,
+            rank: cfg.lora.r,
+            targets: cfg.lora.targets.clone(),
+            partial_layers: cfg.partial_layers,
+            optimizer: cfg.optimizer,
+            batch: cfg.batch_size,
+            seq: cfg.seq_len.min(model.context()),
+            nf4: model.quantization().is_some(),
+        }
+    }
+}
+
 /// Predicted bytes per part.
 #[derive(Clone, Debug, Default, PartialEq, Serialize)]
 pub struct Parts {
@@ -179,7 +195,7 @@ pub fn measure(device: &burn::tensor::Device) -> Option<Measured> {
     }
     #[cfg(not(target_arch = "wasm32"))]
     {
-        crate::train::native::peak_rss_bytes().map(|b| Measured { in_use: None, reserved: b, source: "peak resident memory of the process (CPU)".into() })
+        crate::device::peak_rss_bytes().map(|b| Measured { in_use: None, reserved: b, source: "peak resident memory of the process (CPU)".into() })
     }
 }
 
@@ -206,17 +222,20 @@ pub struct BaseWeights {
     pub predicted: f64,
     /// `nf4+dq`, `nf4`, `fp4` when the linear weights are 4-bit.
     pub quantization: Option<String>,
-    /// Bits per parameter of the 4-bit linear weights as stored on the device.
+    /// Bits per parameter of the 4-bit linear weights as stored (codes and scales).
     pub linear_bits: Option<f64>,
+    /// The same with the code tables each matrix's device buffer carries (1088 bytes a matrix).
+    pub linear_bits_on_device: Option<f64>,
     /// Bytes in use by the device's allocator right after the base was made ready (wgpu only).
     pub allocator_after_load: Option<u64>,
 }
 
 /// Measure the base weights of `model` for the ledger.
 pub fn base_weights(model: &Model, predicted: f64, allocator_after_load: Option<u64>) -> BaseWeights {
-    let (mut bytes, mut params) = (0usize, 0usize);
+    let (mut stored, mut bytes, mut params) = (0usize, 0usize, 0usize);
     for (_, l) in model.arch.linears() {
         if let crate::model::layers::Base::Quant(q) = &l.base {
+            stored += q.layout.storage_bytes();
             bytes += q.layout.bytes();
             params += q.layout.numel();
         }
@@ -226,7 +245,8 @@ pub fn base_weights(model: &Model, predicted: f64, allocator_after_load: Option<
         f32_bytes: model.summary.f32_bytes,
         predicted,
         quantization: model.summary.quantization.clone(),
-        linear_bits: (params > 0).then(|| bytes as f64 * 8.0 / params as f64),
+        linear_bits: (params > 0).then(|| stored as f64 * 8.0 / params as f64),
+        linear_bits_on_device: (params > 0).then(|| bytes as f64 * 8.0 / params as f64),
         allocator_after_load,
     }
 }

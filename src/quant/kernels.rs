@@ -54,9 +54,17 @@ impl Q4Layout {
     pub fn blocks(&self) -> usize {
         self.numel().div_ceil(self.blocksize)
     }
-    /// Bytes of the buffer on the device.
+    /// Bytes of the buffer on the device: the stored matrix, its code tables, and padding to
+    /// whole words.
     pub fn bytes(&self) -> usize {
         self.words * 4
+    }
+
+    /// Bytes of the matrix as stored (codes, absmaxes, second level), without the 16- and
+    /// 256-value code tables every matrix's buffer also carries.
+    pub fn storage_bytes(&self) -> usize {
+        let blocks = self.blocks();
+        self.numel().div_ceil(2) + if self.nested > 0 { blocks + 4 * blocks.div_ceil(self.nested) + 4 } else { 4 * blocks }
     }
 
     /// The uniform the kernels read (`info` in the WGSL), as the u64 words cubecl uploads.

@@ -467,17 +467,7 @@ impl Session {
         let mut guard = self.model.try_borrow_mut().map_err(|_| JsError::new("the model is busy"))?;
         let model = guard.as_mut().ok_or_else(|| JsError::new("no model is loaded yet: load one first"))?;
         let shape = ModelShape::of(model);
-        let nf4 = model.quantization().is_some();
-        let run_shape = RunShape {
-            method: cfg.method,
-            rank: cfg.lora.r,
-            targets: cfg.lora.targets.clone(),
-            partial_layers: cfg.partial_layers,
-            optimizer: cfg.optimizer,
-            batch: cfg.batch_size,
-            seq: cfg.seq_len.min(model.context()),
-            nf4,
-        };
+        let run_shape = RunShape::of(&cfg, model);
         let predicted = memory::predict(&shape, &run_shape);
         let base = memory::base_weights(model, predicted.weights, *self.base_in_use.borrow());
         to_js(&memory::ledger(&shape, &run_shape, memory::measure(&self.opened.device), Some(base)))

@@ -5,9 +5,9 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
-import { mkdtempSync, readFileSync, readdirSync } from 'node:fs';
+import { mkdtempSync, readFileSync, readdirSync, symlinkSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { join, resolve } from 'node:path';
 import { serverAndBrowser } from './harness.mjs';
 
 const MODEL = 'tests/fixtures/tiny-llama';
@@ -15,8 +15,8 @@ const DATA = 'tests/fixtures/corpus/eval.jsonl';
 
 const env = serverAndBrowser({ before, after });
 
-async function openWithModel(query) {
-  const context = await env.browser.newContext();
+async function openWithModel(query, options = {}) {
+  const context = await env.browser.newContext(options);
   const page = await context.newPage();
   await page.goto(env.server.base + query, { waitUntil: 'domcontentloaded' });
   await page.waitForSelector('#check-status[data-state=done]', { timeout: 180000 });
@@ -26,18 +26,24 @@ async function openWithModel(query) {
   return { context, page };
 }
 
-function nativeQloraLosses() {
-  const out = mkdtempSync(join(tmpdir(), 'tinytune-native-qlora-'));
-  execFileSync(process.env.TINYTUNE_BIN, ['train', '--device', 'cpu', '--model', MODEL, '--data', DATA, '--out', out, '--method', 'qlora',
-    '--rank', '4', '--alpha', '8', '--steps', '4', '--batch-size', '4', '--seq-len', '64', '--lr', '0.01', '--seed', '5'],
-  { stdio: ['ignore', 'ignore', 'inherit'] });
-  return readFileSync(join(out, 'metrics.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l)).filter((r) => 'loss' in r).map((r) => r.loss);
+// The page's exported run.toml, run by the CLI beside files named as it names them.
+function nativeLosses(tomlPath) {
+  const toml = readFileSync(tomlPath, 'utf8');
+  const value = (key) => JSON.parse(new RegExp(`^${key} = (.*)$`, 'm').exec(toml)[1]);
+  assert.equal(value('method'), 'qlora');
+  const dir = mkdtempSync(join(tmpdir(), 'tinytune-native-qlora-'));
+  symlinkSync(resolve(MODEL), join(dir, value('model')));
+  symlinkSync(resolve(DATA), join(dir, value('data')));
+  execFileSync('cp', [tomlPath, join(dir, 'run.toml')]);
+  execFileSync(resolve(process.env.TINYTUNE_BIN), ['train', '--config', 'run.toml', '--device', 'cpu'], { cwd: dir, stdio: ['ignore', 'ignore', 'inherit'] });
+  return readFileSync(join(dir, value('out'), 'metrics.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l)).filter((r) => 'loss' in r).map((r) => r.loss);
 }
 
 test('a QLoRA run on WebGPU: bit-exact kernels, the losses of the native CLI, and a measured 4-bit base', async () => {
-  const { context, page } = await openWithModel('?model=none');
+  const { context, page } = await openWithModel('?model=none', { acceptDownloads: true });
   try {
     assert.equal(await page.getAttribute('#device-status', 'data-state'), 'webgpu', 'this test needs the WebGPU adapter');
+    await page.getByRole('button', { name: 'Check the 4-bit kernels' }).click();
     await page.waitForSelector('#q4-status:is([data-state=done],[data-state=failed],[data-state=error])', { timeout: 120000 });
     const q4 = await page.textContent('#q4-status');
     assert.equal(await page.getAttribute('#q4-status', 'data-state'), 'done', q4);
@@ -52,7 +58,8 @@ test('a QLoRA run on WebGPU: bit-exact kernels, the losses of the native CLI, an
     await page.waitForSelector('#train-status:is([data-state=done],[data-state=error])', { timeout: 300000 });
     assert.equal(await page.getAttribute('#train-status', 'data-state'), 'done', await page.textContent('#error'));
     const losses = JSON.parse(await page.getAttribute('#loss-chart polyline.train', 'data-values'));
-    const native = nativeQloraLosses();
+    const [download] = await Promise.all([page.waitForEvent('download'), page.getByRole('button', { name: 'Export run config' }).click()]);
+    const native = nativeLosses(await download.path());
     assert.equal(losses.length, 4);
     losses.forEach((l, i) => assert.ok(Math.abs(l - native[i]) < 1e-3, `step ${i + 1}: page ${l} vs native ${native[i]}`));
 
@@ -65,9 +72,14 @@ test('a QLoRA run on WebGPU: bit-exact kernels, the losses of the native CLI, an
     const base = await page.$eval('#memory-ledger .ledger-base', (p) => ({ bytes: Number(p.dataset.deviceBytes), text: p.textContent }));
     const summary = await page.evaluate(() => window.tinytune.send('inspect', {}).then((v) => v.memory.base));
     assert.equal(summary.quantization, 'nf4+dq');
-    assert.ok(base.bytes > 0 && base.bytes < summary.f32_bytes / 2, `4-bit base ${base.bytes} B vs f32 ${summary.f32_bytes} B`);
+    // tiny-llama: 14 linear weights (86016 values, 4-bit) and 65536 f32 values (embeddings, head,
+    // norms). The formula counts 4.127 bits a linear weight; the device also holds each
+    // matrix's code tables (16 + 256 f32) and whole second-level blocks: at most 1100 B a matrix.
+    assert.ok(base.bytes < summary.f32_bytes, `4-bit base ${base.bytes} B vs f32 ${summary.f32_bytes} B`);
+    const extra = base.bytes - summary.predicted;
+    assert.ok(extra >= 0 && extra <= 14 * 1100, `measured ${base.bytes} B vs predicted ${summary.predicted} B`);
     assert.ok(summary.allocator_after_load > 0, 'the allocator measured the base');
-    assert.match(base.text, /linear weights in nf4\+dq at 4\.\d+ bits each/);
+    assert.match(base.text, /linear weights in nf4\+dq at 4\.1\d+ bits each/);
   } finally {
     await context.close();
   }
@@ -87,9 +99,11 @@ test('the Precision section: a histogram with the NF4 levels, and every format w
     assert.equal(await page.$$eval('#precision-histogram line.hist-level', (l) => l.length), 16);
 
     const row = (format) => page.$eval(`#precision-table tr[data-format=${format}]`, (tr) =>
-      Object.fromEntries([...tr.cells].map((c) => [c.className || 'name', c.textContent])));
-    assert.equal((await row('nf4_dq')).bits, '4.127');
-    assert.equal((await row('nf4')).bits, '4.500');
+      Object.fromEntries([...tr.cells].map((c) => [c.className || 'name', c.dataset.value ?? c.textContent])));
+    // A multiple of 64: 4 + 8/64 + 32/(64·256) and 4 + 32/64.
+    assert.equal(Number((await row('nf4_dq')).bits).toFixed(3), '4.127');
+    assert.equal(Number((await row('nf4')).bits), 4.5);
+    assert.equal(await page.$eval('#precision-table tr[data-format=nf4_dq] td.bits', (td) => td.textContent), '4.127');
     assert.equal(Number((await row('fp32')).rmse), 0);
     assert.ok(Number((await row('nf4')).rmse) > Number((await row('int8')).rmse), 'nf4 rounds more than int8');
 
@@ -99,8 +113,10 @@ test('the Precision section: a histogram with the NF4 levels, and every format w
     const losses = {};
     for (const f of ['fp32', 'bf16', 'int8', 'nf4', 'nf4_dq', 'fp4']) losses[f] = Number((await row(f)).loss);
     for (const [f, v] of Object.entries(losses)) assert.ok(Number.isFinite(v) && v > 0, `${f}: ${v}`);
+    // bf16 keeps 8 bits of mantissa, 4-bit formats 16 levels a block: bf16 moves the loss less.
+    // (Which way a 4-bit format moves it on a small held-out set is noise; how far is not.)
     assert.ok(Math.abs(losses.bf16 - losses.fp32) < 0.01, `bf16 barely moves the loss: ${JSON.stringify(losses)}`);
-    assert.ok(losses.fp4 >= losses.fp32 - 1e-3, `fp4 does not help: ${JSON.stringify(losses)}`);
+    assert.ok(Math.abs(losses.nf4 - losses.fp32) > Math.abs(losses.bf16 - losses.fp32), `nf4 moves it more: ${JSON.stringify(losses)}`);
   } finally {
     await context.close();
   }

@@ -96,7 +96,9 @@ export function memoryLedger(container, ledger) {
   if (base) {
     // The frozen weights as the device holds them, measured (the buffers the model allocated),
     // beside the formula: for QLoRA the 4.127 bits a linear weight.
-    const bits = base.linear_bits ? `; linear weights in ${base.quantization} at ${base.linear_bits.toFixed(3)} bits each (code tables included)` : '';
+    const bits = base.linear_bits
+      ? `; linear weights in ${base.quantization} at ${base.linear_bits.toFixed(3)} bits each (${base.linear_bits_on_device.toFixed(3)} with each matrix's code tables)`
+      : '';
     const alloc = base.allocator_after_load ? ` The allocator held ${formatBytes(base.allocator_after_load)} once the base was ready.` : '';
     out.push(html('p', { class: 'hint ledger-base', 'data-device-bytes': String(base.device_bytes), 'data-predicted': String(base.predicted) },
       `Frozen weights on the device: ${formatBytes(base.device_bytes)} measured${bits}; the formula predicts ${formatBytes(base.predicted)}; ` +

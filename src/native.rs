@@ -1,4 +1,5 @@
-//! `tinytune train` natively: files in, progress on stderr, `metrics.jsonl`, checkpoints written
+//! `tinytune train` natively (a driver over `train`, `lora` and `inspect`, as the page's worker
+//! is in wasm): files in, progress on stderr, `metrics.jsonl`, checkpoints written
 //! atomically, and the result (a PEFT adapter, or a Hugging Face model folder for full and
 //! partial finetuning) in `--out`.
 
@@ -9,11 +10,12 @@ use std::time::Instant;
 use futures_lite::future::block_on;
 use serde::Serialize;
 
-use super::data::{read_dataset, split};
-use super::run::RunConfig;
-use super::checkpoint::{CHECKPOINT, OPTIMIZER_FILE, STATE_FILE, TrainerState, checkpoint_files, parse_optimizer, result_files};
-use super::trainer::{Method, Trainer};
+use crate::train::data::{read_dataset, split};
+use crate::train::run::RunConfig;
+use crate::train::checkpoint::{CHECKPOINT, OPTIMIZER_FILE, STATE_FILE, TrainerState, checkpoint_files, parse_optimizer, result_files};
+use crate::train::trainer::{Method, Trainer};
 use crate::device::{self, OpenedDevice};
+use crate::inspect::memory;
 use crate::lora::{self, peft};
 use crate::model::Model;
 use crate::{Error, Result};
@@ -33,13 +35,6 @@ pub struct TrainSummary {
     pub losses: Vec<f64>,
 }
 
-/// Peak resident memory of this process (Linux), for the last line of a run.
-pub fn peak_rss_bytes() -> Option<u64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
-    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kb * 1024)
-}
 
 fn fmt_duration(secs: f64) -> String {
     let s = secs.max(0.0) as u64;
@@ -93,9 +88,10 @@ pub fn train(mut run: RunConfig, resume: Option<&Path>, stop_after: Option<usize
         return Err(Error::input("--eval-every needs validation data: pass --valid-data FILE or --valid-fraction F"));
     }
 
-    if let Some(note) = block_on(super::trainer::prepare_base(&mut model, &cfg))? {
+    if let Some(note) = block_on(crate::train::trainer::prepare_base(&mut model, &cfg))? {
         eprintln!("{note}");
     }
+    let base_in_use = device.memory_pool_usage().map(|u| u.bytes_in_use);
     match (cfg.method.is_adapter(), resume) {
         (true, Some(dir)) => {
             peft::PeftAdapter::read_dir(dir)?.load_into(&mut model, "default")?;
@@ -199,6 +195,10 @@ pub fn train(mut run: RunConfig, resume: Option<&Path>, stop_after: Option<usize
     let refs: Vec<(&str, &[u8])> = files.iter().map(|(n, b)| (n.as_str(), b.as_slice())).collect();
     peft::write_files(&out, &refs)?;
     let seconds = started.elapsed().as_secs_f64();
+    let ledger = write_ledger(&out, &mut model, &cfg, base_in_use)?;
+    if !quiet {
+        eprintln!("{}", ledger_line(&ledger));
+    }
     Ok(TrainSummary {
         steps: trainer.cursor.step,
         skipped_steps: skipped,
@@ -207,10 +207,43 @@ pub fn train(mut run: RunConfig, resume: Option<&Path>, stop_after: Option<usize
         tokens_per_second: tokens as f64 / seconds,
         final_loss: losses.last().copied().unwrap_or(f64::NAN),
         best_valid_loss: trainer.cursor.best_valid,
-        peak_rss_bytes: peak_rss_bytes(),
+        peak_rss_bytes: crate::device::peak_rss_bytes(),
         out,
         losses,
     })
+}
+
+/// The memory ledger of the run (the page's Memory view) as `<out>/memory.json`.
+fn write_ledger(out: &Path, model: &mut Model, cfg: &crate::train::trainer::TrainConfig, base_in_use: Option<u64>) -> Result<memory::Ledger> {
+    let shape = memory::ModelShape::of(model);
+    let run = memory::RunShape::of(cfg, model);
+    let predicted = memory::predict(&shape, &run);
+    let base = memory::base_weights(model, predicted.weights, base_in_use);
+    let ledger = memory::ledger(&shape, &run, memory::measure(&model.device), Some(base));
+    let path = out.join("memory.json");
+    std::fs::write(&path, serde_json::to_string_pretty(&ledger).expect("ledger serialises")).map_err(|e| Error::io(&path, e))?;
+    Ok(ledger)
+}
+
+/// One line of the ledger for the terminal: the frozen base measured against the formula, and
+/// the run's predicted total against what the device measured.
+pub fn ledger_line(l: &memory::Ledger) -> String {
+    let mib = |b: f64| format!("{:.1} MiB", b / 1048576.0);
+    let mut s = String::from("memory:");
+    if let Some(b) = &l.base {
+        s += &format!(" frozen weights {} on the device (predicted {}", mib(b.device_bytes as f64), mib(b.predicted));
+        if let (Some(q), Some(bits), Some(dev)) = (&b.quantization, b.linear_bits, b.linear_bits_on_device) {
+            s += &format!("; linear weights in {q}: {bits:.3} bits each, {dev:.3} with the code tables");
+        }
+        s += ")";
+    }
+    if let Some(row) = l.rows.first() {
+        s += &format!("; run predicted {}", mib(row.total));
+    }
+    if let Some(m) = &l.measured {
+        s += &format!(", measured {} ({})", mib(m.reserved as f64), m.source);
+    }
+    s + "; ledger in memory.json"
 }
 
 /// Write `<out>/checkpoint/` atomically: build it beside, then swap it in.
