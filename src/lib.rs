@@ -11,8 +11,10 @@ pub mod eval;
 pub mod generate;
 pub mod inspect;
 pub mod lora;
+pub mod merge;
 pub mod model;
 pub mod quant;
+pub mod rng;
 pub mod tasks;
 pub mod train;
 

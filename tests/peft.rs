@@ -144,10 +144,10 @@ fn merge_then_unmerge_restores_the_base_weights() {
         .iter()
         .filter_map(|(p, l)| l.adapter("default").map(|a| (p.clone(), a.clone())))
         .collect();
-    block_on(tinytune::lora::merge(&mut m, "default")).unwrap();
+    block_on(tinytune::merge::into_base(&mut m, "default")).unwrap();
     let merged: Vec<Vec<f32>> = m.arch.linears().iter().map(|(_, l)| block_on(read_f32(l.weight())).unwrap()).collect();
     assert_ne!(before, merged, "merging must change the weights");
-    block_on(tinytune::lora::unmerge(&mut m, &adapters)).unwrap();
+    block_on(tinytune::merge::out_of_base(&mut m, &adapters)).unwrap();
     for ((_, l), want) in m.arch.linears().iter().zip(&before) {
         let got = block_on(read_f32(l.weight())).unwrap();
         let d = got.iter().zip(want).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);

@@ -152,19 +152,206 @@ enum Command {
     },
     /// Merge a LoRA adapter into its base model: W ← W + s·A·B, computed in f32, written as a
     /// Hugging Face model folder in the base's dtype.
-    Merge {
+    ///
+    /// With --adapters A,B,… instead: combine several adapters into one PEFT adapter, as PEFT's
+    /// `add_weighted_adapter` does (see README: Merging).
+    Merge(Box<MergeArgs>),
+    /// Merge whole models from a mergekit YAML config (merge_method linear, task_arithmetic,
+    /// ties, dare_ties, dare_linear or slerp; models or slices; per-model weight and density,
+    /// gradients and filters; dtype / out_dtype) into a Hugging Face model folder, with mergekit's
+    /// arithmetic. Model paths are read as given, else beside the config file.
+    MergeModels {
         #[arg(long)]
-        model: PathBuf,
-        /// A PEFT LoRA adapter folder.
-        #[arg(long)]
-        adapter: PathBuf,
-        /// Output folder (created; existing files of the same names are replaced).
+        config: PathBuf,
         #[arg(long)]
         out: PathBuf,
-        /// auto, cpu, wgpu (or cuda when built with --features cuda).
-        #[arg(long, default_value = "cpu")]
-        device: String,
+        /// DARE's random draws (mergekit's --random-seed: the same seed gives the same masks).
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
     },
+    /// Extract a LoRA adapter from a finetuned model: the rank-r truncated SVD of each linear
+    /// layer's change W_tuned − W_base, written as a PEFT adapter; prints the share of each
+    /// module's change the r directions keep.
+    ExtractLora {
+        /// The model before finetuning.
+        #[arg(long)]
+        base: PathBuf,
+        /// The finetuned model (same architecture).
+        #[arg(long)]
+        tuned: PathBuf,
+        #[arg(long)]
+        rank: usize,
+        #[arg(long)]
+        out: PathBuf,
+        /// Print the per-module energy as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(clap::Args)]
+struct MergeArgs {
+    /// The base model. With --adapter, the adapter is merged into it; with --adapters, the
+    /// combined adapter is checked against it (every module must fit).
+    #[arg(long)]
+    model: Option<PathBuf>,
+    /// A PEFT LoRA adapter folder to merge into --model (W ← W + s·A·B).
+    #[arg(long, conflicts_with = "adapters")]
+    adapter: Option<PathBuf>,
+    /// Adapter folders to combine, comma-separated.
+    #[arg(long, required_unless_present = "adapter")]
+    adapters: Option<String>,
+    /// One weight per adapter, comma-separated (negative ones subtract). Default: 1 each.
+    #[arg(long, allow_hyphen_values = true)]
+    weights: Option<String>,
+    /// linear, cat, svd, ties, ties_svd, dare_linear, dare_ties, dare_linear_svd, dare_ties_svd,
+    /// magnitude_prune, magnitude_prune_svd.
+    #[arg(long, default_value = "svd")]
+    combination: String,
+    /// For the pruning types: the fraction of values kept.
+    #[arg(long)]
+    density: Option<f64>,
+    /// For the TIES types: total (sign of the sum) or frequency (sign of the count).
+    #[arg(long, default_value = "total")]
+    majority_sign: String,
+    /// For the SVD types: the merged adapter's rank (default: the largest input rank).
+    #[arg(long)]
+    svd_rank: Option<usize>,
+    /// For the SVD types: clamp the factors at this quantile of their entries.
+    #[arg(long)]
+    svd_clamp: Option<f64>,
+    /// DARE's random draws.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// peft (PEFT's config: α = r, rsLoRA copied, so an rsLoRA merge is scaled by √r) or exact
+    /// (scaling 1).
+    #[arg(long, default_value = "peft")]
+    scaling: String,
+    /// Output folder (created; existing files of the same names are replaced).
+    #[arg(long)]
+    out: PathBuf,
+    /// auto, cpu, wgpu (or cuda when built with --features cuda).
+    #[arg(long, default_value = "cpu")]
+    device: String,
+}
+
+fn merge_models(config: &std::path::Path, out: &std::path::Path, seed: u64) -> tinytune::Result<()> {
+    use tinytune::Error;
+    use tinytune::merge::models::{Checkpoint, MergeConfig, merge};
+    let text = std::fs::read_to_string(config).map_err(|e| Error::io(config, e))?;
+    let cfg = MergeConfig::from_yaml(&text)?;
+    let beside = config.parent().unwrap_or(std::path::Path::new("."));
+    let resolve = |m: &str| -> PathBuf {
+        let p = PathBuf::from(m);
+        if p.exists() { p } else { beside.join(m) }
+    };
+    let mut models = std::collections::BTreeMap::new();
+    for m in cfg.models() {
+        let dir = resolve(&m);
+        let files = tinytune::model::ModelFiles::from_dir(&dir)?;
+        eprintln!("read {} ({:.1} MiB of weights)", dir.display(), files.weight_bytes() as f64 / 1048576.0);
+        models.insert(m.clone(), Checkpoint::from_files(&files.config, &files.weights, &m)?);
+    }
+    let started = std::time::Instant::now();
+    let merged = merge(&cfg, &models, seed)?;
+    let donor_name = cfg.base_model.clone().unwrap_or_else(|| cfg.models().into_iter().next().expect("a model"));
+    let donor = &models[&donor_name];
+    let dtype = cfg.out_dtype.or(cfg.dtype).unwrap_or_else(|| {
+        donor.tensors.values().next().map_or(safetensors::Dtype::F32, |(_, _, d)| *d)
+    });
+    let tensors: Vec<(String, safetensors::Dtype, Vec<usize>, Vec<u8>)> = merged
+        .into_iter()
+        .map(|(k, (v, shape))| {
+            let v32: Vec<f32> = v.iter().map(|&x| x as f32).collect();
+            (k, dtype, shape, tinytune::model::load::encode_values(&v32, dtype))
+        })
+        .collect();
+    let count = tensors.len();
+    let weights = tinytune::model::load::serialize_typed(&tensors, "model.safetensors")?;
+    let mut cfg_json = donor.config.clone();
+    let dtype_name = match dtype {
+        safetensors::Dtype::F16 => "float16",
+        safetensors::Dtype::BF16 => "bfloat16",
+        _ => "float32",
+    };
+    cfg_json["dtype"] = dtype_name.into();
+    let mut files: Vec<(String, Vec<u8>)> = vec![
+        ("config.json".into(), serde_json::to_vec_pretty(&cfg_json).expect("config serialises")),
+        ("model.safetensors".into(), weights),
+        ("mergekit_config.yml".into(), text.into_bytes()),
+    ];
+    // The tokenizer files of the donor, else of the first model that has a tokenizer.
+    let mut dirs = vec![resolve(&donor_name)];
+    dirs.extend(cfg.models().iter().map(|m| resolve(m)));
+    if let Some(dir) = dirs.iter().find(|d| d.join("tokenizer.json").exists()) {
+        for name in ["tokenizer.json", "tokenizer_config.json", "generation_config.json", "chat_template.jinja", "special_tokens_map.json"] {
+            if let Ok(bytes) = std::fs::read(dir.join(name)) {
+                files.push((name.into(), bytes));
+            }
+        }
+    } else {
+        eprintln!("no model has a tokenizer.json: the merged folder has none either");
+    }
+    let refs: Vec<(&str, &[u8])> = files.iter().map(|(n, b)| (n.as_str(), b.as_slice())).collect();
+    tinytune::lora::peft::write_files(out, &refs)?;
+    eprintln!(
+        "merged {} models with {:?} into {count} tensors ({dtype:?}) in {:.1} s; wrote {}",
+        models.len(),
+        cfg.method,
+        started.elapsed().as_secs_f64(),
+        out.display()
+    );
+    Ok(())
+}
+
+fn merge(a: &MergeArgs) -> tinytune::Result<()> {
+    use tinytune::Error;
+    use tinytune::lora::peft::PeftAdapter;
+    use tinytune::merge::combine::{CombineOptions, Scaling};
+    if let Some(adapter) = &a.adapter {
+        let model = a.model.as_ref().ok_or_else(|| Error::input("--adapter merges into --model: give --model too"))?;
+        let opened = open_device(&a.device)?;
+        let mut model = load_model(model, Some(adapter), None, &opened)?;
+        let layers = block_on(tinytune::merge::into_base(&mut model, "default"))?;
+        let files = block_on(model.save_files())?;
+        let refs: Vec<(&str, &[u8])> = files.iter().map(|(n, b)| (n.as_str(), b.as_slice())).collect();
+        tinytune::lora::peft::write_files(&a.out, &refs)?;
+        eprintln!("merged the adapter into {layers} layers; wrote {} ({:?})", a.out.display(), model.source.dtype);
+        return Ok(());
+    }
+    let dirs: Vec<PathBuf> = a.adapters.as_deref().unwrap_or("").split(',').filter(|s| !s.trim().is_empty()).map(|s| PathBuf::from(s.trim())).collect();
+    let adapters = dirs.iter().map(|d| PeftAdapter::read_dir(d)).collect::<tinytune::Result<Vec<_>>>()?;
+    let weights: Vec<f64> = match &a.weights {
+        Some(w) => w
+            .split(',')
+            .map(|x| x.trim().parse::<f64>().map_err(|_| Error::input(format!("--weights: '{x}' is not a number"))))
+            .collect::<tinytune::Result<_>>()?,
+        None => vec![1.0; adapters.len()],
+    };
+    let mut opts = CombineOptions::new(a.combination.parse()?, weights);
+    opts.density = a.density;
+    opts.majority_sign = a.majority_sign.parse()?;
+    opts.svd_rank = a.svd_rank;
+    opts.svd_clamp = a.svd_clamp;
+    opts.seed = a.seed;
+    opts.scaling = enum_value::<Scaling>("scaling", &a.scaling, "peft, exact")?;
+    let refs: Vec<&PeftAdapter> = adapters.iter().collect();
+    let (merged, _) = tinytune::merge::combine(&refs, &opts, None)?;
+    if let Some(model) = &a.model {
+        let mut m = Model::load_dir(model, &device::cpu().device)?;
+        merged.load_into(&mut m, "merged")?;
+    }
+    let (config, weights) = merged.to_files()?;
+    tinytune::lora::peft::write_files(&a.out, &[(tinytune::lora::peft::CONFIG_FILE, config.as_bytes()), (tinytune::lora::peft::WEIGHTS_FILE, &weights)])?;
+    eprintln!(
+        "combined {} adapters with {:?} into one of rank {} on {} modules; wrote {}",
+        adapters.len(),
+        opts.combination,
+        merged.config.r,
+        merged.modules.len(),
+        a.out.display()
+    );
+    Ok(())
 }
 
 /// Every flag is also a key of run.toml (`--batch-size` is `batch_size`); flags override the file.
@@ -632,14 +819,30 @@ fn run(command: Command) -> tinytune::Result<()> {
             eprintln!("wrote {} ({} parameters, {})", out.display(), model.summary.parameters, model.summary.model_type);
             Ok(())
         }
-        Command::Merge { model, adapter, out, device } => {
-            let opened = open_device(&device)?;
-            let mut model = load_model(&model, Some(&adapter), None, &opened)?;
-            let layers = block_on(tinytune::lora::merge(&mut model, "default"))?;
-            let files = block_on(model.save_files())?;
-            let refs: Vec<(&str, &[u8])> = files.iter().map(|(n, b)| (n.as_str(), b.as_slice())).collect();
-            tinytune::lora::peft::write_files(&out, &refs)?;
-            eprintln!("merged the adapter into {layers} layers; wrote {} ({:?})", out.display(), model.source.dtype);
+        Command::Merge(args) => merge(&args),
+        Command::MergeModels { config, out, seed } => merge_models(&config, &out, seed),
+        Command::ExtractLora { base, tuned, rank, out, json } => {
+            let cpu = device::cpu();
+            let b = Model::load_dir(&base, &cpu.device)?;
+            let t = Model::load_dir(&tuned, &cpu.device)?;
+            let (adapter, energy) = block_on(tinytune::merge::extract::extract(&b, &t, rank, &base.display().to_string()))?;
+            let (config, weights) = adapter.to_files()?;
+            tinytune::lora::peft::write_files(&out, &[(tinytune::lora::peft::CONFIG_FILE, config.as_bytes()), (tinytune::lora::peft::WEIGHTS_FILE, &weights)])?;
+            if json {
+                println!("{}", serde_json::to_string(&energy).expect("energy serialises"));
+            } else {
+                for e in &energy {
+                    println!("{:<48} ‖ΔW‖ {:.4e}  energy kept at rank {rank}: {:.2}%", e.path, e.norm, 100.0 * e.kept);
+                }
+            }
+            let total: f64 = energy.iter().map(|e| e.norm * e.norm).sum();
+            let kept: f64 = energy.iter().map(|e| e.norm * e.norm * e.kept).sum();
+            eprintln!(
+                "extracted a rank-{rank} adapter on {} modules ({:.2}% of the change's energy overall); wrote {}",
+                energy.len(),
+                if total > 0.0 { 100.0 * kept / total } else { 100.0 },
+                out.display()
+            );
             Ok(())
         }
     }

@@ -75,6 +75,7 @@ impl PeftConfig {
 
 /// An adapter as read from PEFT files: per module path, `lora_A` `[r, in]` and `lora_B`
 /// `[out, r]` as row-major f32.
+#[derive(Clone, Debug)]
 pub struct PeftAdapter {
     pub config: PeftConfig,
     pub modules: BTreeMap<String, ((Vec<f32>, [usize; 2]), (Vec<f32>, [usize; 2]))>,

@@ -4,7 +4,7 @@
 
 use super::config::{Gpt2Config, LlamaConfig, ModelConfig};
 use super::load::ModelFiles;
-use crate::generate::Rng;
+use crate::rng::Rng;
 use crate::Result;
 
 enum Fill {

@@ -16,7 +16,7 @@
 use std::path::Path;
 
 pub use super::chat::{ChatTemplate, Message, PLAIN_CHAT_TEMPLATE};
-use crate::generate::Rng;
+use crate::rng::Rng;
 use crate::model::Tokenizer;
 use crate::{Error, Result};
 

@@ -19,7 +19,7 @@ use crate::quant::QuantType;
 use crate::quant::bnb::QuantConfig;
 use crate::model::{Model, read_f32};
 use crate::train::data::{Batch, Example, batches};
-use crate::generate::Rng;
+use crate::rng::Rng;
 use crate::{Error, Result};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]

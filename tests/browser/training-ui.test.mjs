@@ -1,6 +1,6 @@
 // Training from the page's own controls: pick data, press Train, watch the loss chart, export
 // the run config (which `tinytune train --config` accepts unchanged and reproduces) and the
-// adapter (PEFT files).
+// adapter (PEFT files). On the page's CPU engine: train.test.mjs holds WebGPU to the same losses.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
@@ -20,7 +20,7 @@ test('the Train button trains, the chart fills, and the exports work', async () 
   const context = await env.browser.newContext({ acceptDownloads: true });
   const page = await context.newPage();
   try {
-    await page.goto(env.server.base + '?model=none', { waitUntil: 'domcontentloaded' });
+    await page.goto(env.server.base + '?gpu=off&model=none', { waitUntil: 'domcontentloaded' });
     await page.waitForSelector('#check-status[data-state=done]', { timeout: 180000 });
     const files = readdirSync(MODEL).filter((f) => /\.(json|safetensors)$/.test(f) && !['reference.json', 'logits.safetensors'].includes(f));
     await page.setInputFiles('#model-files', files.map((f) => join(MODEL, f)));
@@ -52,7 +52,7 @@ test('the Train button trains, the chart fills, and the exports work', async () 
     const native = readFileSync(join(dir, tomlValue(toml, 'out'), 'metrics.jsonl'), 'utf8').trim().split('\n')
       .map((l) => JSON.parse(l)).filter((r) => r.loss !== undefined).map((r) => r.loss);
     assert.equal(native.length, 5);
-    // The same run on WebGPU in the page and on the native CPU (tolerance as in train.test.mjs).
+    // The same run in the page and on the native CPU (tolerance as in train.test.mjs).
     native.forEach((l, i) => assert.ok(Math.abs(l - browserLosses[i]) < 1e-3, `step ${i + 1}: native ${l} vs page ${browserLosses[i]}`));
 
     // The adapter as PEFT files.

@@ -33,6 +33,7 @@ test('random states round-trip exactly', () => {
     for (const [k, v] of Object.entries(DEFAULTS)) {
       if (rand() < 0.5) continue;
       if (typeof v === 'number') s[k] = rand() < 0.5 ? Math.floor(rand() * 1e6) - 5e5 : (rand() - 0.5) * 10 ** Math.floor(rand() * 20 - 10);
+      else if (typeof v === 'boolean') s[k] = rand() < 0.5;
       else s[k] = Array.from({ length: Math.floor(rand() * 12) }, () => [...chars][Math.floor(rand() * [...chars].length)]).join('');
     }
     const h = encodeHash(s);

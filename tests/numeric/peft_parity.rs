@@ -68,7 +68,7 @@ fn a_merged_model_evaluates_the_same_as_base_plus_adapter() {
     let device = device_under_test();
     for (model, dir, key) in CASES {
         let mut m = load_with_adapter(model, dir, &device.device);
-        let merged_layers = block_on(lora::merge(&mut m, "default")).unwrap();
+        let merged_layers = block_on(tinytune::merge::into_base(&mut m, "default")).unwrap();
         assert!(merged_layers > 0);
         assert!(m.arch.linears().iter().all(|(_, l)| l.adapters.is_empty()), "merge removes the adapter");
         let got = block_on(tinytune::eval::eval_loss(&m, &texts(), 1024, |_, _| {})).unwrap();
