@@ -154,6 +154,94 @@ pub async fn generate(
     }
 }
 
+/// One row's result of a batch: its new tokens, why it ended, and when its first token came.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct RowResult {
+    pub ids: Vec<u32>,
+    pub stop: Stop,
+    /// Steps (forward passes) until the row's first token: 1, the prefill.
+    pub first_token_step: usize,
+}
+
+/// Generate after several prompts at once, in one batch: prompts are left-padded to a common
+/// length and each row keeps its own positions (see `KvCache::with_offsets`) and its own seeded
+/// generator, so every row gives the tokens it gives alone. With adapters routed per row
+/// (`lora::route`), one batch serves several adapters. `on_token(row, id)` sees every token.
+pub async fn generate_batch(
+    model: &Model,
+    prompts: &[Vec<u32>],
+    s: &Sampling,
+    mut on_token: impl FnMut(usize, u32) -> bool,
+) -> Result<Vec<RowResult>> {
+    s.validate()?;
+    if prompts.is_empty() {
+        return Err(Error::input("give at least one prompt"));
+    }
+    if let Some(i) = prompts.iter().position(|p| p.is_empty()) {
+        return Err(Error::input(format!("prompt {} is empty: give at least one token of text", i + 1)));
+    }
+    let longest = prompts.iter().map(|p| p.len()).max().unwrap_or(0);
+    if longest >= model.context() {
+        return Err(Error::input(format!("a prompt has {longest} tokens, which fills the model's context of {}", model.context())));
+    }
+    let b = prompts.len();
+    let offsets: Vec<usize> = prompts.iter().map(|p| longest - p.len()).collect();
+    let pad_id = model.tokenizer.eos_ids.first().copied().unwrap_or(0);
+    let mut cache = crate::model::KvCache::with_offsets(model.config.layers(), offsets.clone());
+    let mut rngs: Vec<Rng> = (0..b).map(|_| Rng::new(s.seed)).collect();
+    let v = model.config.vocab_size();
+    let mut rows: Vec<RowResult> = (0..b).map(|_| RowResult { ids: Vec::new(), stop: Stop::MaxTokens, first_token_step: 0 }).collect();
+    let mut done = vec![false; b];
+    let mut input: Vec<Vec<u32>> = prompts.iter().zip(&offsets).map(|(p, &o)| std::iter::repeat_n(pad_id, o).chain(p.iter().copied()).collect()).collect();
+    let mut step = 0;
+    while done.iter().any(|d| !d) {
+        if cache.len() + input[0].len() > model.context() {
+            for (r, d) in rows.iter_mut().zip(&done) {
+                if !d {
+                    r.stop = Stop::Context;
+                }
+            }
+            break;
+        }
+        let t = input[0].len();
+        let total = cache.len() + t;
+        // Pad slots are hidden as keys; a finished row keeps running on its padding and is ignored.
+        let pad: Vec<Vec<bool>> = offsets.iter().map(|&o| (0..total).map(|j| j >= o).collect()).collect();
+        let logits = model.forward(model.ids(&input), Some(&mut cache), Some(&pad));
+        step += 1;
+        let last = read_f32(logits.slice([0..b, t - 1..t, 0..v]).reshape([b, v])).await?;
+        let mut next_input = Vec::with_capacity(b);
+        for row in 0..b {
+            if done[row] {
+                next_input.push(vec![pad_id]);
+                continue;
+            }
+            let next = sample(&last[row * v..(row + 1) * v], s, &mut rngs[row]);
+            let r = &mut rows[row];
+            if r.ids.is_empty() {
+                r.first_token_step = step;
+            }
+            if s.stop_at_eos && model.tokenizer.eos_ids.contains(&next) {
+                r.stop = Stop::Eos;
+                done[row] = true;
+            } else {
+                r.ids.push(next);
+                if !on_token(row, next) {
+                    r.stop = Stop::Cancelled;
+                    done[row] = true;
+                } else if r.ids.len() >= s.max_new_tokens {
+                    r.stop = Stop::MaxTokens;
+                    done[row] = true;
+                }
+            }
+            next_input.push(vec![next]);
+        }
+        input = next_input;
+        yield_now().await;
+    }
+    Ok(rows)
+}
+
 #[cfg(target_arch = "wasm32")]
 async fn yield_now() {
     crate::web::yield_now().await

@@ -108,10 +108,19 @@ enum Command {
         #[arg(long)]
         model: PathBuf,
         /// A PEFT LoRA adapter folder to apply.
-        #[arg(long)]
+        #[arg(long, conflicts_with = "adapters")]
         adapter: Option<PathBuf>,
+        /// Multi-LoRA serving: several adapters on one base, `name=folder,name=folder`; each
+        /// prompt names its adapter with --route.
         #[arg(long)]
-        prompt: String,
+        adapters: Option<String>,
+        /// With --adapters: one adapter name per prompt, comma-separated (`base` for none). The
+        /// prompts run as one batch, each row through its own adapter.
+        #[arg(long, requires = "adapters")]
+        route: Option<String>,
+        /// The text to continue. Repeat it for a batch (one row per prompt).
+        #[arg(long, required = true)]
+        prompt: Vec<String>,
         #[arg(long, default_value_t = 64)]
         max_new_tokens: usize,
         /// 0 is greedy decoding.
@@ -168,6 +177,25 @@ enum Command {
         /// DARE's random draws (mergekit's --random-seed: the same seed gives the same masks).
         #[arg(long, default_value_t = 0)]
         seed: u64,
+    },
+    /// Serving, measured: one base and N adapters, the same prompts served with the adapters
+    /// merged into the weights, as a separate adapter on the base, as one multi-LoRA batch, and
+    /// swapping adapters from disk per request. Prints tokens/s, time to first token and memory.
+    BenchServe {
+        #[arg(long)]
+        model: PathBuf,
+        /// `name=folder,name=folder`: request i uses adapter i mod N.
+        #[arg(long)]
+        adapters: String,
+        /// One prompt per line (.txt) or {"prompt": ...} per line (.jsonl); default: 8 built-in prompts.
+        #[arg(long)]
+        prompts: Option<PathBuf>,
+        #[arg(long, default_value_t = 32)]
+        max_new_tokens: usize,
+        #[arg(long)]
+        json: bool,
+        #[arg(long, default_value = "auto")]
+        device: String,
     },
     /// Extract a LoRA adapter from a finetuned model: the rank-r truncated SVD of each linear
     /// layer's change W_tuned − W_base, written as a PEFT adapter; prints the share of each
@@ -233,6 +261,39 @@ struct MergeArgs {
     /// auto, cpu, wgpu (or cuda when built with --features cuda).
     #[arg(long, default_value = "cpu")]
     device: String,
+}
+
+/// `generate` with several prompts in one batch, optionally each through its own adapter.
+fn generate_batch(model: &mut Model, adapters: Option<&str>, route: Option<&str>, prompts: &[String], sampling: &Sampling) -> tinytune::Result<()> {
+    use tinytune::Error;
+    let mut names = Vec::new();
+    for spec in adapters.unwrap_or("").split(',').filter(|s| !s.trim().is_empty()) {
+        let (name, dir) = spec.split_once('=').ok_or_else(|| Error::input(format!("--adapters: '{spec}' is not name=folder")))?;
+        let n = tinytune::lora::peft::PeftAdapter::read_dir(std::path::Path::new(dir.trim()))?.load_into(model, name.trim())?;
+        eprintln!("adapter {}: {} on {n} layers", name.trim(), dir.trim());
+        names.push(name.trim().to_string());
+    }
+    let per_row: Vec<Option<String>> = match route {
+        Some(r) => r.split(',').map(|n| n.trim()).map(|n| (n != "base").then(|| n.to_string())).collect(),
+        None => vec![names.first().cloned(); prompts.len()],
+    };
+    if per_row.len() != prompts.len() {
+        return Err(Error::input(format!("{} prompts but --route names {} adapters: give one per prompt", prompts.len(), per_row.len())));
+    }
+    let refs: Vec<Option<&str>> = per_row.iter().map(|r| r.as_deref()).collect();
+    if !names.is_empty() {
+        tinytune::lora::route(model, &refs)?;
+    }
+    let ids = prompts.iter().map(|p| model.tokenizer.encode(p, true)).collect::<tinytune::Result<Vec<_>>>()?;
+    let started = std::time::Instant::now();
+    let rows = block_on(tinytune::generate::generate_batch(model, &ids, sampling, |_, _| true))?;
+    let secs = started.elapsed().as_secs_f64();
+    let total: usize = rows.iter().map(|r| r.ids.len()).sum();
+    for ((row, p), adapter) in rows.iter().zip(prompts).zip(&per_row) {
+        println!("[{}] {p}{}", adapter.as_deref().unwrap_or("base"), model.tokenizer.decode(&row.ids)?);
+    }
+    eprintln!("{total} tokens in {} rows in {secs:.2} s ({:.1} tokens/s)", rows.len(), total as f64 / secs);
+    Ok(())
 }
 
 fn merge_models(config: &std::path::Path, out: &std::path::Path, seed: u64) -> tinytune::Result<()> {
@@ -731,12 +792,15 @@ fn run(command: Command) -> tinytune::Result<()> {
             }
             Ok(())
         }
-        Command::Generate { model, adapter, prompt, max_new_tokens, temperature, top_k, top_p, seed, device } => {
+        Command::Generate { model, adapter, adapters, route, prompt, max_new_tokens, temperature, top_k, top_p, seed, device } => {
             use std::io::Write;
             let opened = open_device(&device)?;
-            let model = load_model(&model, adapter.as_deref(), None, &opened)?;
+            let mut model = load_model(&model, adapter.as_deref(), None, &opened)?;
             let sampling = Sampling { max_new_tokens, temperature, top_k, top_p, seed, stop_at_eos: true };
-            let ids = model.tokenizer.encode(&prompt, true)?;
+            if adapters.is_some() || prompt.len() > 1 {
+                return generate_batch(&mut model, adapters.as_deref(), route.as_deref(), &prompt, &sampling);
+            }
+            let ids = model.tokenizer.encode(&prompt[0], true)?;
             let started = std::time::Instant::now();
             let mut stdout = std::io::stdout();
             let (new, stop) = block_on(tinytune::generate::generate(&model, &ids, &sampling, |_, text| {
@@ -821,6 +885,43 @@ fn run(command: Command) -> tinytune::Result<()> {
         }
         Command::Merge(args) => merge(&args),
         Command::MergeModels { config, out, seed } => merge_models(&config, &out, seed),
+        Command::BenchServe { model, adapters, prompts, max_new_tokens, json, device } => {
+            let opened = open_device(&device)?;
+            let adapters: Vec<(String, PathBuf)> = adapters
+                .split(',')
+                .filter(|s| !s.trim().is_empty())
+                .map(|spec| {
+                    spec.split_once('=')
+                        .map(|(n, d)| (n.trim().to_string(), PathBuf::from(d.trim())))
+                        .ok_or_else(|| tinytune::Error::input(format!("--adapters: '{spec}' is not name=folder")))
+                })
+                .collect::<tinytune::Result<_>>()?;
+            let prompts: Vec<String> = match &prompts {
+                Some(path) => {
+                    let text = std::fs::read_to_string(path).map_err(|e| tinytune::Error::io(path, e))?;
+                    text.lines()
+                        .filter(|l| !l.trim().is_empty())
+                        .map(|l| serde_json::from_str::<serde_json::Value>(l).ok().and_then(|v| v["prompt"].as_str().map(String::from)).unwrap_or_else(|| l.to_string()))
+                        .collect()
+                }
+                None => ["Once upon a time,", "The old man", "Where is the", "A cat sat on", "Anna went to the", "The weather today", "In the kitchen,", "He opened the door and"]
+                    .iter()
+                    .map(|s| s.to_string())
+                    .collect(),
+            };
+            let reports = tinytune::bench::serve(&model, &opened.device, &adapters, &prompts, max_new_tokens)?;
+            if json {
+                println!("{}", serde_json::to_string(&reports).expect("reports serialise"));
+            } else {
+                println!("| mode | requests | tokens | tokens/s | time to first token | memory |");
+                println!("|---|---|---|---|---|---|");
+                for r in &reports {
+                    let mem = r.memory_bytes.map_or("–".into(), |b| format!("{:.1} MiB ({})", b as f64 / 1048576.0, r.memory_source));
+                    println!("| {} | {} | {} | {:.1} | {:.1} ms | {mem} |", r.mode, r.requests, r.tokens, r.tokens_per_second, r.time_to_first_token_ms);
+                }
+            }
+            Ok(())
+        }
         Command::ExtractLora { base, tuned, rank, out, json } => {
             let cpu = device::cpu();
             let b = Model::load_dir(&base, &cpu.device)?;

@@ -126,12 +126,15 @@ pub struct LoraAdapter {
     pub enabled: bool,
     /// Dropout applies only while training.
     pub training: bool,
+    /// Multi-LoRA serving: `[B, 1, 1]`, 1 for the batch rows this adapter serves, 0 elsewhere;
+    /// `None` serves every row (see `route`).
+    pub rows: Option<Tensor<3>>,
 }
 
 impl LoraAdapter {
     /// An enabled adapter from A `[in, r]` and B `[r, out]`.
     pub fn new(name: &str, a: Tensor<2>, b: Tensor<2>, scale: f64, dropout: f64) -> Self {
-        LoraAdapter { name: name.to_string(), a, b, scale, dropout, enabled: true, training: false }
+        LoraAdapter { name: name.to_string(), a, b, scale, dropout, enabled: true, training: false, rows: None }
     }
 
     pub fn rank(&self) -> usize {
@@ -304,6 +307,40 @@ pub(crate) fn orthonormalise(m: &mut [f64], n: usize, k: usize) {
         let norm = (0..n).map(|i| m[i * k + j] * m[i * k + j]).sum::<f64>().sqrt().max(1e-300);
         for i in 0..n {
             m[i * k + j] /= norm;
+        }
+    }
+}
+
+/// Serve a batch whose rows use different adapters (multi-LoRA, as LoRAX, S-LoRA and vLLM serve):
+/// `per_row[b]` names row b's adapter, or `None` for the base alone. Every adapter on the model is
+/// routed: enabled for its rows, off for the others, and disabled where no row uses it. The
+/// routing holds for batches of `per_row.len()` rows until `unroute`.
+pub fn route(model: &mut Model, per_row: &[Option<&str>]) -> Result<()> {
+    let device = model.device.clone();
+    let known: std::collections::BTreeSet<String> =
+        model.arch.linears().iter().flat_map(|(_, l)| l.adapters.iter().map(|a| a.name.clone())).collect();
+    if let Some(missing) = per_row.iter().flatten().find(|n| !known.contains(**n)) {
+        return Err(Error::input(format!(
+            "no adapter named '{missing}' is loaded; loaded: {}",
+            known.iter().cloned().collect::<Vec<_>>().join(", ")
+        )));
+    }
+    for (_, linear) in model.arch.linears_mut() {
+        for a in &mut linear.adapters {
+            let mask: Vec<f32> = per_row.iter().map(|r| if *r == Some(a.name.as_str()) { 1.0 } else { 0.0 }).collect();
+            a.enabled = mask.iter().any(|&m| m > 0.0);
+            a.rows = Some(Tensor::from_data(TensorData::new(mask, [per_row.len(), 1, 1]), &device));
+        }
+    }
+    Ok(())
+}
+
+/// Back to ordinary serving: every adapter serves every row and is enabled.
+pub fn unroute(model: &mut Model) {
+    for (_, linear) in model.arch.linears_mut() {
+        for a in &mut linear.adapters {
+            a.rows = None;
+            a.enabled = true;
         }
     }
 }

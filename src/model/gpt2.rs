@@ -44,7 +44,13 @@ impl Gpt2 {
         let c = self.config.n_embd;
         let past = cache.as_ref().map_or(0, |k| k.len());
         let device = ids.device();
-        let positions = self.wpe.clone().slice([past..past + t, 0..c]).unsqueeze::<3>();
+        let positions = match cache.as_ref().and_then(|k| k.positions(b, past, t)) {
+            Some(p) => {
+                let idx = Tensor::<1, Int>::from_data(burn::tensor::TensorData::new(p, [b * t]), &ids.device());
+                self.wpe.clone().select(0, idx).reshape([b, t, c])
+            }
+            None => self.wpe.clone().slice([past..past + t, 0..c]).unsqueeze::<3>(),
+        };
         let mut x = embedding(self.wte.clone(), ids) + positions;
         let mask = attention_mask(t, past, pad, b, &device);
         for (i, block) in self.blocks.iter().enumerate() {

@@ -71,10 +71,16 @@ impl Linear {
         if let Some(bias) = &self.bias {
             y = y + bias.clone().unsqueeze::<2>();
         }
+        let mut y = y.reshape([b, t, self.d_out()]);
         for adapter in self.adapters.iter().filter(|a| a.enabled) {
-            y = y + adapter.forward(x2.clone());
+            let delta = adapter.forward(x2.clone()).reshape([b, t, self.d_out()]);
+            // Multi-LoRA serving: an adapter routed to some rows of the batch only.
+            y = y + match &adapter.rows {
+                Some(mask) => delta * mask.clone(),
+                None => delta,
+            };
         }
-        y.reshape([b, t, self.d_out()])
+        y
     }
 
     pub fn adapter(&self, name: &str) -> Option<&crate::lora::LoraAdapter> {
@@ -152,6 +158,18 @@ impl Rotary {
         self.cos.dims()[0]
     }
 
+    /// `[B, heads, T, hs]` at per-row positions `[B·T]` (a left-padded batch).
+    pub fn apply_at(&self, x: Tensor<4>, positions: &[i32]) -> Tensor<4> {
+        let [b, h, t, hs] = x.dims();
+        let idx = Tensor::<1, burn::tensor::Int>::from_data(TensorData::new(positions.to_vec(), [b * t]), &x.device());
+        let cos = self.cos.clone().select(0, idx.clone()).reshape([b, 1, t, hs]);
+        let sin = self.sin.clone().select(0, idx).reshape([b, 1, t, hs]);
+        let x1 = x.clone().slice([0..b, 0..h, 0..t, 0..self.half]);
+        let x2 = x.clone().slice([0..b, 0..h, 0..t, self.half..hs]);
+        let rotated = Tensor::cat(vec![x2.neg(), x1], 3);
+        x * cos + rotated * sin
+    }
+
     /// `[B, heads, T, hs]` at absolute positions `start..start+T`.
     pub fn apply(&self, x: Tensor<4>, start: usize) -> Tensor<4> {
         let [b, h, t, hs] = x.dims();
@@ -164,15 +182,31 @@ impl Rotary {
     }
 }
 
-/// Keys and values of the tokens seen so far, per layer: `[B, nkv, S, hs]`.
+/// Keys and values of the tokens seen so far, per layer: `[B, nkv, S, hs]`. A batch of prompts
+/// of different lengths is left-padded; `offsets[b]` is row b's padding, so its tokens keep the
+/// positions they would have alone (position = slot − offset).
 #[derive(Clone, Debug, Default)]
 pub struct KvCache {
     layers: Vec<Option<(Tensor<4>, Tensor<4>)>>,
+    offsets: Vec<usize>,
 }
 
 impl KvCache {
     pub fn new(layers: usize) -> Self {
-        KvCache { layers: vec![None; layers] }
+        KvCache { layers: vec![None; layers], offsets: Vec::new() }
+    }
+    /// A cache for a left-padded batch: `offsets[b]` pad slots precede row b's tokens.
+    pub fn with_offsets(layers: usize, offsets: Vec<usize>) -> Self {
+        KvCache { layers: vec![None; layers], offsets }
+    }
+    /// The position ids `[B·T]` of `t` new tokens after `past` cached slots, per row (pad slots
+    /// get 0; they are masked out as keys and their outputs are never used). `None` when no row
+    /// is padded: positions are then `past..past + t` for every row.
+    pub fn positions(&self, batch: usize, past: usize, t: usize) -> Option<Vec<i32>> {
+        if self.offsets.iter().all(|&o| o == 0) {
+            return None;
+        }
+        Some((0..batch).flat_map(|b| (0..t).map(move |j| (past + j).saturating_sub(self.offsets[b]) as i32)).collect())
     }
     /// Tokens already cached.
     pub fn len(&self) -> usize {

@@ -61,13 +61,18 @@ impl Llama {
         let [b, t] = ids.dims();
         let c = &self.config;
         let past = cache.as_ref().map_or(0, |k| k.len());
+        let positions = cache.as_ref().and_then(|k| k.positions(b, past, t));
+        let rotate = |x: Tensor<4>| match &positions {
+            Some(p) => self.rotary.apply_at(x, p),
+            None => self.rotary.apply(x, past),
+        };
         let device = ids.device();
         let mut x = embedding(self.embed_tokens.clone(), ids);
         let mask = attention_mask(t, past, pad, b, &device);
         for (i, layer) in self.layers.iter().enumerate() {
             let h = layer.input_layernorm.forward(x.clone());
-            let q = self.rotary.apply(split_heads(layer.q_proj.forward(h.clone()), c.num_attention_heads), past);
-            let k = self.rotary.apply(split_heads(layer.k_proj.forward(h.clone()), c.num_key_value_heads()), past);
+            let q = rotate(split_heads(layer.q_proj.forward(h.clone()), c.num_attention_heads));
+            let k = rotate(split_heads(layer.k_proj.forward(h.clone()), c.num_key_value_heads()));
             let v = split_heads(layer.v_proj.forward(h), c.num_key_value_heads());
             let (k, v) = cached_kv(cache.as_deref_mut(), i, k, v);
             x = x + layer.o_proj.forward(merge_heads(attention(q, k, v, mask.clone())));

@@ -6,6 +6,7 @@ mod device_check;
 mod hf_parity;
 mod peft_parity;
 mod quant_parity;
+mod serving;
 mod train_parity;
 
 use tinytune::device::{self, DeviceChoice, OpenedDevice};
