@@ -8,6 +8,7 @@ import { DEFAULTS, decodeHash, encodeHash, createStore } from './state.js';
 import { formatBytes as bytes } from './render/memory.js';
 import { initTraining } from './training.js';
 import { initPrecision } from './precision.js';
+import { initMerge } from './merge.js';
 
 const TOLERANCE = 1e-4;
 let deviceReady = null; // resolves once the worker has opened its device
@@ -224,6 +225,7 @@ async function loadModelFilesNow(fileList) {
     const first = files[0];
     training.modelLoaded(summary, (first.relPath || first.webkitRelativePath || '').split('/')[0] || 'model');
     precision.modelLoaded();
+    merge.modelLoaded();
   } catch (e) {
     setStatus(status, 'error', 'The model could not be loaded.');
     showError(e.message);
@@ -404,8 +406,10 @@ async function main() {
   }
 }
 
-const training = initTraining({ state, readSampling });
+let merge = null;
+const training = initTraining({ state, readSampling, onSaved: () => merge?.refresh() });
 const precision = initPrecision({ currentData: () => training.data(), busy: () => training.busy() });
+merge = initMerge({ store: () => training.store(), busy: () => training.busy(), useAdapter: training.useAdapter, modelName: () => training.modelName() });
 // The page's command channel, for the browser tests and the curious (devtools).
 window.tinytune = { send, state, recover };
 bindInputs();

@@ -15,7 +15,7 @@ const TASKS = ['json', 'sql', 'style', 'qa'];
 const CHECKPOINT_NAME = 'last run';
 const MAX_SIDE = 96; // heatmap cells a side; larger matrices are shrunk by block means
 
-export function initTraining({ state, readSampling }) {
+export function initTraining({ state, readSampling, onSaved }) {
   const t = {
     modelReady: false, modelName: null, data: null, running: false, engineOk: true,
     losses: [], valid: [], rankHistory: [], views: null, hasAdapter: false,
@@ -435,6 +435,7 @@ export function initTraining({ state, readSampling }) {
   }
 
   async function renderSaved() {
+    onSaved?.();
     const items = await listSaved();
     const list = $('#saved-list');
     list.replaceChildren(...items.map((item) => {
@@ -539,6 +540,10 @@ export function initTraining({ state, readSampling }) {
   return {
     data: () => t.data,
     busy: () => t.running,
+    store: () => t.store,
+    modelName: () => t.modelName,
+    // Attach adapter files as the loaded adapter (the Merge section's result).
+    useAdapter: (config, weights, name) => importAdapter(config, weights, name, false),
     modelLoaded(summary, name) {
       t.modelReady = true;
       t.modelName = name;

@@ -275,6 +275,27 @@ const commands = {
     return { event: 'precision-loss', format, ...r, seconds: (performance.now() - started) / 1000 };
   },
 
+  // Combine adapters (PEFT files) into one; the result comes back as files, not attached.
+  async mergeAdapters({ items, options, trace = '', maxSide = 96 }) {
+    const started = performance.now();
+    const r = sessions.main.mergeAdapters(items.map((i) => i.config), items.map((i) => new Uint8Array(i.weights)), options, trace, maxSide);
+    return { event: 'merged', ...r, ms: performance.now() - started };
+  },
+
+  async heldOutLoss({ dataName, dataText, seqLen = 128, limit = 16 }) {
+    return { event: 'held-out', ...(await sessions.main.heldOutLoss(dataName, dataText, seqLen, limit)) };
+  },
+
+  async mergedModelFiles() {
+    const { names, files } = await sessions.main.mergedModelFiles();
+    return { event: 'model-files', names, files: files.map((f) => f.buffer) };
+  },
+
+  async setAdapter({ on }) {
+    sessions.main.setAdapterEnabled(on);
+    return { event: 'adapter-set', on };
+  },
+
   async stop() {
     stopRequested = true;
     return { event: 'stopping' };

@@ -100,13 +100,23 @@ pub struct CombineOptions {
     pub combination: Combination,
     /// One per adapter; negative weights subtract.
     pub weights: Vec<f64>,
+    #[serde(default)]
     pub density: Option<f64>,
+    #[serde(default = "total")]
     pub majority_sign: MajoritySign,
+    #[serde(default)]
     pub svd_rank: Option<usize>,
+    #[serde(default)]
     pub svd_clamp: Option<f64>,
     /// DARE's random draws.
+    #[serde(default)]
     pub seed: u64,
+    #[serde(default)]
     pub scaling: Scaling,
+}
+
+fn total() -> MajoritySign {
+    MajoritySign::Total
 }
 
 impl CombineOptions {
