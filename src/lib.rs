@@ -15,11 +15,10 @@ pub mod merge;
 pub mod model;
 pub mod quant;
 pub mod rng;
+pub mod serving;
 pub mod tasks;
 pub mod train;
 
-#[cfg(not(target_arch = "wasm32"))]
-pub mod bench;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod native;
 #[cfg(not(target_arch = "wasm32"))]

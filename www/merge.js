@@ -67,6 +67,7 @@ export function initMerge({ store, busy, useAdapter, modelName }) {
     const idle = m.ready && !m.running && !busy();
     $('#merge-run').disabled = !idle || picked().length < 2;
     for (const id of ['#merge-interference', '#merge-save', '#merge-export', '#merge-export-model']) $(id).disabled = !idle || !m.merged;
+    $('#serving-run').disabled = !idle || picked().length < 1;
   }
 
   function options(weights) {
@@ -237,6 +238,42 @@ export function initMerge({ store, busy, useAdapter, modelName }) {
     }
   }
 
+  // Serving: the picked adapters and the prompts, four ways, on this device.
+  async function serving() {
+    const chosen = picked();
+    const prompts = $('#serving-prompts').value.split('\n').map((l) => l.trim()).filter(Boolean);
+    if (!chosen.length || !prompts.length) {
+      showError('Pick at least one adapter above and give at least one prompt.');
+      return;
+    }
+    m.running = true;
+    refreshButtons();
+    try {
+      const sources = await Promise.all(chosen.map((c) => files(c.name)));
+      const items = sources.map((s, i) => ({ name: `adapter${i + 1}`, config: s.config, weights: s.weights }));
+      const r = await send('serveBench', { items, prompts, maxNewTokens: Math.max(1, numberOr('#serving-tokens', 16)) }, {
+        transfer: items.map((i) => i.weights),
+        onPartial: (ev) => { if (ev.event === 'serve-mode') $('#serving-status').textContent = `Serving: ${ev.mode}…`; },
+      });
+      const body = $('#serving-table tbody');
+      body.replaceChildren(...r.reports.map((x) => {
+        const tr = html('tr', { 'data-mode': x.mode });
+        tr.append(html('th', { scope: 'row' }, x.mode), html('td', { 'data-value': String(x.tokens_per_second) }, x.tokens_per_second.toFixed(1)),
+          html('td', { 'data-value': String(x.time_to_first_token_ms) }, `${x.time_to_first_token_ms.toFixed(0)} ms`),
+          html('td', { 'data-value': String(x.memory_bytes ?? '') }, x.memory_bytes ? `${(x.memory_bytes / 1048576).toFixed(1)} MiB (${x.memory_source})` : '–'));
+        return tr;
+      }));
+      $('#serving-table').hidden = false;
+      $('#serving-status').textContent = `${prompts.length} prompts, ${chosen.length} adapters, greedy.`;
+    } catch (e) {
+      showError(`Measuring serving failed: ${e.message}`);
+    } finally {
+      m.running = false;
+      refreshButtons();
+    }
+  }
+
+  $('#serving-run').addEventListener('click', serving);
   $('#merge-adapters').addEventListener('change', refreshButtons);
   $('#merge-method').addEventListener('change', () => { $('#merge-about').textContent = ABOUT[$('#merge-method').value] || ''; });
   $('#merge-about').textContent = ABOUT[$('#merge-method').value];

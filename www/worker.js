@@ -291,6 +291,12 @@ const commands = {
     return { event: 'model-files', names, files: files.map((f) => f.buffer) };
   },
 
+  async serveBench({ items, prompts, maxNewTokens = 16 }, id) {
+    const reports = await sessions.main.serveBench(items.map((i) => i.name), items.map((i) => i.config),
+      items.map((i) => new Uint8Array(i.weights)), prompts, maxNewTokens, (mode) => self.postMessage({ id, partial: true, event: 'serve-mode', mode }));
+    return { event: 'served', reports };
+  },
+
   async setAdapter({ on }) {
     sessions.main.setAdapterEnabled(on);
     return { event: 'adapter-set', on };

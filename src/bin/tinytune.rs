@@ -909,7 +909,19 @@ fn run(command: Command) -> tinytune::Result<()> {
                     .map(|s| s.to_string())
                     .collect(),
             };
-            let reports = tinytune::bench::serve(&model, &opened.device, &adapters, &prompts, max_new_tokens)?;
+            let files = tinytune::model::ModelFiles::from_dir(&model)?;
+            let adapters = adapters
+                .iter()
+                .map(|(name, dir)| {
+                    let read = |f: &str| std::fs::read(dir.join(f)).map_err(|e| tinytune::Error::io(dir.join(f), e));
+                    Ok(tinytune::serving::AdapterFiles {
+                        name: name.clone(),
+                        config: String::from_utf8(read(tinytune::lora::peft::CONFIG_FILE)?).map_err(|_| tinytune::Error::input("adapter_config.json is not UTF-8"))?,
+                        weights: read(tinytune::lora::peft::WEIGHTS_FILE)?,
+                    })
+                })
+                .collect::<tinytune::Result<Vec<_>>>()?;
+            let reports = block_on(tinytune::serving::measure(&files, &opened.device, &adapters, &prompts, max_new_tokens, |m| eprintln!("serving: {m}")))?;
             if json {
                 println!("{}", serde_json::to_string(&reports).expect("reports serialise"));
             } else {

@@ -621,6 +621,30 @@ impl Session {
         Ok(out.into())
     }
 
+    /// Serving, measured on this device: the loaded model's files, the adapters given (names,
+    /// configs, weights), the prompts, served merged, separate, as one multi-LoRA batch and
+    /// swapping (see `serving::measure`). `on_progress(mode)` is called as each mode starts.
+    /// Resolves to one report per mode.
+    #[wasm_bindgen(js_name = serveBench)]
+    pub fn serve_bench(&self, names: Vec<String>, configs: Vec<String>, weights: Vec<js_sys::Uint8Array>, prompts: Vec<String>, max_new_tokens: usize, on_progress: js_sys::Function) -> Result<js_sys::Promise, JsError> {
+        let files = self.files.borrow().clone().ok_or_else(|| JsError::new("no model is loaded yet: load one first"))?;
+        let adapters: Vec<crate::serving::AdapterFiles> = names
+            .into_iter()
+            .zip(configs)
+            .zip(weights.iter())
+            .map(|((name, config), w)| crate::serving::AdapterFiles { name, config, weights: w.to_vec() })
+            .collect();
+        let device = self.opened.device.clone();
+        Ok(wasm_bindgen_futures::future_to_promise(async move {
+            let reports = crate::serving::measure(&files, &device, &adapters, &prompts, max_new_tokens, |m| {
+                let _ = on_progress.call1(&JsValue::NULL, &JsValue::from_str(m));
+            })
+            .await
+            .map_err(js_err)?;
+            to_js(&reports).map_err(JsValue::from)
+        }))
+    }
+
     /// The loss of the model as it is (its enabled adapters included) on the held-out fifth of a
     /// data file (at most `limit` examples), scored as validation is. Resolves to `{loss, examples}`.
     #[wasm_bindgen(js_name = heldOutLoss)]

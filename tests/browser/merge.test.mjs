@@ -1,6 +1,7 @@
 // The Merge section on the page's CPU engine: train two adapters on two built-in tasks, merge
 // them with TIES, see the sign conflicts, elected signs and kept values drawn, fill the
-// interference table, and export the merge as a PEFT adapter that the CLI loads.
+// interference table, export the merge as a PEFT adapter that the CLI loads, and measure the
+// four ways of serving the two adapters.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
@@ -85,6 +86,15 @@ test('train two adapters, merge them with TIES, measure interference, export the
     const out = execFileSync(resolve(process.env.TINYTUNE_BIN), ['eval', '--device', 'cpu', '--model', resolve('www/assets/builtin/model'),
       '--adapter', dir, '--data', resolve('tests/fixtures/corpus/eval.jsonl'), '--json'], { encoding: 'utf8' });
     assert.ok(Number.isFinite(JSON.parse(out).loss));
+
+    // Serving the two adapters four ways on this device.
+    await page.fill('#serving-prompts', 'Once upon a time,\nThe old man');
+    await page.fill('#serving-tokens', '4');
+    await page.getByRole('button', { name: 'Measure serving' }).click();
+    await page.waitForSelector('#serving-table:not([hidden]) tbody tr', { timeout: 120000 });
+    const modes = await page.$$eval('#serving-table tbody tr', (trs) => trs.map((tr) => ({ mode: tr.dataset.mode, tps: Number(tr.cells[1].dataset.value), mem: Number(tr.cells[3].dataset.value) })));
+    assert.deepEqual(modes.map((x) => x.mode), ['merged weights (one model per adapter)', 'base + separate adapter', 'multi-LoRA batch', 'swapping adapters']);
+    for (const x of modes) assert.ok(x.tps > 0 && x.mem > 0, JSON.stringify(x));
   } finally {
     await context.close();
   }
