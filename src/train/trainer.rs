@@ -2,12 +2,15 @@
 //! interleave steps with UI updates and stop or resume between them.
 //!
 //! - Optimizers: AdamW exactly as PyTorch's `torch.optim.AdamW` (decoupled weight decay applied
-//!   first, bias-corrected moments) and plain SGD.
+//!   first, bias-corrected moments counted over the steps taken) and plain SGD. As Hugging Face's
+//!   Trainer, biases and norm weights get no weight decay.
 //! - LR schedules as transformers' `get_scheduler`: linear warmup from 0, then constant, linear
 //!   decay to 0, or cosine decay to 0.
-//! - Gradient accumulation (the loss of each micro-batch is its token mean, divided by the
-//!   number of micro-batches), global grad-norm clipping, and a NaN/Inf guard that skips the
-//!   step and gives up after `nan_patience` skips in a row.
+//! - Gradient accumulation as transformers (since 4.46) does it: each micro-batch's summed token
+//!   loss is divided by the loss tokens of all the step's micro-batches, so a step's loss is the
+//!   token mean over the whole step however the tokens fall into micro-batches. Global grad-norm
+//!   clipping as `torch.nn.utils.clip_grad_norm_`, and a NaN/Inf guard that skips the step and
+//!   gives up after `nan_patience` skips in a row.
 //! - Determinism: data order comes from (seed, epoch) and dropout from the device seeded with
 //!   (seed, step), so a run resumed from a checkpoint continues exactly (on CPU).
 
@@ -174,6 +177,10 @@ struct Moments {
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub struct Cursor {
     pub step: usize,
+    /// Optimizer updates applied (steps the NaN guard skipped are not counted): AdamW's bias
+    /// correction counts these, as PyTorch's does.
+    #[serde(default)]
+    pub taken: usize,
     pub epoch: usize,
     pub batch: usize,
     pub nan_streak: usize,
@@ -351,7 +358,7 @@ impl Trainer {
         let mut t = Trainer {
             moments: vec![None; params.len()],
             params,
-            cursor: Cursor { step: 0, epoch: 0, batch: 0, nan_streak: 0, best_valid: None, evals_since_best: 0 },
+            cursor: Cursor { step: 0, taken: 0, epoch: 0, batch: 0, nan_streak: 0, best_valid: None, evals_since_best: 0 },
             total_steps,
             train,
             epoch_batches: Vec::new(),
@@ -393,19 +400,28 @@ impl Trainer {
         self.cursor.step >= self.total_steps || self.cursor.nan_streak >= self.cfg.nan_patience.max(1)
     }
 
-    /// One optimizer step (over `grad_accum` micro-batches).
+    /// One optimizer step (over `grad_accum` micro-batches from the data).
     pub async fn step(&mut self, model: &mut Model) -> Result<StepReport> {
+        let micro: Vec<Batch> = (0..self.cfg.grad_accum).map(|_| self.next_batch()).collect();
+        self.step_on(model, micro).await
+    }
+
+    /// One optimizer step over the given micro-batches (what `step` does with the next ones from
+    /// the data; also the way to train on batches made elsewhere).
+    pub async fn step_on(&mut self, model: &mut Model, micro: Vec<Batch>) -> Result<StepReport> {
         let step = self.cursor.step;
         self.device.seed(self.cfg.seed.wrapping_mul(1_000_003).wrapping_add(step as u64));
         set_training(model, true);
         let mut grads_acc: Vec<Option<Tensor<2>>> = vec![None; self.params.len()];
         let mut loss_acc: Option<Tensor<1>> = None;
-        let mut tokens = 0;
-        for _ in 0..self.cfg.grad_accum {
-            let batch = self.next_batch();
-            tokens += batch.weights.iter().flatten().filter(|w| **w > 0.0).count();
-            let loss = batch_loss(model, &batch)?;
-            let grads = (loss.clone() / self.cfg.grad_accum as f64).backward();
+        let tokens = micro.iter().flat_map(|b| b.weights.iter().flatten()).filter(|w| **w > 0.0).count();
+        // The step's loss tokens, over all micro-batches (transformers' num_items_in_batch).
+        let total: f64 = micro.iter().flat_map(|b| b.weights.iter().flatten()).map(|&w| w as f64).sum::<f64>().max(1.0);
+        for batch in micro {
+            let count: f64 = batch.weights.iter().flatten().map(|&w| w as f64).sum::<f64>().max(1.0);
+            // batch_loss is the micro-batch's token mean: back to its sum, over the step's tokens.
+            let loss = batch_loss(model, &batch)? * (count / total);
+            let grads = loss.clone().backward();
             for (i, slot) in slots(model, &self.params)?.iter().enumerate() {
                 let Some(g) = slot.grad(&grads) else { continue };
                 grads_acc[i] = Some(match grads_acc[i].take() {
@@ -420,10 +436,10 @@ impl Trainer {
             });
         }
         set_training(model, false);
-        // One read per step: the mean loss and the global gradient norm.
+        // One read per step: the token-mean loss and the global gradient norm.
         let sq: Vec<Tensor<1>> = grads_acc.iter().flatten().map(|g| g.clone().square().sum()).collect();
         let norm_sq = if sq.is_empty() { Tensor::<1>::zeros([1], &self.device) } else { Tensor::cat(sq, 0).sum() };
-        let loss_mean = loss_acc.expect("grad_accum >= 1") / self.cfg.grad_accum as f64;
+        let loss_mean = loss_acc.ok_or_else(|| Error::input("a step needs at least one micro-batch"))?;
         let both = read_f32(Tensor::cat(vec![loss_mean, norm_sq.sqrt()], 0)).await?;
         let (loss, grad_norm) = (both[0] as f64, both[1] as f64);
         let lr = self.cfg.lr_at(step, self.total_steps);
@@ -432,12 +448,10 @@ impl Trainer {
             self.cursor.nan_streak += 1;
         } else {
             self.cursor.nan_streak = 0;
-            let clip = if self.cfg.max_grad_norm > 0.0 && grad_norm > self.cfg.max_grad_norm {
-                self.cfg.max_grad_norm / (grad_norm + 1e-6)
-            } else {
-                1.0
-            };
-            self.apply(model, grads_acc, lr, clip, step + 1)?;
+            // torch.nn.utils.clip_grad_norm_: scale by min(1, max / (norm + 1e-6)).
+            let clip = if self.cfg.max_grad_norm > 0.0 { (self.cfg.max_grad_norm / (grad_norm + 1e-6)).min(1.0) } else { 1.0 };
+            self.cursor.taken += 1;
+            self.apply(model, grads_acc, lr, clip, self.cursor.taken)?;
         }
         self.cursor.step += 1;
         Ok(StepReport { step: self.cursor.step, total_steps: self.total_steps, loss, lr, grad_norm, tokens, skipped })
@@ -446,14 +460,15 @@ impl Trainer {
     fn apply(&mut self, model: &mut Model, grads: Vec<Option<Tensor<2>>>, lr: f64, clip: f64, t: usize) -> Result<()> {
         let c = &self.cfg;
         let mut slots = slots(model, &self.params)?;
-        for ((g, slot), moments) in grads.into_iter().zip(slots.iter_mut()).zip(self.moments.iter_mut()) {
+        for (((g, slot), moments), param) in grads.into_iter().zip(slots.iter_mut()).zip(self.moments.iter_mut()).zip(&self.params) {
             let Some(g) = g else { continue };
             let g = if clip < 1.0 { g * clip } else { g };
+            let weight_decay = if decays(param) { c.weight_decay } else { 0.0 };
             {
                 let cur = slot.value().detach();
                 let next = match c.optimizer {
                     Optimizer::Sgd => {
-                        let decayed = if c.weight_decay > 0.0 { cur.clone() * (1.0 - lr * c.weight_decay) } else { cur.clone() };
+                        let decayed = if weight_decay > 0.0 { cur.clone() * (1.0 - lr * weight_decay) } else { cur.clone() };
                         decayed - g * lr
                     }
                     Optimizer::Adamw => {
@@ -461,11 +476,12 @@ impl Trainer {
                             Some(Moments { m, v }) => (m * c.beta1 + g.clone() * (1.0 - c.beta1), v * c.beta2 + g.square() * (1.0 - c.beta2)),
                             None => (g.clone() * (1.0 - c.beta1), g.square() * (1.0 - c.beta2)),
                         };
+                        // torch.optim.AdamW's order: denom = √v / √(1 − β₂ᵗ) + ε, step lr / (1 − β₁ᵗ).
                         let bc1 = 1.0 - c.beta1.powi(t as i32);
                         let bc2 = 1.0 - c.beta2.powi(t as i32);
-                        let denom = (v.clone() / bc2).sqrt() + c.eps;
-                        let decayed = if c.weight_decay > 0.0 { cur * (1.0 - lr * c.weight_decay) } else { cur };
-                        let next = decayed - (m.clone() / bc1) / denom * lr;
+                        let denom = v.clone().sqrt() / bc2.sqrt() + c.eps;
+                        let decayed = if weight_decay > 0.0 { cur * (1.0 - lr * weight_decay) } else { cur };
+                        let next = decayed - (m.clone() / denom) * (lr / bc1);
                         *moments = Some(Moments { m, v });
                         next
                     }
@@ -548,6 +564,19 @@ impl Trainer {
         self.epoch_batches = self.batches_for_epoch(cursor.epoch);
         self.cursor = cursor;
         Ok(())
+    }
+}
+
+/// Whether weight decay applies, as Hugging Face's Trainer decides (`get_decay_parameter_names`):
+/// not to biases, nor to the weights of norm layers (LayerNorm, RMSNorm); LoRA factors decay.
+fn decays(param: &ParamRef) -> bool {
+    match param {
+        ParamRef::Lora { .. } => true,
+        ParamRef::Weight(key) => {
+            let module = key.rsplit_once('.').map_or(key.as_str(), |(m, _)| m);
+            let leaf = module.rsplit('.').next().unwrap_or(module);
+            !(key.ends_with(".bias") || leaf.contains("norm") || leaf.starts_with("ln_"))
+        }
     }
 }
 
