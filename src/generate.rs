@@ -39,6 +39,17 @@ impl Sampling {
 
 pub use crate::rng::Rng;
 
+/// Pick the next token, refusing logits that are not all finite: a sample from NaN is no token.
+pub fn sample_checked(logits: &[f32], s: &Sampling, rng: &mut Rng) -> Result<u32> {
+    if let Some(i) = logits.iter().position(|v| !v.is_finite()) {
+        return Err(Error::input(format!(
+            "the model gave a non-finite logit ({} for token {i}): its weights or adapter are damaged (NaN or infinity)",
+            logits[i]
+        )));
+    }
+    Ok(sample(logits, s, rng))
+}
+
 /// Pick the next token from one row of logits.
 pub fn sample(logits: &[f32], s: &Sampling, rng: &mut Rng) -> u32 {
     let argmax = || {
@@ -134,7 +145,7 @@ pub async fn generate(
         let t = input.len();
         let logits = model.forward(model.ids(&[input.clone()]), Some(&mut cache), None);
         let last = read_f32(logits.slice([0..1, t - 1..t, 0..v]).reshape([v])).await?;
-        let next = sample(&last, s, &mut rng);
+        let next = sample_checked(&last, s, &mut rng)?;
         if s.stop_at_eos && model.tokenizer.eos_ids.contains(&next) {
             return Ok((new, Stop::Eos));
         }
@@ -216,7 +227,7 @@ pub async fn generate_batch(
                 next_input.push(vec![pad_id]);
                 continue;
             }
-            let next = sample(&last[row * v..(row + 1) * v], s, &mut rngs[row]);
+            let next = sample_checked(&last[row * v..(row + 1) * v], s, &mut rngs[row])?;
             let r = &mut rows[row];
             if r.ids.is_empty() {
                 r.first_token_step = step;
@@ -253,6 +264,14 @@ async fn yield_now() {}
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn nan_logits_are_an_error_not_token_zero() {
+        let s = Sampling::default();
+        let err = sample_checked(&[f32::NAN, 1.0], &s, &mut Rng::new(1)).unwrap_err().to_string();
+        assert!(err.contains("non-finite") && err.contains("token 0"), "{err}");
+        assert_eq!(sample_checked(&[0.0, 1.0], &s, &mut Rng::new(1)).unwrap(), 1);
+    }
 
     #[test]
     fn greedy_takes_the_argmax_and_ties_go_to_the_lower_id() {

@@ -181,6 +181,7 @@ pub fn train(mut run: RunConfig, resume: Option<&Path>, stop_after: Option<usize
     if !quiet {
         eprintln!();
     }
+    trainer.release(&mut model)?;
     if trainer.cursor.nan_streak >= cfg.nan_patience.max(1) {
         return Err(Error::input(format!(
             "training stopped: {} steps in a row had a non-finite loss or gradient. Lower --lr, or check the data",

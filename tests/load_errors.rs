@@ -163,3 +163,39 @@ fn a_chat_template_jinja_file_is_read_when_tokenizer_config_has_none() {
     let model = Model::load_dir(&dir, &burn::tensor::Device::flex()).unwrap();
     assert_eq!(model.tokenizer.chat_template.as_deref(), Some(template));
 }
+
+#[test]
+fn an_untied_gpt2_without_its_head_is_refused_rather_than_silently_tied() {
+    let dir = std::env::temp_dir().join(format!("tinytune-untied-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/edge/gpt2-relu-unscaled");
+    for f in ["config.json", "tokenizer.json"] {
+        std::fs::copy(src.join(f), dir.join(f)).unwrap();
+    }
+    let bytes = std::fs::read(src.join("model.safetensors")).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let kept: Vec<(String, safetensors::tensor::TensorView)> = st.tensors().into_iter().filter(|(k, _)| k != "lm_head.weight").collect();
+    std::fs::write(dir.join("model.safetensors"), safetensors::serialize(kept, None).unwrap()).unwrap();
+    let err = tinytune::model::Model::load_dir(&dir, &burn::tensor::Device::flex()).err().unwrap().to_string();
+    assert!(err.contains("lm_head.weight") && err.contains("tie_word_embeddings false"), "{err}");
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn a_huge_position_limit_costs_nothing_until_positions_are_used() {
+    // Llama 3 configs say 131072 positions; this one says 2^26. A rotary table of the whole
+    // context would be 2^26 × 16 × 2 f32 (8.6 GB); the model must load and run as tiny-llama does.
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tiny-llama");
+    let mut files = tinytune::model::ModelFiles::from_dir(&src).unwrap();
+    let mut config: serde_json::Value = serde_json::from_str(&files.config).unwrap();
+    config["max_position_embeddings"] = (1u64 << 26).into();
+    files.config = config.to_string();
+    let device = burn::tensor::Device::flex();
+    let big = Model::load(&files, &device).unwrap();
+    let small = Model::load_dir(&src, &device).unwrap();
+    assert_eq!(big.context(), 1 << 26);
+    let ids = small.tokenizer.encode("The old man", true).unwrap();
+    let run = |m: &Model| futures_lite::future::block_on(tinytune::model::read_f32(m.forward(m.ids(&[ids.clone()]), None, None))).unwrap();
+    assert_eq!(run(&big), run(&small));
+}

@@ -171,3 +171,23 @@ fn train_reports_a_bad_data_line_by_number() {
     assert!(!ok);
     assert!(err.contains("line 2"), "{err}");
 }
+
+#[test]
+fn a_finished_run_leaves_its_adapter_untracked_and_a_later_step_tracks_it_again() {
+    let mut m = model();
+    let cfg = TrainConfig { steps: 3, batch_size: 4, seq_len: 64, lr: 1e-2, ..TrainConfig::default() };
+    block_on(lora::attach(&mut m, "default", &LoraConfig { r: 4, ..LoraConfig::default() }, 1)).unwrap();
+    let train = examples(&m);
+    let mut t = Trainer::new(&mut m, cfg, train).unwrap();
+    block_on(t.step(&mut m)).unwrap();
+    let tracked = |m: &Model| m.arch.linears().iter().all(|(_, l)| l.adapters.iter().all(|a| a.a.is_require_grad() && a.b.is_require_grad()));
+    let untracked = |m: &Model| m.arch.linears().iter().all(|(_, l)| l.adapters.iter().all(|a| !a.a.is_require_grad() && !a.b.is_require_grad()));
+    assert!(tracked(&m), "training tracks the adapter");
+    t.release(&mut m).unwrap();
+    assert!(untracked(&m), "a released adapter records no graph in later forward passes");
+    let b = block_on(read_f32(m.arch.linears()[0].1.adapter("default").unwrap().b.clone())).unwrap();
+    assert!(!block_on(t.step(&mut m)).unwrap().skipped);
+    assert!(tracked(&m));
+    let b2 = block_on(read_f32(m.arch.linears()[0].1.adapter("default").unwrap().b.clone())).unwrap();
+    assert_ne!(b, b2, "the step after a release still trains");
+}

@@ -73,6 +73,7 @@ async function trainLoop(id, info, { evalEvery, inspectEvery, checkpointEvery, i
     post('views', { step: last.step, ...(await views(maxSide)) });
     await checkpoint();
   }
+  sessions.main.releaseTraining();
   return { event: 'trained', losses, stopped: stopRequested, step: last ? last.step : info.step };
 }
 

@@ -37,6 +37,9 @@ pub struct Gpt2Config {
     pub tie_word_embeddings: bool,
     #[serde(default = "yes")]
     pub scale_attn_weights: bool,
+    /// Divide the attention scores of layer i by i + 1 too (transformers' flag of that name).
+    #[serde(default)]
+    pub scale_attn_by_inverse_layer_idx: bool,
 }
 
 /// Llama, Mistral and Qwen2 (`model_type` `llama`, `mistral`, `qwen2`).
@@ -167,8 +170,11 @@ impl ModelConfig {
                 if c.n_head == 0 || c.n_embd % c.n_head != 0 {
                     return bad(format!("n_embd {} is not divisible by n_head {}", c.n_embd, c.n_head));
                 }
-                if !matches!(c.activation_function.as_str(), "gelu_new" | "gelu_pytorch_tanh" | "gelu") {
-                    return bad(format!("activation_function \"{}\" is not supported (gelu_new, gelu)", c.activation_function));
+                if !matches!(c.activation_function.as_str(), "gelu_new" | "gelu_pytorch_tanh" | "gelu_fast" | "gelu" | "relu" | "silu" | "swish" | "tanh") {
+                    return bad(format!(
+                        "activation_function \"{}\" is not supported (gelu_new, gelu_pytorch_tanh, gelu_fast, gelu, relu, silu, tanh)",
+                        c.activation_function
+                    ));
                 }
             }
             ModelConfig::Llama(c) => {

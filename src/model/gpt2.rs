@@ -1,11 +1,13 @@
 //! GPT-2 (Radford et al. 2019), as Hugging Face `GPT2LMHeadModel` computes it: learned
-//! positions, pre-LayerNorm blocks, `gelu_new`, and `Conv1D` weights stored `[in, out]`.
+//! positions, pre-LayerNorm blocks, the configured activation (`gelu_new` by default), attention
+//! scaled by 1/√hs unless `scale_attn_weights` is false (and by 1/(i+1) in layer i with
+//! `scale_attn_by_inverse_layer_idx`), and `Conv1D` weights stored `[in, out]`.
 
 use burn::tensor::module::embedding;
 use burn::tensor::{Int, Tensor};
 
 use super::config::Gpt2Config;
-use super::layers::{KvCache, LayerNorm, Linear, attention, attention_mask, cached_kv, merge_heads, split_heads};
+use super::layers::{KvCache, LayerNorm, Linear, attention_mask, attention_scaled, cached_kv, merge_heads, split_heads};
 
 #[derive(Clone, Debug)]
 pub struct Block {
@@ -30,11 +32,28 @@ pub struct Gpt2 {
     pub lm_head: Option<Tensor<2>>,
 }
 
-/// GPT-2's tanh approximation of GELU ("gelu_new").
+/// GPT-2's tanh approximation of GELU ("gelu_new", also transformers' "gelu_pytorch_tanh" and,
+/// to within its rounded constant, "gelu_fast").
 fn gelu_new(x: Tensor<3>) -> Tensor<3> {
     let c = (2.0 / std::f64::consts::PI).sqrt();
     let inner = (x.clone() + x.clone().powi_scalar(3) * 0.044715) * c;
     x * (inner.tanh() + 1.0) * 0.5
+}
+
+/// transformers' `ACT2FN[activation_function]` (names checked when the config is read).
+fn activation(name: &str, x: Tensor<3>) -> Tensor<3> {
+    use burn::tensor::activation as act;
+    match name {
+        "gelu" => act::gelu(x),
+        "relu" => act::relu(x),
+        "silu" | "swish" => act::silu(x),
+        "tanh" => x.tanh(),
+        "gelu_fast" => {
+            let inner = (x.clone() * x.clone() * 0.044715 + 1.0) * x.clone() * 0.797_884_560_8;
+            x * (inner.tanh() + 1.0) * 0.5
+        }
+        _ => gelu_new(x),
+    }
 }
 
 impl Gpt2 {
@@ -60,10 +79,15 @@ impl Gpt2 {
             let k = split_heads(qkv.clone().slice([0..b, 0..t, c..2 * c]), self.config.n_head);
             let v = split_heads(qkv.slice([0..b, 0..t, 2 * c..3 * c]), self.config.n_head);
             let (k, v) = cached_kv(cache.as_deref_mut(), i, k, v);
-            let a = merge_heads(attention(q, k, v, mask.clone()));
+            let hs = c / self.config.n_head;
+            let mut scale = if self.config.scale_attn_weights { 1.0 / (hs as f64).sqrt() } else { 1.0 };
+            if self.config.scale_attn_by_inverse_layer_idx {
+                scale /= (i + 1) as f64;
+            }
+            let a = merge_heads(attention_scaled(q, k, v, mask.clone(), scale));
             x = x + block.attn_c_proj.forward(a);
             let h = block.ln_2.forward(x.clone());
-            x = x + block.mlp_c_proj.forward(gelu_new(block.c_fc.forward(h)));
+            x = x + block.mlp_c_proj.forward(activation(&self.config.activation_function, block.c_fc.forward(h)));
         }
         let x = self.ln_f.forward(x);
         x.reshape([b * t, c]).matmul(self.lm_head.clone().unwrap_or_else(|| self.wte.clone().transpose())).reshape([b, t, self.config.vocab_size])

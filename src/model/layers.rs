@@ -124,61 +124,74 @@ impl RmsNorm {
 }
 
 /// Rotary position embeddings in the Hugging Face Llama layout (`rotate_half`: the two halves
-/// of each head are the real and imaginary parts).
+/// of each head are the real and imaginary parts). The cos/sin rows are computed for the
+/// positions a forward pass uses, never as a table of the whole context (Llama 3 configs say
+/// 131072 positions: a table would hold 67M values a head size of 128).
 #[derive(Clone, Debug)]
 pub struct Rotary {
-    /// `[context, hs]` each: cos and sin of position·inv_freq, the frequencies repeated twice.
-    cos: Tensor<2>,
-    sin: Tensor<2>,
+    /// `hs / 2` frequencies, as transformers computes them: `1 / θ^(2i/hs)` in f32.
+    inv_freq: Vec<f32>,
     half: usize,
 }
 
+/// The cos and sin of one forward pass's positions, `[1 or B, 1, T, hs]`.
+#[derive(Clone, Debug)]
+pub struct RopeTables {
+    cos: Tensor<4>,
+    sin: Tensor<4>,
+}
+
 impl Rotary {
-    pub fn new(head_dim: usize, context: usize, theta: f64, device: &Device) -> Self {
+    pub fn new(head_dim: usize, theta: f64) -> Self {
         let half = head_dim / 2;
-        // As transformers computes them: inv_freq in f32, then position * inv_freq in f32.
-        let inv_freq: Vec<f32> =
-            (0..half).map(|i| (1.0 / theta.powf((2 * i) as f64 / head_dim as f64)) as f32).collect();
-        let mut cos = Vec::with_capacity(context * head_dim);
-        let mut sin = Vec::with_capacity(context * head_dim);
-        for p in 0..context {
+        let inv_freq = (0..half).map(|i| (1.0 / theta.powf((2 * i) as f64 / head_dim as f64)) as f32).collect();
+        Rotary { inv_freq, half }
+    }
+
+    /// cos and sin rows `[positions.len(), hs]`: position·inv_freq in f32, the frequencies twice.
+    fn rows(&self, positions: &[i32]) -> (Vec<f32>, Vec<f32>) {
+        let hs = 2 * self.half;
+        let mut cos = Vec::with_capacity(positions.len() * hs);
+        let mut sin = Vec::with_capacity(positions.len() * hs);
+        for &p in positions {
             for _half in 0..2 {
-                for f in &inv_freq {
+                for f in &self.inv_freq {
                     let angle = p as f32 * f;
                     cos.push(angle.cos());
                     sin.push(angle.sin());
                 }
             }
         }
-        let t = |v: Vec<f32>| Tensor::<2>::from_data(TensorData::new(v, [context, head_dim]), device);
-        Rotary { cos: t(cos), sin: t(sin), half }
+        (cos, sin)
     }
 
-    pub fn context(&self) -> usize {
-        self.cos.dims()[0]
+    /// The tables for positions `start..start + t`, shared by every row.
+    pub fn at(&self, start: usize, t: usize, device: &Device) -> RopeTables {
+        let positions: Vec<i32> = (start..start + t).map(|p| p as i32).collect();
+        let (cos, sin) = self.rows(&positions);
+        let hs = 2 * self.half;
+        let tensor = |v: Vec<f32>| Tensor::<4>::from_data(TensorData::new(v, [1, 1, t, hs]), device);
+        RopeTables { cos: tensor(cos), sin: tensor(sin) }
     }
 
-    /// `[B, heads, T, hs]` at per-row positions `[B·T]` (a left-padded batch).
-    pub fn apply_at(&self, x: Tensor<4>, positions: &[i32]) -> Tensor<4> {
+    /// The tables for per-row positions `[B·T]` (a left-padded batch).
+    pub fn at_rows(&self, positions: &[i32], b: usize, t: usize, device: &Device) -> RopeTables {
+        let (cos, sin) = self.rows(positions);
+        let hs = 2 * self.half;
+        let tensor = |v: Vec<f32>| Tensor::<4>::from_data(TensorData::new(v, [b, 1, t, hs]), device);
+        RopeTables { cos: tensor(cos), sin: tensor(sin) }
+    }
+}
+
+impl RopeTables {
+    /// `[B, heads, T, hs]` rotated.
+    pub fn apply(&self, x: Tensor<4>) -> Tensor<4> {
         let [b, h, t, hs] = x.dims();
-        let idx = Tensor::<1, burn::tensor::Int>::from_data(TensorData::new(positions.to_vec(), [b * t]), &x.device());
-        let cos = self.cos.clone().select(0, idx.clone()).reshape([b, 1, t, hs]);
-        let sin = self.sin.clone().select(0, idx).reshape([b, 1, t, hs]);
-        let x1 = x.clone().slice([0..b, 0..h, 0..t, 0..self.half]);
-        let x2 = x.clone().slice([0..b, 0..h, 0..t, self.half..hs]);
+        let half = hs / 2;
+        let x1 = x.clone().slice([0..b, 0..h, 0..t, 0..half]);
+        let x2 = x.clone().slice([0..b, 0..h, 0..t, half..hs]);
         let rotated = Tensor::cat(vec![x2.neg(), x1], 3);
-        x * cos + rotated * sin
-    }
-
-    /// `[B, heads, T, hs]` at absolute positions `start..start+T`.
-    pub fn apply(&self, x: Tensor<4>, start: usize) -> Tensor<4> {
-        let [b, h, t, hs] = x.dims();
-        let cos = self.cos.clone().slice([start..start + t, 0..hs]).reshape([1, 1, t, hs]);
-        let sin = self.sin.clone().slice([start..start + t, 0..hs]).reshape([1, 1, t, hs]);
-        let x1 = x.clone().slice([0..b, 0..h, 0..t, 0..self.half]);
-        let x2 = x.clone().slice([0..b, 0..h, 0..t, self.half..hs]);
-        let rotated = Tensor::cat(vec![x2.neg(), x1], 3);
-        x * cos + rotated * sin
+        x * self.cos.clone() + rotated * self.sin.clone()
     }
 }
 
@@ -245,9 +258,15 @@ pub fn attention_mask(t: usize, past: usize, pad: Option<&[Vec<bool>]>, batch: u
     Tensor::<4>::from_data(TensorData::new(m, [batch, 1, t, s]), device)
 }
 
-/// Scaled dot-product attention over grouped heads.
+/// Scaled dot-product attention over grouped heads, scores scaled by 1/√hs.
 /// q `[B, nh, T, hs]`, k and v `[B, nkv, S, hs]`, mask `[B, 1, T, S]` → `[B, nh, T, hs]`.
 pub fn attention(q: Tensor<4>, k: Tensor<4>, v: Tensor<4>, mask: Tensor<4>) -> Tensor<4> {
+    let hs = q.dims()[3];
+    attention_scaled(q, k, v, mask, 1.0 / (hs as f64).sqrt())
+}
+
+/// `attention` with the scores multiplied by `scale`.
+pub fn attention_scaled(q: Tensor<4>, k: Tensor<4>, v: Tensor<4>, mask: Tensor<4>, scale: f64) -> Tensor<4> {
     let [b, nh, _t, hs] = q.dims();
     let [_, nkv, s, _] = k.dims();
     let (k, v) = if nkv == nh {
@@ -258,7 +277,7 @@ pub fn attention(q: Tensor<4>, k: Tensor<4>, v: Tensor<4>, mask: Tensor<4>) -> T
         let expand = |x: Tensor<4>| x.unsqueeze_dim::<5>(2).repeat_dim(2, rep).reshape([b, nh, s, hs]);
         (expand(k), expand(v))
     };
-    let scores = q.matmul(k.swap_dims(2, 3)) / (hs as f64).sqrt();
+    let scores = q.matmul(k.swap_dims(2, 3)) * scale;
     softmax(scores + mask, 3).matmul(v)
 }
 

@@ -43,7 +43,8 @@ impl Llama {
         lm_head: Option<Tensor<2>>,
         device: &Device,
     ) -> Self {
-        let rotary = Rotary::new(config.head_dim(), Self::context_of(&config), config.rope_theta, device);
+        let _ = device;
+        let rotary = Rotary::new(config.head_dim(), config.rope_theta);
         Llama { config, embed_tokens, layers, norm, lm_head, rotary }
     }
 
@@ -61,12 +62,16 @@ impl Llama {
         let [b, t] = ids.dims();
         let c = &self.config;
         let past = cache.as_ref().map_or(0, |k| k.len());
-        let positions = cache.as_ref().and_then(|k| k.positions(b, past, t));
-        let rotate = |x: Tensor<4>| match &positions {
-            Some(p) => self.rotary.apply_at(x, p),
-            None => self.rotary.apply(x, past),
-        };
         let device = ids.device();
+        if past + t > Self::context_of(c) {
+            // Callers check the context first; this keeps a bug from computing positions past it.
+            panic!("positions {past}..{} are past the context of {}", past + t, Self::context_of(c));
+        }
+        let rope = match cache.as_ref().and_then(|k| k.positions(b, past, t)) {
+            Some(p) => self.rotary.at_rows(&p, b, t, &device),
+            None => self.rotary.at(past, t, &device),
+        };
+        let rotate = |x: Tensor<4>| rope.apply(x);
         let mut x = embedding(self.embed_tokens.clone(), ids);
         let mask = attention_mask(t, past, pad, b, &device);
         for (i, layer) in self.layers.iter().enumerate() {

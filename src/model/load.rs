@@ -304,11 +304,15 @@ pub(super) fn gpt2(w: &Weights, c: &Gpt2Config) -> Result<super::gpt2::Gpt2> {
             })
         })
         .collect::<Result<Vec<_>>>()?;
-    // Tied unless the file carries its own head and the config unties it.
-    let lm_head = if !c.tie_word_embeddings && w.contains("lm_head.weight") {
+    // Tied unless the config unties it; then the file must carry its own head.
+    let lm_head = if c.tie_word_embeddings {
+        None
+    } else if w.contains("lm_head.weight") {
         Some(w.dense_linear("lm_head", e, v)?)
     } else {
-        None
+        return Err(Error::input(
+            "the weights have no \"lm_head.weight\" and config.json says tie_word_embeddings false",
+        ));
     };
     Ok(Gpt2 {
         config: c.clone(),

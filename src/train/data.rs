@@ -201,10 +201,17 @@ pub fn load_dataset(name: &str, contents: &str, tok: &Tokenizer, opts: &DataOpti
         Format::Text
     } else if extension == "jsonl" {
         loader.jsonl(contents)?
+    } else if extension == "json" {
+        // A JSON array of the same records a .jsonl file has one per line.
+        let records: Vec<serde_json::Value> = serde_json::from_str(contents).map_err(|e| {
+            Error::input(format!("{name}: a .json data file must be one JSON array of records ({e}); or use .jsonl, one record per line"))
+        })?;
+        let lines: Vec<String> = records.iter().map(|r| r.to_string()).collect();
+        loader.jsonl(&lines.join("\n"))?
     } else {
         return Err(Error::input(format!(
-            "{name}: unknown data format. Use .txt for plain text, or .jsonl with one JSON object per line: \
-             {{\"text\"}}, {{\"prompt\", \"completion\"}} or {{\"messages\"}}"
+            "{name}: unknown data format. Use .txt for plain text, .jsonl with one JSON object per line \
+             ({{\"text\"}}, {{\"prompt\", \"completion\"}} or {{\"messages\"}}), or .json with an array of them"
         )));
     };
     if loader.examples.is_empty() {

@@ -235,11 +235,12 @@ impl Slot<'_> {
             Slot::Vector(t) => t.grad(grads).map(|g| g.reshape([1, t.dims()[0]])),
         }
     }
-    /// Store a value that autodiff does not track (for passes without a backward).
+    /// Store a value that autodiff does not track (for passes without a backward). `detach`
+    /// alone keeps a leaf's require-grad flag; it must be cleared too.
     fn set_untracked(&mut self, value: Tensor<2>) {
         match self {
-            Slot::Matrix(t) => **t = value.detach(),
-            Slot::Vector(t) => **t = value.detach().reshape([t.dims()[0]]).detach(),
+            Slot::Matrix(t) => **t = value.detach().set_require_grad(false),
+            Slot::Vector(t) => **t = value.detach().reshape([t.dims()[0]]).detach().set_require_grad(false),
         }
     }
     /// Store a new value as a fresh leaf that requires grad.
@@ -409,6 +410,7 @@ impl Trainer {
     /// One optimizer step over the given micro-batches (what `step` does with the next ones from
     /// the data; also the way to train on batches made elsewhere).
     pub async fn step_on(&mut self, model: &mut Model, micro: Vec<Batch>) -> Result<StepReport> {
+        self.track(model)?;
         let step = self.cursor.step;
         self.device.seed(self.cfg.seed.wrapping_mul(1_000_003).wrapping_add(step as u64));
         set_training(model, true);
@@ -492,6 +494,28 @@ impl Trainer {
         Ok(())
     }
 
+    /// Make the trained tensors plain values again (untracked by autodiff), as a run ends: a model
+    /// whose adapters still require grad makes every later forward pass (generation, a task
+    /// metric) record a graph that nothing frees. The next step tracks them again.
+    pub fn release(&self, model: &mut Model) -> Result<()> {
+        for mut slot in slots(model, &self.params)? {
+            let v = slot.value().detach();
+            slot.set_untracked(v);
+        }
+        Ok(())
+    }
+
+    /// Track every trained tensor (the state `new` leaves them in, undone by `release`).
+    fn track(&self, model: &mut Model) -> Result<()> {
+        for mut slot in slots(model, &self.params)? {
+            if !slot.value().is_require_grad() {
+                let v = slot.value();
+                slot.set(v);
+            }
+        }
+        Ok(())
+    }
+
     /// Token-weighted mean loss over batches, without updating anything. On an autodiff device a
     /// forward keeps its graph (every activation) alive until the next backward, which an
     /// evaluation never runs: measured on the built-in model, 4 × 64 tokens held 28 MiB until the
@@ -500,13 +524,14 @@ impl Trainer {
     pub async fn evaluate(&self, model: &mut Model, examples: &[Example]) -> Result<f64> {
         let mut kept = Vec::new();
         for slot in slots(model, &self.params)?.iter_mut() {
+            let tracked = slot.value().is_require_grad();
             let v = slot.value().detach();
             slot.set_untracked(v.clone());
-            kept.push(v);
+            kept.push((v, tracked));
         }
         let result = evaluate_examples(model, examples, self.cfg.batch_size, self.cfg.seq_len).await;
-        for (mut slot, v) in slots(model, &self.params)?.into_iter().zip(kept) {
-            slot.set(v);
+        for (mut slot, (v, tracked)) in slots(model, &self.params)?.into_iter().zip(kept) {
+            if tracked { slot.set(v) } else { slot.set_untracked(v) }
         }
         // burn's autodiff frees the graph nodes of finished passes when a backward runs; a tiny
         // one lets the evaluation's activations go now rather than at the next step.

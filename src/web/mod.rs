@@ -306,6 +306,17 @@ impl Session {
         let adapter = PeftAdapter::from_bytes(&config, &get(crate::lora::peft::WEIGHTS_FILE)?).map_err(js_err)?;
         self.prepare(state.run.clone(), data_name, data_text, Some((state, optimizer, adapter)))
     }
+    /// The run stopped or finished: its adapter becomes a plain value again, so generation and
+    /// task metrics record no autodiff graph. Resume tracks it again.
+    #[wasm_bindgen(js_name = releaseTraining)]
+    pub fn release_training(&self) -> Result<(), JsError> {
+        let trainer = self.trainer.try_borrow().map_err(|_| JsError::new("a training step is running"))?;
+        let Some(t) = trainer.as_ref() else { return Ok(()) };
+        let mut guard = self.model.try_borrow_mut().map_err(|_| JsError::new("the model is busy"))?;
+        let model = guard.as_mut().ok_or_else(|| JsError::new("no model is loaded"))?;
+        t.release(model).map_err(js_err)
+    }
+
     /// One optimizer step of the prepared run. Resolves to the step report, or null when the
     /// run is done.
     #[wasm_bindgen(js_name = trainStep)]

@@ -110,3 +110,18 @@ fn decoding_with_the_kv_cache_equals_a_full_forward() {
     }
     assert_eq!(cache.len(), seq.len());
 }
+
+#[test]
+fn gpt2_s_activation_and_attention_scaling_settings_match_transformers_within_1e_4() {
+    // relu with unscaled attention (and 1/(i+1) per layer) and an untied head; the erf GELU.
+    let device = device_under_test();
+    for name in ["edge/gpt2-relu-unscaled", "edge/gpt2-gelu"] {
+        let model = Model::load_dir(&fixture(name), &device.device).unwrap();
+        let r = reference(name);
+        let ids = ids(&r["ids"]);
+        let want: Vec<f32> = r["logits"].as_array().unwrap().iter().flat_map(|row| row.as_array().unwrap().iter().map(|v| v.as_f64().unwrap() as f32)).collect();
+        let got = block_on(read_f32(model.forward(model.ids(&[ids]), None, None))).unwrap();
+        let diff = got.iter().zip(&want).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+        assert!(diff < 1e-4, "{name}: logits max |Δ| {diff:e}");
+    }
+}
