@@ -100,6 +100,47 @@ pub fn sample(logits: &[f32], s: &Sampling, rng: &mut Rng) -> u32 {
     order[probs.len() - 1].0 as u32
 }
 
+/// Turns token ids into text as they arrive, without dropping what a token's text depends on:
+/// SentencePiece decoders strip a leading "▁" from the first token they see, and byte-level
+/// tokens can end inside a UTF-8 character. Each step decodes a short window that starts a few
+/// tokens back (the incremental decoding of Hugging Face's text-generation-inference), so the cost
+/// per token is constant and the text equals decoding everything at once.
+pub struct StreamDecoder {
+    ids: Vec<u32>,
+    /// Where the window starts, and how far text has been emitted.
+    prefix: usize,
+    read: usize,
+}
+
+impl StreamDecoder {
+    /// After `context` (the prompt): its last tokens give the first new token its context.
+    pub fn new(context: &[u32]) -> StreamDecoder {
+        let keep = context.len().min(5);
+        StreamDecoder { ids: context[context.len() - keep..].to_vec(), prefix: 0, read: keep }
+    }
+
+    /// Add a token; returns the text that is now complete (possibly empty).
+    pub fn push(&mut self, tokenizer: &crate::model::Tokenizer, id: u32) -> Result<String> {
+        self.ids.push(id);
+        let before = tokenizer.decode(&self.ids[self.prefix..self.read])?;
+        let now = tokenizer.decode(&self.ids[self.prefix..])?;
+        if now.len() > before.len() && !now.ends_with('\u{FFFD}') && now.is_char_boundary(before.len()) {
+            let text = now[before.len()..].to_string();
+            self.prefix = self.read;
+            self.read = self.ids.len();
+            // Keep the window short: drop what no later token can reach.
+            if self.prefix > 64 {
+                self.ids.drain(..self.prefix);
+                self.read -= self.prefix;
+                self.prefix = 0;
+            }
+            Ok(text)
+        } else {
+            Ok(String::new())
+        }
+    }
+}
+
 /// Why generation ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
 pub enum Stop {
@@ -133,7 +174,7 @@ pub async fn generate(
     let mut cache = model.new_cache();
     let v = model.config.vocab_size();
     let mut new: Vec<u32> = Vec::new();
-    let mut shown_len = 0;
+    let mut stream = StreamDecoder::new(prompt);
     let mut input = prompt.to_vec();
     loop {
         if new.len() >= s.max_new_tokens {
@@ -150,19 +191,25 @@ pub async fn generate(
             return Ok((new, Stop::Eos));
         }
         new.push(next);
-        // Stream whole characters only: a byte-level token can end inside a UTF-8 sequence.
-        let text = model.tokenizer.decode(&new)?;
-        let mut delta = String::new();
-        if !text.ends_with('\u{FFFD}') && text.len() >= shown_len && text.is_char_boundary(shown_len) {
-            delta = text[shown_len..].to_string();
-            shown_len = text.len();
-        }
+        let delta = stream.push(&model.tokenizer, next)?;
         if !on_token(next, &delta) {
             return Ok((new, Stop::Cancelled));
         }
         input = vec![next];
         yield_now().await;
     }
+}
+
+/// The prompt ids of a conversation as the model's chat template renders it, ending with the
+/// start of an assistant turn (transformers' `apply_chat_template(add_generation_prompt=True)`).
+/// A model without a template gets tinytune's plain `role: content` one.
+pub fn chat_ids(model: &Model, messages: &[crate::train::chat::Message]) -> Result<Vec<u32>> {
+    crate::train::chat::ChatTemplate::new(&model.tokenizer)?.encode(&model.tokenizer, messages, true)
+}
+
+/// One user message as a chat prompt.
+pub fn chat_prompt(model: &Model, user: &str) -> Result<Vec<u32>> {
+    chat_ids(model, &[crate::train::chat::Message { role: "user".into(), content: user.into() }])
 }
 
 /// One row's result of a batch: its new tokens, why it ended, and when its first token came.

@@ -475,3 +475,63 @@ fn splitting_the_corpus_is_the_same_for_the_same_seed() {
     let (_, v3) = split(data.examples, 0.1, 8);
     assert_ne!(v1, v3);
 }
+
+/// A SentencePiece-style (Metaspace) tokenizer: "▁" marks a word's leading space.
+fn metaspace() -> Tokenizer {
+    let bytes = std::fs::read(fixture("edge/metaspace/tokenizer.json")).unwrap();
+    Tokenizer::from_files(Some(&bytes), None, None, &serde_json::json!({"bos_token_id": 0, "eos_token_id": 1}), 12).unwrap()
+}
+
+#[test]
+fn prompt_completion_is_tokenized_as_one_text_so_a_sentencepiece_completion_gets_no_stray_space_token() {
+    // "The answer is" + " Paris": as one text "▁The ▁answer ▁is ▁Paris"; tokenized apart, the
+    // completion would start with a lone "▁" (id 7) the model never sees at inference.
+    let tok = metaspace();
+    let line = "{\"prompt\": \"The answer is\", \"completion\": \" Paris\"}";
+    let data = load("d.jsonl", line, &tok, &opts(64));
+    assert_eq!(data.examples[0].ids, [0, 3, 4, 5, 6, 1]);
+    assert_eq!(data.examples[0].target, [false, false, false, false, true, true]);
+    assert_eq!(tok.encode("The answer is Paris", true).unwrap(), [0, 3, 4, 5, 6]);
+}
+
+#[test]
+fn a_completion_token_straddling_the_seam_is_learned() {
+    // GPT-2 style BPE merges across the seam when the prompt ends mid-word: "Q" + "ueen" may be
+    // one token; its text reaches past the prompt, so it is part of the completion.
+    let tok = llama();
+    let line = "{\"prompt\": \"The ca\", \"completion\": \"t sat.\"}";
+    let data = load("d.jsonl", line, &tok, &opts(64));
+    let whole = tok.encode("The cat sat.", true).unwrap();
+    assert_eq!(&data.examples[0].ids[..whole.len()], whole.as_slice());
+    let (_, offsets) = tok.encode_with_offsets("The cat sat.", true).unwrap();
+    for (i, (_, end)) in offsets.iter().enumerate() {
+        assert_eq!(data.examples[0].target[i], *end > "The ca".len(), "token {i}");
+    }
+}
+
+#[test]
+fn a_json_file_is_an_array_of_the_same_records_as_jsonl() {
+    let tok = llama();
+    let array = "[{\"prompt\": \"Q:\", \"completion\": \" cat sat.\"}, {\"prompt\": \"Q:\", \"completion\": \" dog.\"}]";
+    let lines = "{\"prompt\": \"Q:\", \"completion\": \" cat sat.\"}\n{\"prompt\": \"Q:\", \"completion\": \" dog.\"}";
+    let (a, b) = (load("d.json", array, &tok, &opts(64)), load("d.jsonl", lines, &tok, &opts(64)));
+    assert_eq!(a.examples.len(), 2);
+    assert_eq!(a.examples.iter().map(|e| &e.ids).collect::<Vec<_>>(), b.examples.iter().map(|e| &e.ids).collect::<Vec<_>>());
+    let err = load_dataset("d.json", "{\"text\": \"not an array\"}", &tok, &opts(64)).unwrap_err().to_string();
+    assert!(err.contains("JSON array"), "{err}");
+}
+
+#[test]
+fn streaming_decode_keeps_sentencepiece_spaces_and_equals_decoding_everything() {
+    let tok = metaspace();
+    let prompt = tok.encode("The answer", true).unwrap();
+    let mut stream = tinytune::generate::StreamDecoder::new(&prompt);
+    let mut text = String::new();
+    for id in [5, 6, 8, 9, 10, 11] {
+        text += &stream.push(&tok, id).unwrap();
+    }
+    // Decoding the new tokens alone would drop the first "▁": "is Paris…".
+    assert_eq!(text, " is Paris capital of France?");
+    let all: Vec<u32> = prompt.iter().copied().chain([5, 6, 8, 9, 10, 11]).collect();
+    assert_eq!(format!("{}{text}", tok.decode(&prompt).unwrap()), tok.decode(&all).unwrap());
+}

@@ -222,3 +222,38 @@ fn named_adapters_switch_on_and_off_independently() {
     }
     assert!(diff(&both, &one) > 1e-3);
 }
+
+#[test]
+fn chat_prompts_render_with_the_model_s_template_as_transformers_does() {
+    let m = Model::load_dir(&fixture("tiny-llama"), &cpu()).unwrap();
+    let r: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(fixture("tiny-llama").join("reference.json")).unwrap()).unwrap();
+    let messages: Vec<tinytune::train::chat::Message> = serde_json::from_value(r["chat"]["messages"].clone()).unwrap();
+    let want: Vec<u32> = r["chat"]["ids"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap() as u32).collect();
+    assert_eq!(tinytune::generate::chat_ids(&m, &messages).unwrap(), want);
+    // tinytune generate --chat generates from that rendering.
+    let s = tinytune::generate::Sampling { max_new_tokens: 6, temperature: 0.0, ..Default::default() };
+    let ids = tinytune::generate::chat_prompt(&m, "Where is the cup?").unwrap();
+    let (new, _) = block_on(tinytune::generate::generate(&m, &ids, &s, |_, _| true)).unwrap();
+    let o = Command::new(env!("CARGO_BIN_EXE_tinytune"))
+        .args(["generate", "--model", fixture("tiny-llama").to_str().unwrap(), "--chat", "--prompt", "Where is the cup?", "--temperature", "0", "--max-new-tokens", "6", "--device", "cpu"])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(String::from_utf8_lossy(&o.stdout).trim_end_matches('\n'), m.tokenizer.decode(&new).unwrap());
+}
+
+#[test]
+fn a_saved_model_keeps_its_chat_template_jinja() {
+    let dir = std::env::temp_dir().join(format!("tinytune-jinja-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    for f in ["config.json", "model.safetensors", "tokenizer.json"] {
+        std::fs::copy(fixture("tiny-llama").join(f), dir.join(f)).unwrap();
+    }
+    std::fs::write(dir.join("chat_template.jinja"), "{% for m in messages %}{{ m['content'] }}\n{% endfor %}").unwrap();
+    let m = Model::load_dir(&dir, &cpu()).unwrap();
+    let files = block_on(m.save_files()).unwrap();
+    let jinja = files.iter().find(|(n, _)| n == "chat_template.jinja").expect("chat_template.jinja is written back");
+    assert_eq!(String::from_utf8_lossy(&jinja.1), "{% for m in messages %}{{ m['content'] }}\n{% endfor %}");
+    let _ = std::fs::remove_dir_all(dir);
+}

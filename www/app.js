@@ -150,7 +150,7 @@ function renderModel(summary, ms) {
 }
 
 // --- model files ------------------------------------------------------------------------------
-const MODEL_FILE = /(^|\/)(config\.json|tokenizer\.json|tokenizer_config\.json|generation_config\.json|model\.safetensors\.index\.json|[^/]*\.safetensors)$/;
+const MODEL_FILE = /(^|\/)(config\.json|tokenizer\.json|tokenizer_config\.json|generation_config\.json|chat_template\.jinja|model\.safetensors\.index\.json|[^/]*\.safetensors)$/;
 
 // Walk dropped folders (DataTransferItem entries) into File objects with their paths.
 async function filesFromDrop(items) {
@@ -309,7 +309,7 @@ async function runGenerate() {
   $('#stop-generate').disabled = false;
   $('#generate-stats').textContent = 'generating…';
   try {
-    const done = await send('generate', { prompt, sampling: readSampling() }, {
+    const done = await send('generate', { prompt, sampling: readSampling(), chat: state.get().chat }, {
       onPartial: ({ text }) => out.append(text),
     });
     out.dataset.state = 'done';

@@ -362,7 +362,7 @@ export function initTraining({ state, readSampling, onSaved }) {
     $('#compare').disabled = true;
     $('#stop-compare').disabled = false;
     try {
-      await send('compare', { prompt: $('#compare-prompt').value, sampling: readSampling() }, {
+      await send('compare', { prompt: $('#compare-prompt').value, sampling: readSampling(), chat: state.get().chat }, {
         onPartial: (ev) => { if (ev.event === 'token') outs[ev.side].append(ev.text); },
       });
       Object.values(outs).forEach((o) => { o.dataset.state = 'done'; });

@@ -170,8 +170,8 @@ const commands = {
     return { event: 'logits', values: Array.from(values) };
   },
 
-  async generate({ prompt, sampling }, id) {
-    const ids = sessions.main.encode(prompt);
+  async generate({ prompt, sampling, chat = false }, id) {
+    const ids = chat ? sessions.main.encodeChat(prompt) : sessions.main.encode(prompt);
     const started = performance.now();
     let count = 0;
     stopRequested = false;
@@ -220,8 +220,8 @@ const commands = {
   },
 
   // The same prompt and seed through the base model (adapter off) and with the adapter.
-  async compare({ prompt, sampling }, id) {
-    const ids = sessions.main.encode(prompt);
+  async compare({ prompt, sampling, chat = false }, id) {
+    const ids = chat ? sessions.main.encodeChat(prompt) : sessions.main.encode(prompt);
     const out = {};
     stopRequested = false;
     try {

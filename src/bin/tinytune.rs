@@ -121,6 +121,10 @@ enum Command {
         /// The text to continue. Repeat it for a batch (one row per prompt).
         #[arg(long, required = true)]
         prompt: Vec<String>,
+        /// Treat the prompt as a user message: render it with the model's chat template (from
+        /// tokenizer_config.json or chat_template.jinja) and generate the assistant's answer.
+        #[arg(long)]
+        chat: bool,
         #[arg(long, default_value_t = 64)]
         max_new_tokens: usize,
         /// 0 is greedy decoding.
@@ -264,7 +268,7 @@ struct MergeArgs {
 }
 
 /// `generate` with several prompts in one batch, optionally each through its own adapter.
-fn generate_batch(model: &mut Model, adapters: Option<&str>, route: Option<&str>, prompts: &[String], sampling: &Sampling) -> tinytune::Result<()> {
+fn generate_batch(model: &mut Model, adapters: Option<&str>, route: Option<&str>, prompts: &[String], sampling: &Sampling, chat: bool) -> tinytune::Result<()> {
     use tinytune::Error;
     let mut names = Vec::new();
     for spec in adapters.unwrap_or("").split(',').filter(|s| !s.trim().is_empty()) {
@@ -284,7 +288,10 @@ fn generate_batch(model: &mut Model, adapters: Option<&str>, route: Option<&str>
     if !names.is_empty() {
         tinytune::lora::route(model, &refs)?;
     }
-    let ids = prompts.iter().map(|p| model.tokenizer.encode(p, true)).collect::<tinytune::Result<Vec<_>>>()?;
+    let ids = prompts
+        .iter()
+        .map(|p| if chat { tinytune::generate::chat_prompt(model, p) } else { model.tokenizer.encode(p, true) })
+        .collect::<tinytune::Result<Vec<_>>>()?;
     let started = std::time::Instant::now();
     let rows = block_on(tinytune::generate::generate_batch(model, &ids, sampling, |_, _| true))?;
     let secs = started.elapsed().as_secs_f64();
@@ -792,15 +799,15 @@ fn run(command: Command) -> tinytune::Result<()> {
             }
             Ok(())
         }
-        Command::Generate { model, adapter, adapters, route, prompt, max_new_tokens, temperature, top_k, top_p, seed, device } => {
+        Command::Generate { model, adapter, adapters, route, prompt, chat, max_new_tokens, temperature, top_k, top_p, seed, device } => {
             use std::io::Write;
             let opened = open_device(&device)?;
             let mut model = load_model(&model, adapter.as_deref(), None, &opened)?;
             let sampling = Sampling { max_new_tokens, temperature, top_k, top_p, seed, stop_at_eos: true };
             if adapters.is_some() || prompt.len() > 1 {
-                return generate_batch(&mut model, adapters.as_deref(), route.as_deref(), &prompt, &sampling);
+                return generate_batch(&mut model, adapters.as_deref(), route.as_deref(), &prompt, &sampling, chat);
             }
-            let ids = model.tokenizer.encode(&prompt[0], true)?;
+            let ids = if chat { tinytune::generate::chat_prompt(&model, &prompt[0])? } else { model.tokenizer.encode(&prompt[0], true)? };
             let started = std::time::Instant::now();
             let mut stdout = std::io::stdout();
             let (new, stop) = block_on(tinytune::generate::generate(&model, &ids, &sampling, |_, text| {

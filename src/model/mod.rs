@@ -44,6 +44,8 @@ pub struct Source {
     pub tokenizer: Option<Vec<u8>>,
     pub tokenizer_config: Option<String>,
     pub generation_config: Option<String>,
+    /// `chat_template.jinja`, when the model came with one.
+    pub chat_template: Option<String>,
     pub dtype: safetensors::Dtype,
 }
 
@@ -110,6 +112,7 @@ impl Model {
             tokenizer: files.tokenizer.clone(),
             tokenizer_config: files.tokenizer_config.clone(),
             generation_config: files.generation_config.clone(),
+            chat_template: files.chat_template.clone(),
             dtype: load::storage_dtype(files),
         };
         let mut model = Model { config, arch, tokenizer, device: device.clone(), summary, source };
@@ -402,6 +405,9 @@ impl Model {
         }
         if let Some(t) = &self.source.generation_config {
             files.push(("generation_config.json".into(), t.clone().into_bytes()));
+        }
+        if let Some(t) = &self.source.chat_template {
+            files.push(("chat_template.jinja".into(), t.clone().into_bytes()));
         }
         Ok(files)
     }

@@ -317,14 +317,15 @@ impl Loader<'_> {
             }
             Record::PromptCompletion { prompt, completion } => {
                 // No separator goes between them: the prompt should end the way the user wants the
-                // completion to follow (a space, a newline, "Answer:"). Tokenizing the two apart
-                // can split the seam differently from tokenizing their concatenation; we accept
-                // that, so the boundary between "given" and "learned" is exact in tokens.
-                let mut ids = self.tok.encode(&prompt, true).map_err(LineError::bad)?;
-                let mut target = vec![self.opts.train_on_prompt; ids.len()];
-                let completion = self.tok.encode(&completion, false).map_err(LineError::bad)?;
-                target.extend(std::iter::repeat_n(true, completion.len()));
-                ids.extend(completion);
+                // completion to follow (a space, a newline, "Answer:"). The whole text is tokenized
+                // once, as the model will see it at inference, and the completion is the tokens
+                // whose text reaches past the prompt (a token straddling the seam counts as
+                // completion). Tokenizing the halves apart would give a SentencePiece tokenizer's
+                // completion a stray leading "▁", and BPE a seam it never sees at inference.
+                let text = format!("{prompt}{completion}");
+                let (ids, offsets) = self.tok.encode_with_offsets(&text, true).map_err(LineError::bad)?;
+                let boundary = prompt.len();
+                let target = offsets.iter().map(|&(start, end)| end > boundary && end > start || self.opts.train_on_prompt).collect();
                 (ids, target)
             }
             Record::Chat(messages) => {

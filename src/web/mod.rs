@@ -231,6 +231,15 @@ impl Session {
         m.as_ref().expect("checked").tokenizer.encode(text, true).map_err(js_err)
     }
 
+    /// The prompt ids of `text` as a user message under the model's chat template, ending where
+    /// the assistant's answer starts.
+    #[wasm_bindgen(js_name = encodeChat)]
+    pub fn encode_chat(&self, text: &str) -> Result<Vec<u32>, JsError> {
+        let m = self.model()?;
+        let m = m.borrow();
+        crate::generate::chat_prompt(m.as_ref().expect("checked"), text).map_err(js_err)
+    }
+
     /// Evaluation loss over text records (see `tinytune eval`).
     #[wasm_bindgen(js_name = evalLoss)]
     pub fn eval_loss(&self, texts: Vec<String>, seq_len: usize) -> Result<js_sys::Promise, JsError> {
