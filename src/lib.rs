@@ -20,6 +20,8 @@ pub mod tasks;
 pub mod train;
 
 #[cfg(not(target_arch = "wasm32"))]
+pub mod files;
+#[cfg(not(target_arch = "wasm32"))]
 pub mod native;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod serve;

@@ -12,7 +12,7 @@ use serde::Serialize;
 
 use crate::train::data::{read_dataset, split};
 use crate::train::run::RunConfig;
-use crate::train::checkpoint::{CHECKPOINT, OPTIMIZER_FILE, STATE_FILE, TrainerState, checkpoint_files, parse_optimizer, result_files};
+use crate::train::checkpoint::{BEST_DIR, CHECKPOINT, OPTIMIZER_FILE, STATE_FILE, TrainerState, checkpoint_files, parse_optimizer, result_files};
 use crate::train::trainer::{Method, Trainer};
 use crate::device::{self, OpenedDevice};
 use crate::inspect::memory;
@@ -44,19 +44,18 @@ fn fmt_duration(secs: f64) -> String {
 /// Load the model on an autodiff device, attach or restore the trainable part, and train.
 /// `quiet` turns off the progress line (tests).
 pub fn train(mut run: RunConfig, resume: Option<&Path>, stop_after: Option<usize>, opened: &OpenedDevice, quiet: bool) -> Result<TrainSummary> {
-    let resumed: Option<TrainerState> = match resume {
-        Some(dir) => {
-            let text = std::fs::read_to_string(dir.join(STATE_FILE)).map_err(|e| {
-                Error::input(format!("--resume {}: {e} (pass the checkpoint folder a run wrote into its --out)", dir.display()))
-            })?;
-            let state = TrainerState::parse(&text, &dir.join(STATE_FILE).display().to_string())?;
+    let resumed: Option<Resumed> = match resume {
+        Some(path) => {
+            let r = find_checkpoint(path)?;
             // The checkpoint's run config wins except for where to write.
             let out = run.out.clone();
-            run = RunConfig { out, ..state.run.clone() };
-            Some(state)
+            run = RunConfig { out, ..r.state.run.clone() };
+            Some(r)
         }
         None => None,
     };
+    let resume: Option<PathBuf> = resumed.as_ref().map(|r| r.dir.clone());
+    let resume = resume.as_deref();
     if run.model.is_empty() || run.data.is_empty() || run.out.is_empty() {
         return Err(Error::input("train needs --model, --data and --out (or a run.toml with those keys)"));
     }
@@ -70,6 +69,15 @@ pub fn train(mut run: RunConfig, resume: Option<&Path>, stop_after: Option<usize
         _ => PathBuf::from(&run.model),
     };
     let mut model = Model::load_dir(&model_dir, &device)?;
+    // A full or partial checkpoint holds f32 master weights; the result is written as the
+    // source was.
+    if let Some(dtype) = resumed.as_ref().and_then(|r| r.state.source_dtype.as_deref()) {
+        model.source.dtype = match dtype {
+            "F16" => safetensors::Dtype::F16,
+            "BF16" => safetensors::Dtype::BF16,
+            _ => safetensors::Dtype::F32,
+        };
+    }
 
     let opts = run.data_options();
     let data = read_dataset(Path::new(&run.data), &model.tokenizer, &opts)?;
@@ -102,11 +110,17 @@ pub fn train(mut run: RunConfig, resume: Option<&Path>, stop_after: Option<usize
         _ => {}
     }
     let mut trainer = Trainer::new(&mut model, cfg.clone(), train_set)?;
-    if let (Some(state), Some(dir)) = (resumed, resume) {
-        trainer.restore(state.cursor, read_optimizer(&dir.join(OPTIMIZER_FILE))?)?;
+    let mut best: Option<Vec<(String, Vec<u8>)>> = None;
+    if let Some(r) = resumed {
+        trainer.restore(r.state.cursor, r.optimizer)?;
+        best = r.best;
     }
 
     let metrics_path = out.join("metrics.jsonl");
+    if resume.is_some() {
+        // Lines past the checkpoint (a run killed after writing them) would appear twice.
+        keep_metrics_until(&metrics_path, trainer.cursor.step)?;
+    }
     let mut metrics = std::fs::OpenOptions::new()
         .create(true)
         .append(resume.is_some())
@@ -121,7 +135,6 @@ pub fn train(mut run: RunConfig, resume: Option<&Path>, stop_after: Option<usize
 
     let started = Instant::now();
     let (mut tokens, mut skipped, mut losses) = (0usize, 0usize, Vec::new());
-    let mut best: Option<Vec<(String, Vec<u8>)>> = None;
     let first_step = trainer.cursor.step;
     let mut last_print = Instant::now();
     while !trainer.done() {
@@ -171,10 +184,11 @@ pub fn train(mut run: RunConfig, resume: Option<&Path>, stop_after: Option<usize
         let pause = stop_after.is_some_and(|n| r.step - first_step >= n);
         let checkpoint_now = run.checkpoint_every > 0 && r.step % run.checkpoint_every == 0;
         if checkpoint_now || trainer.done() || pause {
-            write_checkpoint(&out, &model, &trainer, &run)?;
+            let files = block_on(checkpoint_files(&model, &trainer, &run, best.as_deref()))?;
+            write_checkpoint(&out, r.step, &files)?;
         }
         if pause && !trainer.done() {
-            eprintln!("\nstopped after {} steps as asked; continue with --resume {}", r.step - first_step, out.join(CHECKPOINT).display());
+            eprintln!("\nstopped after {} steps as asked; continue with --resume {}", r.step - first_step, out.display());
             break;
         }
     }
@@ -194,7 +208,7 @@ pub fn train(mut run: RunConfig, resume: Option<&Path>, stop_after: Option<usize
         None => block_on(result_files(&model, &run))?,
     };
     let refs: Vec<(&str, &[u8])> = files.iter().map(|(n, b)| (n.as_str(), b.as_slice())).collect();
-    peft::write_files(&out, &refs)?;
+    crate::files::write_files(&out, &refs)?;
     let seconds = started.elapsed().as_secs_f64();
     let ledger = write_ledger(&out, &mut model, &cfg, base_in_use)?;
     if !quiet {
@@ -247,27 +261,148 @@ pub fn ledger_line(l: &memory::Ledger) -> String {
     s + "; ledger in memory.json"
 }
 
-/// Write `<out>/checkpoint/` atomically: build it beside, then swap it in.
-fn write_checkpoint(out: &Path, model: &Model, trainer: &Trainer, run: &RunConfig) -> Result<()> {
-    let tmp = out.join(format!("{CHECKPOINT}.tmp"));
+/// The file in `--out` naming the newest complete checkpoint folder.
+pub const POINTER: &str = "checkpoint.json";
+
+/// Write a checkpoint so that a crash at any moment leaves a complete one to resume from: the
+/// files go into a temporary folder (each fsynced), which is renamed to `checkpoint-<step>`;
+/// only then does the pointer (`checkpoint.json`, replaced atomically) name it. The previous
+/// checkpoint stays as a fallback; older ones are removed.
+fn write_checkpoint(out: &Path, step: usize, files: &[(String, Vec<u8>)]) -> Result<()> {
+    let name = format!("{CHECKPOINT}-{step:08}");
+    let tmp = out.join(format!(".{name}.tmp"));
     let _ = std::fs::remove_dir_all(&tmp);
-    let files = block_on(checkpoint_files(model, trainer, run))?;
     let refs: Vec<(&str, &[u8])> = files.iter().map(|(n, b)| (n.as_str(), b.as_slice())).collect();
-    peft::write_files(&tmp, &refs)?;
-    let dest = out.join(CHECKPOINT);
-    let old = out.join(format!("{CHECKPOINT}.old"));
-    let _ = std::fs::remove_dir_all(&old);
-    if dest.exists() {
-        std::fs::rename(&dest, &old).map_err(|e| Error::io(&dest, e))?;
-    }
+    crate::files::write_files(&tmp, &refs)?;
+    let dest = out.join(&name);
+    let _ = std::fs::remove_dir_all(&dest);
     std::fs::rename(&tmp, &dest).map_err(|e| Error::io(&dest, e))?;
-    let _ = std::fs::remove_dir_all(&old);
+    crate::files::sync_dir(out)?;
+    let pointer = serde_json::json!({ "dir": name, "step": step });
+    crate::files::write_file(&out.join(POINTER), pointer.to_string().as_bytes())?;
+    let mut all = checkpoint_dirs(out);
+    all.retain(|(_, d)| d != &dest);
+    // Keep the newest other one (the fallback); remove the rest and any leftover temporaries.
+    for (_, d) in all.iter().skip(1) {
+        let _ = std::fs::remove_dir_all(d);
+    }
+    if let Ok(entries) = std::fs::read_dir(out) {
+        for e in entries.flatten() {
+            let n = e.file_name().to_string_lossy().to_string();
+            if n.starts_with(&format!(".{CHECKPOINT}-")) && n.ends_with(".tmp") {
+                let _ = std::fs::remove_dir_all(e.path());
+            }
+        }
+    }
     Ok(())
 }
 
-fn read_optimizer(path: &Path) -> Result<Vec<(String, Vec<f32>, [usize; 2])>> {
-    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
-    parse_optimizer(&bytes, &path.display().to_string())
+/// The `checkpoint-<step>` folders of `out`, newest first.
+fn checkpoint_dirs(out: &Path) -> Vec<(usize, PathBuf)> {
+    let mut found: Vec<(usize, PathBuf)> = std::fs::read_dir(out)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| {
+            let n = e.file_name().to_string_lossy().to_string();
+            let step = n.strip_prefix(&format!("{CHECKPOINT}-"))?.parse().ok()?;
+            Some((step, e.path()))
+        })
+        .collect();
+    found.sort_by(|a, b| b.0.cmp(&a.0));
+    found
+}
+
+/// A checkpoint read back whole.
+struct Resumed {
+    dir: PathBuf,
+    state: TrainerState,
+    optimizer: Vec<(String, Vec<f32>, [usize; 2])>,
+    best: Option<Vec<(String, Vec<u8>)>>,
+}
+
+/// Read and check every file of one checkpoint folder.
+fn read_checkpoint(dir: &Path) -> Result<Resumed> {
+    let state_path = dir.join(STATE_FILE);
+    let text = std::fs::read_to_string(&state_path).map_err(|e| Error::io(&state_path, e))?;
+    let state = TrainerState::parse(&text, &state_path.display().to_string())?;
+    let opt_path = dir.join(OPTIMIZER_FILE);
+    let bytes = std::fs::read(&opt_path).map_err(|e| Error::io(&opt_path, e))?;
+    let optimizer = parse_optimizer(&bytes, &opt_path.display().to_string())?;
+    if state.run.method.is_adapter() {
+        peft::PeftAdapter::read_dir(dir)?;
+    } else {
+        crate::model::ModelFiles::from_dir(dir)?.largest_tensor()?;
+    }
+    let best_dir = dir.join(BEST_DIR);
+    let best = if best_dir.is_dir() {
+        let mut files = Vec::new();
+        for e in std::fs::read_dir(&best_dir).map_err(|e| Error::io(&best_dir, e))? {
+            let e = e.map_err(|e| Error::io(&best_dir, e))?;
+            let bytes = std::fs::read(e.path()).map_err(|err| Error::io(e.path(), err))?;
+            files.push((e.file_name().to_string_lossy().to_string(), bytes));
+        }
+        files.sort_by(|a, b| a.0.cmp(&b.0));
+        Some(files)
+    } else {
+        None
+    };
+    Ok(Resumed { dir: dir.to_path_buf(), state, optimizer, best })
+}
+
+/// The checkpoint `--resume PATH` means: a checkpoint folder itself, or a run's `--out` (its
+/// pointer names the newest). A checkpoint that does not read back whole (a crash during a save)
+/// gives way to the previous one, with a note.
+fn find_checkpoint(path: &Path) -> Result<Resumed> {
+    let mut candidates: Vec<PathBuf> = Vec::new();
+    let out = if path.join(STATE_FILE).exists() {
+        candidates.push(path.to_path_buf());
+        path.parent().map(Path::to_path_buf)
+    } else if path.join(POINTER).exists() || !checkpoint_dirs(path).is_empty() {
+        Some(path.to_path_buf())
+    } else if path.file_name().is_some_and(|n| n == CHECKPOINT) && path.parent().is_some_and(|p| p.join(POINTER).exists()) {
+        path.parent().map(Path::to_path_buf)
+    } else {
+        return Err(Error::input(format!(
+            "--resume {}: no checkpoint there. Pass the --out folder of the run (it holds {POINTER} and checkpoint-<step> folders), or a checkpoint folder",
+            path.display()
+        )));
+    };
+    if let Some(out) = out.filter(|o| o.join(POINTER).exists() || !checkpoint_dirs(o).is_empty()) {
+        if let Ok(text) = std::fs::read_to_string(out.join(POINTER)) {
+            if let Some(name) = serde_json::from_str::<serde_json::Value>(&text).ok().and_then(|v| v["dir"].as_str().map(String::from)) {
+                candidates.push(out.join(name));
+            }
+        }
+        candidates.extend(checkpoint_dirs(&out).into_iter().map(|(_, d)| d));
+    }
+    candidates.dedup();
+    let mut problems = Vec::new();
+    for dir in &candidates {
+        match read_checkpoint(dir) {
+            Ok(r) => {
+                if !problems.is_empty() {
+                    eprintln!("resuming from {}: the newer checkpoint is incomplete ({})", dir.display(), problems.join("; "));
+                }
+                return Ok(r);
+            }
+            Err(e) => problems.push(format!("{}: {e}", dir.display())),
+        }
+    }
+    Err(Error::input(format!("--resume {}: no complete checkpoint ({})", path.display(), problems.join("; "))))
+}
+
+/// Drop the lines of `metrics.jsonl` past `step`, atomically.
+fn keep_metrics_until(path: &Path, step: usize) -> Result<()> {
+    let Ok(text) = std::fs::read_to_string(path) else { return Ok(()) };
+    let kept: String = text
+        .lines()
+        .filter(|l| {
+            serde_json::from_str::<serde_json::Value>(l).ok().and_then(|v| v["step"].as_u64()).is_some_and(|s| s as usize <= step)
+        })
+        .map(|l| format!("{l}\n"))
+        .collect();
+    crate::files::write_file(path, kept.as_bytes())
 }
 
 /// Open the run's device.

@@ -153,11 +153,147 @@ fn resume_continues_exactly_losses_equal_an_uninterrupted_run() {
     let (ok, _, err) = run(&args4.iter().map(String::as_str).collect::<Vec<_>>());
     assert!(ok, "{err}");
     assert_eq!(losses(&resumed.join("metrics.jsonl")).len(), 4);
-    let ckpt = resumed.join("checkpoint");
-    let (ok, _, err) = run(&["train", "--device", "cpu", "--resume", ckpt.to_str().unwrap(), "--out", resumed.to_str().unwrap()]);
+    let (ok, _, err) = run(&["train", "--device", "cpu", "--resume", resumed.to_str().unwrap(), "--out", resumed.to_str().unwrap()]);
     assert!(ok, "{err}");
     let got = losses(&resumed.join("metrics.jsonl"));
     assert_eq!(got, want, "losses after resume must equal the uninterrupted run's");
+}
+
+/// `tinytune train` arguments for a short run of `method` on `model`.
+fn train_args(model: &str, out: &Path, method: &str, steps: usize, extra: &[&str]) -> Vec<String> {
+    let mut v: Vec<String> = [
+        "train", "--device", "cpu", "--model", fixture(model).to_str().unwrap(), "--data",
+        fixture("corpus/eval.jsonl").to_str().unwrap(), "--out", out.to_str().unwrap(), "--method", method,
+        "--steps", &steps.to_string(), "--batch-size", "2", "--lr", "2e-3", "--seed", "5",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    v.extend(extra.iter().map(|s| s.to_string()));
+    v
+}
+
+fn run_strings(args: &[String]) -> (bool, String, String) {
+    run(&args.iter().map(String::as_str).collect::<Vec<_>>())
+}
+
+fn resume(out: &Path) -> (bool, String, String) {
+    run(&["train", "--device", "cpu", "--resume", out.to_str().unwrap(), "--out", out.to_str().unwrap()])
+}
+
+fn metric_steps(out: &Path) -> Vec<u64> {
+    std::fs::read_to_string(out.join("metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .filter_map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).ok()?;
+            v.get("loss")?;
+            v["step"].as_u64()
+        })
+        .collect()
+}
+
+fn read(path: PathBuf) -> Vec<u8> {
+    std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+#[test]
+fn resume_restores_the_best_adapter_and_writes_each_metrics_line_once() {
+    let extra = ["--valid-fraction", "0.25", "--eval-every", "2", "--rank", "4"];
+    let straight = temp("best-straight");
+    let (ok, _, err) = run_strings(&train_args("tiny-llama", &straight, "lora", 8, &extra));
+    assert!(ok, "{err}");
+
+    let resumed = temp("best-resumed");
+    let mut first = train_args("tiny-llama", &resumed, "lora", 8, &extra);
+    first.extend(["--stop-after".into(), "4".into()]);
+    let (ok, _, err) = run_strings(&first);
+    assert!(ok, "{err}");
+    // A run killed after logging step 5 but before its checkpoint: the line must not stay twice.
+    let mut metrics = std::fs::read_to_string(resumed.join("metrics.jsonl")).unwrap();
+    metrics.push_str("{\"step\":5,\"loss\":9.0}\n");
+    std::fs::write(resumed.join("metrics.jsonl"), metrics).unwrap();
+    let (ok, _, err) = resume(&resumed);
+    assert!(ok, "{err}");
+    assert_eq!(metric_steps(&resumed), (1..=8).collect::<Vec<_>>(), "each step logged once");
+    assert_eq!(losses(&resumed.join("metrics.jsonl")), losses(&straight.join("metrics.jsonl")));
+    // The result is the adapter of the best valid loss, across the pause.
+    assert_eq!(
+        read(resumed.join("adapter_model.safetensors")),
+        read(straight.join("adapter_model.safetensors")),
+        "the resumed run must write the same best adapter as the uninterrupted one"
+    );
+}
+
+#[test]
+fn a_bf16_full_finetune_resumes_exactly_and_is_written_back_as_bf16() {
+    let straight = temp("bf16-straight");
+    let (ok, _, err) = run_strings(&train_args("tiny-llama-bf16", &straight, "full", 6, &[]));
+    assert!(ok, "{err}");
+    let resumed = temp("bf16-resumed");
+    let mut first = train_args("tiny-llama-bf16", &resumed, "full", 6, &[]);
+    first.extend(["--stop-after".into(), "3".into()]);
+    let (ok, _, err) = run_strings(&first);
+    assert!(ok, "{err}");
+    let (ok, _, err) = resume(&resumed);
+    assert!(ok, "{err}");
+    assert_eq!(losses(&resumed.join("metrics.jsonl")), losses(&straight.join("metrics.jsonl")));
+    let bytes = read(resumed.join("model.safetensors"));
+    assert_eq!(bytes, read(straight.join("model.safetensors")), "the same weights, bit for bit");
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    assert!(st.tensors().iter().all(|(_, t)| t.dtype() == safetensors::Dtype::BF16), "written back in the source's dtype");
+}
+
+/// Kill `tinytune train` at arbitrary moments (often in the middle of writing a checkpoint) and
+/// resume each time: the run must end exactly where an uninterrupted one does.
+#[test]
+fn a_run_killed_at_random_moments_resumes_to_the_uninterrupted_result() {
+    let steps = 30;
+    let extra = ["--checkpoint-every", "1"];
+    let straight = temp("kill-straight");
+    let (ok, _, err) = run_strings(&train_args("tiny-llama", &straight, "full", steps, &extra));
+    assert!(ok, "{err}");
+
+    let out = temp("kill-resumed");
+    let mut rng = 0x2545_f491_4f6c_dd1du64;
+    let mut kills = 0;
+    loop {
+        // Killed before the first checkpoint: nothing to resume, start again.
+        let args = if out.join("checkpoint.json").exists() {
+            vec!["train".to_string(), "--device".into(), "cpu".into(), "--resume".into(), out.display().to_string(), "--out".into(), out.display().to_string()]
+        } else {
+            train_args("tiny-llama", &out, "full", steps, &extra)
+        };
+        let mut child = Command::new(env!("CARGO_BIN_EXE_tinytune"))
+            .args(&args)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        if kills < 10 {
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            let wait = std::time::Duration::from_millis(20 + rng % 180);
+            let t = std::time::Instant::now();
+            while t.elapsed() < wait && child.try_wait().unwrap().is_none() {
+                std::thread::sleep(std::time::Duration::from_millis(2));
+            }
+            if child.try_wait().unwrap().is_none() {
+                child.kill().unwrap();
+                child.wait().unwrap();
+                kills += 1;
+                continue;
+            }
+        }
+        let o = child.wait_with_output().unwrap();
+        assert!(o.status.success(), "the run failed after {kills} kills: {}", String::from_utf8_lossy(&o.stderr));
+        break;
+    }
+    assert!(kills >= 3, "the test must actually interrupt the run (killed {kills} times)");
+    assert_eq!(metric_steps(&out), (1..=steps as u64).collect::<Vec<_>>());
+    assert_eq!(losses(&out.join("metrics.jsonl")), losses(&straight.join("metrics.jsonl")));
+    assert_eq!(read(out.join("model.safetensors")), read(straight.join("model.safetensors")));
 }
 
 #[test]

@@ -361,7 +361,7 @@ fn merge_models(config: &std::path::Path, out: &std::path::Path, seed: u64) -> t
         eprintln!("no model has a tokenizer.json: the merged folder has none either");
     }
     let refs: Vec<(&str, &[u8])> = files.iter().map(|(n, b)| (n.as_str(), b.as_slice())).collect();
-    tinytune::lora::peft::write_files(out, &refs)?;
+    tinytune::files::write_files(out, &refs)?;
     eprintln!(
         "merged {} models with {:?} into {count} tensors ({dtype:?}) in {:.1} s; wrote {}",
         models.len(),
@@ -383,7 +383,7 @@ fn merge(a: &MergeArgs) -> tinytune::Result<()> {
         let layers = block_on(tinytune::merge::into_base(&mut model, "default"))?;
         let files = block_on(model.save_files())?;
         let refs: Vec<(&str, &[u8])> = files.iter().map(|(n, b)| (n.as_str(), b.as_slice())).collect();
-        tinytune::lora::peft::write_files(&a.out, &refs)?;
+        tinytune::files::write_files(&a.out, &refs)?;
         eprintln!("merged the adapter into {layers} layers; wrote {} ({:?})", a.out.display(), model.source.dtype);
         return Ok(());
     }
@@ -410,7 +410,7 @@ fn merge(a: &MergeArgs) -> tinytune::Result<()> {
         merged.load_into(&mut m, "merged")?;
     }
     let (config, weights) = merged.to_files()?;
-    tinytune::lora::peft::write_files(&a.out, &[(tinytune::lora::peft::CONFIG_FILE, config.as_bytes()), (tinytune::lora::peft::WEIGHTS_FILE, &weights)])?;
+    tinytune::files::write_files(&a.out, &[(tinytune::lora::peft::CONFIG_FILE, config.as_bytes()), (tinytune::lora::peft::WEIGHTS_FILE, &weights)])?;
     eprintln!(
         "combined {} adapters with {:?} into one of rank {} on {} modules; wrote {}",
         adapters.len(),
@@ -601,7 +601,7 @@ fn pretrain(a: &PretrainArgs) -> tinytune::Result<()> {
         named.push(("generation_config.json".into(), serde_json::to_vec_pretty(&gc).expect("json")));
     }
     let refs: Vec<(&str, &[u8])> = named.iter().map(|(n, b)| (n.as_str(), b.as_slice())).collect();
-    tinytune::lora::peft::write_files(&init, &refs)?;
+    tinytune::files::write_files(&init, &refs)?;
     let run = RunConfig {
         model: init.display().to_string(),
         data: a.data.display().to_string(),
@@ -854,7 +854,7 @@ fn run(command: Command) -> tinytune::Result<()> {
             let n = block_on(m.quantize_linears(q))?;
             let files = block_on(m.save_files())?;
             let refs: Vec<(&str, &[u8])> = files.iter().map(|(n, b)| (n.as_str(), b.as_slice())).collect();
-            tinytune::lora::peft::write_files(&out, &refs)?;
+            tinytune::files::write_files(&out, &refs)?;
             let (mut params, mut stored, mut on_device) = (0usize, 0usize, 0usize);
             for (_, l) in m.arch.linears() {
                 if let tinytune::model::layers::Base::Quant(t) = &l.base {
@@ -886,7 +886,7 @@ fn run(command: Command) -> tinytune::Result<()> {
             named.extend(files.weights);
             named.push(("tokenizer.json".into(), files.tokenizer.unwrap_or_default()));
             let refs: Vec<(&str, &[u8])> = named.iter().map(|(n, b)| (n.as_str(), b.as_slice())).collect();
-            tinytune::lora::peft::write_files(&out, &refs)?;
+            tinytune::files::write_files(&out, &refs)?;
             eprintln!("wrote {} ({} parameters, {})", out.display(), model.summary.parameters, model.summary.model_type);
             Ok(())
         }
@@ -947,7 +947,7 @@ fn run(command: Command) -> tinytune::Result<()> {
             let t = Model::load_dir(&tuned, &cpu.device)?;
             let (adapter, energy) = block_on(tinytune::merge::extract::extract(&b, &t, rank, &base.display().to_string()))?;
             let (config, weights) = adapter.to_files()?;
-            tinytune::lora::peft::write_files(&out, &[(tinytune::lora::peft::CONFIG_FILE, config.as_bytes()), (tinytune::lora::peft::WEIGHTS_FILE, &weights)])?;
+            tinytune::files::write_files(&out, &[(tinytune::lora::peft::CONFIG_FILE, config.as_bytes()), (tinytune::lora::peft::WEIGHTS_FILE, &weights)])?;
             if json {
                 println!("{}", serde_json::to_string(&energy).expect("energy serialises"));
             } else {

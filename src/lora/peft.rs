@@ -285,14 +285,3 @@ pub async fn export(model: &Model, name: &str, cfg: &LoraConfig, base_model: &st
     Ok((serde_json::to_string_pretty(&config).expect("config serialises"), weights))
 }
 
-/// Write files into `dir` atomically: each goes to a temporary name first, then is renamed.
-#[cfg(not(target_arch = "wasm32"))]
-pub fn write_files(dir: &Path, files: &[(&str, &[u8])]) -> Result<()> {
-    std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
-    for (name, bytes) in files {
-        let tmp = dir.join(format!(".{name}.tmp"));
-        std::fs::write(&tmp, bytes).map_err(|e| Error::io(&tmp, e))?;
-        std::fs::rename(&tmp, dir.join(name)).map_err(|e| Error::io(dir.join(name), e))?;
-    }
-    Ok(())
-}

@@ -353,7 +353,11 @@ impl Model {
     /// 4-bit weights are written in bitsandbytes' serialization, and `config.json` then carries
     /// the matching `quantization_config`.
     pub async fn save_files(&self) -> Result<Vec<(String, Vec<u8>)>> {
-        let dtype = self.source.dtype;
+        self.save_files_as(self.source.dtype).await
+    }
+
+    /// `save_files` with the float weights in `dtype` (f32, f16 or bf16).
+    pub async fn save_files_as(&self, dtype: safetensors::Dtype) -> Result<Vec<(String, Vec<u8>)>> {
         let mut tensors: Vec<(String, safetensors::Dtype, Vec<usize>, Vec<u8>)> = Vec::new();
         let mut quant: Option<crate::quant::bnb::QuantConfig> = None;
         for (key, saved) in load::checkpoint_tensors(&self.arch) {

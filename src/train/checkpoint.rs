@@ -1,6 +1,8 @@
 //! Checkpoints as files, the same in the page and natively: the result (PEFT adapter files for
-//! LoRA, a Hugging Face model folder otherwise), `trainer_state.json` (the run config and the
-//! cursor) and `optimizer.safetensors` (AdamW's moments). A checkpoint saved in the browser
+//! LoRA, a Hugging Face model folder otherwise, its weights in f32 whatever the source dtype, so
+//! a resumed run continues from exactly the weights it had), `trainer_state.json` (the run config,
+//! the cursor and the source dtype), `optimizer.safetensors` (AdamW's moments), and `best/` (the
+//! best adapter by validation loss so far, for early stopping). A checkpoint saved in the browser
 //! resumes with `tinytune train --resume`, and the reverse.
 
 use serde::{Deserialize, Serialize};
@@ -21,7 +23,14 @@ pub const OPTIMIZER_FILE: &str = "optimizer.safetensors";
 pub struct TrainerState {
     pub run: RunConfig,
     pub cursor: Cursor,
+    /// The dtype the model's files had (full and partial checkpoints are f32): the result is
+    /// written in it.
+    #[serde(default)]
+    pub source_dtype: Option<String>,
 }
+
+/// The folder names inside a checkpoint for the best result so far.
+pub const BEST_DIR: &str = "best";
 
 impl TrainerState {
     pub fn parse(text: &str, label: &str) -> Result<TrainerState> {
@@ -40,10 +49,18 @@ pub async fn result_files(model: &Model, run: &RunConfig) -> Result<Vec<(String,
     }
 }
 
-/// Every file of a checkpoint of this run at the trainer's cursor.
-pub async fn checkpoint_files(model: &Model, trainer: &Trainer, run: &RunConfig) -> Result<Vec<(String, Vec<u8>)>> {
-    let mut files = result_files(model, run).await?;
-    let state = TrainerState { run: run.clone(), cursor: trainer.cursor.clone() };
+/// Every file of a checkpoint of this run at the trainer's cursor, with the best result so far
+/// under `best/` when there is one.
+pub async fn checkpoint_files(model: &Model, trainer: &Trainer, run: &RunConfig, best: Option<&[(String, Vec<u8>)]>) -> Result<Vec<(String, Vec<u8>)>> {
+    let mut files = match run.method {
+        // f32 master weights: a bf16 save would round what the next step starts from.
+        Method::Full | Method::Partial => model.save_files_as(safetensors::Dtype::F32).await?,
+        _ => result_files(model, run).await?,
+    };
+    if let Some(best) = best {
+        files.extend(best.iter().map(|(n, b)| (format!("{BEST_DIR}/{n}"), b.clone())));
+    }
+    let state = TrainerState { run: run.clone(), cursor: trainer.cursor.clone(), source_dtype: Some(format!("{:?}", model.source.dtype)) };
     files.push((STATE_FILE.into(), serde_json::to_vec_pretty(&state).expect("state serialises")));
     let tensors: Vec<(String, Vec<u8>, Vec<usize>)> =
         trainer.optimizer_state().await?.into_iter().map(|(n, v, s)| (n, f32_bytes(&v), s.to_vec())).collect();

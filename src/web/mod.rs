@@ -374,7 +374,7 @@ impl Session {
             let t = trainer.try_borrow().map_err(|_| JsError::new("a training step is running"))?;
             let t = t.as_ref().ok_or_else(|| JsError::new("nothing is training: start a run first"))?;
             let guard = model.try_borrow().map_err(|_| JsError::new("the model is busy"))?;
-            let files = checkpoint_files(guard.as_ref().expect("checked"), t, &run).await.map_err(js_err)?;
+            let files = checkpoint_files(guard.as_ref().expect("checked"), t, &run, None).await.map_err(js_err)?;
             let names = js_sys::Array::new();
             let bytes = js_sys::Array::new();
             for (n, b) in files {
