@@ -102,7 +102,7 @@ pub fn train(mut run: RunConfig, resume: Option<&Path>, stop_after: Option<usize
     let base_in_use = device.memory_pool_usage().map(|u| u.bytes_in_use);
     match (cfg.method.is_adapter(), resume) {
         (true, Some(dir)) => {
-            peft::PeftAdapter::read_dir(dir)?.load_into(&mut model, "default")?;
+            block_on(crate::train::checkpoint::restore_adapter(&mut model, &cfg, &peft::PeftAdapter::read_dir(dir)?))?;
         }
         (true, None) => {
             block_on(lora::attach(&mut model, "default", &cfg.lora, cfg.seed))?;

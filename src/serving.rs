@@ -173,9 +173,7 @@ pub async fn measure(
             tokens += t;
             // The swap is part of the wait for the first token.
             ttft += swap + first;
-            for (_, l) in m.arch.linears_mut() {
-                l.adapters.retain(|a| a.name != "request");
-            }
+            crate::lora::remove(&mut m, "request");
         }
         out.push(report("swapping adapters", tokens, now() - started, ttft / prompts.len() as f64, &m));
     }

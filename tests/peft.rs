@@ -257,3 +257,60 @@ fn a_saved_model_keeps_its_chat_template_jinja() {
     assert_eq!(String::from_utf8_lossy(&jinja.1), "{% for m in messages %}{{ m['content'] }}\n{% endfor %}");
     let _ = std::fs::remove_dir_all(dir);
 }
+
+fn weights_of(m: &mut Model) -> Vec<(String, Vec<f32>)> {
+    m.weight_keys(None).into_iter().map(|k| (k.clone(), m.with_weight_mut(&k, |t| block_on(read_f32(t.clone())).unwrap()).unwrap())).collect()
+}
+
+/// PiSSA trains over a residual base; the exported adapter must stand for the original one.
+/// PEFT, on the original tiny-llama with the adapter `tinytune train --init pissa` exports, gives
+/// the validation loss the run itself measured.
+#[test]
+fn a_pissa_adapter_gives_in_peft_on_the_original_base_the_loss_of_its_run() {
+    let reference: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(fixture("pissa/reference.json")).unwrap()).unwrap();
+    let out = temp("pissa-run");
+    let mut args: Vec<String> = reference["args"].as_array().unwrap().iter().map(|v| v.as_str().unwrap().to_string()).collect();
+    args.extend(["--out".into(), out.display().to_string()]);
+    let o = Command::new(env!("CARGO_BIN_EXE_tinytune")).args(&args).current_dir(fixture("")).output().unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let in_run = std::fs::read_to_string(out.join("metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok()?["valid_loss"].as_f64())
+        .fold(f64::INFINITY, f64::min);
+    // The run is the one the fixture was made from: the same adapter, so PEFT's loss applies.
+    let ours = PeftAdapter::read_dir(&out).unwrap();
+    let theirs = PeftAdapter::read_dir(&fixture("pissa/adapter")).unwrap();
+    assert_eq!((ours.config.r, ours.config.lora_alpha), (8, 16.0), "rank 2r, alpha 2α: the scale of the run");
+    assert_eq!(ours.config.init_lora_weights, serde_json::json!(true), "a plain LoRA for the original base");
+    for (path, ((a, _), (b, _))) in &theirs.modules {
+        let ((a2, _), (b2, _)) = &ours.modules[path];
+        let close = |x: &[f32], y: &[f32]| x.iter().zip(y).all(|(p, q)| (p - q).abs() <= 1e-6 + 1e-5 * q.abs());
+        assert!(close(a2, a) && close(b2, b), "{path}: the run differs from the fixture's; regenerate with make_train_fixtures.py --tinytune");
+    }
+    let peft = reference["peft_valid_loss"].as_f64().unwrap();
+    assert!((in_run - peft).abs() < 1e-5, "in the run {in_run}, PEFT on the original base {peft}");
+    let _ = std::fs::remove_dir_all(out);
+}
+
+#[test]
+fn removing_a_pissa_adapter_gives_the_base_back() {
+    let mut m = Model::load_dir(&fixture("tiny-llama"), &cpu()).unwrap();
+    let before = weights_of(&mut m);
+    let cfg = tinytune::lora::LoraConfig { r: 4, init: tinytune::lora::Init::Pissa, ..Default::default() };
+    block_on(tinytune::lora::attach(&mut m, "default", &cfg, 7)).unwrap();
+    let residual = weights_of(&mut m);
+    assert!(before.iter().zip(&residual).any(|((_, x), (_, y))| x != y), "PiSSA moves the top directions out of the base");
+    assert_eq!(tinytune::lora::remove(&mut m, "default"), 14);
+    for ((k, x), (_, y)) in before.iter().zip(&weights_of(&mut m)) {
+        let worst = x.iter().zip(y).map(|(p, q)| (p - q).abs() / (1e-3 + p.abs())).fold(0f32, f32::max);
+        assert!(worst < 1e-5, "{k}: the restored base is off by {worst} (relative)");
+    }
+}
+
+#[test]
+fn an_unconverted_pissa_adapter_is_refused_on_the_original_base() {
+    let dir = adapter_copy("pissa-raw", "tiny-llama", |c| c["init_lora_weights"] = serde_json::json!("pissa_niter_4"), None);
+    let err = refusal("tiny-llama", &dir);
+    assert!(err.contains("residual base") && err.contains("path_initial_model_for_weight_conversion"), "{err}");
+}

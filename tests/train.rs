@@ -226,6 +226,23 @@ fn resume_restores_the_best_adapter_and_writes_each_metrics_line_once() {
 }
 
 #[test]
+fn a_pissa_run_resumes_exactly() {
+    let extra = ["--init", "pissa", "--rank", "4"];
+    let straight = temp("pissa-straight");
+    let (ok, _, err) = run_strings(&train_args("tiny-llama", &straight, "lora", 6, &extra));
+    assert!(ok, "{err}");
+    let resumed = temp("pissa-resumed");
+    let mut first = train_args("tiny-llama", &resumed, "lora", 6, &extra);
+    first.extend(["--stop-after".into(), "3".into()]);
+    let (ok, _, err) = run_strings(&first);
+    assert!(ok, "{err}");
+    let (ok, _, err) = resume(&resumed);
+    assert!(ok, "{err}");
+    assert_eq!(losses(&resumed.join("metrics.jsonl")), losses(&straight.join("metrics.jsonl")));
+    assert_eq!(read(resumed.join("adapter_model.safetensors")), read(straight.join("adapter_model.safetensors")));
+}
+
+#[test]
 fn a_bf16_full_finetune_resumes_exactly_and_is_written_back_as_bf16() {
     let straight = temp("bf16-straight");
     let (ok, _, err) = run_strings(&train_args("tiny-llama-bf16", &straight, "full", 6, &[]));

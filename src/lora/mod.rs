@@ -129,12 +129,15 @@ pub struct LoraAdapter {
     /// Multi-LoRA serving: `[B, 1, 1]`, 1 for the batch rows this adapter serves, 0 elsewhere;
     /// `None` serves every row (see `route`).
     pub rows: Option<Tensor<3>>,
+    /// PiSSA: the initial factors (A₀, B₀) this adapter started from, while the base holds the
+    /// residual W₀ - s·A₀·B₀. Export turns it into a plain LoRA against W₀; `remove` restores W₀.
+    pub initial: Option<(Tensor<2>, Tensor<2>)>,
 }
 
 impl LoraAdapter {
     /// An enabled adapter from A `[in, r]` and B `[r, out]`.
     pub fn new(name: &str, a: Tensor<2>, b: Tensor<2>, scale: f64, dropout: f64) -> Self {
-        LoraAdapter { name: name.to_string(), a, b, scale, dropout, enabled: true, training: false, rows: None }
+        LoraAdapter { name: name.to_string(), a, b, scale, dropout, enabled: true, training: false, rows: None, initial: None }
     }
 
     pub fn rank(&self) -> usize {
@@ -201,6 +204,7 @@ pub async fn attach(model: &mut Model, name: &str, cfg: &LoraConfig, seed: u64) 
             return Err(Error::input(format!("{path} already has an adapter named '{name}'")));
         }
         let (d_in, d_out, r) = (linear.d_in(), linear.d_out(), cfg.r);
+        let mut initial = false;
         let (a, b) = match cfg.init {
             // PEFT: kaiming_uniform_(lora_A, a=√5) on [r, in] gives bound 1/√in.
             Init::Default => (uniform(&mut rng, d_in * r, 1.0 / (d_in as f64).sqrt()), vec![0.0; r * d_out]),
@@ -215,13 +219,57 @@ pub async fn attach(model: &mut Model, name: &str, cfg: &LoraConfig, seed: u64) 
                 let w = crate::model::read_f32(w.clone()).await?;
                 let (a, b, residual) = pissa(&w, d_in, d_out, r, cfg.scale(), &mut rng);
                 linear.base = crate::model::layers::Base::Dense(tensor(residual, [d_in, d_out], &device));
+                initial = true;
                 (a, b)
             }
         };
-        linear.adapters.push(LoraAdapter::new(name, tensor(a, [d_in, r], &device), tensor(b, [r, d_out], &device), cfg.scale(), cfg.dropout));
+        let (a, b) = (tensor(a, [d_in, r], &device), tensor(b, [r, d_out], &device));
+        let mut adapter = LoraAdapter::new(name, a.clone(), b.clone(), cfg.scale(), cfg.dropout);
+        if initial {
+            adapter.initial = Some((a, b));
+        }
+        linear.adapters.push(adapter);
         count += 1;
     }
     Ok(count)
+}
+
+/// Take the adapter `name` off every layer. A PiSSA adapter gives the base back its top singular
+/// directions (W₀ = residual + s·A₀·B₀, exact up to f32 rounding), so the next adapter, a merge
+/// or an evaluation sees the original model. Returns how many layers had one.
+pub fn remove(model: &mut Model, name: &str) -> usize {
+    let mut count = 0;
+    for (_, linear) in model.arch.linears_mut() {
+        let Some(i) = linear.adapters.iter().position(|a| a.name == name) else { continue };
+        let adapter = linear.adapters.remove(i);
+        if let (Some((a0, b0)), crate::model::layers::Base::Dense(w)) = (adapter.initial, &linear.base) {
+            linear.base = crate::model::layers::Base::Dense(w.clone() + a0.matmul(b0) * adapter.scale);
+        }
+        count += 1;
+    }
+    count
+}
+
+/// Replace the factors of the adapter `into` with those of the adapter `from` (same shapes), and
+/// drop `from`: resuming a PiSSA run re-derives A₀, B₀ and the residual from the base and the
+/// seed, then takes the trained A, B from the checkpoint.
+pub fn replace_factors(model: &mut Model, into: &str, from: &str) -> Result<()> {
+    for (path, linear) in model.arch.linears_mut() {
+        let Some(i) = linear.adapters.iter().position(|a| a.name == from) else { continue };
+        let src = linear.adapters.remove(i);
+        let Some(dst) = linear.adapters.iter_mut().find(|a| a.name == into) else {
+            return Err(Error::input(format!("{path} has no adapter named '{into}'")));
+        };
+        if dst.a.dims() != src.a.dims() || dst.b.dims() != src.b.dims() {
+            return Err(Error::input(format!(
+                "{path}: the checkpoint's factors are {:?} and {:?}, the run's {:?} and {:?}",
+                src.a.dims(), src.b.dims(), dst.a.dims(), dst.b.dims()
+            )));
+        }
+        dst.a = src.a;
+        dst.b = src.b;
+    }
+    Ok(())
 }
 
 /// PiSSA init from W₀ `[in, out]` (row-major): with W₀ᵀ = U S Vᵀ (PEFT's view, `[out, in]`),

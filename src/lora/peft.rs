@@ -43,6 +43,18 @@ pub struct PeftConfig {
     pub base_model_name_or_path: Option<String>,
     #[serde(default)]
     pub bias: Option<String>,
+    /// `true`, or the name of an init. PiSSA-style inits ("pissa", "olora", "corda") saved
+    /// without conversion hold factors for a residual base, not the model the user has.
+    #[serde(default)]
+    pub init_lora_weights: serde_json::Value,
+}
+
+impl PeftConfig {
+    /// The init name when the adapter's factors are meant for a base its init changed.
+    pub fn residual_init(&self) -> Option<&str> {
+        let name = self.init_lora_weights.as_str()?;
+        ["pissa", "olora", "corda"].iter().any(|p| name.starts_with(p)).then_some(name)
+    }
 }
 
 impl PeftConfig {
@@ -163,6 +175,23 @@ impl PeftAdapter {
 
     /// Attach this adapter to `model` under `name`.
     pub fn load_into(&self, model: &mut Model, name: &str) -> Result<usize> {
+        if let Some(init) = self.config.residual_init() {
+            return Err(Error::input(format!(
+                "{CONFIG_FILE}: init_lora_weights is \"{init}\": the factors were saved for the residual base that init \
+                 leaves, not for the original model. Save it from PEFT with path_initial_model_for_weight_conversion \
+                 (a plain LoRA of rank 2r), as tinytune exports PiSSA adapters"
+            )));
+        }
+        self.attach(model, name)
+    }
+
+    /// Attach the factors of a tinytune checkpoint of a PiSSA run (saved unconverted, for the
+    /// residual base `lora::attach` with the same seed re-derives).
+    pub fn load_trained_factors(&self, model: &mut Model, name: &str) -> Result<usize> {
+        self.attach(model, name)
+    }
+
+    fn attach(&self, model: &mut Model, name: &str) -> Result<usize> {
         let cfg = self.config.lora_config()?;
         cfg.validate()?;
         let base = self.config.base_model_name_or_path.clone().unwrap_or_else(|| "an unnamed model".into());
@@ -231,23 +260,57 @@ pub fn transpose(m: &[f32], rows: usize, cols: usize) -> Vec<f32> {
     t
 }
 
-/// The adapter named `name` as PEFT files: (`adapter_config.json` text, `adapter_model.safetensors` bytes).
+/// The adapter named `name` as PEFT files: (`adapter_config.json` text, `adapter_model.safetensors`
+/// bytes), for the original base. A PiSSA adapter is converted as PEFT's
+/// `path_initial_model_for_weight_conversion` does: rank 2r with lora_A = [A; A₀] and
+/// lora_B = [B, -B₀], alpha doubled (×√2 with rsLoRA) so the scale stays, since
+/// W₀ + s·(A·B - A₀·B₀) = residual + s·A·B.
 pub async fn export(model: &Model, name: &str, cfg: &LoraConfig, base_model: &str) -> Result<(String, Vec<u8>)> {
+    export_with(model, name, cfg, base_model, true).await
+}
+
+/// As `export`, but a PiSSA adapter stays as trained (rank r, `init_lora_weights: "pissa"`, for the
+/// residual base): what a checkpoint keeps so the run resumes exactly.
+pub async fn export_trained(model: &Model, name: &str, cfg: &LoraConfig, base_model: &str) -> Result<(String, Vec<u8>)> {
+    export_with(model, name, cfg, base_model, false).await
+}
+
+async fn export_with(model: &Model, name: &str, cfg: &LoraConfig, base_model: &str, convert: bool) -> Result<(String, Vec<u8>)> {
+    use crate::model::load::f32_bytes;
     let mut tensors: Vec<(String, Vec<u8>, Vec<usize>)> = Vec::new();
     let mut paths = Vec::new();
+    let (mut converted, mut residual) = (false, false);
     for (path, linear) in model.arch.linears() {
         paths.push(path.clone());
         let Some(adapter) = linear.adapter(name) else { continue };
-        let (d_in, d_out, r) = (linear.d_in(), linear.d_out(), adapter.rank());
-        let a = transpose(&read_f32(adapter.a.clone()).await?, d_in, r);
-        let b = transpose(&read_f32(adapter.b.clone()).await?, r, d_out);
-        use crate::model::load::f32_bytes;
+        let (d_in, d_out) = (linear.d_in(), linear.d_out());
+        let (a, b) = match (&adapter.initial, convert) {
+            (Some((a0, b0)), true) => {
+                converted = true;
+                let a = Tensor::cat(vec![adapter.a.clone(), a0.clone()], 1);
+                let b = Tensor::cat(vec![adapter.b.clone(), b0.clone().neg()], 0);
+                (a, b)
+            }
+            (initial, _) => {
+                residual |= initial.is_some();
+                (adapter.a.clone(), adapter.b.clone())
+            }
+        };
+        let r = a.dims()[1];
+        let a = transpose(&read_f32(a).await?, d_in, r);
+        let b = transpose(&read_f32(b).await?, r, d_out);
         tensors.push((format!("{PREFIX}{path}.lora_A.weight"), f32_bytes(&a), vec![r, d_in]));
         tensors.push((format!("{PREFIX}{path}.lora_B.weight"), f32_bytes(&b), vec![d_out, r]));
     }
     if tensors.is_empty() {
         return Err(Error::input(format!("the model has no adapter named '{name}' to export")));
     }
+    let (r, alpha) = if converted {
+        (2 * cfg.r, if cfg.rslora { cfg.alpha * std::f64::consts::SQRT_2 } else { 2.0 * cfg.alpha })
+    } else {
+        (cfg.r, cfg.alpha)
+    };
+    let init = if residual { serde_json::json!("pissa") } else { serde_json::json!(true) };
     tensors.sort_by(|x, y| x.0.cmp(&y.0));
     let weights = crate::model::load::serialize_tensors(&tensors, safetensors::Dtype::F32, WEIGHTS_FILE)?;
     let target_modules = match &cfg.targets {
@@ -262,19 +325,19 @@ pub async fn export(model: &Model, name: &str, cfg: &LoraConfig, base_model: &st
         "bias": "none",
         "fan_in_fan_out": model.arch.fan_in_fan_out(),
         "inference_mode": true,
-        "init_lora_weights": true,
+        "init_lora_weights": init,
         "layer_replication": null,
         "layers_pattern": null,
         "layers_to_transform": null,
         "loftq_config": {},
-        "lora_alpha": cfg.alpha,
+        "lora_alpha": alpha,
         "lora_bias": false,
         "lora_dropout": cfg.dropout,
         "megatron_config": null,
         "megatron_core": "megatron.core",
         "modules_to_save": null,
         "peft_type": "LORA",
-        "r": cfg.r,
+        "r": r,
         "rank_pattern": {},
         "revision": null,
         "target_modules": target_modules,

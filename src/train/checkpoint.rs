@@ -8,7 +8,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::run::RunConfig;
-use super::trainer::{Cursor, Method, Trainer};
+use super::trainer::{Cursor, Method, TrainConfig, Trainer};
 use crate::lora::peft;
 use crate::model::Model;
 use crate::model::load::{f32_bytes, serialize_tensors};
@@ -55,7 +55,11 @@ pub async fn checkpoint_files(model: &Model, trainer: &Trainer, run: &RunConfig,
     let mut files = match run.method {
         // f32 master weights: a bf16 save would round what the next step starts from.
         Method::Full | Method::Partial => model.save_files_as(safetensors::Dtype::F32).await?,
-        _ => result_files(model, run).await?,
+        // A PiSSA adapter as trained (for its residual base), so the run resumes exactly.
+        Method::Lora | Method::Qlora => {
+            let (config, weights) = peft::export_trained(model, "default", &run.train_config().lora, &run.model).await?;
+            vec![(peft::CONFIG_FILE.into(), config.into_bytes()), (peft::WEIGHTS_FILE.into(), weights)]
+        }
     };
     if let Some(best) = best {
         files.extend(best.iter().map(|(n, b)| (format!("{BEST_DIR}/{n}"), b.clone())));
@@ -66,6 +70,19 @@ pub async fn checkpoint_files(model: &Model, trainer: &Trainer, run: &RunConfig,
         trainer.optimizer_state().await?.into_iter().map(|(n, v, s)| (n, f32_bytes(&v), s.to_vec())).collect();
     files.push((OPTIMIZER_FILE.into(), serialize_tensors(&tensors, safetensors::Dtype::F32, OPTIMIZER_FILE)?));
     Ok(files)
+}
+
+/// Put a checkpoint's adapter back on `model` (already prepared for the run) as "default". A PiSSA
+/// run re-derives A₀, B₀ and the residual base from the base and the seed, then takes the trained
+/// factors from the checkpoint.
+pub async fn restore_adapter(model: &mut Model, cfg: &TrainConfig, adapter: &peft::PeftAdapter) -> Result<()> {
+    if cfg.lora.init == crate::lora::Init::Pissa {
+        crate::lora::attach(model, "default", &cfg.lora, cfg.seed).await?;
+        adapter.load_trained_factors(model, "resumed")?;
+        crate::lora::replace_factors(model, "default", "resumed")
+    } else {
+        adapter.load_into(model, "default").map(|_| ())
+    }
 }
 
 /// The optimizer moments from `optimizer.safetensors` bytes; `label` names the file in errors.

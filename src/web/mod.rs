@@ -158,15 +158,13 @@ impl Session {
             let skipped = data.skipped.iter().map(|b| b.to_string()).collect::<Vec<_>>();
             let (train, valid) = if run.valid_fraction > 0.0 { split(data.examples, run.valid_fraction, cfg.seed) } else { (data.examples, vec![]) };
             // A new run replaces any adapter a previous run (or an import) left.
-            for (_, l) in model.arch.linears_mut() {
-                l.adapters.retain(|a| a.name != "default");
-            }
+            crate::lora::remove(model, "default");
             *trainer_slot.borrow_mut() = None;
             let note = crate::train::trainer::prepare_base(model, &cfg).await.map_err(js_err)?;
             *base_in_use.borrow_mut() = memory::measure(&device).and_then(|m| m.in_use);
             match (&resume, cfg.method.is_adapter()) {
                 (Some((_, _, adapter)), _) => {
-                    adapter.load_into(model, "default").map_err(js_err)?;
+                    crate::train::checkpoint::restore_adapter(model, &cfg, adapter).await.map_err(js_err)?;
                 }
                 (None, true) => {
                     crate::lora::attach(model, "default", &cfg.lora, cfg.seed).await.map_err(js_err)?;
@@ -397,22 +395,12 @@ impl Session {
         let mut guard = self.model.try_borrow_mut().map_err(|_| JsError::new("the model is busy; stop training first"))?;
         let model = guard.as_mut().ok_or_else(|| JsError::new("no model is loaded yet: load one first"))?;
         *self.trainer.borrow_mut() = None;
-        // load_into checks everything before it attaches anything; a bad adapter changes nothing.
-        let removed: Vec<_> = model
-            .arch
-            .linears_mut()
-            .into_iter()
-            .map(|(_, l)| l.adapters.iter().position(|a| a.name == "default").map(|i| l.adapters.remove(i)))
-            .collect();
-        let layers = match adapter.load_into(model, "default") {
-            Ok(n) => n,
-            Err(e) => {
-                for ((_, l), old) in model.arch.linears_mut().into_iter().zip(removed) {
-                    l.adapters.extend(old);
-                }
-                return Err(js_err(e));
-            }
-        };
+        // Check it against the model first: a bad adapter changes nothing.
+        adapter.load_into(model, "import-check").map_err(js_err)?;
+        crate::lora::remove(model, "import-check");
+        // The previous adapter goes (a PiSSA one gives the base back its top directions).
+        crate::lora::remove(model, "default");
+        let layers = adapter.load_into(model, "default").map_err(js_err)?;
         *self.lora.borrow_mut() = Some(lora.clone());
         to_js(&serde_json::json!({ "layers": layers, "r": lora.r, "alpha": lora.alpha }))
     }
@@ -603,9 +591,7 @@ impl Session {
             let model = guard.as_mut().expect("checked");
             for (i, a) in adapters.iter().enumerate() {
                 a.load_into(model, "merge-check").map_err(|e| JsError::new(&format!("adapter {}: {e}", i + 1)))?;
-                for (_, l) in model.arch.linears_mut() {
-                    l.adapters.retain(|x| x.name != "merge-check");
-                }
+                crate::lora::remove(model, "merge-check");
             }
         }
         let refs: Vec<&PeftAdapter> = adapters.iter().collect();
