@@ -221,3 +221,25 @@ pub fn rss_bytes() -> Option<u64> {
     let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
     Some(kb * 1024)
 }
+
+/// In the page, let the worker's event loop run (so a "stop" message can arrive) between steps of
+/// long work: a macrotask (setTimeout 0), since message events do not run between microtasks.
+/// Natively there is nothing to let through.
+#[cfg(target_arch = "wasm32")]
+pub async fn yield_now() {
+    use wasm_bindgen::JsCast;
+    use wasm_bindgen::JsValue;
+    let promise = js_sys::Promise::new(&mut |resolve, _reject| {
+        let global = js_sys::global();
+        if let Ok(set_timeout) = js_sys::Reflect::get(&global, &JsValue::from_str("setTimeout")) {
+            let set_timeout: js_sys::Function = set_timeout.unchecked_into();
+            let _ = set_timeout.call2(&global, &resolve, &JsValue::from(0));
+        } else {
+            let _ = resolve.call0(&JsValue::NULL);
+        }
+    });
+    let _ = wasm_bindgen_futures::JsFuture::from(promise).await;
+}
+
+#[cfg(not(target_arch = "wasm32"))]
+pub async fn yield_now() {}

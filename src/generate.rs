@@ -3,6 +3,7 @@
 //! top-p. Temperature 0 is greedy. The generator is seeded and runs on the host, so a seed gives
 //! the same tokens on every device whose logits agree.
 
+use crate::device::yield_now;
 use crate::model::{Model, read_f32};
 use crate::{Error, Result};
 
@@ -300,13 +301,6 @@ pub async fn generate_batch(
     Ok(rows)
 }
 
-#[cfg(target_arch = "wasm32")]
-async fn yield_now() {
-    crate::web::yield_now().await
-}
-
-#[cfg(not(target_arch = "wasm32"))]
-async fn yield_now() {}
 
 #[cfg(test)]
 mod tests {

@@ -6,7 +6,8 @@ use std::path::{Path, PathBuf};
 
 use futures_lite::future::block_on;
 use serde_json::Value;
-use tinytune::lora::peft::{PeftAdapter, transpose};
+use tinytune::lora::peft::PeftAdapter;
+use tinytune::model::load::transpose;
 use tinytune::lora::LoraConfig;
 use tinytune::model::{Model, read_f32};
 use tinytune::train::data::Batch;

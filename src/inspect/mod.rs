@@ -2,7 +2,6 @@
 //! spectrum of every adapted module, and the memory ledger. Factors are read back to the host
 //! (they are small: r·(in + out) values a module); ΔW is never formed at full size.
 
-pub mod linalg;
 pub mod memory;
 pub mod precision;
 pub mod spectrum;

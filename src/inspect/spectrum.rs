@@ -180,7 +180,7 @@ pub fn shrink_method(rows: usize, cols: usize, out_rows: usize, out_cols: usize)
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::generate::Rng;
+    use crate::rng::Rng;
 
     fn random(rng: &mut Rng, n: usize) -> Vec<f64> {
         (0..n).map(|_| rng.next_f64() * 2.0 - 1.0).collect()

@@ -194,14 +194,35 @@ pub async fn attach(model: &mut Model, name: &str, cfg: &LoraConfig, seed: u64) 
             names.join(", ")
         )));
     }
-    let mut rng = Rng::new(seed);
-    let mut count = 0;
-    for (path, linear) in model.arch.linears_mut() {
+    // Check every layer before changing any, so a refusal leaves the model as it was.
+    for (path, linear) in model.arch.linears() {
         if !cfg.targets.matches(&path) {
             continue;
         }
         if linear.adapter(name).is_some() {
             return Err(Error::input(format!("{path} already has an adapter named '{name}'")));
+        }
+        let (d_in, d_out, r) = (linear.d_in(), linear.d_out(), cfg.r);
+        if r > d_in.min(d_out) {
+            return Err(Error::input(format!(
+                "LoRA rank {r} is above the smaller side of {path} ({d_in}×{d_out}): a rank past {} adds parameters \
+                 but no expressiveness. Use a rank of {} or less",
+                d_in.min(d_out),
+                d_in.min(d_out)
+            )));
+        }
+        if cfg.init == Init::Pissa && !matches!(linear.base, crate::model::layers::Base::Dense(_)) {
+            return Err(Error::input(format!(
+                "{path} is stored in 4 bits: PiSSA takes its adapter from the weight's singular vectors and \
+                 leaves the residual as the base, which needs the f32 weight. Use --init default with QLoRA"
+            )));
+        }
+    }
+    let mut rng = Rng::new(seed);
+    let mut count = 0;
+    for (path, linear) in model.arch.linears_mut() {
+        if !cfg.targets.matches(&path) {
+            continue;
         }
         let (d_in, d_out, r) = (linear.d_in(), linear.d_out(), cfg.r);
         let mut initial = false;
@@ -211,13 +232,10 @@ pub async fn attach(model: &mut Model, name: &str, cfg: &LoraConfig, seed: u64) 
             Init::Gaussian => (normal(&mut rng, d_in * r, 1.0 / r as f64), vec![0.0; r * d_out]),
             Init::Pissa => {
                 let crate::model::layers::Base::Dense(w) = &linear.base else {
-                    return Err(Error::input(format!(
-                        "{path} is stored in 4 bits: PiSSA takes its adapter from the weight's singular vectors and \
-                         leaves the residual as the base, which needs the f32 weight. Use --init default with QLoRA"
-                    )));
+                    return Err(Error::input(format!("{path}: PiSSA needs an f32 base weight")));
                 };
                 let w = crate::model::read_f32(w.clone()).await?;
-                let (a, b, residual) = pissa(&w, d_in, d_out, r, cfg.scale(), &mut rng);
+                let (a, b, residual) = pissa(&w, d_in, d_out, r, cfg.scale(), &mut rng).map_err(|e| Error::input(format!("PiSSA on {path}: {e}")))?;
                 linear.base = crate::model::layers::Base::Dense(tensor(residual, [d_in, d_out], &device));
                 initial = true;
                 (a, b)
@@ -275,14 +293,12 @@ pub fn replace_factors(model: &mut Model, into: &str, from: &str) -> Result<()> 
 /// PiSSA init from W₀ `[in, out]` (row-major): with W₀ᵀ = U S Vᵀ (PEFT's view, `[out, in]`),
 /// `lora_A = √(S_r/s) V_rᵀ`, `lora_B = U_r √(S_r/s)`, and the base keeps W₀ - s·A·B. Returns
 /// A `[in, r]`, B `[r, out]` and the residual, all row-major. The top-r triplets come from
-/// subspace iteration in f64, plenty for an initialisation.
-fn pissa(w: &[f32], d_in: usize, d_out: usize, r: usize, scale: f64, rng: &mut Rng) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
-    let r = r.min(d_in).min(d_out);
+/// subspace iteration in f64 (PEFT's fast `pissa_niter_k` does the same, as randomized SVD), at
+/// O(in·out·r) per iteration rather than a full SVD's O(in·out·min(in, out)).
+fn pissa(w: &[f32], d_in: usize, d_out: usize, r: usize, scale: f64, rng: &mut Rng) -> Result<(Vec<f32>, Vec<f32>, Vec<f32>)> {
     let w: Vec<f64> = w.iter().map(|&x| x as f64).collect();
-    // Right singular vectors of W (in-space) via Q ← orth(Wᵀ·W·Q).
-    let mut q: Vec<f64> = normal(rng, d_in * r, 1.0).into_iter().map(f64::from).collect();
+    // Y = W₀ᵀ·Q `[out, r]` for Q `[in, r]`.
     let mul_w = |q: &[f64]| {
-        // W·Q is [out?]: W is [in, out]; we want W₀ᵀ(out×in)·q(in×r) = (qᵀ·W)ᵀ → [out, r]
         let mut y = vec![0.0; d_out * r];
         for i in 0..d_in {
             for o in 0..d_out {
@@ -294,6 +310,7 @@ fn pissa(w: &[f32], d_in: usize, d_out: usize, r: usize, scale: f64, rng: &mut R
         }
         y
     };
+    // Q = W₀·Y `[in, r]`.
     let mul_wt = |y: &[f64]| {
         let mut q = vec![0.0; d_in * r];
         for i in 0..d_in {
@@ -306,20 +323,20 @@ fn pissa(w: &[f32], d_in: usize, d_out: usize, r: usize, scale: f64, rng: &mut R
         }
         q
     };
-    orthonormalise(&mut q, d_in, r);
+    // The top right singular vectors of W₀ᵀ (its in-space) via Q ← orth(W₀·W₀ᵀ·Q).
+    let deficient = |_| Error::input(format!("the weight has fewer than {r} independent directions: use a lower rank or --init default"));
+    let start: Vec<f64> = normal(rng, d_in * r, 1.0).into_iter().map(f64::from).collect();
+    let mut q = crate::linalg::orthonormal_columns(&start, d_in, r).map_err(deficient)?;
     for _ in 0..30 {
-        let y = mul_w(&q);
-        q = mul_wt(&y);
-        orthonormalise(&mut q, d_in, r);
+        q = crate::linalg::orthonormal_columns(&mul_wt(&mul_w(&q)), d_in, r).map_err(deficient)?;
     }
-    // Rayleigh-Ritz: B = W₀ᵀQ [out, r]; its SVD gives the triplets in this subspace.
-    let y = mul_w(&q);
-    let (u_small, s, v_small) = crate::inspect::linalg::svd_small(&y, d_out, r);
-    // U_r = u_small [out, r]; V_r = Q·v_small [in, r].
+    // Rayleigh-Ritz: Y = W₀ᵀQ `[out, r]`; its SVD gives the triplets in this subspace:
+    // U_r = U_y, V_r = Q·V_y.
+    let (u_small, s, vt_small) = crate::linalg::svd(&mul_w(&q), d_out, r)?;
     let mut vr = vec![0.0; d_in * r];
     for i in 0..d_in {
         for k in 0..r {
-            vr[i * r + k] = (0..r).map(|j| q[i * r + j] * v_small[j * r + k]).sum();
+            vr[i * r + k] = (0..r).map(|j| q[i * r + j] * vt_small[k * r + j]).sum();
         }
     }
     let mut a = vec![0f32; d_in * r];
@@ -340,23 +357,7 @@ fn pissa(w: &[f32], d_in: usize, d_out: usize, r: usize, scale: f64, rng: &mut R
             residual[i * d_out + o] = (w[i * d_out + o] - scale * ab) as f32;
         }
     }
-    (a, b, residual)
-}
-
-/// Modified Gram-Schmidt on the columns of a row-major `[n, k]` matrix.
-pub(crate) fn orthonormalise(m: &mut [f64], n: usize, k: usize) {
-    for j in 0..k {
-        for p in 0..j {
-            let dot: f64 = (0..n).map(|i| m[i * k + j] * m[i * k + p]).sum();
-            for i in 0..n {
-                m[i * k + j] -= dot * m[i * k + p];
-            }
-        }
-        let norm = (0..n).map(|i| m[i * k + j] * m[i * k + j]).sum::<f64>().sqrt().max(1e-300);
-        for i in 0..n {
-            m[i * k + j] /= norm;
-        }
-    }
+    Ok((a, b, residual))
 }
 
 /// Serve a batch whose rows use different adapters (multi-LoRA, as LoRAX, S-LoRA and vLLM serve):

@@ -11,6 +11,7 @@ use burn::tensor::{Tensor, TensorData};
 use serde::{Deserialize, Serialize};
 
 use super::{LoraAdapter, LoraConfig, Targets};
+use crate::model::load::transpose;
 use crate::model::{Model, read_f32};
 use crate::{Error, Result};
 
@@ -247,17 +248,6 @@ impl PeftAdapter {
         }
         Ok(count)
     }
-}
-
-/// Row-major `[rows, cols]` → `[cols, rows]`.
-pub fn transpose(m: &[f32], rows: usize, cols: usize) -> Vec<f32> {
-    let mut t = vec![0f32; m.len()];
-    for i in 0..rows {
-        for j in 0..cols {
-            t[j * rows + i] = m[i * cols + j];
-        }
-    }
-    t
 }
 
 /// The adapter named `name` as PEFT files: (`adapter_config.json` text, `adapter_model.safetensors`

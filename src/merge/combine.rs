@@ -414,7 +414,7 @@ fn ties_merge(pruned: &[Vec<f64>], weights: &[f64], majority: MajoritySign, trac
 /// `[k, cols]`, clamped to ±(the `clamp` quantile of their entries) when asked; and all singular
 /// values. Computed in f64 by burn's host SVD (Golub–Kahan bidiagonalization).
 pub fn truncated_svd(m: &[f64], rows: usize, cols: usize, k: usize, clamp: Option<f64>) -> Result<(Vec<f64>, Vec<f64>, Vec<f64>)> {
-    let (u, s, vt) = svd(m, rows, cols)?;
+    let (u, s, vt) = crate::linalg::svd(m, rows, cols)?;
     let p = rows.min(cols);
     let k_eff = k.min(p);
     // U [rows, p], S [p], Vt [p, cols].
@@ -447,21 +447,6 @@ fn quantile(v: &mut [f64], q: f64) -> f64 {
     let pos = q * (v.len() - 1) as f64;
     let (lo, hi) = (pos.floor() as usize, pos.ceil() as usize);
     v[lo] + (v[hi] - v[lo]) * (pos - lo as f64)
-}
-
-/// The reduced SVD of a row-major `[rows, cols]` matrix: U `[rows, p]`, S `[p]` descending, Vᵀ
-/// `[p, cols]`, p = min(rows, cols).
-pub fn svd(m: &[f64], rows: usize, cols: usize) -> Result<(Vec<f64>, Vec<f64>, Vec<f64>)> {
-    use burn::tensor::{Tensor, TensorData};
-    let device = burn::tensor::Device::flex();
-    let t = Tensor::<2>::from_data(TensorData::new(m.to_vec(), [rows, cols]), (&device, burn::tensor::DType::F64));
-    let (u, s, vt) = burn::linalg::svd::<2, 1>(t, 200);
-    let read = |d: burn::tensor::TensorData| d.convert::<f64>().try_into_vec::<f64>().map_err(|e| Error::input(format!("SVD: {e:?}")));
-    let (u, s, vt) = (read(u.into_data())?, read(s.into_data())?, read(vt.into_data())?);
-    if s.iter().any(|x| !x.is_finite()) {
-        return Err(Error::input("the SVD did not converge"));
-    }
-    Ok((u, s, vt))
 }
 
 impl PeftAdapter {

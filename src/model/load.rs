@@ -573,3 +573,14 @@ pub fn serialize_typed(tensors: &[(String, Dtype, Vec<usize>, Vec<u8>)], what: &
 pub fn f32_bytes(values: &[f32]) -> Vec<u8> {
     values.iter().flat_map(|v| v.to_le_bytes()).collect()
 }
+
+/// Row-major `[rows, cols]` → `[cols, rows]`.
+pub fn transpose(m: &[f32], rows: usize, cols: usize) -> Vec<f32> {
+    let mut t = vec![0f32; m.len()];
+    for i in 0..rows {
+        for j in 0..cols {
+            t[j * rows + i] = m[i * cols + j];
+        }
+    }
+    t
+}

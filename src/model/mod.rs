@@ -379,7 +379,7 @@ impl Model {
                 }
                 load::Saved::Transposed(t) => {
                     let [r, c] = t.dims();
-                    (crate::lora::peft::transpose(&read_f32(t).await?, r, c), vec![c, r])
+                    (load::transpose(&read_f32(t).await?, r, c), vec![c, r])
                 }
             };
             if values.iter().any(|v| !v.is_finite()) {
