@@ -6,11 +6,17 @@
 //! connection and one request per connection (`Connection: close`): a browser opens several
 //! sockets at once, some of them idle, and none of them may hold up another. (A pooled server
 //! whose threads each wait on an idle keep-alive socket stalled the page's first request.)
+//!
+//! Hardened against clients that misbehave: at most [`MAX_CONNECTIONS`] at once, shedding the
+//! oldest that has not sent its request yet; one deadline for the whole request head and a
+//! write timeout; the head read through a bounded buffer; backoff when accepting fails; and, on
+//! loopback, only loopback Host names (a site whose DNS name is rebound to 127.0.0.1 cannot
+//! read the served files through the victim's browser).
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Component, Path, PathBuf};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::{Error, Result};
 
@@ -30,16 +36,60 @@ const SECURITY: [(&str, &str); 7] = [
     ("Cache-Control", "no-cache"),
 ];
 
-/// A socket that sends nothing for this long is closed.
-const IDLE: Duration = Duration::from_secs(30);
+/// The whole request head (request line and headers) must arrive within this time, however it
+/// trickles in.
+const HEAD_DEADLINE: Duration = Duration::from_secs(10);
+/// A client that takes no bytes of the answer for this long is dropped.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
 /// The longest request head accepted (request line and headers).
-const MAX_HEAD: usize = 16 * 1024;
+pub const MAX_HEAD: usize = 16 * 1024;
+/// Connections handled at once (one thread each). Past it, the oldest connection that has not
+/// yet sent its whole request is closed to make room: idle or trickling sockets cannot starve a
+/// real request.
+pub const MAX_CONNECTIONS: usize = 64;
 
 pub struct Server {
     listener: TcpListener,
     root: PathBuf,
+    /// Bound to a loopback address: requests must name a loopback host (DNS-rebinding guard).
+    loopback: bool,
 }
 
+/// The connections being handled; those still reading their request head can be shed.
+#[derive(Default)]
+struct Registry {
+    next: u64,
+    active: usize,
+    /// Connections still waiting for their request head, oldest first (ids increase).
+    reading: std::collections::BTreeMap<u64, TcpStream>,
+}
+
+type Shared = std::sync::Arc<std::sync::Mutex<Registry>>;
+
+fn lock(r: &Shared) -> std::sync::MutexGuard<'_, Registry> {
+    r.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Marks the connection done when its thread ends, however it ends.
+struct Slot {
+    registry: Shared,
+    id: u64,
+}
+
+impl Slot {
+    /// The request head is in: the connection can no longer be shed.
+    fn answering(&self) {
+        lock(&self.registry).reading.remove(&self.id);
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        let mut r = lock(&self.registry);
+        r.reading.remove(&self.id);
+        r.active -= 1;
+    }
+}
 impl Server {
     /// Bind `host:port` and serve files below `root`.
     pub fn bind(host: &str, port: u16, root: &Path) -> Result<Server> {
@@ -63,7 +113,8 @@ impl Server {
                 Error::input(format!("cannot listen on {addr}: {e}"))
             }
         })?;
-        Ok(Server { listener, root })
+        let loopback = listener.local_addr().map(|a| a.ip().is_loopback()).unwrap_or(false);
+        Ok(Server { listener, root, loopback })
     }
 
     /// The address actually bound (useful with port 0).
@@ -75,51 +126,177 @@ impl Server {
         &self.root
     }
 
-    /// Serve until the process ends: each connection on its own thread.
+    /// Serve until the process ends: each connection on its own thread, at most
+    /// [`MAX_CONNECTIONS`] at once.
     pub fn run(self) {
-        for stream in self.listener.incoming() {
-            let Ok(stream) = stream else { continue };
+        let registry = Shared::default();
+        let mut backoff = Duration::from_millis(5);
+        loop {
+            let stream = match self.listener.accept() {
+                Ok((stream, _)) => {
+                    backoff = Duration::from_millis(5);
+                    stream
+                }
+                Err(e) => {
+                    // Out of file descriptors or memory: wait rather than spin, and say so.
+                    if backoff >= Duration::from_millis(640) {
+                        eprintln!("tinytune serve: accepting a connection failed ({e}); retrying");
+                    }
+                    std::thread::sleep(backoff);
+                    backoff = (backoff * 2).min(Duration::from_secs(1));
+                    continue;
+                }
+            };
+            let Some(slot) = admit(&registry, &stream) else { continue };
             let root = self.root.clone();
-            std::thread::spawn(move || {
-                let _ = handle(&root, stream);
+            let loopback = self.loopback;
+            // A thread that cannot be started drops its slot and closes the connection.
+            let _ = std::thread::Builder::new().name("tinytune-serve".into()).spawn(move || {
+                let _ = handle(&root, loopback, stream, &slot);
             });
         }
     }
 }
 
-/// One request: read its head, answer, close.
-fn handle(root: &Path, stream: TcpStream) -> std::io::Result<()> {
-    stream.set_read_timeout(Some(IDLE))?;
-    let mut reader = BufReader::new(stream.try_clone()?);
-    let mut head = Vec::new();
-    while !head.ends_with(b"\r\n\r\n") && !head.ends_with(b"\n\n") {
-        let n = reader.read_until(b'\n', &mut head)?;
-        if n == 0 {
-            return Ok(()); // closed before a whole request
-        }
-        if head.len() > MAX_HEAD {
-            return answer(stream, 431, "text/plain; charset=utf-8", Body::Text("request head too large\n"), false);
+/// Take a slot for a new connection, shedding the oldest one still reading its head when all
+/// are taken. `None` (the connection is dropped) only when every slot is busy answering.
+fn admit(registry: &Shared, stream: &TcpStream) -> Option<Slot> {
+    let mut r = lock(registry);
+    if r.active >= MAX_CONNECTIONS {
+        let oldest = *r.reading.keys().next()?;
+        if let Some(old) = r.reading.remove(&oldest) {
+            // Wakes the thread blocked reading it; that thread then frees its slot.
+            let _ = old.shutdown(std::net::Shutdown::Both);
         }
     }
+    let watch = stream.try_clone().ok()?;
+    let id = r.next;
+    r.next += 1;
+    r.active += 1;
+    r.reading.insert(id, watch);
+    Some(Slot { registry: registry.clone(), id })
+}
+
+/// Why a request head could not be read.
+enum HeadError {
+    Closed,
+    TooLarge,
+    TimedOut,
+    Io,
+}
+
+/// Read the request head, at most [`MAX_HEAD`] bytes, all of it before `deadline`.
+fn read_head(stream: &mut TcpStream, deadline: Instant) -> std::result::Result<Vec<u8>, HeadError> {
+    let mut head = Vec::with_capacity(1024);
+    let mut buf = [0u8; 4096];
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(HeadError::TimedOut);
+        }
+        stream.set_read_timeout(Some(left)).map_err(|_| HeadError::Io)?;
+        let room = (MAX_HEAD + 1 - head.len()).min(buf.len());
+        let n = match stream.read(&mut buf[..room]) {
+            Ok(0) => return Err(HeadError::Closed),
+            Ok(n) => n,
+            Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {
+                return Err(HeadError::TimedOut)
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(_) => return Err(HeadError::Io),
+        };
+        let from = head.len().saturating_sub(3);
+        head.extend_from_slice(&buf[..n]);
+        let tail = &head[from..];
+        let end = tail
+            .windows(4)
+            .position(|w| w == b"\r\n\r\n")
+            .map(|i| from + i + 4)
+            .or_else(|| tail.windows(2).position(|w| w == b"\n\n").map(|i| from + i + 2));
+        if let Some(end) = end {
+            head.truncate(end);
+            return Ok(head);
+        }
+        if head.len() > MAX_HEAD {
+            return Err(HeadError::TooLarge);
+        }
+    }
+}
+
+/// Is `host` (a Host header value, with or without a port) a loopback name?
+pub fn loopback_host(host: &str) -> bool {
+    let host = host.trim();
+    let name = if let Some(rest) = host.strip_prefix('[') {
+        match rest.split_once(']') {
+            Some((ip, port)) if port.is_empty() || port.strip_prefix(':').is_some_and(valid_port) => ip,
+            _ => return false,
+        }
+    } else {
+        match host.rsplit_once(':') {
+            Some((name, port)) if valid_port(port) => name,
+            Some(_) => return false,
+            None => host,
+        }
+    };
+    name.eq_ignore_ascii_case("localhost") || name == "127.0.0.1" || name == "::1"
+}
+
+fn valid_port(p: &str) -> bool {
+    !p.is_empty() && p.len() <= 5 && p.bytes().all(|b| b.is_ascii_digit())
+}
+
+const TEXT: &str = "text/plain; charset=utf-8";
+
+/// One request: read its head, answer, close.
+fn handle(root: &Path, loopback: bool, mut stream: TcpStream, slot: &Slot) -> std::io::Result<()> {
+    stream.set_write_timeout(Some(WRITE_TIMEOUT))?;
+    let head = match read_head(&mut stream, Instant::now() + HEAD_DEADLINE) {
+        Ok(head) => head,
+        Err(HeadError::TooLarge) => {
+            slot.answering();
+            return answer(stream, 431, TEXT, Body::Text("431 request head too large\n"), false);
+        }
+        Err(HeadError::TimedOut) => {
+            slot.answering();
+            return answer(stream, 408, TEXT, Body::Text("408 the request did not arrive in time\n"), false);
+        }
+        Err(HeadError::Closed | HeadError::Io) => return Ok(()),
+    };
+    slot.answering();
     let text = String::from_utf8_lossy(&head);
-    let line = text.lines().next().unwrap_or("");
+    let mut lines = text.lines();
+    let line = lines.next().unwrap_or("");
     let mut parts = line.split(' ');
     let (method, target, version) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""), parts.next().unwrap_or(""));
     if parts.next().is_some() || !version.starts_with("HTTP/1.") || target.is_empty() {
-        return answer(stream, 400, "text/plain; charset=utf-8", Body::Text("400 malformed request line\n"), false);
+        return answer(stream, 400, TEXT, Body::Text("400 malformed request line\n"), false);
+    }
+    if loopback {
+        let host = lines.find_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            k.trim().eq_ignore_ascii_case("host").then_some(v)
+        });
+        match host {
+            None => return answer(stream, 400, TEXT, Body::Text("400 the request has no Host header\n"), false),
+            Some(h) if !loopback_host(h) => {
+                let why = "421 this server listens on loopback and answers only to 127.0.0.1, localhost or [::1]\n";
+                return answer(stream, 421, TEXT, Body::Text(why), false);
+            }
+            Some(_) => {}
+        }
     }
     let head_only = method == "HEAD";
     if !(head_only || method == "GET") {
-        return answer(stream, 405, "text/plain; charset=utf-8", Body::Text("405 only GET and HEAD are served\n"), false);
+        return answer(stream, 405, TEXT, Body::Text("405 only GET and HEAD are served\n"), false);
     }
     match resolve(root, target) {
         Ok(path) => match std::fs::File::open(&path) {
             Ok(file) => answer(stream, 200, content_type(&path), Body::File(file), head_only),
-            Err(_) => answer(stream, 404, "text/plain; charset=utf-8", Body::Text("404 not found\n"), head_only),
+            Err(_) => answer(stream, 404, TEXT, Body::Text("404 not found\n"), head_only),
         },
-        Err(Refusal::NotFound) => answer(stream, 404, "text/plain; charset=utf-8", Body::Text("404 not found\n"), head_only),
-        Err(Refusal::Forbidden) => answer(stream, 403, "text/plain; charset=utf-8", Body::Text("403 outside the served folder\n"), head_only),
-        Err(Refusal::BadRequest(why)) => answer(stream, 400, "text/plain; charset=utf-8", Body::Owned(format!("400 {why}\n")), head_only),
+        Err(Refusal::NotFound) => answer(stream, 404, TEXT, Body::Text("404 not found\n"), head_only),
+        Err(Refusal::Forbidden) => answer(stream, 403, TEXT, Body::Text("403 outside the served folder\n"), head_only),
+        Err(Refusal::BadRequest(why)) => answer(stream, 400, TEXT, Body::Owned(format!("400 {why}\n")), head_only),
     }
 }
 
@@ -136,6 +313,8 @@ fn answer(mut stream: TcpStream, code: u16, content_type: &str, body: Body, head
         403 => "Forbidden",
         404 => "Not Found",
         405 => "Method Not Allowed",
+        408 => "Request Timeout",
+        421 => "Misdirected Request",
         431 => "Request Header Fields Too Large",
         _ => "Error",
     };
