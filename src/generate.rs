@@ -34,6 +34,13 @@ impl Sampling {
         if !(self.top_p > 0.0 && self.top_p <= 1.0) {
             return Err(Error::input(format!("top-p must be in (0, 1], not {}", self.top_p)));
         }
+        if self.max_new_tokens > crate::limits::MAX_NEW_TOKENS {
+            return Err(Error::input(format!(
+                "max new tokens {} is over tinytune's limit of {}",
+                self.max_new_tokens,
+                crate::limits::MAX_NEW_TOKENS
+            )));
+        }
         Ok(())
     }
 }
@@ -171,6 +178,7 @@ pub async fn generate(
             model.context()
         )));
     }
+    model.check_ids(prompt)?;
     let mut rng = Rng::new(s.seed);
     let mut cache = model.new_cache();
     let v = model.config.vocab_size();
@@ -238,6 +246,9 @@ pub async fn generate_batch(
     }
     if let Some(i) = prompts.iter().position(|p| p.is_empty()) {
         return Err(Error::input(format!("prompt {} is empty: give at least one token of text", i + 1)));
+    }
+    for (i, p) in prompts.iter().enumerate() {
+        model.check_ids(p).map_err(|e| Error::input(format!("prompt {}: {e}", i + 1)))?;
     }
     let longest = prompts.iter().map(|p| p.len()).max().unwrap_or(0);
     if longest >= model.context() {

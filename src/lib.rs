@@ -10,6 +10,7 @@ mod error;
 pub mod eval;
 pub mod generate;
 pub mod inspect;
+pub mod limits;
 pub mod linalg;
 pub mod lora;
 pub mod merge;

@@ -112,7 +112,7 @@ pub fn train(mut run: RunConfig, resume: Option<&Path>, stop_after: Option<usize
     let mut trainer = Trainer::new(&mut model, cfg.clone(), train_set)?;
     let mut best: Option<Vec<(String, Vec<u8>)>> = None;
     if let Some(r) = resumed {
-        trainer.restore(r.state.cursor, r.optimizer)?;
+        trainer.restore(&mut model, r.state.cursor, r.optimizer)?;
         best = r.best;
     }
 

@@ -535,3 +535,22 @@ fn streaming_decode_keeps_sentencepiece_spaces_and_equals_decoding_everything() 
     let all: Vec<u32> = prompt.iter().copied().chain([5, 6, 8, 9, 10, 11]).collect();
     assert_eq!(format!("{}{text}", tok.decode(&prompt).unwrap()), tok.decode(&all).unwrap());
 }
+
+#[test]
+fn a_chat_template_that_never_ends_or_writes_without_bound_is_stopped_with_a_clear_error() {
+    let conversation = messages(&[("user", "Q")]);
+    // A loop that, for all practical purposes, never ends, and writes nothing (range is capped
+    // per call, so it is nested).
+    let endless = "{% set ns = namespace(n=0) %}{% for a in range(100000) %}{% for b in range(100000) %}{% set ns.n = ns.n + 1 %}{% endfor %}{% endfor %}";
+    let err = ChatTemplate::new(&llama_with_template(endless)).unwrap().render(&conversation, true).unwrap_err();
+    assert!(err.to_string().contains("steps of work"), "{err}");
+    // Few instructions, a huge text: one repeat of 50 MB.
+    let huge = "{{ 'x' * 50000000 }}";
+    let err = ChatTemplate::new(&llama_with_template(huge)).unwrap().render(&conversation, true).unwrap_err();
+    assert!(err.to_string().contains("KiB for one conversation"), "{err}");
+    // The limits leave real templates alone: a long conversation still renders.
+    let long: Vec<(&str, &str)> = (0..500).map(|i| if i % 2 == 0 { ("user", "a question of some length") } else { ("assistant", "an answer") }).collect();
+    let plain = "{% for m in messages %}{{ m['role'] }}: {{ m['content'] }}\n{% endfor %}";
+    let text = ChatTemplate::new(&llama_with_template(plain)).unwrap().render(&messages(&long), false).unwrap();
+    assert_eq!(text.lines().count(), 500);
+}

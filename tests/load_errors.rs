@@ -199,3 +199,82 @@ fn a_huge_position_limit_costs_nothing_until_positions_are_used() {
     let run = |m: &Model| futures_lite::future::block_on(tinytune::model::read_f32(m.forward(m.ids(&[ids.clone()]), None, None))).unwrap();
     assert_eq!(run(&big), run(&small));
 }
+
+/// tiny-llama's files with some config.json fields replaced.
+fn load_with(patch: serde_json::Value) -> String {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tiny-llama");
+    let mut files = tinytune::model::ModelFiles::from_dir(&src).unwrap();
+    let mut config: serde_json::Value = serde_json::from_str(&files.config).unwrap();
+    for (k, v) in patch.as_object().unwrap() {
+        config[k] = v.clone();
+    }
+    files.config = config.to_string();
+    match Model::load(&files, &burn::tensor::Device::flex()) {
+        Ok(_) => "loaded".into(),
+        Err(e) => e.to_string(),
+    }
+}
+
+#[test]
+fn config_sizes_past_the_limits_are_refused_before_anything_is_allocated() {
+    // Each would otherwise ask for terabytes, overflow a product, or divide by zero.
+    let cases = [
+        (serde_json::json!({ "vocab_size": 1u64 << 40 }), "vocab_size is 1099511627776"),
+        (serde_json::json!({ "hidden_size": 0 }), "hidden size is 0"),
+        (serde_json::json!({ "num_hidden_layers": 100000 }), "number of layers is 100000"),
+        (serde_json::json!({ "num_attention_heads": 0 }), "num_attention_heads is 0"),
+        (serde_json::json!({ "intermediate_size": usize::MAX }), "inner size is 18446744073709551615"),
+        (serde_json::json!({ "head_dim": 1u64 << 20 }), "head_dim is 1048576"),
+        (serde_json::json!({ "rms_norm_eps": -1.0 }), "epsilon must be a positive number"),
+        (
+            serde_json::json!({ "vocab_size": 4000000, "hidden_size": 65536, "intermediate_size": 500000, "num_hidden_layers": 1000 }),
+            "more than 1099511627776 parameters",
+        ),
+    ];
+    for (patch, want) in cases {
+        let err = load_with(patch.clone());
+        assert!(err.contains(want) && err.starts_with("config.json"), "{patch}: {err}");
+    }
+    assert_eq!(load_with(serde_json::json!({})), "loaded");
+}
+
+#[test]
+fn a_tokenizer_id_past_the_vocabulary_is_refused() {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tiny-llama");
+    let files = tinytune::model::ModelFiles::from_dir(&src).unwrap();
+    let config: serde_json::Value = serde_json::from_str(&files.config).unwrap();
+    // A model padded to 8 more rows than its tokens, and an added token whose id is past even
+    // that (ids need not be dense): the count fits, the id does not.
+    // (Ids in the model's vocabulary are kept as written.)
+    let vocab = config["vocab_size"].as_u64().unwrap() + 8;
+    let mut tok: serde_json::Value = serde_json::from_slice(files.tokenizer.as_ref().unwrap()).unwrap();
+    tok["model"]["vocab"]["<far>"] = serde_json::json!(vocab + 100);
+    let err = tinytune::model::tokenizer::Tokenizer::from_files(
+        Some(tok.to_string().as_bytes()),
+        None,
+        None,
+        &config,
+        vocab as usize,
+    )
+    .err()
+    .expect("refused")
+    .to_string();
+    assert!(err.contains("<far>") && err.contains("vocab_size"), "{err}");
+}
+
+#[test]
+fn token_ids_from_outside_are_checked_against_the_model() {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tiny-llama");
+    let model = Model::load_dir(&src, &burn::tensor::Device::flex()).unwrap();
+    let v = model.config.vocab_size() as u32;
+    assert!(model.check_ids(&[1, 2, 3]).is_ok());
+    assert!(model.check_ids(&[]).unwrap_err().to_string().contains("at least one"));
+    let err = model.check_ids(&[1, v, 2]).unwrap_err().to_string();
+    assert!(err.contains(&format!("token id {v} (at position 1)")), "{err}");
+    let too_long = vec![1u32; model.context() + 1];
+    assert!(model.check_ids(&too_long).unwrap_err().to_string().contains("context"));
+    // Generation checks its prompt the same way.
+    let s = tinytune::generate::Sampling::default();
+    let err = futures_lite::future::block_on(tinytune::generate::generate(&model, &[v + 100], &s, |_, _| true)).unwrap_err();
+    assert!(err.to_string().contains("not below the vocabulary size"), "{err}");
+}

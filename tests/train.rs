@@ -344,3 +344,57 @@ fn a_finished_run_leaves_its_adapter_untracked_and_a_later_step_tracks_it_again(
     let b2 = block_on(read_f32(m.arch.linears()[0].1.adapter("default").unwrap().b.clone())).unwrap();
     assert_ne!(b, b2, "the step after a release still trains");
 }
+
+#[test]
+fn an_optimizer_state_of_another_shape_is_refused_before_it_is_used() {
+    let mut m = model();
+    block_on(lora::attach(&mut m, "default", &LoraConfig { r: 4, ..LoraConfig::default() }, 1)).unwrap();
+    let train = examples(&m);
+    let cfg = TrainConfig { steps: 2, batch_size: 2, seq_len: 64, ..TrainConfig::default() };
+    let mut t = Trainer::new(&mut m, cfg, train).unwrap();
+    block_on(t.step(&mut m)).unwrap();
+    let state = block_on(t.optimizer_state()).unwrap();
+    let cursor = t.cursor.clone();
+    // The state as saved goes back in.
+    t.restore(&mut m, cursor.clone(), state.clone()).unwrap();
+    // A moment of the wrong shape (a rank-8 run's), one with too few values, and one naming a
+    // parameter the run does not have: each is an error, none a panic.
+    let (name, values, [r, c]) = state[0].clone();
+    let bad_shape = vec![(name.clone(), vec![0.0; values.len() * 2], [r * 2, c])];
+    let short = vec![(name.clone(), values[1..].to_vec(), [r, c])];
+    let unknown = vec![("m.100000".to_string(), values.clone(), [r, c])];
+    for bad in [bad_shape, short, unknown] {
+        let err = t.restore(&mut m, cursor.clone(), bad).unwrap_err().to_string();
+        assert!(err.contains("does not match this run's parameters"), "{err}");
+    }
+}
+
+#[test]
+fn run_sizes_past_the_limits_are_refused_with_their_names() {
+    let ok = TrainConfig { steps: 1, ..TrainConfig::default() };
+    assert!(ok.validate().is_ok());
+    let cases = [
+        (TrainConfig { batch_size: 1 << 20, ..ok.clone() }, "batch size 1048576"),
+        (TrainConfig { batch_size: 1024, seq_len: 1 << 16, ..ok.clone() }, "batch size × seq len"),
+        (TrainConfig { steps: usize::MAX, ..ok.clone() }, "steps 18446744073709551615"),
+        (TrainConfig { steps: 0, epochs: f64::INFINITY, ..ok.clone() }, "epochs inf"),
+        (TrainConfig { beta2: 1.0, ..ok.clone() }, "betas"),
+        (TrainConfig { max_grad_norm: f64::NAN, ..ok.clone() }, "max grad norm"),
+        (TrainConfig { lora: LoraConfig { r: 1 << 20, ..LoraConfig::default() }, ..ok.clone() }, "rank r 1048576"),
+    ];
+    for (cfg, want) in cases {
+        let err = cfg.validate().unwrap_err().to_string();
+        assert!(err.contains(want), "{want}: {err}");
+    }
+}
+
+#[test]
+fn an_example_longer_than_the_context_is_refused_before_training() {
+    let mut m = model();
+    block_on(lora::attach(&mut m, "default", &LoraConfig { r: 2, ..LoraConfig::default() }, 1)).unwrap();
+    let n = m.context() + 2;
+    let long = vec![tinytune::train::data::Example { ids: vec![1; n], target: vec![true; n] }];
+    let cfg = TrainConfig { steps: 1, batch_size: 1, seq_len: n, ..TrainConfig::default() };
+    let err = Trainer::new(&mut m, cfg, long).err().expect("refused").to_string();
+    assert!(err.contains("longer than the model's context"), "{err}");
+}

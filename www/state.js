@@ -9,14 +9,49 @@ export const DEFAULTS = Object.freeze({
   comparePrompt: '', taskLimit: 10,
 });
 
+// The range each number may take. A link is untrusted input: `#rank=1000000` or a batch of a
+// billion would ask the engine for memory no device has, so such a value keeps its default and
+// the problem is shown. (The engine checks again: rank against each layer's shape, sizes
+// against the model.) The README's "Limits and errors" table lists these.
+export const LIMITS = Object.freeze({
+  rank: { min: 1, max: 1024, integer: true },
+  alpha: { min: 1e-6, max: 1e6 },
+  lr: { min: 1e-9, max: 10 },
+  steps: { min: 1, max: 100000, integer: true },
+  batchSize: { min: 1, max: 512, integer: true },
+  seqLen: { min: 2, max: 8192, integer: true },
+  seed: { min: 0, max: 4294967295, integer: true },
+  partialLayers: { min: 1, max: 1024, integer: true },
+  warmup: { min: 0, max: 100000, integer: true },
+  evalEvery: { min: 0, max: 100000, integer: true },
+  validFraction: { min: 0, max: 0.5 },
+  layer: { min: 0, max: 1023, integer: true },
+  maxNewTokens: { min: 1, max: 4096, integer: true },
+  temperature: { min: 0, max: 100 },
+  topK: { min: 0, max: 4194304, integer: true },
+  topP: { min: 0, max: 1 },
+  genSeed: { min: 0, max: 4294967295, integer: true },
+  taskLimit: { min: 1, max: 10000, integer: true },
+});
+
+function outOfRange(key, n, limits) {
+  const l = limits[key];
+  if (!l) return null;
+  if (l.integer && !Number.isInteger(n)) return `${key}: ${n} is not a whole number`;
+  if (n < l.min || n > l.max) return `${key}: ${n} is outside ${l.min}…${l.max}`;
+  return null;
+}
+
 // A link is typed by hand and shared, so a bad value costs only that value: the default stays
 // and the problem is reported, never thrown.
-function coerce(key, raw, fallback) {
+function coerce(key, raw, fallback, limits) {
   switch (typeof fallback) {
     case 'number': {
       // Number('') is 0 and Number(' 8 ') is 8; a blank is a mistake, not a zero.
       const n = raw.trim() === '' ? NaN : Number(raw);
-      return Number.isFinite(n) ? { value: n } : { problem: `${key}: '${raw}' is not a number; using ${fallback}` };
+      if (!Number.isFinite(n)) return { problem: `${key}: '${raw}' is not a number; using ${fallback}` };
+      const why = outOfRange(key, n, limits);
+      return why ? { problem: `${why}; using ${fallback}` } : { value: n };
     }
     case 'boolean':
       if (raw === 'true' || raw === '1') return { value: true };
@@ -28,7 +63,7 @@ function coerce(key, raw, fallback) {
 }
 
 // '#rank=4&prompt=Hi+there' → { state, problems }. Repeated keys: the last one wins.
-export function decodeHash(hash, defaults = DEFAULTS) {
+export function decodeHash(hash, defaults = DEFAULTS, limits = LIMITS) {
   const state = { ...defaults };
   const problems = [];
   // URLSearchParams does the percent- and '+'-decoding, and tolerates malformed escapes.
@@ -37,7 +72,7 @@ export function decodeHash(hash, defaults = DEFAULTS) {
       problems.push(`unknown setting '${key}' ignored`);
       continue;
     }
-    const { value, problem } = coerce(key, raw, defaults[key]);
+    const { value, problem } = coerce(key, raw, defaults[key], limits);
     if (problem) {
       problems.push(problem);
       state[key] = defaults[key];

@@ -104,6 +104,13 @@ impl LoraConfig {
         if self.r == 0 {
             return Err(Error::input("LoRA rank r must be at least 1"));
         }
+        if self.r > crate::limits::MAX_RANK {
+            return Err(Error::input(format!(
+                "LoRA rank r {} is over tinytune's limit of {} (and a rank is never above the smaller side of a layer)",
+                self.r,
+                crate::limits::MAX_RANK
+            )));
+        }
         if !(0.0..1.0).contains(&self.dropout) {
             return Err(Error::input(format!("LoRA dropout must be in [0, 1), not {}", self.dropout)));
         }

@@ -165,6 +165,7 @@ impl ModelConfig {
 
     fn validate(&self) -> Result<()> {
         let bad = |msg: String| Err(Error::input(format!("config.json: {msg}")));
+        self.check_sizes()?;
         match self {
             ModelConfig::Gpt2(c) => {
                 if c.n_head == 0 || c.n_embd % c.n_head != 0 {
@@ -202,6 +203,72 @@ impl ModelConfig {
             }
         }
         Ok(())
+    }
+
+    /// Every size within [`crate::limits`], and the parameter count from them in checked
+    /// arithmetic: a config.json is untrusted, and a model is allocated from these numbers.
+    fn check_sizes(&self) -> Result<()> {
+        use crate::limits::*;
+        let (kind, heads, kv_heads) = match self {
+            ModelConfig::Gpt2(c) => ("n_head", c.n_head, c.n_head),
+            ModelConfig::Llama(c) => ("num_attention_heads", c.num_attention_heads, c.num_key_value_heads.unwrap_or(c.num_attention_heads)),
+        };
+        let hidden = self.hidden();
+        let inner = match self {
+            ModelConfig::Gpt2(c) => c.n_inner.unwrap_or(hidden.saturating_mul(4)),
+            ModelConfig::Llama(c) => c.intermediate_size,
+        };
+        let head_dim = match self {
+            ModelConfig::Gpt2(c) => c.n_embd / c.n_head.max(1),
+            ModelConfig::Llama(c) => c.head_dim.unwrap_or(c.hidden_size / c.num_attention_heads.max(1)),
+        };
+        let checks: [(&str, usize, usize, usize); 8] = [
+            ("vocab_size", self.vocab_size(), 1, MAX_VOCAB),
+            ("the hidden size", hidden, 1, MAX_HIDDEN),
+            ("the MLP's inner size", inner, 1, MAX_INTERMEDIATE),
+            ("the number of layers", self.layers(), 1, MAX_LAYERS),
+            (kind, heads, 1, MAX_HEADS),
+            ("the number of key/value heads", kv_heads, 1, MAX_HEADS),
+            ("head_dim", head_dim, 1, MAX_HEAD_DIM),
+            ("the context (max positions)", self.context(), 1, MAX_CONTEXT),
+        ];
+        for (name, value, lo, hi) in checks {
+            if value < lo || value > hi {
+                return Err(Error::input(format!(
+                    "config.json: {name} is {value}; tinytune accepts {lo} to {hi}. Is this file damaged?"
+                )));
+            }
+        }
+        let eps = match self {
+            ModelConfig::Gpt2(c) => c.layer_norm_epsilon,
+            ModelConfig::Llama(c) => c.rms_norm_eps,
+        };
+        if !(eps > 0.0 && eps.is_finite()) {
+            return Err(Error::input(format!("config.json: the norm epsilon must be a positive number, not {eps}")));
+        }
+        if let ModelConfig::Llama(c) = self {
+            if !(c.rope_theta > 0.0 && c.rope_theta.is_finite()) {
+                return Err(Error::input(format!("config.json: rope_theta must be a positive number, not {}", c.rope_theta)));
+            }
+        }
+        // Parameters: embeddings (+ GPT-2's position table, + an untied head), and per layer the
+        // attention projections and the MLP. Checked, so that no product wraps around.
+        let count = || -> Option<u64> {
+            let (v, h, i, l) = (self.vocab_size() as u64, hidden as u64, inner as u64, self.layers() as u64);
+            let (q, kv) = ((heads as u64).checked_mul(head_dim as u64)?, (kv_heads as u64).checked_mul(head_dim as u64)?);
+            let attention = h.checked_mul(q.checked_mul(2)?.checked_add(kv.checked_mul(2)?)?)?;
+            let mlp = h.checked_mul(i)?.checked_mul(3)?;
+            let per_layer = attention.checked_add(mlp)?;
+            let embed = v.checked_mul(h)?.checked_mul(if self.tie_word_embeddings() { 1 } else { 2 })?;
+            let positions = if matches!(self, ModelConfig::Gpt2(_)) { (self.context() as u64).checked_mul(h)? } else { 0 };
+            l.checked_mul(per_layer)?.checked_add(embed)?.checked_add(positions)
+        };
+        match count() {
+            Some(n) if n <= MAX_PARAMETERS => Ok(()),
+            _ => Err(Error::input(format!(
+                "config.json describes a model of more than {MAX_PARAMETERS} parameters; tinytune cannot hold it. Is this file damaged?"
+            ))),
+        }
     }
 
     pub fn model_type(&self) -> &str {

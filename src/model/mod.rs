@@ -150,6 +150,29 @@ impl Model {
         }
     }
 
+    /// Token ids from outside (a caller, the page, a file) checked before they reach the model:
+    /// at least one, at most the context, each below the vocabulary size. An id past the
+    /// embedding table would otherwise read out of bounds on the GPU or panic on the CPU.
+    pub fn check_ids(&self, ids: &[u32]) -> Result<()> {
+        if ids.is_empty() {
+            return Err(Error::input("no token ids: give at least one"));
+        }
+        if ids.len() > self.context() {
+            return Err(Error::input(format!(
+                "{} token ids are more than the model's context of {}",
+                ids.len(),
+                self.context()
+            )));
+        }
+        let v = self.config.vocab_size();
+        if let Some((i, id)) = ids.iter().enumerate().find(|(_, id)| **id as usize >= v) {
+            return Err(Error::input(format!(
+                "token id {id} (at position {i}) is not below the vocabulary size {v}: the ids come from another tokenizer"
+            )));
+        }
+        Ok(())
+    }
+
     /// A `[B, T]` tensor of token ids.
     pub fn ids(&self, rows: &[Vec<u32>]) -> Tensor<2, Int> {
         let t = rows.first().map_or(0, |r| r.len());
@@ -170,6 +193,7 @@ impl Model {
                 self.context()
             )));
         }
+        self.check_ids(ids)?;
         let n = ids.len() - 1;
         let logits = self.forward(self.ids(&[ids[..n].to_vec()]), None, None);
         let v = self.config.vocab_size();

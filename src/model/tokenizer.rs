@@ -64,6 +64,15 @@ impl Tokenizer {
                 "tokenizer.json has {n} tokens but config.json says vocab_size {vocab_size}: they belong to different models"
             )));
         }
+        // Ids need not be dense (added tokens may sit anywhere): the largest must still fit the
+        // embedding table, or encoding some text would index past it.
+        if let Some((token, id)) = inner.get_vocab(true).into_iter().max_by_key(|(_, id)| *id) {
+            if id as usize >= vocab_size {
+                return Err(Error::input(format!(
+                    "tokenizer.json gives the token {token:?} the id {id}, past config.json's vocab_size {vocab_size}: they belong to different models"
+                )));
+            }
+        }
         let parse = |name: &str, text: Option<&str>| -> Result<Option<serde_json::Value>> {
             text.map(|t| serde_json::from_str(t).map_err(|e| Error::input(format!("{name} is not valid JSON: {e}"))))
                 .transpose()

@@ -67,6 +67,9 @@ impl ChatTemplate {
                 .expect("the default delimiters are valid"),
         );
         env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
+        // A template comes with the model, so it is untrusted: bound its work (a loop without
+        // end runs out of fuel) as well as its output (below).
+        env.set_fuel(Some(crate::limits::TEMPLATE_FUEL));
         env.add_function("raise_exception", |msg: String| -> Result<String, minijinja::Error> {
             Err(minijinja::Error::new(minijinja::ErrorKind::InvalidOperation, msg))
         });
@@ -103,19 +106,33 @@ impl ChatTemplate {
 
     fn render_str(&self, messages: &[Message], add_generation_prompt: bool) -> Result<String, String> {
         let template = self.env.get_template(TEMPLATE_NAME).map_err(|e| e.to_string())?;
+        let mut out = Capped(Vec::new());
         template
-            .render(minijinja::context! {
-                messages => minijinja::Value::from(minijinja::value::Serde(messages)),
-                add_generation_prompt => add_generation_prompt,
-                bos_token => self.bos.as_str(),
-                eos_token => self.eos.as_str(),
-            })
+            .render_captured_to(
+                minijinja::context! {
+                    messages => minijinja::Value::from(minijinja::value::Serde(messages)),
+                    add_generation_prompt => add_generation_prompt,
+                    bos_token => self.bos.as_str(),
+                    eos_token => self.eos.as_str(),
+                },
+                &mut out,
+            )
+            .map(drop)
             .map_err(|e| match e.kind() {
                 minijinja::ErrorKind::InvalidOperation => {
                     format!("the chat template refused it: {}", e.detail().unwrap_or("no reason given"))
                 }
+                minijinja::ErrorKind::OutOfFuel => format!(
+                    "the chat template did more than {} steps of work without finishing: does it loop without end?",
+                    crate::limits::TEMPLATE_FUEL
+                ),
+                minijinja::ErrorKind::WriteFailure => format!(
+                    "the chat template wrote more than {} KiB for one conversation: is it the model's real template?",
+                    crate::limits::TEMPLATE_OUTPUT >> 10
+                ),
                 _ => format!("the chat template failed: {e}"),
-            })
+            })?;
+        String::from_utf8(out.0).map_err(|_| "the chat template wrote text that is not UTF-8".to_string())
     }
 
     /// Ids and loss targets for one conversation: the assistant's turns (content, and the
@@ -250,6 +267,22 @@ fn without_generation_tags(src: &str) -> String {
     }
     out.push_str(rest);
     out
+}
+
+/// A buffer that refuses to grow past [`crate::limits::TEMPLATE_OUTPUT`] bytes.
+struct Capped(Vec<u8>);
+
+impl std::io::Write for Capped {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if self.0.len() + buf.len() > crate::limits::TEMPLATE_OUTPUT {
+            return Err(std::io::Error::other("the rendered text is over its limit"));
+        }
+        self.0.extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
 }
 
 #[cfg(test)]

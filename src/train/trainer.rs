@@ -136,6 +136,35 @@ impl TrainConfig {
         if self.steps == 0 && !(self.epochs > 0.0) {
             return bad("give --steps N or a positive --epochs".into());
         }
+        use crate::limits::*;
+        let sizes = [
+            ("batch size", self.batch_size, MAX_BATCH),
+            ("grad accumulation", self.grad_accum, MAX_GRAD_ACCUM),
+            ("seq len", self.seq_len, MAX_SEQ_LEN),
+            ("steps", self.steps, MAX_STEPS),
+            ("warmup", self.warmup, MAX_STEPS),
+            ("batch size × seq len", self.batch_size.saturating_mul(self.seq_len), MAX_BATCH_TOKENS),
+        ];
+        for (name, value, max) in sizes {
+            if value > max {
+                return bad(format!("{name} {value} is over tinytune's limit of {max}"));
+            }
+        }
+        if !(self.epochs.is_finite() && self.epochs <= MAX_EPOCHS) {
+            return bad(format!("epochs {} is over tinytune's limit of {MAX_EPOCHS}", self.epochs));
+        }
+        if !((0.0..1.0).contains(&self.beta1) && (0.0..1.0).contains(&self.beta2)) {
+            return bad(format!("AdamW's betas must be in [0, 1), not {} and {}", self.beta1, self.beta2));
+        }
+        if !(self.eps > 0.0 && self.eps.is_finite()) {
+            return bad(format!("AdamW's eps must be positive, not {}", self.eps));
+        }
+        if !(self.weight_decay >= 0.0 && self.weight_decay.is_finite()) {
+            return bad(format!("weight decay must be 0 or positive, not {}", self.weight_decay));
+        }
+        if !(self.max_grad_norm >= 0.0 && self.max_grad_norm.is_finite()) {
+            return bad(format!("max grad norm must be 0 (no clipping) or positive, not {}", self.max_grad_norm));
+        }
         if self.method.is_adapter() {
             self.lora.validate()?;
         }
@@ -317,6 +346,17 @@ impl Trainer {
     /// adapter named "default" must already be attached.
     pub fn new(model: &mut Model, cfg: TrainConfig, train: Vec<Example>) -> Result<Trainer> {
         cfg.validate()?;
+        // A sequence past the context would index past GPT-2's position table: refuse it here
+        // rather than fail inside the forward pass. (A seq len above the context is fine while
+        // no example is that long.)
+        // An example of n ids feeds n - 1 of them (the last is only a target).
+        if let Some(longest) = train.iter().map(|e| e.ids.len().saturating_sub(1)).max().filter(|&n| n > model.context()) {
+            return Err(Error::input(format!(
+                "a training example of {longest} input tokens is longer than the model's context of {}: use a seq len of {} or less",
+                model.context(),
+                model.context()
+            )));
+        }
         if train.is_empty() {
             return Err(Error::input("there are no training examples"));
         }
@@ -567,18 +607,31 @@ impl Trainer {
         Ok(out)
     }
 
-    /// Restore the optimizer state and the cursor saved by a checkpoint.
-    pub fn restore(&mut self, cursor: Cursor, state: Vec<(String, Vec<f32>, [usize; 2])>) -> Result<()> {
+    /// Restore the optimizer state and the cursor saved by a checkpoint. Every moment must name
+    /// one of this run's parameters and have its shape: a checkpoint of another run is refused
+    /// before anything is allocated from it.
+    pub fn restore(&mut self, model: &mut Model, cursor: Cursor, state: Vec<(String, Vec<f32>, [usize; 2])>) -> Result<()> {
+        let shapes: Vec<[usize; 2]> = slots(model, &self.params)?.iter().map(|s| s.value().dims()).collect();
+        let mismatch = |why: String| {
+            Error::input(format!("the checkpoint's optimizer state does not match this run's parameters: {why}"))
+        };
         let mut m_parts = std::collections::HashMap::new();
         let mut v_parts = std::collections::HashMap::new();
         for (name, values, shape) in state {
-            let t = Tensor::<2>::from_data(TensorData::new(values, shape), &self.device);
-            let (kind, idx) = name.split_once('.').ok_or_else(|| Error::input(format!("bad optimizer tensor {name}")))?;
-            let idx: usize = idx.parse().map_err(|_| Error::input(format!("bad optimizer tensor {name}")))?;
-            if idx >= self.params.len() {
-                return Err(Error::input("the checkpoint's optimizer state does not match this run's parameters"));
+            let (kind, idx) = name.split_once('.').ok_or_else(|| mismatch(format!("unknown tensor {name}")))?;
+            let idx: usize = idx.parse().map_err(|_| mismatch(format!("unknown tensor {name}")))?;
+            let Some(&want) = shapes.get(idx) else {
+                return Err(mismatch(format!("{name} names parameter {idx}, and the run has {}", shapes.len())));
+            };
+            if shape != want || values.len() != want[0] * want[1] {
+                return Err(mismatch(format!("{name} has shape {shape:?} ({} values), the parameter {want:?}", values.len())));
             }
-            if kind == "m" { m_parts.insert(idx, t) } else { v_parts.insert(idx, t) };
+            let t = Tensor::<2>::from_data(TensorData::new(values, shape), &self.device);
+            match kind {
+                "m" => m_parts.insert(idx, t),
+                "v" => v_parts.insert(idx, t),
+                _ => return Err(mismatch(format!("unknown tensor {name}"))),
+            };
         }
         for (i, slot) in self.moments.iter_mut().enumerate() {
             *slot = match (m_parts.remove(&i), v_parts.remove(&i)) {

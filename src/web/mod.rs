@@ -175,7 +175,7 @@ impl Session {
             let examples = train.len();
             let mut trainer = Trainer::new(model, cfg, train).map_err(js_err)?;
             if let Some((state, optimizer, _)) = resume {
-                trainer.restore(state.cursor, optimizer).map_err(js_err)?;
+                trainer.restore(model, state.cursor, optimizer).map_err(js_err)?;
             }
             let (total_steps, step) = (trainer.total_steps, trainer.cursor.step);
             let n_valid = valid.len();
@@ -256,6 +256,7 @@ impl Session {
         Ok(wasm_bindgen_futures::future_to_promise(async move {
             let guard = model.borrow();
             let model = guard.as_ref().expect("checked");
+            model.check_ids(&ids).map_err(js_err)?;
             let logits = model.forward(model.ids(&[ids]), None, None);
             let values = crate::model::read_f32(logits).await.map_err(js_err)?;
             Ok(js_sys::Float32Array::from(values.as_slice()).into())

@@ -1,7 +1,7 @@
 // The URL hash is the whole UI state: it must round-trip, stay short, and survive bad links.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { DEFAULTS, decodeHash, encodeHash, createStore } from '../../www/state.js';
+import { DEFAULTS, LIMITS, decodeHash, encodeHash, createStore } from '../../www/state.js';
 
 test('the default state encodes to an empty hash, and an empty hash decodes to the defaults', () => {
   assert.equal(encodeHash(DEFAULTS), '');
@@ -32,7 +32,10 @@ test('random states round-trip exactly', () => {
     const s = { ...DEFAULTS };
     for (const [k, v] of Object.entries(DEFAULTS)) {
       if (rand() < 0.5) continue;
-      if (typeof v === 'number') s[k] = rand() < 0.5 ? Math.floor(rand() * 1e6) - 5e5 : (rand() - 0.5) * 10 ** Math.floor(rand() * 20 - 10);
+      const l = LIMITS[k];
+      if (typeof v === 'number' && l?.integer) s[k] = l.min + Math.floor(rand() * (l.max - l.min + 1));
+      else if (typeof v === 'number' && l) s[k] = l.min + rand() * (l.max - l.min);
+      else if (typeof v === 'number') s[k] = rand() < 0.5 ? Math.floor(rand() * 1e6) - 5e5 : (rand() - 0.5) * 10 ** Math.floor(rand() * 20 - 10);
       else if (typeof v === 'boolean') s[k] = rand() < 0.5;
       else s[k] = Array.from({ length: Math.floor(rand() * 12) }, () => [...chars][Math.floor(rand() * [...chars].length)]).join('');
     }
@@ -47,6 +50,22 @@ test('an unparsable number keeps its default and says so', () => {
   assert.equal(state.steps, 50);
   assert.equal(state.alpha, 32);
   assert.deepEqual(problems, ["rank: 'abc' is not a number; using 8", "steps: '' is not a number; using 50"]);
+});
+
+test('every number in the state has a range, and a value outside it keeps its default and says so', () => {
+  for (const [k, v] of Object.entries(DEFAULTS)) {
+    if (typeof v !== 'number') continue;
+    assert.ok(LIMITS[k], `${k} has limits`);
+    assert.ok(v >= LIMITS[k].min && v <= LIMITS[k].max, `${k}'s default is in range`);
+  }
+  const { state, problems } = decodeHash('#rank=1000000&batchSize=1e9&seqLen=2.5&steps=-1&topP=0.5');
+  assert.deepEqual(state, { ...DEFAULTS, topP: 0.5 });
+  assert.deepEqual(problems, [
+    'rank: 1000000 is outside 1…1024; using 8',
+    'batchSize: 1000000000 is outside 1…512; using 8',
+    'seqLen: 2.5 is not a whole number; using 128',
+    'steps: -1 is outside 1…100000; using 50',
+  ]);
 });
 
 test('an unknown key is ignored and reported', () => {
