@@ -177,6 +177,7 @@ async function filesFromDrop(items) {
 
 let modelLoad = Promise.resolve(); // model loads run one after another
 let lastModelFiles = null; // kept to rebuild the model after an engine restart
+let loadedModel = null; // the summary of the model the engine holds
 
 async function loadModelFiles(fileList) {
   const previous = modelLoad;
@@ -201,7 +202,6 @@ async function loadModelFilesNow(fileList) {
     return;
   }
   clearError();
-  lastModelFiles = files;
   const total = files.reduce((n, f) => n + f.size, 0);
   let done = 0;
   progress.hidden = false;
@@ -219,7 +219,24 @@ async function loadModelFilesNow(fileList) {
   $('#generate').disabled = true;
   training.modelUnloaded();
   try {
-    const { summary, ms } = await send('loadModel', { files: read }, { transfer: read.map((f) => f.bytes) });
+    const answer = await send('loadModel', { files: read, budgetMib: memoryMib }, { transfer: read.map((f) => f.bytes) });
+    if (answer.event === 'model-refused') {
+      // Refused before the engine let go of the loaded model: that one stays in use.
+      if (answer.kept && loadedModel) {
+        renderModel(loadedModel.summary, loadedModel.ms);
+        setStatus(status, 'ready', `That model was refused (see the message above); ${loadedModel.summary.model_type} stays loaded.`);
+        showError(`${answer.message}. The previous model stays loaded.`);
+        $('#generate').disabled = false;
+        training.modelBack();
+      } else {
+        setStatus(status, 'error', 'The model could not be loaded.');
+        showError(answer.message);
+      }
+      return;
+    }
+    const { summary, ms } = answer;
+    lastModelFiles = files;
+    loadedModel = { summary, ms };
     renderModel(summary, ms);
     $('#generate').disabled = false;
     const first = files[0];
@@ -327,22 +344,47 @@ async function runGenerate() {
 // --- controller -------------------------------------------------------------------------------
 const params = new URLSearchParams(location.search);
 const gpu = params.get('gpu') !== 'off';
+// ?memory=MiB: treat the device as having this much memory for model weights (a model that
+// needs more is refused before anything is allocated; a way to see the memory math bite).
+const memoryMib = Number(params.get('memory')) > 0 ? Number(params.get('memory')) : null;
+// The engine's device after recoveries: a GPU lost twice in a minute is not tried a third time.
+let engineGpu = gpu;
 
 // A lost GPU device or a crashed engine: say so, start a fresh worker on a fresh device,
 // rebuild the model, and let the training flow offer to resume from its last checkpoint.
+// Recovery never loops: a second loss within a minute moves the engine to the CPU, a third
+// stops restarting and asks for a reload.
 let restarting = null;
+const recoveries = []; // when the recent restarts began
 async function recover(reason) {
   if (restarting) return restarting;
-  restarting = (async () => {
-    training.engineLost(reason);
+  const now = Date.now();
+  while (recoveries.length && now - recoveries[0] > 60000) recoveries.shift();
+  recoveries.push(now);
+  training.engineLost(reason);
+  if (recoveries.length > 2) {
+    showError(`The engine stopped again: ${reason}. That is ${recoveries.length} times within a minute, so it is ` +
+              'not restarted again. Reload the page to start over (the last checkpoint is kept in this browser).');
+    setStatus($('#model-status'), 'error', 'The engine stopped.');
+    return null;
+  }
+  if (recoveries.length === 2 && engineGpu) {
+    engineGpu = false;
+    showError(`The engine stopped again: ${reason}. The GPU was lost twice within a minute, so the engine now runs on ` +
+              'the CPU; your last checkpoint is kept and can be resumed.');
+  } else {
     showError(`The engine stopped: ${reason}. It is being restarted on a new device; ` +
               'your last checkpoint is kept and can be resumed.');
+  }
+  restarting = (async () => {
     restart(reason);
-    deviceReady = send('open', { gpu });
+    deviceReady = send('open', engineGpu ? { gpu: true } : { gpu: false, offReason: 'the GPU device was lost twice within a minute' });
     renderDevice(await deviceReady);
     if (lastModelFiles) await loadModelFiles(lastModelFiles);
     training.engineBack();
-  })().finally(() => { restarting = null; });
+  })()
+    .catch((e) => showError(`The engine could not be restarted: ${e.message}. Reload the page.`))
+    .finally(() => { restarting = null; });
   return restarting;
 }
 onFatal((reason) => recover(reason));
@@ -411,7 +453,7 @@ const training = initTraining({ state, readSampling, onSaved: () => merge?.refre
 const precision = initPrecision({ currentData: () => training.data(), busy: () => training.busy() });
 merge = initMerge({ store: () => training.store(), busy: () => training.busy(), useAdapter: training.useAdapter, modelName: () => training.modelName() });
 // The page's command channel, for the browser tests and the curious (devtools).
-window.tinytune = { send, state, recover };
+window.tinytune = { send, state, recover, restarting: () => restarting !== null };
 bindInputs();
 wireModelInputs();
 $('#generate').addEventListener('click', runGenerate);

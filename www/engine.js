@@ -11,8 +11,10 @@ const pending = new Map();
 let nextId = 1;
 const fatalListeners = [];
 
-// Messages that mean the engine itself is gone, not just that one command failed.
-const FATAL = /device (was )?lost|DeviceLost|panicked|unreachable|RuntimeError|memory access out of bounds/i;
+// Messages that mean the engine itself crashed (a panic in the wasm module), not just that one
+// command failed. A lost GPU device is not guessed from text: the worker forwards the browser's
+// own signal as a `deviceLost` message.
+const FATAL = /panicked|unreachable|RuntimeError|memory access out of bounds/i;
 
 export function onFatal(fn) {
   fatalListeners.push(fn);
@@ -21,6 +23,10 @@ export function onFatal(fn) {
 function start() {
   worker = new Worker(new URL('./worker.js', import.meta.url), { type: 'module' });
   worker.onmessage = ({ data }) => {
+    if (data.deviceLost) {
+      fatalListeners.forEach((fn) => fn(data.error));
+      return;
+    }
     const waiter = pending.get(data.id);
     if (!waiter) {
       if (data.error) {

@@ -556,6 +556,11 @@ export function initTraining({ state, readSampling, onSaved }) {
       t.modelReady = false;
       refreshButtons();
     },
+    // A load was refused and the model loaded before it is still in use.
+    modelBack() {
+      t.modelReady = true;
+      refreshButtons();
+    },
     engineLost() {
       t.engineOk = false;
       t.running = false;

@@ -1,9 +1,14 @@
 // The worker owns the wasm module and the device. Messages are typed:
 //   in:  {id, cmd, ...args}
 //   out: {id, event, ...data}  or  {id, error}
-import init, { Session, referenceCheck, version } from './pkg/tinytune.js';
+import init, { Session, referenceCheck, version, onDeviceLost, loseDevice } from './pkg/tinytune.js';
 
 const ready = init();
+// The browser's own device-loss signal (GPUDevice.lost, through wgpu): the page restarts the
+// engine on it.
+ready.then(() => onDeviceLost((reason, message) => {
+  self.postMessage({ id: null, deviceLost: true, error: `the GPU device was lost (${reason}${message ? `: ${message}` : ''})` });
+}));
 const sessions = { main: null, cpu: null };
 let stopRequested = false;
 const view = { path: null }; // the module whose matrices are shown
@@ -109,13 +114,13 @@ async function browserAdapter() {
 }
 
 const commands = {
-  async open({ gpu = true }) {
+  async open({ gpu = true, offReason }) {
     await ready;
     sessions.cpu = sessions.cpu || Session.openCpu();
     let fallbackReason = null;
     let adapter = null;
     if (!gpu) {
-      fallbackReason = 'WebGPU was turned off for this page (gpu=off in the address)';
+      fallbackReason = offReason || 'WebGPU was turned off for this page (gpu=off in the address)';
     } else {
       const found = await browserAdapter();
       adapter = found.adapter;
@@ -147,12 +152,23 @@ const commands = {
     return { event: 'q4-check', device: sessions.main.deviceInfo(), result, ms: performance.now() - started };
   },
 
-  async loadModel({ files }) {
+  // A load the engine refuses before letting go of the previous model (too large, a bad
+  // config) answers `model-refused` with `kept: true`; the page then keeps using that model.
+  async loadModel({ files, budgetMib }) {
     await ready;
     if (!sessions.main) throw new Error('no device is open yet: send "open" first');
     const started = performance.now();
-    const summary = sessions.main.loadModel(files.map((f) => f.name), files.map((f) => new Uint8Array(f.bytes)));
-    return { event: 'model', summary, ms: performance.now() - started };
+    try {
+      const summary = sessions.main.loadModel(files.map((f) => f.name), files.map((f) => new Uint8Array(f.bytes)), budgetMib ?? undefined);
+      return { event: 'model', summary, ms: performance.now() - started };
+    } catch (e) {
+      return { event: 'model-refused', message: (e && e.message) || String(e), kept: sessions.main.hasModel() };
+    }
+  },
+
+  // Destroy the WebGPU device, as a driver reset would: the loss arrives through the real signal.
+  async loseDevice() {
+    return { event: 'lose-device', destroyed: loseDevice() };
   },
 
   async encode({ text }) {

@@ -160,6 +160,39 @@ impl ModelFiles {
         Ok(())
     }
 
+    /// Bytes the weights take once loaded, from the safetensors headers alone: f32 for every
+    /// tensor, except 4-bit weights and their state, which stay packed as stored.
+    pub fn memory_needed(&self) -> Result<u64> {
+        let mut total = 0u64;
+        for (name, bytes) in &self.weights {
+            let st = SafeTensors::deserialize(bytes).map_err(|e| {
+                Error::input(format!("{name} is damaged or truncated ({e}); download it again"))
+            })?;
+            for (key, view) in st.tensors() {
+                let n: u64 = view.shape().iter().map(|&d| d as u64).product();
+                let packed = view.dtype() == Dtype::U8 || bnb::is_state_key(&key);
+                total = total.saturating_add(if packed { view.data().len() as u64 } else { n.saturating_mul(4) });
+            }
+        }
+        Ok(total)
+    }
+
+    /// Refuse, before anything is allocated, a model whose loaded weights would not fit in
+    /// `budget` bytes; `what` says whose budget it is.
+    pub fn check_memory(&self, budget: u64, what: &str) -> Result<()> {
+        let need = self.memory_needed()?;
+        if need > budget {
+            let mib = |b: u64| b as f64 / 1048576.0;
+            return Err(Error::input(format!(
+                "this model needs about {:.1} MiB for its weights once loaded (f32, 4-bit weights kept packed), \
+                 more than the {:.1} MiB {what}. Use a smaller model, or a 4-bit one",
+                mib(need),
+                mib(budget)
+            )));
+        }
+        Ok(())
+    }
+
     /// Whether these are a quantized checkpoint (config.json has a `quantization_config`).
     pub fn is_quantized(&self) -> bool {
         serde_json::from_str::<serde_json::Value>(&self.config).is_ok_and(|c| c.get("quantization_config").is_some())

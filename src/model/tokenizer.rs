@@ -3,6 +3,7 @@
 
 use crate::{Error, Result};
 
+#[derive(Clone)]
 pub struct Tokenizer {
     inner: tokenizers::Tokenizer,
     pub bos_id: Option<u32>,
@@ -56,6 +57,10 @@ impl Tokenizer {
         let bytes = tokenizer_json.ok_or_else(|| {
             Error::input("tokenizer.json is missing: the model folder needs it next to config.json")
         })?;
+        // The tokenizers crate panics (rather than failing) on some malformed JSON inside the
+        // decoder section, so the syntax is checked here first. (Found by fuzzing.)
+        serde_json::from_slice::<serde_json::Value>(bytes)
+            .map_err(|e| Error::input(format!("tokenizer.json is not valid JSON: {e}")))?;
         let inner = tokenizers::Tokenizer::from_bytes(bytes)
             .map_err(|e| Error::input(format!("tokenizer.json could not be read: {e}")))?;
         let n = inner.get_vocab_size(true);

@@ -244,7 +244,8 @@ fn without_generation_tags(src: &str) -> String {
     let mut out = String::with_capacity(src.len());
     let mut rest = src;
     while let Some(open) = rest.find("{%") {
-        let Some(close) = rest[open..].find("%}").map(|c| open + c) else {
+        // The closing "%}" comes after the opening "{%" ("{%}" is not a closed tag).
+        let Some(close) = rest[open + 2..].find("%}").map(|c| open + 2 + c) else {
             break;
         };
         out.push_str(&rest[..open]);
@@ -297,5 +298,7 @@ mod tests {
             "{% for m in messages %}{%- if true -%} {{ m.content }} {%+ endif %}{% endfor %}"
         );
         assert_eq!(without_generation_tags("{% if x %}a{% endif %}"), "{% if x %}a{% endif %}");
+        // A "{%}" whose "%}" overlaps its "{%" (found by fuzzing) is left as it is.
+        assert_eq!(without_generation_tags("{%}{% generation %}x{% endgeneration %}"), "{%}{% generation %}x{% endif %}");
     }
 }

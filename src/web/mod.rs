@@ -27,6 +27,34 @@ pub fn start() {
 thread_local! {
     // burn's wgpu runtime can be initialised once per worker; keep what we got.
     static WEBGPU: RefCell<Option<OpenedDevice>> = const { RefCell::new(None) };
+    // The WebGPU device under burn's runtime, for its loss signal.
+    static GPU_DEVICE: RefCell<Option<burn::tensor::wgpu::wgpu::Device>> = const { RefCell::new(None) };
+    // Called with (reason, message) when the browser reports the device lost.
+    static ON_DEVICE_LOST: RefCell<Option<js_sys::Function>> = const { RefCell::new(None) };
+}
+
+/// Call `callback(reason, message)` when the WebGPU device is lost: the browser's own signal
+/// (`GPUDevice.lost`, through wgpu), not a guess from error text. `reason` is `Destroyed` or
+/// `Unknown` (a driver reset, the tab's GPU process gone, too much memory asked for).
+#[wasm_bindgen(js_name = onDeviceLost)]
+pub fn on_device_lost(callback: js_sys::Function) {
+    ON_DEVICE_LOST.with(|f| *f.borrow_mut() = Some(callback));
+}
+
+/// Destroy the WebGPU device, as a driver reset would take it away: the browser then reports it
+/// lost through the same signal. Returns false when no WebGPU device is open. (The page's tests
+/// cause a real loss with it.)
+#[wasm_bindgen(js_name = loseDevice)]
+pub fn lose_device() -> bool {
+    GPU_DEVICE.with(|d| d.borrow().as_ref().map(|d| d.destroy()).is_some())
+}
+
+fn device_lost(reason: burn::tensor::wgpu::wgpu::DeviceLostReason, message: String) {
+    ON_DEVICE_LOST.with(|f| {
+        if let Some(f) = f.borrow().as_ref() {
+            let _ = f.call2(&JsValue::NULL, &JsValue::from_str(&format!("{reason:?}")), &JsValue::from_str(&message));
+        }
+    });
 }
 
 fn to_js<T: Serialize>(value: &T) -> Result<JsValue, JsError> {
@@ -58,6 +86,10 @@ pub struct Session {
     base_in_use: Rc<RefCell<Option<u64>>>,
 }
 
+/// What the engine's 32-bit address space can give to model files and weights, leaving room
+/// for activations, the module and the allocator.
+const WASM_MEMORY_BUDGET: u64 = 3 << 30;
+
 #[wasm_bindgen]
 impl Session {
     /// Open a session on the browser's WebGPU through burn's wgpu runtime.
@@ -71,6 +103,10 @@ impl Session {
             .await
             .map_err(|e| JsError::new(&format!("WebGPU could not be initialised: {e}")))?;
         let opened = OpenedDevice { device, info: DeviceInfo::from_wgpu(&setup) };
+        // The callback holds nothing (wgpu asks for a Send one); it finds the page's listener
+        // in this worker's thread-local.
+        setup.device.set_device_lost_callback(device_lost);
+        GPU_DEVICE.with(|d| *d.borrow_mut() = Some(setup.device.clone()));
         WEBGPU.with(|w| *w.borrow_mut() = Some(opened.clone()));
         Ok(Session::on(opened))
     }
@@ -201,15 +237,39 @@ impl Session {
 impl Session {
     /// Load a model from its files: `names[i]` is the file name of `files[i]` (config.json,
     /// *.safetensors, tokenizer.json, ...). Resolves to the model summary.
+    ///
+    /// Everything that can be known from the headers is checked before the previous model is
+    /// let go: the config, every tensor against the device's buffer limit, and the loaded size
+    /// against `budget_mib` (the page's memory setting) and the engine's address space. A model
+    /// refused there leaves the previous one loaded.
     #[wasm_bindgen(js_name = loadModel)]
-    pub fn load_model(&self, names: Vec<String>, files: Vec<js_sys::Uint8Array>) -> Result<JsValue, JsError> {
+    pub fn load_model(&self, names: Vec<String>, files: Vec<js_sys::Uint8Array>, budget_mib: Option<f64>) -> Result<JsValue, JsError> {
         if names.len() != files.len() {
             return Err(JsError::new("loadModel: names and files differ in length"));
         }
+        // The files themselves are copied into the engine's memory, so count them before that.
+        let file_bytes: u64 = files.iter().map(|f| f.length() as u64).sum();
+        if file_bytes > WASM_MEMORY_BUDGET {
+            return Err(JsError::new(&format!(
+                "these model files hold {:.0} MiB; the page's engine (32-bit WebAssembly) can hold at most about {:.0} MiB. Use a smaller or 4-bit model",
+                file_bytes as f64 / 1048576.0,
+                WASM_MEMORY_BUDGET as f64 / 1048576.0
+            )));
+        }
         let named = names.into_iter().zip(files.iter().map(|f| f.to_vec())).collect();
         let files = ModelFiles::from_named(named).map_err(js_err)?;
+        crate::model::ModelConfig::from_json(&files.config).map_err(js_err)?;
         if let Some(limits) = &self.opened.info.limits {
             files.check_fits(limits).map_err(js_err)?;
+        }
+        if let Some(mib) = budget_mib.filter(|m| m.is_finite() && *m > 0.0) {
+            files.check_memory((mib * 1048576.0) as u64, "this page was told the device has (the memory setting)").map_err(js_err)?;
+        }
+        if self.opened.info.limits.is_none() {
+            // On the CPU engine the weights live in wasm memory beside the files.
+            files
+                .check_memory(WASM_MEMORY_BUDGET.saturating_sub(file_bytes), "left in the CPU engine's 4 GiB address space once the files are in it")
+                .map_err(js_err)?;
         }
         let mut slot = self.model.try_borrow_mut().map_err(|_| JsError::new("the model is busy; stop training first"))?;
         *slot = None; // free the old model's device memory first
@@ -220,6 +280,12 @@ impl Session {
         *slot = Some(model);
         *self.files.borrow_mut() = Some(Rc::new(files));
         Ok(summary)
+    }
+
+    /// Whether a model is loaded (a refused load leaves the previous one).
+    #[wasm_bindgen(js_name = hasModel)]
+    pub fn has_model(&self) -> bool {
+        self.model.try_borrow().map(|m| m.is_some()).unwrap_or(true)
     }
 
     /// Token ids of `text`, with special tokens as the tokenizer adds them.
