@@ -203,14 +203,23 @@ fn open_cuda() -> Result<OpenedDevice> {
     ))
 }
 
-/// Peak resident memory of this process (Linux), for the last line of a run and the CPU's
-/// measured memory.
-#[cfg(not(target_arch = "wasm32"))]
+/// Peak resident memory of this process, for the last line of a run and the CPU's measured
+/// memory: `getrusage`'s `ru_maxrss` (KiB on Linux, bytes on macOS), so it works on both; `None`
+/// elsewhere (Windows).
+#[cfg(all(unix, not(target_arch = "wasm32")))]
 pub fn peak_rss_bytes() -> Option<u64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
-    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kb * 1024)
+    // SAFETY: getrusage fills the struct it is given and reads nothing else.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    if unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut usage) } != 0 {
+        return None;
+    }
+    let max = u64::try_from(usage.ru_maxrss).ok()?;
+    Some(if cfg!(target_os = "macos") { max } else { max * 1024 })
+}
+
+#[cfg(all(not(unix), not(target_arch = "wasm32")))]
+pub fn peak_rss_bytes() -> Option<u64> {
+    None
 }
 
 /// Resident memory of this process now (Linux).

@@ -4,7 +4,7 @@
 
 use burn::tensor::activation::silu;
 use burn::tensor::module::embedding;
-use burn::tensor::{Device, Int, Tensor};
+use burn::tensor::{Int, Tensor};
 
 use super::config::LlamaConfig;
 use super::layers::{KvCache, Linear, RmsNorm, Rotary, attention, attention_mask, cached_kv, merge_heads, split_heads};
@@ -41,9 +41,7 @@ impl Llama {
         layers: Vec<Layer>,
         norm: RmsNorm,
         lm_head: Option<Tensor<2>>,
-        device: &Device,
     ) -> Self {
-        let _ = device;
         let rotary = Rotary::new(config.head_dim(), config.rope_theta);
         Llama { config, embed_tokens, layers, norm, lm_head, rotary }
     }

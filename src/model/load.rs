@@ -358,7 +358,7 @@ pub(super) fn gpt2(w: &Weights, c: &Gpt2Config) -> Result<super::gpt2::Gpt2> {
 }
 
 /// Llama / Mistral / Qwen2 checkpoint keys → modules.
-pub(super) fn llama(w: &Weights, c: &LlamaConfig, device: &Device) -> Result<super::llama::Llama> {
+pub(super) fn llama(w: &Weights, c: &LlamaConfig) -> Result<super::llama::Llama> {
     use super::llama::{Layer, Llama};
     let (e, v, hs) = (c.hidden_size, c.vocab_size, c.head_dim());
     let (nh, nkv) = (c.num_attention_heads, c.num_key_value_heads());
@@ -389,7 +389,7 @@ pub(super) fn llama(w: &Weights, c: &LlamaConfig, device: &Device) -> Result<sup
             "the weights have no \"lm_head.weight\" and config.json says tie_word_embeddings false",
         ));
     };
-    Ok(Llama::new(c.clone(), embed, layers, rms("model.norm.weight")?, lm_head, device))
+    Ok(Llama::new(c.clone(), embed, layers, rms("model.norm.weight")?, lm_head))
 }
 
 /// Build the model `config` describes from the weights.
@@ -400,7 +400,7 @@ pub fn build(files: &ModelFiles, config: &ModelConfig, device: &Device) -> Resul
     let w = Weights::parse(files, device)?;
     Ok(match config {
         ModelConfig::Gpt2(c) => super::Arch::Gpt2(gpt2(&w, c)?),
-        ModelConfig::Llama(c) => super::Arch::Llama(llama(&w, c, device)?),
+        ModelConfig::Llama(c) => super::Arch::Llama(llama(&w, c)?),
     })
 }
 
