@@ -1,6 +1,6 @@
 // The controller: opens the engine, runs the device check, loads the model, generates, and
 // hands the training flow to training.js. All settings live in one state object mirrored in the
-// URL hash (state.js); ?gpu=off forces the CPU path and ?model=none skips the built-in model.
+// URL hash (state.js); ?gpu=off forces the CPU engine, ?gpu=on WebGPU even on a software adapter, and ?model=none skips the built-in model.
 
 import { $, showError, setStatus, clearError } from './dom.js';
 import { send, restart, onFatal } from './engine.js';
@@ -59,11 +59,15 @@ function bindInputs() {
 
 // --- rendering --------------------------------------------------------------------------------
 
-function renderDevice({ device, adapter, fallbackReason }) {
-  $('#device-json').textContent = JSON.stringify({ device, adapter, fallbackReason }, null, 1);
+function renderDevice({ device, adapter, fallbackReason, software }) {
+  $('#device-json').textContent = JSON.stringify({ device, adapter, fallbackReason, software }, null, 1);
   const status = $('#device-status');
   const notice = $('#device-notice');
-  if (fallbackReason) {
+  if (fallbackReason && software) {
+    setStatus(status, 'cpu', 'Running on the CPU engine (faster here than the software WebGPU adapter).');
+    notice.textContent = `tinytune chose its CPU engine: ${fallbackReason}.`;
+    notice.hidden = false;
+  } else if (fallbackReason) {
     setStatus(status, 'cpu', 'Running on the CPU (WebGPU unavailable).');
     notice.textContent = `WebGPU is not available: ${fallbackReason}. tinytune runs on the CPU instead. ` +
       'Everything works, only slower. Use a browser with WebGPU (recent Chrome or Edge, or Firefox/Safari with WebGPU on) for speed.';
@@ -343,12 +347,14 @@ async function runGenerate() {
 
 // --- controller -------------------------------------------------------------------------------
 const params = new URLSearchParams(location.search);
-const gpu = params.get('gpu') !== 'off';
+// ?gpu=off: the CPU engine; ?gpu=on: WebGPU even on a software adapter; otherwise WebGPU unless
+// the adapter is a software renderer, which the CPU engine beats.
+const gpu = ['on', 'off'].includes(params.get('gpu')) ? params.get('gpu') : 'auto';
 // ?memory=MiB: treat the device as having this much memory for model weights (a model that
 // needs more is refused before anything is allocated; a way to see the memory math bite).
 const memoryMib = Number(params.get('memory')) > 0 ? Number(params.get('memory')) : null;
 // The engine's device after recoveries: a GPU lost twice in a minute is not tried a third time.
-let engineGpu = gpu;
+let engineGpu = gpu !== 'off';
 
 // A lost GPU device or a crashed engine: say so, start a fresh worker on a fresh device,
 // rebuild the model, and let the training flow offer to resume from its last checkpoint.
@@ -378,7 +384,7 @@ async function recover(reason) {
   }
   restarting = (async () => {
     restart(reason);
-    deviceReady = send('open', engineGpu ? { gpu: true } : { gpu: false, offReason: 'the GPU device was lost twice within a minute' });
+    deviceReady = send('open', engineGpu ? { gpu } : { gpu: 'off', offReason: 'the GPU device was lost twice within a minute' });
     renderDevice(await deviceReady);
     if (lastModelFiles) await loadModelFiles(lastModelFiles);
     training.engineBack();

@@ -138,6 +138,9 @@ enum Command {
         top_p: f32,
         #[arg(long, default_value_t = 0)]
         seed: u64,
+        /// Keep going past the end-of-sequence token, to exactly --max-new-tokens (benchmarks).
+        #[arg(long)]
+        ignore_eos: bool,
         /// auto, cpu, wgpu (or cuda when built with --features cuda).
         #[arg(long, default_value = "auto")]
         device: String,
@@ -799,11 +802,11 @@ fn run(command: Command) -> tinytune::Result<()> {
             }
             Ok(())
         }
-        Command::Generate { model, adapter, adapters, route, prompt, chat, max_new_tokens, temperature, top_k, top_p, seed, device } => {
+        Command::Generate { model, adapter, adapters, route, prompt, chat, max_new_tokens, temperature, top_k, top_p, seed, ignore_eos, device } => {
             use std::io::Write;
             let opened = open_device(&device)?;
             let mut model = load_model(&model, adapter.as_deref(), None, &opened)?;
-            let sampling = Sampling { max_new_tokens, temperature, top_k, top_p, seed, stop_at_eos: true };
+            let sampling = Sampling { max_new_tokens, temperature, top_k, top_p, seed, stop_at_eos: !ignore_eos };
             if adapters.is_some() || prompt.len() > 1 {
                 return generate_batch(&mut model, adapters.as_deref(), route.as_deref(), &prompt, &sampling, chat);
             }

@@ -42,7 +42,7 @@ test('a model larger than the memory setting is refused from its headers and the
 test('a real device loss restarts the engine; a second moves it to the CPU; a third stops', async () => {
   const page = await env.browser.newPage();
   try {
-    await page.goto(env.server.base + '?model=none', { waitUntil: 'domcontentloaded' });
+    await page.goto(env.server.base + '?gpu=on&model=none', { waitUntil: 'domcontentloaded' });
     await page.waitForSelector('#check-status[data-state=done]', { timeout: 180000 });
     assert.equal(await page.getAttribute('#device-status', 'data-state'), 'webgpu');
     const settled = () => page.waitForFunction(() => !window.tinytune.restarting(), null, { timeout: 120000 });

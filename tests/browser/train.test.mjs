@@ -1,5 +1,5 @@
 // The same run config trained in the browser worker (WebGPU and the wasm CPU path) and natively
-// with `tinytune train --device cpu`: the first 5 losses agree within 1e-3.
+// with `tinytune train --device cpu`: the first 3 losses agree within 1e-3 (small, as SwiftShader is slow).
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
@@ -11,7 +11,7 @@ import { serverAndBrowser } from './harness.mjs';
 const TOLERANCE = 1e-3;
 const MODEL = 'tests/fixtures/tiny-llama';
 const DATA = 'tests/fixtures/corpus/eval.jsonl';
-const RUN = { method: 'lora', rank: 4, alpha: 8, steps: 5, batch_size: 4, seq_len: 64, lr: 0.01, seed: 5, targets: 'all-linear' };
+const RUN = { method: 'lora', rank: 4, alpha: 8, steps: 3, batch_size: 4, seq_len: 64, lr: 0.01, seed: 5, targets: 'all-linear' };
 const toml = (o) => Object.entries(o).map(([k, v]) => `${k} = ${typeof v === 'string' ? JSON.stringify(v) : v}`).join('\n');
 
 const env = serverAndBrowser({ before, after });
@@ -19,7 +19,7 @@ const env = serverAndBrowser({ before, after });
 function nativeLosses() {
   const out = mkdtempSync(join(tmpdir(), 'tinytune-native-'));
   execFileSync(process.env.TINYTUNE_BIN, ['train', '--device', 'cpu', '--model', MODEL, '--data', DATA, '--out', out,
-    '--rank', '4', '--alpha', '8', '--steps', '5', '--batch-size', '4', '--seq-len', '64', '--lr', '0.01', '--seed', '5'],
+    '--rank', '4', '--alpha', '8', '--steps', '3', '--batch-size', '4', '--seq-len', '64', '--lr', '0.01', '--seed', '5'],
   { stdio: ['ignore', 'ignore', 'inherit'] });
   return readFileSync(join(out, 'metrics.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l)).filter((r) => 'loss' in r).map((r) => r.loss);
 }
@@ -41,13 +41,13 @@ async function browserLosses(query) {
   }
 }
 
-test('the same run config gives the same first 5 losses in the browser (WebGPU, CPU) and natively', async () => {
+test('the same run config gives the same first 3 losses in the browser (WebGPU, CPU) and natively', async () => {
   const native = nativeLosses();
-  assert.equal(native.length, 5);
-  assert.ok(native[4] < native[0], `the loss falls natively: ${native}`);
-  for (const [label, query] of [['WebGPU', '?model=none'], ['wasm CPU', '?gpu=off&model=none']]) {
+  assert.equal(native.length, 3);
+  assert.ok(native[2] < native[0], `the loss falls natively: ${native}`);
+  for (const [label, query] of [['WebGPU', '?gpu=on&model=none'], ['wasm CPU', '?gpu=off&model=none']]) {
     const losses = await browserLosses(query);
-    assert.equal(losses.length, 5, label);
+    assert.equal(losses.length, 3, label);
     losses.forEach((l, i) => assert.ok(Math.abs(l - native[i]) < TOLERANCE, `${label} step ${i + 1}: ${l} vs native ${native[i]}`));
   }
 });
