@@ -31,8 +31,15 @@ pub struct ModelFiles {
 }
 
 impl ModelFiles {
-    /// Read a model folder.
+    /// Read a model folder, or a `.gguf` file.
     pub fn from_dir(dir: &Path) -> Result<ModelFiles> {
+        if dir.is_file() && dir.extension().is_some_and(|e| e.eq_ignore_ascii_case("gguf")) {
+            let bytes = std::fs::read(dir).map_err(|e| Error::io(dir, e))?;
+            return super::gguf::to_model_files(&bytes).map_err(|e| match e {
+                Error::Input(m) => Error::Input(format!("{}: {m}", dir.display())),
+                other => other,
+            });
+        }
         if !dir.is_dir() {
             return Err(Error::input(format!(
                 "model folder '{}' does not exist (it should hold config.json, *.safetensors and tokenizer.json)",
@@ -65,6 +72,10 @@ impl ModelFiles {
 
     /// Sort named files (as picked in the page) into their roles. Unknown files are ignored.
     pub fn from_named(files: Vec<(String, Vec<u8>)>) -> Result<ModelFiles> {
+        // A GGUF file holds the whole model (config, tokenizer, weights) by itself.
+        if let Some((_, bytes)) = files.iter().find(|(n, b)| n.to_ascii_lowercase().ends_with(".gguf") || super::gguf::is_gguf(b)) {
+            return super::gguf::to_model_files(bytes);
+        }
         let mut out = ModelFiles::default();
         let mut config = None;
         let mut index = None;

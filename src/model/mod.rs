@@ -2,6 +2,7 @@
 //! forward pass of each architecture. `Model::forward` is the one entry point.
 
 pub mod config;
+pub mod gguf;
 pub mod gpt2;
 pub mod init;
 pub mod layers;

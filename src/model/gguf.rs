@@ -1,0 +1,666 @@
+//! GGUF files (llama.cpp, Ollama, LM Studio): the header, metadata, tensor table and alignment,
+//! tensors dequantized exactly as gguf-py's numpy code does, and the conversion of a file into
+//! the Hugging Face form the rest of tinytune loads (config.json, tokenizer.json, f32
+//! safetensors with transformers' names; Q and K un-permuted as transformers does).
+//!
+//! Every count and size read from the file is checked against the bytes that remain before
+//! anything is allocated from it.
+
+use std::collections::BTreeMap;
+
+use serde_json::{Value, json};
+
+use crate::{Error, Result};
+
+const MAGIC: &[u8; 4] = b"GGUF";
+const DEFAULT_ALIGNMENT: u64 = 32;
+/// Tensors in one file (llama 405B has about 1,100).
+const MAX_TENSORS: u64 = 1 << 16;
+const MAX_DIMS: u32 = 4;
+
+/// A metadata value.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Meta {
+    Int(i64),
+    Uint(u64),
+    Float(f64),
+    Bool(bool),
+    Str(String),
+    Array(Vec<Meta>),
+}
+
+impl Meta {
+    pub fn as_u64(&self) -> Option<u64> {
+        match self {
+            Meta::Uint(v) => Some(*v),
+            Meta::Int(v) => u64::try_from(*v).ok(),
+            _ => None,
+        }
+    }
+    pub fn as_f64(&self) -> Option<f64> {
+        match self {
+            Meta::Float(v) => Some(*v),
+            Meta::Uint(v) => Some(*v as f64),
+            Meta::Int(v) => Some(*v as f64),
+            _ => None,
+        }
+    }
+    pub fn as_str(&self) -> Option<&str> {
+        match self {
+            Meta::Str(s) => Some(s),
+            _ => None,
+        }
+    }
+    pub fn as_bool(&self) -> Option<bool> {
+        match self {
+            Meta::Bool(b) => Some(*b),
+            _ => None,
+        }
+    }
+}
+
+/// The ggml tensor types tinytune reads: (id, name, elements per block, bytes per block).
+const TYPES: [(u32, &str, usize, usize); 13] = [
+    (0, "F32", 1, 4),
+    (1, "F16", 1, 2),
+    (2, "Q4_0", 32, 18),
+    (3, "Q4_1", 32, 20),
+    (6, "Q5_0", 32, 22),
+    (7, "Q5_1", 32, 24),
+    (8, "Q8_0", 32, 34),
+    (10, "Q2_K", 256, 84),
+    (11, "Q3_K", 256, 110),
+    (12, "Q4_K", 256, 144),
+    (13, "Q5_K", 256, 176),
+    (14, "Q6_K", 256, 210),
+    (30, "BF16", 1, 2),
+];
+
+fn type_info(id: u32) -> Result<(&'static str, usize, usize)> {
+    TYPES.iter().find(|t| t.0 == id).map(|t| (t.1, t.2, t.3)).ok_or_else(|| {
+        Error::input(format!(
+            "the GGUF file has a tensor of ggml type {id}, which tinytune cannot read; supported: {}",
+            TYPES.iter().map(|t| t.1).collect::<Vec<_>>().join(", ")
+        ))
+    })
+}
+
+/// One entry of the tensor table.
+#[derive(Clone, Debug)]
+pub struct TensorInfo {
+    pub name: String,
+    /// ggml order: `dims[0]` varies fastest (a Hugging Face `[rows, cols]` is `[cols, rows]` here).
+    pub dims: Vec<u64>,
+    pub ggml_type: u32,
+    /// Where the data starts in the file, alignment applied.
+    pub start: usize,
+    pub bytes: usize,
+}
+
+impl TensorInfo {
+    pub fn elements(&self) -> usize {
+        self.dims.iter().product::<u64>() as usize
+    }
+    pub fn type_name(&self) -> &'static str {
+        type_info(self.ggml_type).map(|t| t.0).unwrap_or("?")
+    }
+}
+
+/// A parsed GGUF file (the tensor data stays in the caller's bytes).
+#[derive(Clone, Debug)]
+pub struct Gguf {
+    pub version: u32,
+    pub metadata: BTreeMap<String, Meta>,
+    pub tensors: Vec<TensorInfo>,
+}
+
+struct Reader<'a> {
+    bytes: &'a [u8],
+    at: usize,
+}
+
+impl<'a> Reader<'a> {
+    fn take(&mut self, n: usize) -> Result<&'a [u8]> {
+        let end = self.at.checked_add(n).filter(|&e| e <= self.bytes.len()).ok_or_else(|| {
+            Error::input(format!("the GGUF file ends early (at byte {}, {n} more bytes needed): it is truncated", self.at))
+        })?;
+        let s = &self.bytes[self.at..end];
+        self.at = end;
+        Ok(s)
+    }
+    fn u8(&mut self) -> Result<u8> {
+        Ok(self.take(1)?[0])
+    }
+    fn u16(&mut self) -> Result<u16> {
+        Ok(u16::from_le_bytes(self.take(2)?.try_into().expect("2 bytes")))
+    }
+    fn u32(&mut self) -> Result<u32> {
+        Ok(u32::from_le_bytes(self.take(4)?.try_into().expect("4 bytes")))
+    }
+    fn u64(&mut self) -> Result<u64> {
+        Ok(u64::from_le_bytes(self.take(8)?.try_into().expect("8 bytes")))
+    }
+    fn left(&self) -> usize {
+        self.bytes.len() - self.at
+    }
+    /// A count of items, each at least `min_size` bytes, that must fit in what is left.
+    fn count(&mut self, what: &str, min_size: usize) -> Result<usize> {
+        let n = self.u64()?;
+        if n > (self.left() / min_size.max(1)) as u64 {
+            return Err(Error::input(format!("the GGUF file says {what} has {n} entries, more than the file could hold: it is damaged")));
+        }
+        Ok(n as usize)
+    }
+    fn string(&mut self) -> Result<String> {
+        let n = self.count("a string", 1)?;
+        String::from_utf8(self.take(n)?.to_vec()).map_err(|_| Error::input("the GGUF file has a string that is not UTF-8: it is damaged"))
+    }
+    fn value(&mut self, kind: u32, depth: u32) -> Result<Meta> {
+        Ok(match kind {
+            0 => Meta::Uint(self.u8()? as u64),
+            1 => Meta::Int(self.u8()? as i8 as i64),
+            2 => Meta::Uint(self.u16()? as u64),
+            3 => Meta::Int(self.u16()? as i16 as i64),
+            4 => Meta::Uint(self.u32()? as u64),
+            5 => Meta::Int(self.u32()? as i32 as i64),
+            6 => Meta::Float(f32::from_bits(self.u32()?) as f64),
+            7 => Meta::Bool(self.u8()? != 0),
+            8 => Meta::Str(self.string()?),
+            9 => {
+                if depth > 2 {
+                    return Err(Error::input("the GGUF file nests arrays more than twice: it is damaged"));
+                }
+                let inner = self.u32()?;
+                let n = self.count("an array", 1)?;
+                let mut items = Vec::with_capacity(n.min(1 << 20));
+                for _ in 0..n {
+                    items.push(self.value(inner, depth + 1)?);
+                }
+                Meta::Array(items)
+            }
+            10 => Meta::Uint(self.u64()?),
+            11 => Meta::Int(self.u64()? as i64),
+            12 => Meta::Float(f64::from_bits(self.u64()?)),
+            other => return Err(Error::input(format!("the GGUF file has a metadata value of unknown type {other}: it is damaged"))),
+        })
+    }
+}
+
+/// Whether these bytes start like a GGUF file.
+pub fn is_gguf(bytes: &[u8]) -> bool {
+    bytes.starts_with(MAGIC)
+}
+
+impl Gguf {
+    /// Read the header, metadata and tensor table; check every tensor lies inside the file.
+    pub fn parse(bytes: &[u8]) -> Result<Gguf> {
+        let mut r = Reader { bytes, at: 0 };
+        if r.take(4)? != MAGIC {
+            return Err(Error::input("not a GGUF file: it does not start with \"GGUF\""));
+        }
+        let version = r.u32()?;
+        if !(2..=3).contains(&version) {
+            return Err(Error::input(format!("GGUF version {version} is not supported (2 and 3 are)")));
+        }
+        let tensor_count = r.u64()?;
+        if tensor_count > MAX_TENSORS {
+            return Err(Error::input(format!("the GGUF file says it holds {tensor_count} tensors; tinytune reads at most {MAX_TENSORS}")));
+        }
+        let kv_count = r.count("the metadata", 12)?;
+        let mut metadata = BTreeMap::new();
+        for _ in 0..kv_count {
+            let key = r.string()?;
+            let kind = r.u32()?;
+            let value = r.value(kind, 0)?;
+            metadata.insert(key, value);
+        }
+        let mut infos = Vec::with_capacity(tensor_count as usize);
+        for _ in 0..tensor_count {
+            let name = r.string()?;
+            let n_dims = r.u32()?;
+            if n_dims == 0 || n_dims > MAX_DIMS {
+                return Err(Error::input(format!("GGUF tensor {name} has {n_dims} dimensions (1 to {MAX_DIMS} are read)")));
+            }
+            let dims = (0..n_dims).map(|_| r.u64()).collect::<Result<Vec<_>>>()?;
+            let ggml_type = r.u32()?;
+            let offset = r.u64()?;
+            infos.push((name, dims, ggml_type, offset));
+        }
+        let alignment = metadata.get("general.alignment").and_then(Meta::as_u64).unwrap_or(DEFAULT_ALIGNMENT);
+        if alignment == 0 || !alignment.is_power_of_two() || alignment > 1 << 20 {
+            return Err(Error::input(format!("the GGUF file's alignment {alignment} is not a power of two")));
+        }
+        let data_start = (r.at as u64).div_ceil(alignment) * alignment;
+        let mut tensors = Vec::with_capacity(infos.len());
+        for (name, dims, ggml_type, offset) in infos {
+            let (type_name, block, block_bytes) = type_info(ggml_type).map_err(|e| Error::input(format!("tensor {name}: {e}")))?;
+            let elements = dims.iter().try_fold(1u64, |a, &d| a.checked_mul(d)).filter(|&n| n <= 1 << 40);
+            let Some(elements) = elements else {
+                return Err(Error::input(format!("GGUF tensor {name} has dimensions {dims:?}, too many elements: the file is damaged")));
+            };
+            if dims[0] % block as u64 != 0 {
+                return Err(Error::input(format!("GGUF tensor {name} ({type_name}) has rows of {} values, not a multiple of its block of {block}", dims[0])));
+            }
+            let size = elements / block as u64 * block_bytes as u64;
+            let start = data_start.checked_add(offset);
+            match start.and_then(|s| s.checked_add(size)) {
+                Some(end) if end <= bytes.len() as u64 && offset % alignment == 0 => {}
+                _ => {
+                    return Err(Error::input(format!(
+                        "GGUF tensor {name} ({size} bytes at offset {offset}) lies outside the file: it is truncated or damaged"
+                    )))
+                }
+            }
+            tensors.push(TensorInfo { name, dims, ggml_type, start: (data_start + offset) as usize, bytes: size as usize });
+        }
+        Ok(Gguf { version, metadata, tensors })
+    }
+
+    pub fn get(&self, key: &str) -> Option<&Meta> {
+        self.metadata.get(key)
+    }
+
+    pub fn architecture(&self) -> Result<&str> {
+        self.get("general.architecture").and_then(Meta::as_str).ok_or_else(|| Error::input("the GGUF file has no general.architecture"))
+    }
+
+    pub fn tensor(&self, name: &str) -> Option<&TensorInfo> {
+        self.tensors.iter().find(|t| t.name == name)
+    }
+}
+
+fn f16(b: &[u8]) -> f32 {
+    half::f16::from_le_bytes([b[0], b[1]]).to_f32()
+}
+
+/// The values of one tensor as f32, computed as gguf-py's `dequantize` computes them (the same
+/// f32 operations in the same order).
+pub fn dequantize(t: &TensorInfo, file: &[u8]) -> Result<Vec<f32>> {
+    let data = &file[t.start..t.start + t.bytes];
+    let (name, block, block_bytes) = type_info(t.ggml_type)?;
+    let mut out = Vec::with_capacity(t.elements());
+    match name {
+        "F32" => out.extend(data.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))),
+        "F16" => out.extend(data.chunks_exact(2).map(f16)),
+        "BF16" => out.extend(data.chunks_exact(2).map(|b| f32::from_bits((u16::from_le_bytes([b[0], b[1]]) as u32) << 16))),
+        _ => {
+            for b in data.chunks_exact(block_bytes) {
+                let start = out.len();
+                out.resize(start + block, 0.0);
+                dequantize_block(name, b, &mut out[start..]);
+            }
+        }
+    }
+    Ok(out)
+}
+
+fn dequantize_block(kind: &str, b: &[u8], out: &mut [f32]) {
+    match kind {
+        "Q8_0" => {
+            let d = f16(&b[0..2]);
+            for i in 0..32 {
+                out[i] = (b[2 + i] as i8) as f32 * d;
+            }
+        }
+        "Q4_0" | "Q4_1" => {
+            let d = f16(&b[0..2]);
+            let (m, qs) = if kind == "Q4_1" { (Some(f16(&b[2..4])), &b[4..20]) } else { (None, &b[2..18]) };
+            for e in 0..32 {
+                let q = (qs[e % 16] >> (4 * (e / 16))) & 0x0F;
+                out[e] = match m {
+                    Some(m) => d * q as f32 + m,
+                    None => d * ((q as i8 - 8) as f32),
+                };
+            }
+        }
+        "Q5_0" | "Q5_1" => {
+            let d = f16(&b[0..2]);
+            let (m, rest) = if kind == "Q5_1" { (Some(f16(&b[2..4])), &b[4..]) } else { (None, &b[2..]) };
+            let qh = u32::from_le_bytes([rest[0], rest[1], rest[2], rest[3]]);
+            let qs = &rest[4..20];
+            for e in 0..32 {
+                let low = (qs[e % 16] >> (4 * (e / 16))) & 0x0F;
+                let q = low | ((((qh >> e) & 1) as u8) << 4);
+                out[e] = match m {
+                    Some(m) => d * q as f32 + m,
+                    None => d * ((q as i8 - 16) as f32),
+                };
+            }
+        }
+        "Q2_K" => {
+            let (scales, qs) = (&b[0..16], &b[16..80]);
+            let (d, dmin) = (f16(&b[80..82]), f16(&b[82..84]));
+            for e in 0..256 {
+                let j = e / 16;
+                let dl = d * (scales[j] & 0x0F) as f32;
+                let ml = dmin * (scales[j] >> 4) as f32;
+                let q = (qs[(e / 128) * 32 + e % 32] >> (2 * ((e % 128) / 32))) & 3;
+                out[e] = dl * q as f32 - ml;
+            }
+        }
+        "Q3_K" => {
+            let (hmask, qs, sc) = (&b[0..32], &b[32..96], &b[96..108]);
+            let d = f16(&b[108..110]);
+            let scale = |i: usize| -> f32 {
+                let low = (sc[i % 8] >> (4 * (i / 8))) & 0x0F;
+                let high = (sc[8 + i % 4] >> (2 * (i / 4))) & 0x03;
+                ((low | (high << 4)) as i8 - 32) as f32
+            };
+            for e in 0..256 {
+                let dl = d * scale(e / 16);
+                let ql = ((qs[(e / 128) * 32 + e % 32] >> (2 * ((e % 128) / 32))) & 3) as i8;
+                let qh = ((hmask[e % 32] >> (e / 32)) & 1) ^ 1;
+                out[e] = dl * (ql - (qh << 2) as i8) as f32;
+            }
+        }
+        "Q4_K" | "Q5_K" => {
+            let (d, dmin) = (f16(&b[0..2]), f16(&b[2..4]));
+            let s = &b[4..16];
+            let (qh, qs) = if kind == "Q5_K" { (Some(&b[16..48]), &b[48..176]) } else { (None, &b[16..144]) };
+            let (mut sc, mut mn) = ([0u8; 8], [0u8; 8]);
+            for j in 0..4 {
+                sc[j] = s[j] & 0x3F;
+                sc[4 + j] = (s[8 + j] & 0x0F) | ((s[j] >> 2) & 0x30);
+                mn[j] = s[4 + j] & 0x3F;
+                mn[4 + j] = (s[8 + j] >> 4) | ((s[4 + j] >> 2) & 0x30);
+            }
+            for e in 0..256 {
+                let sub = e / 32;
+                let mut q = (qs[(sub / 2) * 32 + e % 32] >> (4 * (sub % 2))) & 0x0F;
+                if let Some(qh) = qh {
+                    q |= ((qh[e % 32] >> sub) & 1) << 4;
+                }
+                let dl = d * sc[sub] as f32;
+                let ml = dmin * mn[sub] as f32;
+                out[e] = dl * q as f32 - ml;
+            }
+        }
+        "Q6_K" => {
+            let (ql, qh, scales) = (&b[0..128], &b[128..192], &b[192..208]);
+            let d = f16(&b[208..210]);
+            for e in 0..256 {
+                let g = e / 128;
+                let low = (ql[g * 64 + e % 64] >> (4 * ((e % 128) / 64))) & 0x0F;
+                let high = (qh[g * 32 + e % 32] >> (2 * ((e % 128) / 32))) & 0x03;
+                let q = ((low | (high << 4)) as i8 - 32) as f32;
+                let dl = d * (scales[e / 16] as i8) as f32;
+                out[e] = dl * q;
+            }
+        }
+        _ => unreachable!("every block type is listed in TYPES"),
+    }
+}
+
+/// llama.cpp's converter stores Q and K with the rotary halves interleaved per head; this puts
+/// the rows back in Hugging Face's order (transformers' `reverse_permute_weights`).
+fn unpermute(w: &[f32], rows: usize, cols: usize, heads: usize) -> Result<Vec<f32>> {
+    if heads == 0 || rows % (2 * heads) != 0 {
+        return Err(Error::input(format!("a Q/K weight of {rows} rows cannot be split into {heads} heads of rotary pairs")));
+    }
+    let half = rows / heads / 2;
+    let mut out = vec![0.0; w.len()];
+    for h in 0..heads {
+        for i in 0..half {
+            for j in 0..2 {
+                let from = h * 2 * half + i * 2 + j;
+                let to = h * 2 * half + j * half + i;
+                out[to * cols..(to + 1) * cols].copy_from_slice(&w[from * cols..(from + 1) * cols]);
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// The Hugging Face name of a GGUF tensor of a Llama-shaped architecture.
+fn hf_name(name: &str) -> Option<String> {
+    let fixed = match name {
+        "token_embd.weight" => Some("model.embed_tokens.weight"),
+        "output_norm.weight" => Some("model.norm.weight"),
+        "output.weight" => Some("lm_head.weight"),
+        _ => None,
+    };
+    if let Some(f) = fixed {
+        return Some(f.to_string());
+    }
+    let rest = name.strip_prefix("blk.")?;
+    let (layer, part) = rest.split_once('.')?;
+    let layer: usize = layer.parse().ok()?;
+    let (module, kind) = part.rsplit_once('.')?;
+    let hf = match module {
+        "attn_norm" => "input_layernorm",
+        "ffn_norm" => "post_attention_layernorm",
+        "attn_q" => "self_attn.q_proj",
+        "attn_k" => "self_attn.k_proj",
+        "attn_v" => "self_attn.v_proj",
+        "attn_output" => "self_attn.o_proj",
+        "ffn_gate" => "mlp.gate_proj",
+        "ffn_up" => "mlp.up_proj",
+        "ffn_down" => "mlp.down_proj",
+        _ => return None,
+    };
+    Some(format!("model.layers.{layer}.{hf}.{kind}"))
+}
+
+/// The architectures this reader converts.
+pub const ARCHITECTURES: &[&str] = &["llama", "qwen2"];
+
+/// The files of a Hugging Face model folder that this GGUF file describes.
+pub fn to_model_files(file: &[u8]) -> Result<super::load::ModelFiles> {
+    let g = Gguf::parse(file)?;
+    let arch = g.architecture()?.to_string();
+    if !ARCHITECTURES.contains(&arch.as_str()) {
+        return Err(Error::input(format!(
+            "GGUF architecture \"{arch}\" is not supported yet; supported: {}",
+            ARCHITECTURES.join(", ")
+        )));
+    }
+    let key = |k: &str| g.get(&format!("{arch}.{k}"));
+    let need = |k: &str| -> Result<u64> {
+        key(k).and_then(Meta::as_u64).ok_or_else(|| Error::input(format!("the GGUF file has no {arch}.{k}")))
+    };
+    let tokens: Vec<String> = match g.get("tokenizer.ggml.tokens") {
+        Some(Meta::Array(a)) => a.iter().map(|t| t.as_str().map(str::to_string)).collect::<Option<Vec<_>>>()
+            .ok_or_else(|| Error::input("tokenizer.ggml.tokens holds something other than strings"))?,
+        _ => return Err(Error::input("the GGUF file has no tokenizer (tokenizer.ggml.tokens)")),
+    };
+    let hidden = need("embedding_length")?;
+    let heads = need("attention.head_count")?;
+    let kv_heads = key("attention.head_count_kv").and_then(Meta::as_u64).unwrap_or(heads);
+    let head_dim = key("attention.key_length").and_then(Meta::as_u64).unwrap_or(if heads > 0 { hidden / heads } else { 0 });
+    let vocab = key("vocab_size").and_then(Meta::as_u64).unwrap_or(tokens.len() as u64);
+    let tied = g.tensor("output.weight").is_none();
+    let id = |k: &str| g.get(&format!("tokenizer.ggml.{k}")).and_then(Meta::as_u64);
+    if let Some(kind) = key("rope.scaling.type").and_then(Meta::as_str).filter(|k| *k != "none") {
+        return Err(Error::input(format!("GGUF rope scaling \"{kind}\" is not supported yet")));
+    }
+    let mut config = json!({
+        "architectures": [if arch == "qwen2" { "Qwen2ForCausalLM" } else { "LlamaForCausalLM" }],
+        "model_type": arch,
+        "vocab_size": vocab,
+        "hidden_size": hidden,
+        "intermediate_size": need("feed_forward_length")?,
+        "num_hidden_layers": need("block_count")?,
+        "num_attention_heads": heads,
+        "num_key_value_heads": kv_heads,
+        "head_dim": head_dim,
+        "max_position_embeddings": key("context_length").and_then(Meta::as_u64).unwrap_or(2048),
+        "rms_norm_eps": key("attention.layer_norm_rms_epsilon").and_then(Meta::as_f64).unwrap_or(1e-6) as f32 as f64,
+        "rope_theta": key("rope.freq_base").and_then(Meta::as_f64).unwrap_or(10000.0),
+        "tie_word_embeddings": tied,
+        "hidden_act": "silu",
+    });
+    if let Some(b) = id("bos_token_id") {
+        config["bos_token_id"] = json!(b);
+    }
+    if let Some(e) = id("eos_token_id") {
+        config["eos_token_id"] = json!(e);
+    }
+    let (tokenizer, tokenizer_config) = tokenizer_files(&g, &tokens)?;
+
+    // The weights as f32 safetensors under transformers' names.
+    let mut tensors = Vec::with_capacity(g.tensors.len());
+    for t in &g.tensors {
+        let Some(name) = hf_name(&t.name) else {
+            return Err(Error::input(format!("GGUF tensor {} has no place in a {arch} model", t.name)));
+        };
+        let mut values = dequantize(t, file)?;
+        let shape: Vec<usize> = t.dims.iter().rev().map(|&d| d as usize).collect();
+        if arch == "llama" && (t.name.ends_with("attn_q.weight") || t.name.ends_with("attn_k.weight")) {
+            let n = if t.name.ends_with("attn_q.weight") { heads } else { kv_heads } as usize;
+            values = unpermute(&values, shape[0], shape.get(1).copied().unwrap_or(1), n)?;
+        }
+        tensors.push((name, super::load::f32_bytes(&values), shape));
+    }
+    let weights = super::load::serialize_tensors(&tensors, safetensors::Dtype::F32, "model.safetensors")?;
+    Ok(super::load::ModelFiles {
+        config: serde_json::to_string_pretty(&config).expect("a JSON value"),
+        tokenizer: Some(tokenizer),
+        tokenizer_config: Some(tokenizer_config),
+        generation_config: None,
+        chat_template: None,
+        weights: vec![("model.safetensors".into(), weights)],
+    })
+}
+
+/// GPT-2's byte-to-character table (bytes that print stand for themselves).
+fn byte_alphabet() -> Vec<char> {
+    let mut printable: Vec<u32> = (b'!' as u32..=b'~' as u32).chain(0xA1..=0xAC).chain(0xAE..=0xFF).collect();
+    let mut chars: Vec<u32> = printable.clone();
+    let mut n = 0;
+    for b in 0..256u32 {
+        if !printable.contains(&b) {
+            printable.push(b);
+            chars.push(256 + n);
+            n += 1;
+        }
+    }
+    let mut table = vec!['\0'; 256];
+    for (b, c) in printable.iter().zip(&chars) {
+        table[*b as usize] = char::from_u32(*c).expect("below 512");
+    }
+    table
+}
+
+/// The split regexes of llama.cpp's pre-tokenizer types, as transformers maps them (others use
+/// GPT-2's own).
+fn split_regex(pre: &str) -> Option<&'static str> {
+    const LLAMA3: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
+    const QWEN2: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
+    match pre {
+        "llama3" | "llama-v3" | "llama-bpe" | "falcon3" | "smaug-bpe" | "dbrx" | "pixtral" => Some(LLAMA3),
+        "qwen2" | "deepseek-r1-qwen" => Some(QWEN2),
+        _ => None,
+    }
+}
+
+/// tokenizer.json and tokenizer_config.json for the tokenizer in the metadata, as transformers
+/// builds them from a GGUF file (a byte-level BPE for `tokenizer.ggml.model = gpt2`).
+fn tokenizer_files(g: &Gguf, tokens: &[String]) -> Result<(Vec<u8>, String)> {
+    let model = g.get("tokenizer.ggml.model").and_then(Meta::as_str).unwrap_or("");
+    if model != "gpt2" {
+        return Err(Error::input(format!(
+            "GGUF tokenizer \"{model}\" is not supported yet; supported: gpt2 (byte-level BPE: SmolLM, Llama 3, Qwen2)"
+        )));
+    }
+    let alphabet = byte_alphabet();
+    let in_alphabet = |t: &str| t.chars().all(|c| alphabet.contains(&c));
+    let spell = |t: &str| -> String {
+        if in_alphabet(t) { t.to_string() } else { t.bytes().map(|b| alphabet[b as usize]).collect() }
+    };
+    let mut vocab = serde_json::Map::new();
+    for (i, t) in tokens.iter().enumerate() {
+        vocab.insert(spell(t), json!(i));
+    }
+    let merges: Vec<Value> = match g.get("tokenizer.ggml.merges") {
+        Some(Meta::Array(a)) => a
+            .iter()
+            .filter_map(|m| m.as_str())
+            .map(|m| {
+                let (a, b) = m.split_once(' ').unwrap_or((m, ""));
+                json!([a, b])
+            })
+            .collect(),
+        _ => return Err(Error::input("the GGUF byte-level tokenizer has no tokenizer.ggml.merges")),
+    };
+    let types: Vec<u64> = match g.get("tokenizer.ggml.token_type") {
+        Some(Meta::Array(a)) => a.iter().map(|v| v.as_u64().unwrap_or(1)).collect(),
+        _ => Vec::new(),
+    };
+    // Control tokens (type 3) whole and special; user-defined ones (type 4) whole, not special.
+    let mut added = Vec::new();
+    for (i, (t, ty)) in tokens.iter().zip(types.iter().chain(std::iter::repeat(&1))).enumerate() {
+        let special = *ty == 3 && in_alphabet(t);
+        if special || *ty == 4 {
+            added.push(json!({"id": i, "content": t, "single_word": false, "lstrip": false, "rstrip": false, "normalized": false, "special": special}));
+        }
+    }
+    let byte_level = |regex: bool| json!({"type": "ByteLevel", "add_prefix_space": false, "trim_offsets": true, "use_regex": regex});
+    let pre = g.get("tokenizer.ggml.pre").and_then(Meta::as_str).unwrap_or("default");
+    let pre_tokenizer = match split_regex(pre) {
+        Some(re) => json!({"type": "Sequence", "pretokenizers": [
+            {"type": "Split", "pattern": {"Regex": re}, "behavior": "Isolated", "invert": false},
+            byte_level(false)
+        ]}),
+        None => byte_level(true),
+    };
+    let tokenizer = json!({
+        "version": "1.0",
+        "truncation": null,
+        "padding": null,
+        "added_tokens": added,
+        "normalizer": null,
+        "pre_tokenizer": pre_tokenizer,
+        "post_processor": {"type": "ByteLevel", "add_prefix_space": true, "trim_offsets": false, "use_regex": true},
+        "decoder": {"type": "ByteLevel", "add_prefix_space": true, "trim_offsets": true, "use_regex": true},
+        "model": {"type": "BPE", "dropout": null, "unk_token": null, "continuing_subword_prefix": "", "end_of_word_suffix": "",
+                  "fuse_unk": false, "byte_fallback": false, "ignore_merges": false, "vocab": vocab, "merges": merges}
+    });
+    let name_of = |k: &str| g.get(&format!("tokenizer.ggml.{k}")).and_then(Meta::as_u64).and_then(|i| tokens.get(i as usize)).cloned();
+    let mut tc = json!({ "add_bos_token": g.get("tokenizer.ggml.add_bos_token").and_then(Meta::as_bool).unwrap_or(false) });
+    for (field, k) in [("bos_token", "bos_token_id"), ("eos_token", "eos_token_id"), ("unk_token", "unknown_token_id"), ("pad_token", "padding_token_id")] {
+        if let Some(t) = name_of(k) {
+            tc[field] = json!(t);
+        }
+    }
+    if let Some(t) = g.get("tokenizer.chat_template").and_then(Meta::as_str) {
+        tc["chat_template"] = json!(t);
+    }
+    Ok((serde_json::to_vec(&tokenizer).expect("a JSON value"), serde_json::to_string(&tc).expect("a JSON value")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unpermute_inverts_the_converters_permutation() {
+        // llama.cpp: reshape(heads, 2, half, cols).swapaxes(1, 2): row h*2*half + i*2 + j holds
+        // the original row h*2*half + j*half + i.
+        let (heads, half, cols) = (2, 3, 2);
+        let rows = heads * 2 * half;
+        let original: Vec<f32> = (0..rows * cols).map(|x| x as f32).collect();
+        let mut permuted = vec![0.0; original.len()];
+        for h in 0..heads {
+            for j in 0..2 {
+                for i in 0..half {
+                    let src = h * 2 * half + j * half + i;
+                    let dst = h * 2 * half + i * 2 + j;
+                    permuted[dst * cols..(dst + 1) * cols].copy_from_slice(&original[src * cols..(src + 1) * cols]);
+                }
+            }
+        }
+        assert_eq!(unpermute(&permuted, rows, cols, heads).unwrap(), original);
+    }
+
+    #[test]
+    fn a_truncated_or_foreign_file_is_a_clear_error() {
+        assert!(Gguf::parse(b"GGU").unwrap_err().to_string().contains("truncated"));
+        assert!(Gguf::parse(b"NOPE\x03\0\0\0").unwrap_err().to_string().contains("not a GGUF file"));
+        // Version 3, one tensor claimed, a metadata count far past the file's size.
+        let mut b = b"GGUF".to_vec();
+        b.extend(3u32.to_le_bytes());
+        b.extend(1u64.to_le_bytes());
+        b.extend(u64::MAX.to_le_bytes());
+        assert!(Gguf::parse(&b).unwrap_err().to_string().contains("more than the file could hold"));
+    }
+}

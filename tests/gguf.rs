@@ -1,0 +1,93 @@
+//! GGUF files against transformers: tiny-llama written with gguf-py in every simple tensor type
+//! (tests/fixtures/make_gguf_fixtures.py), loaded by tinytune and by transformers
+//! (`from_pretrained(..., gguf_file=...)`): the same token ids, the same eval loss within 1e-4,
+//! the same greedy tokens; and the K-quants dequantized exactly as gguf-py does.
+
+use std::path::{Path, PathBuf};
+
+use futures_lite::future::block_on;
+use tinytune::generate::{Sampling, generate};
+use tinytune::model::Model;
+use tinytune::model::gguf::{Gguf, dequantize};
+
+fn fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name)
+}
+
+fn reference() -> serde_json::Value {
+    serde_json::from_str(&std::fs::read_to_string(fixture("gguf/reference.json")).unwrap()).unwrap()
+}
+
+fn texts() -> Vec<String> {
+    std::fs::read_to_string(fixture("corpus/eval.jsonl"))
+        .unwrap()
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["text"].as_str().unwrap().to_string())
+        .collect()
+}
+
+fn ids(v: &serde_json::Value) -> Vec<u32> {
+    v.as_array().unwrap().iter().map(|x| x.as_u64().unwrap() as u32).collect()
+}
+
+#[test]
+fn every_tensor_type_loads_as_transformers_loads_it() {
+    let reference = reference();
+    let texts = texts();
+    let models = reference["models"].as_object().unwrap();
+    assert_eq!(models.len(), 8, "F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q5_0, Q5_1");
+    for (name, want) in models {
+        let model = Model::load_dir(&fixture(&format!("gguf/{name}")), &burn::tensor::Device::flex()).unwrap();
+        // Tokenization of every eval text, from the tokenizer in the metadata.
+        for (text, want_ids) in texts.iter().zip(want["ids"].as_array().unwrap()) {
+            assert_eq!(model.tokenizer.encode(text, true).unwrap(), ids(want_ids), "{name}: ids of {text:?}");
+        }
+        let report = block_on(tinytune::eval::eval_loss(&model, &texts, 1024, |_, _| {})).unwrap();
+        assert_eq!(report.tokens as u64, want["eval"]["tokens"].as_u64().unwrap(), "{name}");
+        let loss = want["eval"]["loss"].as_f64().unwrap();
+        assert!((report.loss - loss).abs() < 1e-4, "{name}: eval loss {} vs transformers {loss}", report.loss);
+        for g in want["greedy"].as_array().unwrap() {
+            let prompt = ids(&g["prompt_ids"]);
+            let s = Sampling { max_new_tokens: reference["new_tokens"].as_u64().unwrap() as usize, temperature: 0.0, stop_at_eos: true, ..Sampling::default() };
+            let (new, _) = block_on(generate(&model, &prompt, &s, |_, _| true)).unwrap();
+            assert_eq!(new, ids(&g["new_ids"]), "{name}: greedy after {}", g["prompt"]);
+        }
+    }
+}
+
+#[test]
+fn k_quants_dequantize_as_gguf_py_does_bit_for_bit() {
+    let bytes = std::fs::read(fixture("gguf/kquants.gguf")).unwrap();
+    let g = Gguf::parse(&bytes).unwrap();
+    let reference = std::fs::read(fixture("gguf/kquants.safetensors")).unwrap();
+    let reference = safetensors::SafeTensors::deserialize(&reference).unwrap();
+    let mut seen = Vec::new();
+    for t in &g.tensors {
+        let kind = t.type_name();
+        let want = reference.tensor(kind).unwrap();
+        let want: Vec<f32> = want.data().chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect();
+        let got = dequantize(t, &bytes).unwrap();
+        assert_eq!(got.len(), want.len(), "{kind}");
+        for (i, (a, b)) in got.iter().zip(&want).enumerate() {
+            assert_eq!(a.to_bits(), b.to_bits(), "{kind} value {i}: {a} vs gguf-py {b}");
+        }
+        seen.push(kind);
+    }
+    seen.sort();
+    assert_eq!(seen, ["Q2_K", "Q3_K", "Q4_K", "Q5_K", "Q6_K"]);
+}
+
+#[test]
+fn a_damaged_or_unsupported_gguf_is_a_clear_error() {
+    let bytes = std::fs::read(fixture("gguf/tiny-llama-Q8_0.gguf")).unwrap();
+    // Cut short: the last tensor no longer fits.
+    let err = tinytune::model::gguf::to_model_files(&bytes[..bytes.len() - 100]).err().unwrap().to_string();
+    assert!(err.contains("outside the file"), "{err}");
+    // Another architecture name in the metadata.
+    let mut other = bytes.clone();
+    let at = other.windows(5).position(|w| w == b"llama").unwrap();
+    other[at..at + 5].copy_from_slice(b"mamba");
+    let err = tinytune::model::gguf::to_model_files(&other).err().unwrap().to_string();
+    assert!(err.contains("\"mamba\" is not supported yet; supported: llama, qwen2"), "{err}");
+}
