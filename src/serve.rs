@@ -53,6 +53,8 @@ pub struct Server {
     root: PathBuf,
     /// Bound to a loopback address: requests must name a loopback host (DNS-rebinding guard).
     loopback: bool,
+    /// Model files offered to the page, read-only, under `/models/` (`.gguf` files only).
+    models: Option<PathBuf>,
 }
 
 /// The connections being handled; those still reading their request head can be shed.
@@ -114,7 +116,7 @@ impl Server {
             }
         })?;
         let loopback = listener.local_addr().map(|a| a.ip().is_loopback()).unwrap_or(false);
-        Ok(Server { listener, root, loopback })
+        Ok(Server { listener, root, loopback, models: None })
     }
 
     /// The address actually bound (useful with port 0).
@@ -124,6 +126,17 @@ impl Server {
 
     pub fn root(&self) -> &Path {
         &self.root
+    }
+
+    /// Offer the `.gguf` files of `dir` under `/models/`: `/models/` lists them as JSON
+    /// (`[{"name", "bytes"}]`), `/models/<name>` sends one. Nothing else in the folder is served.
+    pub fn with_models(mut self, dir: Option<PathBuf>) -> Server {
+        self.models = dir.filter(|d| d.is_dir());
+        self
+    }
+
+    pub fn models(&self) -> Option<&Path> {
+        self.models.as_deref()
     }
 
     /// Serve until the process ends: each connection on its own thread, at most
@@ -149,10 +162,11 @@ impl Server {
             };
             let Some(slot) = admit(&registry, &stream) else { continue };
             let root = self.root.clone();
+            let models = self.models.clone();
             let loopback = self.loopback;
             // A thread that cannot be started drops its slot and closes the connection.
             let _ = std::thread::Builder::new().name("tinytune-serve".into()).spawn(move || {
-                let _ = handle(&root, loopback, stream, &slot);
+                let _ = handle(&root, models.as_deref(), loopback, stream, &slot);
             });
         }
     }
@@ -248,7 +262,7 @@ fn valid_port(p: &str) -> bool {
 const TEXT: &str = "text/plain; charset=utf-8";
 
 /// One request: read its head, answer, close.
-fn handle(root: &Path, loopback: bool, mut stream: TcpStream, slot: &Slot) -> std::io::Result<()> {
+fn handle(root: &Path, models: Option<&Path>, loopback: bool, mut stream: TcpStream, slot: &Slot) -> std::io::Result<()> {
     stream.set_write_timeout(Some(WRITE_TIMEOUT))?;
     let head = match read_head(&mut stream, Instant::now() + HEAD_DEADLINE) {
         Ok(head) => head,
@@ -289,6 +303,17 @@ fn handle(root: &Path, loopback: bool, mut stream: TcpStream, slot: &Slot) -> st
     if !(head_only || method == "GET") {
         return answer(stream, 405, TEXT, Body::Text("405 only GET and HEAD are served\n"), false);
     }
+    let path = target.split(['?', '#']).next().unwrap_or("");
+    if let Some(name) = path.strip_prefix("/models/") {
+        return match models {
+            None => answer(stream, 404, TEXT, Body::Text("404 no model folder is offered (tinytune serve --models DIR)\n"), head_only),
+            Some(dir) if name.is_empty() => answer(stream, 200, "application/json", Body::Owned(model_list(dir)), head_only),
+            Some(dir) => match model_file(dir, name) {
+                Some(file) => answer(stream, 200, "application/octet-stream", Body::File(file), head_only),
+                None => answer(stream, 404, TEXT, Body::Text("404 no such model\n"), head_only),
+            },
+        };
+    }
     match resolve(root, target) {
         Ok(path) => match std::fs::File::open(&path) {
             Ok(file) => answer(stream, 200, content_type(&path), Body::File(file), head_only),
@@ -298,6 +323,40 @@ fn handle(root: &Path, loopback: bool, mut stream: TcpStream, slot: &Slot) -> st
         Err(Refusal::Forbidden) => answer(stream, 403, TEXT, Body::Text("403 outside the served folder\n"), head_only),
         Err(Refusal::BadRequest(why)) => answer(stream, 400, TEXT, Body::Owned(format!("400 {why}\n")), head_only),
     }
+}
+
+/// The `.gguf` files directly in `dir`, as `[{"name", "bytes"}]`, sorted by name.
+fn model_list(dir: &Path) -> String {
+    let mut list: Vec<(String, u64)> = std::fs::read_dir(dir)
+        .map(|d| {
+            d.flatten()
+                .filter_map(|e| {
+                    let name = e.file_name().to_str()?.to_string();
+                    let meta = e.metadata().ok()?;
+                    (meta.is_file() && name.to_ascii_lowercase().ends_with(".gguf")).then_some((name, meta.len()))
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    list.sort();
+    serde_json::to_string(&list.iter().map(|(n, b)| serde_json::json!({"name": n, "bytes": b})).collect::<Vec<_>>())
+        .expect("a JSON list")
+}
+
+/// One listed model: a plain `.gguf` file name (percent-decoded, no separators) directly in `dir`.
+fn model_file(dir: &Path, encoded: &str) -> Option<std::fs::File> {
+    let name = percent_encoding::percent_decode_str(encoded).decode_utf8().ok()?;
+    let plain = !name.is_empty() && !name.contains(['/', '\\', '\0']) && name != "." && name != "..";
+    if !plain || !name.to_ascii_lowercase().ends_with(".gguf") {
+        return None;
+    }
+    let path = dir.join(name.as_ref());
+    // A symlink in the folder may point anywhere; only regular files are offered.
+    let meta = std::fs::symlink_metadata(&path).ok()?;
+    if !meta.is_file() {
+        return None;
+    }
+    std::fs::File::open(path).ok()
 }
 
 enum Body {

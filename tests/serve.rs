@@ -291,3 +291,32 @@ fn on_loopback_only_loopback_host_names_are_answered() {
     s.read_to_end(&mut buf).unwrap();
     assert!(String::from_utf8_lossy(&buf).starts_with("HTTP/1.1 400"));
 }
+
+#[test]
+fn the_model_folder_is_offered_read_only_gguf_files_only() {
+    let base = std::env::temp_dir().join(format!("tinytune-serve-models-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&base);
+    let (root, models) = (base.join("www"), base.join("models"));
+    std::fs::create_dir_all(&root).unwrap();
+    std::fs::create_dir_all(&models).unwrap();
+    std::fs::write(root.join("index.html"), "<!doctype html>").unwrap();
+    std::fs::write(models.join("tiny.gguf"), b"GGUF-bytes").unwrap();
+    std::fs::write(models.join("notes.txt"), "not a model").unwrap();
+    std::fs::write(base.join("secret.gguf"), SECRET).unwrap();
+    #[cfg(unix)]
+    std::os::unix::fs::symlink(base.join("secret.gguf"), models.join("link.gguf")).unwrap();
+    let server = Server::bind("127.0.0.1", 0, &root).unwrap().with_models(Some(models.clone()));
+    let addr = server.local_addr();
+    std::thread::spawn(move || server.run());
+
+    let (code, head, body) = raw_get(&addr, "/models/");
+    assert_eq!(code, 200);
+    assert_eq!(header(&head, "content-type"), Some("application/json"));
+    assert_eq!(body, r#"[{"bytes":10,"name":"tiny.gguf"}]"#);
+    assert_eq!(raw_get(&addr, "/models/tiny.gguf").2, "GGUF-bytes");
+    for bad in ["/models/notes.txt", "/models/link.gguf", "/models/..%2Fsecret.gguf", "/models/../secret.gguf", "/models/%2e%2e/secret.gguf"] {
+        let (code, _, body) = raw_get(&addr, bad);
+        assert!(code == 404 || code == 400 || code == 403, "{bad}: {code}");
+        assert!(!body.contains(SECRET), "{bad}");
+    }
+}

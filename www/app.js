@@ -154,7 +154,7 @@ function renderModel(summary, ms) {
 }
 
 // --- model files ------------------------------------------------------------------------------
-const MODEL_FILE = /(^|\/)(config\.json|tokenizer\.json|tokenizer_config\.json|generation_config\.json|chat_template\.jinja|model\.safetensors\.index\.json|[^/]*\.safetensors)$/;
+const MODEL_FILE = /(^|\/)(config\.json|tokenizer\.json|tokenizer_config\.json|generation_config\.json|chat_template\.jinja|model\.safetensors\.index\.json|[^/]*\.safetensors|[^/]*\.gguf)$/i;
 
 // Walk dropped folders (DataTransferItem entries) into File objects with their paths.
 async function filesFromDrop(items) {
@@ -199,10 +199,10 @@ async function loadModelFilesNow(fileList) {
   const files = [...fileList].filter((f) => MODEL_FILE.test(f.relPath || f.webkitRelativePath || f.name));
   const status = $('#model-status');
   const progress = $('#model-progress');
-  if (!files.some((f) => f.name === 'config.json')) {
-    setStatus(status, 'error', 'No config.json among the chosen files.');
+  if (!files.some((f) => f.name === 'config.json' || /\.gguf$/i.test(f.name))) {
+    setStatus(status, 'error', 'No config.json (or .gguf file) among the chosen files.');
     showError('The chosen files have no config.json. Pick the model folder, or all of its files: ' +
-              'config.json, the *.safetensors weights and tokenizer.json.');
+              'config.json, the *.safetensors weights and tokenizer.json; or one .gguf file.');
     return;
   }
   clearError();
@@ -311,6 +311,39 @@ async function loadBuiltinModel() {
     return;
   }
   await loadModelFiles(files);
+}
+
+// The .gguf models `tinytune serve` offers from this machine (~/.cache/tinytune/models, where
+// scripts/get-model puts them), read-only and from the page's own origin.
+async function listLocalModels() {
+  let list = [];
+  try {
+    const res = await fetch('models/');
+    if (res.ok) list = await res.json();
+  } catch { /* a static host without the model folder: nothing to list */ }
+  if (!Array.isArray(list) || !list.length) return;
+  const select = $('#local-model');
+  select.replaceChildren(...list.map(({ name, bytes: size }) => {
+    const o = document.createElement('option');
+    o.value = name;
+    o.textContent = `${name} (${bytes(size)})`;
+    return o;
+  }));
+  $('#local-models').hidden = false;
+  $('#load-local-model').addEventListener('click', async () => {
+    const name = select.value;
+    const status = $('#model-status');
+    try {
+      setStatus(status, 'reading', `Reading ${name} from this machine…`);
+      const res = await fetch(`models/${encodeURIComponent(name)}`);
+      if (!res.ok) throw new Error(`HTTP ${res.status}`);
+      const file = new File([await res.blob()], name);
+      await loadModelFiles([Object.assign(file, { relPath: name })]);
+    } catch (e) {
+      setStatus(status, 'error', 'The model could not be read.');
+      showError(`${name} could not be read from this machine: ${e.message}`);
+    }
+  });
 }
 
 // --- generation -------------------------------------------------------------------------------
@@ -462,6 +495,7 @@ merge = initMerge({ store: () => training.store(), busy: () => training.busy(), 
 window.tinytune = { send, state, recover, restarting: () => restarting !== null };
 bindInputs();
 wireModelInputs();
+listLocalModels();
 $('#generate').addEventListener('click', runGenerate);
 $('#stop-generate').addEventListener('click', () => send('stop'));
 main();

@@ -30,6 +30,10 @@ enum Command {
         /// Folder to serve; nothing outside it is ever sent.
         #[arg(long, default_value = "www")]
         root: PathBuf,
+        /// Offer the .gguf models of this folder to the page, read-only, under /models/
+        /// (default: ~/.cache/tinytune/models, where scripts/get-model puts them).
+        #[arg(long)]
+        models: Option<PathBuf>,
     },
     /// Run the device check (a small forward + backward pass) and compare it with the hand-computed
     /// reference; then the 4-bit (QLoRA) kernels against the CPU path.
@@ -708,9 +712,13 @@ fn main() -> ExitCode {
 
 fn run(command: Command) -> tinytune::Result<()> {
     match command {
-        Command::Serve { host, port, root } => {
-            let server = tinytune::serve::Server::bind(&host, port, &root)?;
+        Command::Serve { host, port, root, models } => {
+            let models = models.or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/tinytune/models")));
+            let server = tinytune::serve::Server::bind(&host, port, &root)?.with_models(models);
             println!("tinytune playground: http://{}/  (serving {})", server.local_addr(), server.root().display());
+            if let Some(dir) = server.models() {
+                eprintln!("offering the .gguf models in {} under /models/", dir.display());
+            }
             server.run();
             Ok(())
         }

@@ -10,7 +10,7 @@ export const FLAGS = ['--enable-unsafe-webgpu', '--no-sandbox', '--disable-backg
 export async function startServer() {
   const bin = process.env.TINYTUNE_BIN;
   if (!bin) throw new Error('TINYTUNE_BIN must point at the tinytune binary (scripts/test sets it)');
-  const proc = spawn(bin, ['serve', '--port', '0', '--root', 'www'], { stdio: ['ignore', 'pipe', 'inherit'] });
+  const proc = spawn(bin, ['serve', '--port', '0', '--root', 'www', '--models', 'tests/fixtures/gguf'], { stdio: ['ignore', 'pipe', 'inherit'] });
   const base = await new Promise((resolve, reject) => {
     let out = '';
     proc.stdout.on('data', (d) => {
