@@ -1,4 +1,5 @@
 //! GGUF files against transformers: tiny-llama written with gguf-py in every simple tensor type
+//! and tiny-qwen2 (biases, tied embeddings)
 //! (tests/fixtures/make_gguf_fixtures.py), loaded by tinytune and by transformers
 //! (`from_pretrained(..., gguf_file=...)`): the same token ids, the same eval loss within 1e-4,
 //! the same greedy tokens; and the K-quants dequantized exactly as gguf-py does.
@@ -36,7 +37,7 @@ fn every_tensor_type_loads_as_transformers_loads_it() {
     let reference = reference();
     let texts = texts();
     let models = reference["models"].as_object().unwrap();
-    assert_eq!(models.len(), 8, "F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q5_0, Q5_1");
+    assert_eq!(models.len(), 10, "tiny-llama in F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q5_0, Q5_1; tiny-qwen2 in F32, Q8_0");
     for (name, want) in models {
         let model = Model::load_dir(&fixture(&format!("gguf/{name}")), &burn::tensor::Device::flex()).unwrap();
         // Tokenization of every eval text, from the tokenizer in the metadata.
