@@ -92,3 +92,45 @@ fn a_damaged_or_unsupported_gguf_is_a_clear_error() {
     let err = tinytune::model::gguf::to_model_files(&other).err().unwrap().to_string();
     assert!(err.contains("\"mamba\" is not supported yet; supported: llama, qwen2"), "{err}");
 }
+
+/// `tinytune export-gguf` of tiny-llama with its fixture adapter merged in (F16, Q8_0) and of the
+/// adapter alone: the same bytes as the files the fixtures script read back with gguf-py, and
+/// the merged files give in tinytune the eval loss transformers gave on them.
+#[test]
+fn exported_gguf_files_are_what_gguf_py_and_transformers_checked() {
+    let reference = reference();
+    let exports = reference["exports"].as_object().expect("make_gguf_fixtures.py --tinytune wrote the exports");
+    let tmp = std::env::temp_dir().join(format!("tinytune-gguf-export-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&tmp);
+    std::fs::create_dir_all(&tmp).unwrap();
+    let export = |args: &[&str], out: &Path| {
+        let o = std::process::Command::new(env!("CARGO_BIN_EXE_tinytune"))
+            .args(["export-gguf", "--model"])
+            .arg(fixture("tiny-llama"))
+            .arg("--adapter")
+            .arg(fixture("tiny-llama/adapter"))
+            .args(args)
+            .arg("--out")
+            .arg(out)
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    };
+    let texts = texts();
+    for kind in ["F16", "Q8_0"] {
+        let name = format!("export-merged-{kind}.gguf");
+        let out = tmp.join(&name);
+        export(&["--type", &kind.to_lowercase()], &out);
+        assert!(std::fs::read(&out).unwrap() == std::fs::read(fixture(&format!("gguf/{name}"))).unwrap(), "{name} differs from the checked file");
+        let model = Model::load_dir(&out, &burn::tensor::Device::flex()).unwrap();
+        let report = block_on(tinytune::eval::eval_loss(&model, &texts, 1024, |_, _| {})).unwrap();
+        let want = exports[&name]["eval"]["loss"].as_f64().unwrap();
+        assert!((report.loss - want).abs() < 1e-4, "{name}: eval loss {} vs transformers {want}", report.loss);
+    }
+    let out = tmp.join("export-lora.gguf");
+    export(&["--lora-only"], &out);
+    assert!(std::fs::read(&out).unwrap() == std::fs::read(fixture("gguf/export-lora.gguf")).unwrap(), "the GGUF LoRA differs from the checked file");
+    let g = Gguf::parse(&std::fs::read(&out).unwrap()).unwrap();
+    assert_eq!(g.get("adapter.type").and_then(|m| m.as_str()), Some("lora"));
+    let _ = std::fs::remove_dir_all(&tmp);
+}

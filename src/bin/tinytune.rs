@@ -21,6 +21,26 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Serve the playground page (www/ and its wasm bundle) on this machine.
+    /// Export for llama.cpp: a model (with --adapter merged in) as one GGUF file, or with
+    /// --lora-only the adapter as a GGUF LoRA (`llama-cli -m base.gguf --lora adapter.gguf`).
+    ExportGguf {
+        /// A Hugging Face model folder or a .gguf file.
+        #[arg(long)]
+        model: PathBuf,
+        /// A PEFT LoRA adapter folder: merged into the model, or exported alone with --lora-only.
+        #[arg(long)]
+        adapter: Option<PathBuf>,
+        /// Write only the adapter, as llama.cpp's GGUF LoRA (F32).
+        #[arg(long)]
+        lora_only: bool,
+        /// The linear weights' type in a model export: f16 or q8_0 (norms stay f32).
+        #[arg(long, default_value = "f16")]
+        r#type: String,
+        #[arg(long)]
+        out: PathBuf,
+        #[arg(long, default_value = "cpu")]
+        device: String,
+    },
     Serve {
         /// Address to bind. Loopback by default; use 0.0.0.0 only on a network you trust.
         #[arg(long, default_value = "127.0.0.1")]
@@ -899,6 +919,26 @@ fn run(command: Command) -> tinytune::Result<()> {
             let refs: Vec<(&str, &[u8])> = named.iter().map(|(n, b)| (n.as_str(), b.as_slice())).collect();
             tinytune::files::write_files(&out, &refs)?;
             eprintln!("wrote {} ({} parameters, {})", out.display(), model.summary.parameters, model.summary.model_type);
+            Ok(())
+        }
+        Command::ExportGguf { model, adapter, lora_only, r#type, out, device } => {
+            use tinytune::model::gguf_write;
+            let bytes = if lora_only {
+                let adapter = adapter.as_ref().ok_or_else(|| tinytune::Error::input("--lora-only writes --adapter: give --adapter"))?;
+                let base = tinytune::model::ModelFiles::from_dir(&model)?;
+                gguf_write::export_lora(&tinytune::lora::peft::PeftAdapter::read_dir(adapter)?, &base.config)?
+            } else {
+                let kind: gguf_write::OutType = r#type.parse()?;
+                let opened = open_device(&device)?;
+                let mut m = load_model(&model, adapter.as_deref(), None, &opened)?;
+                if adapter.is_some() {
+                    block_on(tinytune::merge::into_base(&mut m, "default"))?;
+                }
+                let files = tinytune::model::ModelFiles::from_named(block_on(m.save_files_as(safetensors::Dtype::F32))?)?;
+                gguf_write::export_model(&files, kind)?
+            };
+            tinytune::files::write_file(&out, &bytes)?;
+            eprintln!("wrote {} ({:.1} MiB)", out.display(), bytes.len() as f64 / 1048576.0);
             Ok(())
         }
         Command::Merge(args) => merge(&args),
