@@ -286,6 +286,8 @@ fn write_seeds() {
     let chatml = "{% for m in messages %}{{ '<|im_start|>' + m['role'] + '\n' + m['content'] | trim + '<|im_end|>\n' }}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}";
     let generation = "{{ bos_token }}{% for m in messages %}{% if m.role == 'assistant' %}{% generation %}{{ m.content }}{{ eos_token }}{% endgeneration %}{% else %}{{ m.role }}: {{ m.content.strip() }}\n{% endif %}{% endfor %}";
     let raising = "{% set ns = namespace(n=0) %}{% for m in messages %}{% if m.role not in ['system', 'user', 'assistant'] %}{{ raise_exception('bad role') }}{% endif %}{% set ns.n = ns.n + 1 %}{{ m.content|tojson }}{% endfor %}";
+    add("gguf", "kquants", read("gguf/kquants.gguf"));
+    add("gguf", "tiny-llama-q4_0", read("gguf/tiny-llama-Q4_0.gguf"));
     for (name, t) in [("zephyr", zephyr), ("chatml", chatml), ("generation", generation), ("raising", raising)] {
         add("chat_template", name, t.as_bytes().to_vec());
     }

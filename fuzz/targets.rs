@@ -22,7 +22,7 @@ pub const SEP: &[u8] = b"\n--8<--\n";
 pub type Target = fn(&[u8]) -> Result<(), String>;
 
 /// Every target, by name (the corpus folder under `fuzz/corpus/`).
-pub const TARGETS: [(&str, Target); 8] = [
+pub const TARGETS: [(&str, Target); 9] = [
     ("safetensors", safetensors),
     ("config", config),
     ("tokenizer", tokenizer),
@@ -31,6 +31,7 @@ pub const TARGETS: [(&str, Target); 8] = [
     ("data", data),
     ("chat_template", chat_template),
     ("quant_state", quant_state),
+    ("gguf", gguf),
 ];
 
 fn text(bytes: &[u8]) -> String {
@@ -160,4 +161,17 @@ pub fn chat_template(bytes: &[u8]) -> Result<(), String> {
     ];
     t.render(&messages, true).map_err(|e| e.to_string())?;
     t.encode(&tok, &messages[..2], true).map(drop).map_err(|e| e.to_string())
+}
+
+/// A GGUF file: header, metadata, tensor table, every tensor dequantized; a parsed file with a
+/// tokenizer is also converted to the Hugging Face form.
+pub fn gguf(bytes: &[u8]) -> Result<(), String> {
+    let g = tinytune::model::gguf::Gguf::parse(bytes).map_err(|e| e.to_string())?;
+    for t in &g.tensors {
+        tinytune::model::gguf::dequantize(t, bytes).map_err(|e| e.to_string())?;
+    }
+    if g.get("tokenizer.ggml.tokens").is_some() && bytes.len() < 200_000 {
+        tinytune::model::gguf::to_model_files(bytes).map(drop).map_err(|e| e.to_string())?;
+    }
+    Ok(())
 }

@@ -74,6 +74,9 @@ proptest! {
 
     #[test]
     fn adapters_never_panic(input in inputs("adapter")) { check("adapter", &input) }
+
+    #[test]
+    fn gguf_files_never_panic(input in inputs("gguf")) { check("gguf", &input) }
 }
 
 proptest! {

@@ -926,7 +926,8 @@ fn run(command: Command) -> tinytune::Result<()> {
             let bytes = if lora_only {
                 let adapter = adapter.as_ref().ok_or_else(|| tinytune::Error::input("--lora-only writes --adapter: give --adapter"))?;
                 let base = tinytune::model::ModelFiles::from_dir(&model)?;
-                gguf_write::export_lora(&tinytune::lora::peft::PeftAdapter::read_dir(adapter)?, &base.config)?
+                let a = tinytune::lora::peft::PeftAdapter::read_dir(adapter)?;
+                gguf_write::export_lora(&a.modules, a.config.lora_alpha, a.config.r, a.config.use_rslora, &base.config)?
             } else {
                 let kind: gguf_write::OutType = r#type.parse()?;
                 let opened = open_device(&device)?;

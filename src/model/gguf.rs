@@ -215,8 +215,14 @@ impl Gguf {
             metadata.insert(key, value);
         }
         let mut infos = Vec::with_capacity(tensor_count as usize);
+        let mut names = std::collections::HashSet::new();
         for _ in 0..tensor_count {
             let name = r.string()?;
+            // Two tensors of one name would make the weights ambiguous (found by fuzzing: the
+            // safetensors writer panics on a duplicate key).
+            if !names.insert(name.clone()) {
+                return Err(Error::input(format!("the GGUF file has two tensors named {name}: it is damaged")));
+            }
             let n_dims = r.u32()?;
             if n_dims == 0 || n_dims > MAX_DIMS {
                 return Err(Error::input(format!("GGUF tensor {name} has {n_dims} dimensions (1 to {MAX_DIMS} are read)")));

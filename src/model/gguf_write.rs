@@ -11,6 +11,9 @@ use crate::{Error, Result};
 
 const ALIGNMENT: usize = 32;
 
+/// LoRA factors by module path: ((A, [r, in]), (B, [out, r])).
+pub type LoraFactors = std::collections::BTreeMap<String, ((Vec<f32>, [usize; 2]), (Vec<f32>, [usize; 2]))>;
+
 /// The tensor types the writer emits.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum OutType {
@@ -295,21 +298,22 @@ pub fn export_model(files: &super::load::ModelFiles, kind: OutType) -> Result<Ve
 
 /// A PEFT LoRA adapter as llama.cpp's GGUF LoRA: `lora_a` `[r, in]`, `lora_b` `[out, r]` per
 /// module (B's rows permuted for Llama's Q and K, as the base's are), F32.
-pub fn export_lora(adapter: &crate::lora::peft::PeftAdapter, base_config: &str) -> Result<Vec<u8>> {
+/// `modules` maps a module path to its factors as PEFT stores them (`lora_A` `[r, in]`,
+/// `lora_B` `[out, r]`); `alpha`, `r` and `rslora` come from adapter_config.json.
+pub fn export_lora(modules: &LoraFactors, alpha: f64, r: usize, rslora: bool, base_config: &str) -> Result<Vec<u8>> {
     let config: Value = serde_json::from_str(base_config).map_err(|e| Error::input(format!("config.json: {e}")))?;
     let mut w = Writer::default();
     let arch = arch_metadata(&mut w, &config)?;
     w.str("general.type", "adapter");
     w.str("adapter.type", "lora");
-    let cfg = &adapter.config;
-    if cfg.use_rslora {
+    if rslora {
         // llama.cpp scales by alpha / r; rsLoRA's alpha / √r is the same with alpha · √r.
-        w.f32("adapter.lora.alpha", (cfg.lora_alpha * (cfg.r as f64).sqrt()) as f32);
+        w.f32("adapter.lora.alpha", (alpha * (r as f64).sqrt()) as f32);
     } else {
-        w.f32("adapter.lora.alpha", cfg.lora_alpha as f32);
+        w.f32("adapter.lora.alpha", alpha as f32);
     }
     w.u32("general.alignment", ALIGNMENT as u32);
-    for (path, ((a, a_shape), (b, b_shape))) in &adapter.modules {
+    for (path, ((a, a_shape), (b, b_shape))) in modules {
         let base = hf_to_gguf_name(&format!("{path}.weight")).ok_or_else(|| Error::input(format!("{path} has no GGUF name")))?;
         let mut b = b.clone();
         if arch.name == "llama" && (path.ends_with("q_proj") || path.ends_with("k_proj")) {

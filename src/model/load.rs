@@ -601,6 +601,11 @@ pub fn serialize_tensors(tensors: &[(String, Vec<u8>, Vec<usize>)], dtype: Dtype
 
 /// A safetensors file from `(key, dtype, shape, bytes)` entries of mixed dtypes (a 4-bit model).
 pub fn serialize_typed(tensors: &[(String, Dtype, Vec<usize>, Vec<u8>)], what: &str) -> Result<Vec<u8>> {
+    // The safetensors writer panics on a repeated key; say which one instead.
+    let mut seen = std::collections::HashSet::new();
+    if let Some((k, ..)) = tensors.iter().find(|(k, ..)| !seen.insert(k.as_str())) {
+        return Err(Error::input(format!("could not write {what}: two tensors are named {k}")));
+    }
     let views = tensors
         .iter()
         .map(|(k, dtype, s, b)| {
