@@ -66,7 +66,7 @@ test('train two adapters, merge them with TIES, measure interference, export the
     await page.selectOption('#merge-method', 'ties');
     await page.getByRole('button', { name: 'Merge', exact: true }).click();
     await page.waitForFunction(() => /with ties into/.test(document.querySelector('#merge-status').textContent), null, { timeout: 60000 });
-    await page.fill('#merge-limit', '2');
+    await page.fill('#merge-limit', '1');
     await page.getByRole('button', { name: 'Measure interference' }).click();
     await page.waitForFunction(() => /Interference measured/.test(document.querySelector('#merge-status').textContent), null, { timeout: 300000 });
     const cells = await page.$$eval('#merge-table tbody td[data-column]', (tds) => tds.map((td) => ({ col: td.dataset.column, v: td.dataset.value, text: td.textContent })));
