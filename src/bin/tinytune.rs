@@ -21,6 +21,32 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Serve the playground page (www/ and its wasm bundle) on this machine.
+    /// The memory calculator: the ledger's predicted bytes for full finetuning, LoRA and QLoRA
+    /// of any config.json (or a preset: gpt2-124m, llama-3-8b, llama-2-65b), with the formula.
+    Memory {
+        /// A config.json file, or a preset's name.
+        #[arg(long)]
+        config: String,
+        #[arg(long, default_value_t = 1)]
+        batch_size: usize,
+        #[arg(long, default_value_t = 512)]
+        seq_len: usize,
+        #[arg(long, default_value_t = 16)]
+        rank: usize,
+        #[arg(long, default_value = "all-linear")]
+        targets: String,
+        /// adamw or sgd.
+        #[arg(long, default_value = "adamw")]
+        optimizer: String,
+        /// Activations in bf16 (2 bytes), as mixed-precision training keeps them.
+        #[arg(long)]
+        bf16_activations: bool,
+        /// Gradient checkpointing: keep only each block's input.
+        #[arg(long)]
+        checkpointing: bool,
+        #[arg(long)]
+        json: bool,
+    },
     /// Export for llama.cpp: a model (with --adapter merged in) as one GGUF file, or with
     /// --lora-only the adapter as a GGUF LoRA (`llama-cli -m base.gguf --lora adapter.gguf`).
     ExportGguf {
@@ -919,6 +945,48 @@ fn run(command: Command) -> tinytune::Result<()> {
             let refs: Vec<(&str, &[u8])> = named.iter().map(|(n, b)| (n.as_str(), b.as_slice())).collect();
             tinytune::files::write_files(&out, &refs)?;
             eprintln!("wrote {} ({} parameters, {})", out.display(), model.summary.parameters, model.summary.model_type);
+            Ok(())
+        }
+        Command::Memory { config, batch_size, seq_len, rank, targets, optimizer, bf16_activations, checkpointing, json } => {
+            use tinytune::inspect::calculator;
+            let text = match calculator::config_text(&config) {
+                Some(t) => t.to_string(),
+                None => std::fs::read_to_string(&config).map_err(|e| {
+                    tinytune::Error::input(format!("--config {config}: {e} (give a config.json, or a preset: gpt2-124m, llama-3-8b, llama-2-65b)"))
+                })?,
+            };
+            let cfg = tinytune::model::ModelConfig::from_json(&text)?;
+            let run = tinytune::inspect::memory::RunShape {
+                method: tinytune::train::trainer::Method::Lora,
+                rank,
+                targets: tinytune::lora::Targets::parse(&targets),
+                partial_layers: 1,
+                optimizer: match optimizer.as_str() {
+                    "adamw" => tinytune::train::trainer::Optimizer::Adamw,
+                    "sgd" => tinytune::train::trainer::Optimizer::Sgd,
+                    other => return Err(tinytune::Error::input(format!("--optimizer {other}: use adamw or sgd"))),
+                },
+                batch: batch_size,
+                seq: seq_len,
+                nf4: false,
+            };
+            let a = calculator::Assumptions { bf16_activations, checkpointing };
+            let rows = calculator::table(&cfg, &run, a)?;
+            if json {
+                println!("{}", serde_json::json!({ "rows": rows, "assumptions": a, "formula": calculator::formula(a) }));
+            } else {
+                let gib = |b: f64| {
+                    if b >= (1u64 << 30) as f64 { format!("{:.2} GiB", b / (1u64 << 30) as f64) } else { format!("{:.1} MiB", b / 1048576.0) }
+                };
+                println!("{} parameters; batch {batch_size} x {seq_len} tokens; LoRA r {rank} on {targets}; {optimizer}", calculator::shape_of(&cfg).params);
+                println!("| method | weights | trainable | gradients | optimizer | activations | total |");
+                println!("|---|---|---|---|---|---|---|");
+                for r in &rows {
+                    let p = &r.parts;
+                    println!("| {} | {} | {} | {} | {} | {} | **{}** |", r.method, gib(p.weights), gib(p.trainable), gib(p.gradients), gib(p.optimizer), gib(p.activations), gib(r.total));
+                }
+                println!("{}", calculator::formula(a));
+            }
             Ok(())
         }
         Command::ExportGguf { model, adapter, lora_only, r#type, out, device } => {

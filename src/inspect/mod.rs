@@ -2,6 +2,7 @@
 //! spectrum of every adapted module, and the memory ledger. Factors are read back to the host
 //! (they are small: r·(in + out) values a module); ΔW is never formed at full size.
 
+pub mod calculator;
 pub mod memory;
 pub mod precision;
 pub mod spectrum;
