@@ -12,6 +12,8 @@ use serde_json::{Value, json};
 
 use crate::{Error, Result};
 
+pub use super::gguf_quant::dequantize;
+
 const MAGIC: &[u8; 4] = b"GGUF";
 const DEFAULT_ALIGNMENT: u64 = 32;
 /// Tensors in one file (llama 405B has about 1,100).
@@ -76,7 +78,7 @@ const TYPES: [(u32, &str, usize, usize); 13] = [
     (30, "BF16", 1, 2),
 ];
 
-fn type_info(id: u32) -> Result<(&'static str, usize, usize)> {
+pub(super) fn type_info(id: u32) -> Result<(&'static str, usize, usize)> {
     TYPES.iter().find(|t| t.0 == id).map(|t| (t.1, t.2, t.3)).ok_or_else(|| {
         Error::input(format!(
             "the GGUF file has a tensor of ggml type {id}, which tinytune cannot read; supported: {}",
@@ -275,131 +277,10 @@ impl Gguf {
     }
 }
 
-fn f16(b: &[u8]) -> f32 {
-    half::f16::from_le_bytes([b[0], b[1]]).to_f32()
-}
-
-/// The values of one tensor as f32, computed as gguf-py's `dequantize` computes them (the same
-/// f32 operations in the same order).
-pub fn dequantize(t: &TensorInfo, file: &[u8]) -> Result<Vec<f32>> {
-    let data = &file[t.start..t.start + t.bytes];
-    let (name, block, block_bytes) = type_info(t.ggml_type)?;
-    let mut out = Vec::with_capacity(t.elements());
-    match name {
-        "F32" => out.extend(data.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))),
-        "F16" => out.extend(data.chunks_exact(2).map(f16)),
-        "BF16" => out.extend(data.chunks_exact(2).map(|b| f32::from_bits((u16::from_le_bytes([b[0], b[1]]) as u32) << 16))),
-        _ => {
-            for b in data.chunks_exact(block_bytes) {
-                let start = out.len();
-                out.resize(start + block, 0.0);
-                dequantize_block(name, b, &mut out[start..]);
-            }
-        }
-    }
-    Ok(out)
-}
-
-fn dequantize_block(kind: &str, b: &[u8], out: &mut [f32]) {
-    match kind {
-        "Q8_0" => {
-            let d = f16(&b[0..2]);
-            for i in 0..32 {
-                out[i] = (b[2 + i] as i8) as f32 * d;
-            }
-        }
-        "Q4_0" | "Q4_1" => {
-            let d = f16(&b[0..2]);
-            let (m, qs) = if kind == "Q4_1" { (Some(f16(&b[2..4])), &b[4..20]) } else { (None, &b[2..18]) };
-            for e in 0..32 {
-                let q = (qs[e % 16] >> (4 * (e / 16))) & 0x0F;
-                out[e] = match m {
-                    Some(m) => d * q as f32 + m,
-                    None => d * ((q as i8 - 8) as f32),
-                };
-            }
-        }
-        "Q5_0" | "Q5_1" => {
-            let d = f16(&b[0..2]);
-            let (m, rest) = if kind == "Q5_1" { (Some(f16(&b[2..4])), &b[4..]) } else { (None, &b[2..]) };
-            let qh = u32::from_le_bytes([rest[0], rest[1], rest[2], rest[3]]);
-            let qs = &rest[4..20];
-            for e in 0..32 {
-                let low = (qs[e % 16] >> (4 * (e / 16))) & 0x0F;
-                let q = low | ((((qh >> e) & 1) as u8) << 4);
-                out[e] = match m {
-                    Some(m) => d * q as f32 + m,
-                    None => d * ((q as i8 - 16) as f32),
-                };
-            }
-        }
-        "Q2_K" => {
-            let (scales, qs) = (&b[0..16], &b[16..80]);
-            let (d, dmin) = (f16(&b[80..82]), f16(&b[82..84]));
-            for e in 0..256 {
-                let j = e / 16;
-                let dl = d * (scales[j] & 0x0F) as f32;
-                let ml = dmin * (scales[j] >> 4) as f32;
-                let q = (qs[(e / 128) * 32 + e % 32] >> (2 * ((e % 128) / 32))) & 3;
-                out[e] = dl * q as f32 - ml;
-            }
-        }
-        "Q3_K" => {
-            let (hmask, qs, sc) = (&b[0..32], &b[32..96], &b[96..108]);
-            let d = f16(&b[108..110]);
-            let scale = |i: usize| -> f32 {
-                let low = (sc[i % 8] >> (4 * (i / 8))) & 0x0F;
-                let high = (sc[8 + i % 4] >> (2 * (i / 4))) & 0x03;
-                ((low | (high << 4)) as i8 - 32) as f32
-            };
-            for e in 0..256 {
-                let dl = d * scale(e / 16);
-                let ql = ((qs[(e / 128) * 32 + e % 32] >> (2 * ((e % 128) / 32))) & 3) as i8;
-                let qh = ((hmask[e % 32] >> (e / 32)) & 1) ^ 1;
-                out[e] = dl * (ql - (qh << 2) as i8) as f32;
-            }
-        }
-        "Q4_K" | "Q5_K" => {
-            let (d, dmin) = (f16(&b[0..2]), f16(&b[2..4]));
-            let s = &b[4..16];
-            let (qh, qs) = if kind == "Q5_K" { (Some(&b[16..48]), &b[48..176]) } else { (None, &b[16..144]) };
-            let (mut sc, mut mn) = ([0u8; 8], [0u8; 8]);
-            for j in 0..4 {
-                sc[j] = s[j] & 0x3F;
-                sc[4 + j] = (s[8 + j] & 0x0F) | ((s[j] >> 2) & 0x30);
-                mn[j] = s[4 + j] & 0x3F;
-                mn[4 + j] = (s[8 + j] >> 4) | ((s[4 + j] >> 2) & 0x30);
-            }
-            for e in 0..256 {
-                let sub = e / 32;
-                let mut q = (qs[(sub / 2) * 32 + e % 32] >> (4 * (sub % 2))) & 0x0F;
-                if let Some(qh) = qh {
-                    q |= ((qh[e % 32] >> sub) & 1) << 4;
-                }
-                let dl = d * sc[sub] as f32;
-                let ml = dmin * mn[sub] as f32;
-                out[e] = dl * q as f32 - ml;
-            }
-        }
-        "Q6_K" => {
-            let (ql, qh, scales) = (&b[0..128], &b[128..192], &b[192..208]);
-            let d = f16(&b[208..210]);
-            for e in 0..256 {
-                let g = e / 128;
-                let low = (ql[g * 64 + e % 64] >> (4 * ((e % 128) / 64))) & 0x0F;
-                let high = (qh[g * 32 + e % 32] >> (2 * ((e % 128) / 32))) & 0x03;
-                let q = ((low | (high << 4)) as i8 - 32) as f32;
-                let dl = d * (scales[e / 16] as i8) as f32;
-                out[e] = dl * q;
-            }
-        }
-        _ => unreachable!("every block type is listed in TYPES"),
-    }
-}
-
-/// llama.cpp's converter stores Q and K with the rotary halves interleaved per head; this puts
-/// the rows back in Hugging Face's order (transformers' `reverse_permute_weights`).
-fn unpermute(w: &[f32], rows: usize, cols: usize, heads: usize) -> Result<Vec<f32>> {
+/// llama.cpp's converter stores Q and K with the rotary halves interleaved per head (its
+/// `permute`: row `h·2h' + i·2 + j` holds row `h·2h' + j·h' + i`). `to_gguf` makes that order from
+/// Hugging Face's; otherwise the rows go back (transformers' `reverse_permute_weights`).
+pub fn permute_rotary(w: &[f32], rows: usize, cols: usize, heads: usize, to_gguf: bool) -> Result<Vec<f32>> {
     if heads == 0 || rows % (2 * heads) != 0 {
         return Err(Error::input(format!("a Q/K weight of {rows} rows cannot be split into {heads} heads of rotary pairs")));
     }
@@ -408,8 +289,8 @@ fn unpermute(w: &[f32], rows: usize, cols: usize, heads: usize) -> Result<Vec<f3
     for h in 0..heads {
         for i in 0..half {
             for j in 0..2 {
-                let from = h * 2 * half + i * 2 + j;
-                let to = h * 2 * half + j * half + i;
+                let (hf, gguf) = (h * 2 * half + j * half + i, h * 2 * half + i * 2 + j);
+                let (from, to) = if to_gguf { (hf, gguf) } else { (gguf, hf) };
                 out[to * cols..(to + 1) * cols].copy_from_slice(&w[from * cols..(from + 1) * cols]);
             }
         }
@@ -417,68 +298,40 @@ fn unpermute(w: &[f32], rows: usize, cols: usize, heads: usize) -> Result<Vec<f3
     Ok(out)
 }
 
-/// The Hugging Face name of a GGUF tensor of a Llama-shaped architecture.
-fn hf_name(name: &str) -> Option<String> {
-    let fixed = match name {
-        "token_embd.weight" => Some("model.embed_tokens.weight"),
-        "output_norm.weight" => Some("model.norm.weight"),
-        "output.weight" => Some("lm_head.weight"),
-        _ => None,
-    };
-    if let Some(f) = fixed {
-        return Some(f.to_string());
+/// Whole-model tensors: (GGUF name, Hugging Face name).
+const MODEL_NAMES: [(&str, &str); 3] =
+    [("token_embd.weight", "model.embed_tokens.weight"), ("output_norm.weight", "model.norm.weight"), ("output.weight", "lm_head.weight")];
+/// Modules of a block: (GGUF, Hugging Face), under `blk.N.` and `model.layers.N.`.
+const BLOCK_NAMES: [(&str, &str); 9] = [
+    ("attn_norm", "input_layernorm"),
+    ("ffn_norm", "post_attention_layernorm"),
+    ("attn_q", "self_attn.q_proj"),
+    ("attn_k", "self_attn.k_proj"),
+    ("attn_v", "self_attn.v_proj"),
+    ("attn_output", "self_attn.o_proj"),
+    ("ffn_gate", "mlp.gate_proj"),
+    ("ffn_up", "mlp.up_proj"),
+    ("ffn_down", "mlp.down_proj"),
+];
+
+/// A tensor's name in the other naming of a Llama-shaped model: Hugging Face's from GGUF's
+/// (`to_gguf` false) or GGUF's from Hugging Face's.
+fn rename(name: &str, to_gguf: bool) -> Option<String> {
+    let pick = |pair: &(&'static str, &'static str)| if to_gguf { (pair.1, pair.0) } else { (pair.0, pair.1) };
+    if let Some((_, to)) = MODEL_NAMES.iter().map(pick).find(|(from, _)| *from == name) {
+        return Some(to.to_string());
     }
-    let rest = name.strip_prefix("blk.")?;
-    let (layer, part) = rest.split_once('.')?;
+    let (from_prefix, to_prefix) = if to_gguf { ("model.layers.", "blk.") } else { ("blk.", "model.layers.") };
+    let (layer, part) = name.strip_prefix(from_prefix)?.split_once('.')?;
     let layer: usize = layer.parse().ok()?;
     let (module, kind) = part.rsplit_once('.')?;
-    let hf = match module {
-        "attn_norm" => "input_layernorm",
-        "ffn_norm" => "post_attention_layernorm",
-        "attn_q" => "self_attn.q_proj",
-        "attn_k" => "self_attn.k_proj",
-        "attn_v" => "self_attn.v_proj",
-        "attn_output" => "self_attn.o_proj",
-        "ffn_gate" => "mlp.gate_proj",
-        "ffn_up" => "mlp.up_proj",
-        "ffn_down" => "mlp.down_proj",
-        _ => return None,
-    };
-    Some(format!("model.layers.{layer}.{hf}.{kind}"))
+    let (_, to) = BLOCK_NAMES.iter().map(pick).find(|(from, _)| *from == module)?;
+    Some(format!("{to_prefix}{layer}.{to}.{kind}"))
 }
 
-/// The GGUF name of a Hugging Face tensor of a Llama-shaped model (the inverse of `hf_name`).
+/// The GGUF name of a Hugging Face tensor of a Llama-shaped model.
 pub fn hf_to_gguf_name(hf: &str) -> Option<String> {
-    let fixed = match hf {
-        "model.embed_tokens.weight" => Some("token_embd.weight"),
-        "model.norm.weight" => Some("output_norm.weight"),
-        "lm_head.weight" => Some("output.weight"),
-        _ => None,
-    };
-    if let Some(f) = fixed {
-        return Some(f.to_string());
-    }
-    let rest = hf.strip_prefix("model.layers.")?;
-    let (layer, part) = rest.split_once('.')?;
-    let (module, kind) = part.rsplit_once('.')?;
-    let g = match module {
-        "input_layernorm" => "attn_norm",
-        "post_attention_layernorm" => "ffn_norm",
-        "self_attn.q_proj" => "attn_q",
-        "self_attn.k_proj" => "attn_k",
-        "self_attn.v_proj" => "attn_v",
-        "self_attn.o_proj" => "attn_output",
-        "mlp.gate_proj" => "ffn_gate",
-        "mlp.up_proj" => "ffn_up",
-        "mlp.down_proj" => "ffn_down",
-        _ => return None,
-    };
-    Some(format!("blk.{layer}.{g}.{kind}"))
-}
-
-/// `unpermute` for callers outside this module (the writer's tests).
-pub fn unpermute_rows(w: &[f32], rows: usize, cols: usize, heads: usize) -> Result<Vec<f32>> {
-    unpermute(w, rows, cols, heads)
+    rename(hf, true)
 }
 
 /// The architectures this reader converts.
@@ -540,14 +393,14 @@ pub fn to_model_files(file: &[u8]) -> Result<super::load::ModelFiles> {
     // The weights as f32 safetensors under transformers' names.
     let mut tensors = Vec::with_capacity(g.tensors.len());
     for t in &g.tensors {
-        let Some(name) = hf_name(&t.name) else {
+        let Some(name) = rename(&t.name, false) else {
             return Err(Error::input(format!("GGUF tensor {} has no place in a {arch} model", t.name)));
         };
         let mut values = dequantize(t, file)?;
         let shape: Vec<usize> = t.dims.iter().rev().map(|&d| d as usize).collect();
         if arch == "llama" && (t.name.ends_with("attn_q.weight") || t.name.ends_with("attn_k.weight")) {
             let n = if t.name.ends_with("attn_q.weight") { heads } else { kv_heads } as usize;
-            values = unpermute(&values, shape[0], shape.get(1).copied().unwrap_or(1), n)?;
+            values = permute_rotary(&values, shape[0], shape.get(1).copied().unwrap_or(1), n, false)?;
         }
         tensors.push((name, super::load::f32_bytes(&values), shape));
     }
@@ -689,7 +542,12 @@ mod tests {
                 }
             }
         }
-        assert_eq!(unpermute(&permuted, rows, cols, heads).unwrap(), original);
+        assert_eq!(permute_rotary(&permuted, rows, cols, heads, false).unwrap(), original);
+        assert_eq!(permute_rotary(&original, rows, cols, heads, true).unwrap(), permuted);
+        // The names go both ways.
+        assert_eq!(rename("blk.3.ffn_gate.weight", false).as_deref(), Some("model.layers.3.mlp.gate_proj.weight"));
+        assert_eq!(hf_to_gguf_name("model.layers.3.mlp.gate_proj.weight").as_deref(), Some("blk.3.ffn_gate.weight"));
+        assert_eq!(rename("lm_head.weight", true).as_deref(), Some("output.weight"));
     }
 
     #[test]

@@ -6,7 +6,7 @@
 
 use serde_json::Value;
 
-use super::gguf::hf_to_gguf_name;
+use super::gguf::{hf_to_gguf_name, permute_rotary};
 use crate::{Error, Result};
 
 const ALIGNMENT: usize = 32;
@@ -155,25 +155,6 @@ impl Writer {
     }
 }
 
-/// llama.cpp's converter permutation of Q and K rows (the inverse of `gguf::unpermute`).
-fn permute(w: &[f32], rows: usize, cols: usize, heads: usize) -> Result<Vec<f32>> {
-    if heads == 0 || rows % (2 * heads) != 0 {
-        return Err(Error::input(format!("a Q/K weight of {rows} rows cannot be split into {heads} heads of rotary pairs")));
-    }
-    let half = rows / heads / 2;
-    let mut out = vec![0.0; w.len()];
-    for h in 0..heads {
-        for j in 0..2 {
-            for i in 0..half {
-                let from = h * 2 * half + j * half + i;
-                let to = h * 2 * half + i * 2 + j;
-                out[to * cols..(to + 1) * cols].copy_from_slice(&w[from * cols..(from + 1) * cols]);
-            }
-        }
-    }
-    Ok(out)
-}
-
 struct Arch {
     name: String,
     heads: usize,
@@ -287,7 +268,7 @@ pub fn export_model(files: &super::load::ModelFiles, kind: OutType) -> Result<Ve
             let name = hf_to_gguf_name(&hf).ok_or_else(|| Error::input(format!("{hf} has no GGUF name")))?;
             if arch.name == "llama" && (hf.ends_with("q_proj.weight") || hf.ends_with("k_proj.weight")) {
                 let heads = if hf.ends_with("q_proj.weight") { arch.heads } else { arch.kv_heads };
-                values = permute(&values, shape[0], shape[1], heads)?;
+                values = permute_rotary(&values, shape[0], shape[1], heads, true)?;
             }
             let k = if shape.len() == 2 && !hf.contains("norm") { kind } else { OutType::F32 };
             w.tensor(&name, &shape, &values, k)?;
@@ -318,7 +299,7 @@ pub fn export_lora(modules: &LoraFactors, alpha: f64, r: usize, rslora: bool, ba
         let mut b = b.clone();
         if arch.name == "llama" && (path.ends_with("q_proj") || path.ends_with("k_proj")) {
             let heads = if path.ends_with("q_proj") { arch.heads } else { arch.kv_heads };
-            b = permute(&b, b_shape[0], b_shape[1], heads)?;
+            b = permute_rotary(&b, b_shape[0], b_shape[1], heads, true)?;
         }
         w.tensor(&format!("{base}.lora_a"), a_shape, a, OutType::F32)?;
         w.tensor(&format!("{base}.lora_b"), b_shape, &b, OutType::F32)?;
@@ -338,13 +319,5 @@ mod tests {
         assert_eq!(q.len(), 34);
         // max |x| = 4.0 → d = 4/127; -4.0 → -127.
         assert_eq!(q[2] as i8, -127);
-    }
-
-    #[test]
-    fn permute_then_unpermute_is_the_identity() {
-        let w: Vec<f32> = (0..12 * 3).map(|x| x as f32).collect();
-        let p = permute(&w, 12, 3, 2).unwrap();
-        assert_ne!(p, w);
-        assert_eq!(super::super::gguf::unpermute_rows(&p, 12, 3, 2).unwrap(), w);
     }
 }

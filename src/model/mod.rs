@@ -3,6 +3,7 @@
 
 pub mod config;
 pub mod gguf;
+pub mod gguf_quant;
 pub mod gguf_write;
 pub mod gpt2;
 pub mod init;

@@ -57,6 +57,20 @@ fn device_lost(reason: burn::tensor::wgpu::wgpu::DeviceLostReason, message: Stri
     });
 }
 
+/// Named files as `{names: [..], files: [Uint8Array, ..]}` for the page.
+fn named_files_to_js(files: Vec<(String, Vec<u8>)>) -> Result<JsValue, JsValue> {
+    let names = js_sys::Array::new();
+    let bytes = js_sys::Array::new();
+    for (n, b) in files {
+        names.push(&JsValue::from_str(&n));
+        bytes.push(&js_sys::Uint8Array::from(b.as_slice()).into());
+    }
+    let out = js_sys::Object::new();
+    js_sys::Reflect::set(&out, &"names".into(), &names)?;
+    js_sys::Reflect::set(&out, &"files".into(), &bytes)?;
+    Ok(out.into())
+}
+
 fn to_js<T: Serialize>(value: &T) -> Result<JsValue, JsError> {
     value
         .serialize(&serde_wasm_bindgen::Serializer::json_compatible())
@@ -440,16 +454,7 @@ impl Session {
             let t = t.as_ref().ok_or_else(|| JsError::new("nothing is training: start a run first"))?;
             let guard = model.try_borrow().map_err(|_| JsError::new("the model is busy"))?;
             let files = checkpoint_files(guard.as_ref().expect("checked"), t, &run, None).await.map_err(js_err)?;
-            let names = js_sys::Array::new();
-            let bytes = js_sys::Array::new();
-            for (n, b) in files {
-                names.push(&JsValue::from_str(&n));
-                bytes.push(&js_sys::Uint8Array::from(b.as_slice()).into());
-            }
-            let out = js_sys::Object::new();
-            js_sys::Reflect::set(&out, &"names".into(), &names)?;
-            js_sys::Reflect::set(&out, &"files".into(), &bytes)?;
-            Ok(out.into())
+            named_files_to_js(files)
         }))
     }
 
@@ -763,16 +768,7 @@ impl Session {
                 }
             }
             let files = files.map_err(js_err)?;
-            let names = js_sys::Array::new();
-            let bytes = js_sys::Array::new();
-            for (n, b) in files {
-                names.push(&JsValue::from_str(&n));
-                bytes.push(&js_sys::Uint8Array::from(b.as_slice()).into());
-            }
-            let out = js_sys::Object::new();
-            js_sys::Reflect::set(&out, &"names".into(), &names)?;
-            js_sys::Reflect::set(&out, &"files".into(), &bytes)?;
-            Ok(out.into())
+            named_files_to_js(files)
         }))
     }
 }
