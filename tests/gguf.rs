@@ -1,5 +1,6 @@
-//! GGUF files against transformers: tiny-llama written with gguf-py in every simple tensor type
-//! and tiny-qwen2 (biases, tied embeddings)
+//! GGUF files against transformers: tiny-llama written with gguf-py in every simple tensor type,
+//! tiny-qwen2 (biases, tied embeddings), tiny-gpt2 (fused QKV, transposed Conv1D weights) and a
+//! tiny Llama with a SentencePiece tokenizer
 //! (tests/fixtures/make_gguf_fixtures.py), loaded by tinytune and by transformers
 //! (`from_pretrained(..., gguf_file=...)`): the same token ids, the same eval loss within 1e-4,
 //! the same greedy tokens; and the K-quants dequantized exactly as gguf-py does.
@@ -37,12 +38,23 @@ fn every_tensor_type_loads_as_transformers_loads_it() {
     let reference = reference();
     let texts = texts();
     let models = reference["models"].as_object().unwrap();
-    assert_eq!(models.len(), 10, "tiny-llama in F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q5_0, Q5_1; tiny-qwen2 in F32, Q8_0");
+    assert_eq!(
+        models.len(),
+        13,
+        "tiny-llama in F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q5_0, Q5_1; tiny-qwen2 and tiny-gpt2 in F32, Q8_0; tiny-llama-sp"
+    );
     for (name, want) in models {
         let model = Model::load_dir(&fixture(&format!("gguf/{name}")), &burn::tensor::Device::flex()).unwrap();
         // Tokenization of every eval text, from the tokenizer in the metadata.
         for (text, want_ids) in texts.iter().zip(want["ids"].as_array().unwrap()) {
             assert_eq!(model.tokenizer.encode(text, true).unwrap(), ids(want_ids), "{name}: ids of {text:?}");
+        }
+        // Byte fallback, leading and double spaces, and decoding back (the SentencePiece file).
+        for extra in want["extra"].as_array().into_iter().flatten() {
+            let text = extra["text"].as_str().unwrap();
+            let got = model.tokenizer.encode(text, true).unwrap();
+            assert_eq!(got, ids(&extra["ids"]), "{name}: ids of {text:?}");
+            assert_eq!(model.tokenizer.decode(&got).unwrap(), extra["decoded"].as_str().unwrap(), "{name}: decoding {text:?}");
         }
         let report = block_on(tinytune::eval::eval_loss(&model, &texts, 1024, |_, _| {})).unwrap();
         assert_eq!(report.tokens as u64, want["eval"]["tokens"].as_u64().unwrap(), "{name}");
@@ -90,7 +102,14 @@ fn a_damaged_or_unsupported_gguf_is_a_clear_error() {
     let at = other.windows(5).position(|w| w == b"llama").unwrap();
     other[at..at + 5].copy_from_slice(b"mamba");
     let err = tinytune::model::gguf::to_model_files(&other).err().unwrap().to_string();
-    assert!(err.contains("\"mamba\" is not supported yet; supported: llama, qwen2"), "{err}");
+    assert!(err.contains("\"mamba\" is not supported yet; supported: llama, qwen2, gpt2"), "{err}");
+    // Another tokenizer type.
+    let mut other = bytes.clone();
+    let key = other.windows(20).position(|w| w == b"tokenizer.ggml.model").unwrap();
+    let at = key + other[key..].windows(4).position(|w| w == b"gpt2").unwrap();
+    other[at..at + 4].copy_from_slice(b"bert");
+    let err = tinytune::model::gguf::to_model_files(&other).err().unwrap().to_string();
+    assert!(err.contains("tokenizer \"bert\" is not supported yet; supported: gpt2") && err.contains("llama (SentencePiece"), "{err}");
 }
 
 /// `tinytune export-gguf` of tiny-llama with its fixture adapter merged in (F16, Q8_0) and of the

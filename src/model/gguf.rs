@@ -334,8 +334,39 @@ pub fn hf_to_gguf_name(hf: &str) -> Option<String> {
     rename(hf, true)
 }
 
+/// GPT-2's whole-model tensors: (GGUF name, Hugging Face name).
+const GPT2_MODEL_NAMES: [(&str, &str); 5] = [
+    ("token_embd.weight", "transformer.wte.weight"),
+    ("position_embd.weight", "transformer.wpe.weight"),
+    ("output_norm.weight", "transformer.ln_f.weight"),
+    ("output_norm.bias", "transformer.ln_f.bias"),
+    ("output.weight", "lm_head.weight"),
+];
+/// GPT-2's modules of a block (GGUF, Hugging Face), under `blk.N.` and `transformer.h.N.`, and
+/// whether the weight is a Conv1D one (stored [in, out] by transformers, [out, in] by llama.cpp).
+const GPT2_BLOCK_NAMES: [(&str, &str, bool); 6] = [
+    ("attn_norm", "ln_1", false),
+    ("attn_qkv", "attn.c_attn", true),
+    ("attn_output", "attn.c_proj", true),
+    ("ffn_norm", "ln_2", false),
+    ("ffn_up", "mlp.c_fc", true),
+    ("ffn_down", "mlp.c_proj", true),
+];
+
+/// A GPT-2 GGUF tensor's Hugging Face name, and whether its values are transposed there.
+fn rename_gpt2(name: &str) -> Option<(String, bool)> {
+    if let Some((_, hf)) = GPT2_MODEL_NAMES.iter().find(|(g, _)| *g == name) {
+        return Some((hf.to_string(), false));
+    }
+    let (layer, part) = name.strip_prefix("blk.")?.split_once('.')?;
+    let layer: usize = layer.parse().ok()?;
+    let (module, kind) = part.rsplit_once('.')?;
+    let (_, hf, conv) = GPT2_BLOCK_NAMES.iter().find(|(g, _, _)| *g == module)?;
+    Some((format!("transformer.h.{layer}.{hf}.{kind}"), *conv && kind == "weight"))
+}
+
 /// The architectures this reader converts.
-pub const ARCHITECTURES: &[&str] = &["llama", "qwen2"];
+pub const ARCHITECTURES: &[&str] = &["llama", "qwen2", "gpt2"];
 
 /// The files of a Hugging Face model folder that this GGUF file describes.
 pub fn to_model_files(file: &[u8]) -> Result<super::load::ModelFiles> {
@@ -359,29 +390,49 @@ pub fn to_model_files(file: &[u8]) -> Result<super::load::ModelFiles> {
     let hidden = need("embedding_length")?;
     let heads = need("attention.head_count")?;
     let kv_heads = key("attention.head_count_kv").and_then(Meta::as_u64).unwrap_or(heads);
-    let head_dim = key("attention.key_length").and_then(Meta::as_u64).unwrap_or(if heads > 0 { hidden / heads } else { 0 });
     let vocab = key("vocab_size").and_then(Meta::as_u64).unwrap_or(tokens.len() as u64);
     let tied = g.tensor("output.weight").is_none();
     let id = |k: &str| g.get(&format!("tokenizer.ggml.{k}")).and_then(Meta::as_u64);
-    if let Some(kind) = key("rope.scaling.type").and_then(Meta::as_str).filter(|k| *k != "none") {
-        return Err(Error::input(format!("GGUF rope scaling \"{kind}\" is not supported yet")));
-    }
-    let mut config = json!({
-        "architectures": [if arch == "qwen2" { "Qwen2ForCausalLM" } else { "LlamaForCausalLM" }],
-        "model_type": arch,
-        "vocab_size": vocab,
-        "hidden_size": hidden,
-        "intermediate_size": need("feed_forward_length")?,
-        "num_hidden_layers": need("block_count")?,
-        "num_attention_heads": heads,
-        "num_key_value_heads": kv_heads,
-        "head_dim": head_dim,
-        "max_position_embeddings": key("context_length").and_then(Meta::as_u64).unwrap_or(2048),
-        "rms_norm_eps": key("attention.layer_norm_rms_epsilon").and_then(Meta::as_f64).unwrap_or(1e-6) as f32 as f64,
-        "rope_theta": key("rope.freq_base").and_then(Meta::as_f64).unwrap_or(10000.0),
-        "tie_word_embeddings": tied,
-        "hidden_act": "silu",
-    });
+    let mut config = if arch == "gpt2" {
+        // The position table's rows are the model's positions (context_length may say more).
+        let positions = g.tensor("position_embd.weight").and_then(|t| t.dims.get(1).copied());
+        let positions = positions.or_else(|| key("context_length").and_then(Meta::as_u64))
+            .ok_or_else(|| Error::input("the GPT-2 GGUF file has no position_embd.weight"))?;
+        json!({
+            "architectures": ["GPT2LMHeadModel"],
+            "model_type": "gpt2",
+            "vocab_size": vocab,
+            "n_embd": hidden,
+            "n_inner": need("feed_forward_length")?,
+            "n_layer": need("block_count")?,
+            "n_head": heads,
+            "n_positions": positions,
+            "layer_norm_epsilon": key("attention.layer_norm_epsilon").and_then(Meta::as_f64).unwrap_or(1e-5) as f32 as f64,
+            "activation_function": "gelu_new",
+            "tie_word_embeddings": tied,
+        })
+    } else {
+        let head_dim = key("attention.key_length").and_then(Meta::as_u64).unwrap_or(if heads > 0 { hidden / heads } else { 0 });
+        if let Some(kind) = key("rope.scaling.type").and_then(Meta::as_str).filter(|k| *k != "none") {
+            return Err(Error::input(format!("GGUF rope scaling \"{kind}\" is not supported yet")));
+        }
+        json!({
+            "architectures": [if arch == "qwen2" { "Qwen2ForCausalLM" } else { "LlamaForCausalLM" }],
+            "model_type": arch,
+            "vocab_size": vocab,
+            "hidden_size": hidden,
+            "intermediate_size": need("feed_forward_length")?,
+            "num_hidden_layers": need("block_count")?,
+            "num_attention_heads": heads,
+            "num_key_value_heads": kv_heads,
+            "head_dim": head_dim,
+            "max_position_embeddings": key("context_length").and_then(Meta::as_u64).unwrap_or(2048),
+            "rms_norm_eps": key("attention.layer_norm_rms_epsilon").and_then(Meta::as_f64).unwrap_or(1e-6) as f32 as f64,
+            "rope_theta": key("rope.freq_base").and_then(Meta::as_f64).unwrap_or(10000.0),
+            "tie_word_embeddings": tied,
+            "hidden_act": "silu",
+        })
+    };
     if let Some(b) = id("bos_token_id") {
         config["bos_token_id"] = json!(b);
     }
@@ -393,11 +444,19 @@ pub fn to_model_files(file: &[u8]) -> Result<super::load::ModelFiles> {
     // The weights as f32 safetensors under transformers' names.
     let mut tensors = Vec::with_capacity(g.tensors.len());
     for t in &g.tensors {
-        let Some(name) = rename(&t.name, false) else {
+        let renamed = if arch == "gpt2" { rename_gpt2(&t.name) } else { rename(&t.name, false).map(|n| (n, false)) };
+        let Some((name, conv1d)) = renamed else {
             return Err(Error::input(format!("GGUF tensor {} has no place in a {arch} model", t.name)));
         };
         let mut values = dequantize(t, file)?;
-        let shape: Vec<usize> = t.dims.iter().rev().map(|&d| d as usize).collect();
+        let mut shape: Vec<usize> = t.dims.iter().rev().map(|&d| d as usize).collect();
+        if conv1d {
+            let [rows, cols] = shape[..] else {
+                return Err(Error::input(format!("GGUF tensor {} should be a matrix, not of shape {shape:?}", t.name)));
+            };
+            values = super::load::transpose(&values, rows, cols);
+            shape = vec![cols, rows];
+        }
         if arch == "llama" && (t.name.ends_with("attn_q.weight") || t.name.ends_with("attn_k.weight")) {
             let n = if t.name.ends_with("attn_q.weight") { heads } else { kv_heads } as usize;
             values = permute_rotary(&values, shape[0], shape.get(1).copied().unwrap_or(1), n, false)?;
@@ -446,15 +505,136 @@ fn split_regex(pre: &str) -> Option<&'static str> {
     }
 }
 
+/// The token types of `tokenizer.ggml.token_type` (llama.cpp's numbering), normal where absent.
+fn token_types(g: &Gguf, n: usize) -> Vec<u64> {
+    let mut types: Vec<u64> = match g.get("tokenizer.ggml.token_type") {
+        Some(Meta::Array(a)) => a.iter().map(|v| v.as_u64().unwrap_or(1)).collect(),
+        _ => Vec::new(),
+    };
+    types.resize(n, 1);
+    types
+}
+
+/// An added token of tokenizer.json.
+fn added_token(id: usize, content: &str, special: bool) -> Value {
+    json!({"id": id, "content": content, "single_word": false, "lstrip": false, "rstrip": false, "normalized": false, "special": special})
+}
+
 /// tokenizer.json and tokenizer_config.json for the tokenizer in the metadata, as transformers
-/// builds them from a GGUF file (a byte-level BPE for `tokenizer.ggml.model = gpt2`).
+/// builds them from a GGUF file: a byte-level BPE for `tokenizer.ggml.model = gpt2`, a
+/// SentencePiece BPE with byte fallback for `llama`.
 fn tokenizer_files(g: &Gguf, tokens: &[String]) -> Result<(Vec<u8>, String)> {
     let model = g.get("tokenizer.ggml.model").and_then(Meta::as_str).unwrap_or("");
-    if model != "gpt2" {
-        return Err(Error::input(format!(
-            "GGUF tokenizer \"{model}\" is not supported yet; supported: gpt2 (byte-level BPE: SmolLM, Llama 3, Qwen2)"
-        )));
+    let tokenizer = match model {
+        "gpt2" => byte_level_tokenizer(g, tokens)?,
+        "llama" => sentencepiece_tokenizer(g, tokens)?,
+        _ => {
+            return Err(Error::input(format!(
+                "GGUF tokenizer \"{model}\" is not supported yet; supported: gpt2 (byte-level BPE: SmolLM, Llama 3, \
+                 Qwen2, GPT-2) and llama (SentencePiece BPE: Llama 2, TinyLlama, Mistral)"
+            )));
+        }
+    };
+    let name_of = |k: &str| g.get(&format!("tokenizer.ggml.{k}")).and_then(Meta::as_u64).and_then(|i| tokens.get(i as usize)).cloned();
+    // transformers: a SentencePiece vocabulary that does not say otherwise gets a BOS, as llama.cpp gives it.
+    let add_bos = g.get("tokenizer.ggml.add_bos_token").and_then(Meta::as_bool).unwrap_or(model == "llama");
+    let mut tc = json!({ "add_bos_token": add_bos });
+    for (field, k) in [("bos_token", "bos_token_id"), ("eos_token", "eos_token_id"), ("unk_token", "unknown_token_id"), ("pad_token", "padding_token_id")] {
+        if let Some(t) = name_of(k) {
+            tc[field] = json!(t);
+        }
     }
+    if let Some(t) = g.get("tokenizer.chat_template").and_then(Meta::as_str) {
+        tc["chat_template"] = json!(t);
+    }
+    Ok((serde_json::to_vec(&tokenizer).expect("a JSON value"), serde_json::to_string(&tc).expect("a JSON value")))
+}
+
+/// SentencePiece BPE as transformers' LlamaTokenizer builds it from a GGUF file: the pieces as
+/// the file spells them, byte fallback (`<0x41>`), `▁` for spaces with one prepended to the
+/// first word, merges recovered from the vocabulary and its scores (transformers'
+/// `generate_merges`), the BOS added by the post-processor unless the file says not to.
+fn sentencepiece_tokenizer(g: &Gguf, tokens: &[String]) -> Result<Value> {
+    let scores: Vec<f64> = match g.get("tokenizer.ggml.scores") {
+        Some(Meta::Array(a)) if a.len() == tokens.len() => a.iter().map(|v| v.as_f64().unwrap_or(0.0)).collect(),
+        _ => return Err(Error::input("the GGUF SentencePiece tokenizer needs tokenizer.ggml.scores, one per token")),
+    };
+    let mut vocab = serde_json::Map::new();
+    let mut index: std::collections::HashMap<&str, usize> = std::collections::HashMap::new();
+    // Python dicts: the last id of a repeated piece wins, in the place of its first appearance.
+    let mut order: Vec<&str> = Vec::new();
+    let mut score_of: std::collections::HashMap<&str, f64> = std::collections::HashMap::new();
+    for (i, t) in tokens.iter().enumerate() {
+        if index.insert(t, i).is_none() {
+            order.push(t);
+        }
+        score_of.insert(t, scores[i]);
+        vocab.insert(t.clone(), json!(i));
+    }
+    let merges: Vec<Value> = match g.get("tokenizer.ggml.merges") {
+        Some(Meta::Array(a)) => a.iter().filter_map(|m| m.as_str()).map(|m| {
+            let (a, b) = m.split_once(' ').unwrap_or((m, ""));
+            json!([a, b])
+        }).collect(),
+        _ => {
+            let mut merges: Vec<(&str, &str, f64)> = Vec::new();
+            for piece in &order {
+                let mut local: Vec<(&str, &str, f64)> = piece
+                    .char_indices()
+                    .skip(1)
+                    .map(|(at, _)| piece.split_at(at))
+                    .filter(|(l, r)| index.contains_key(l) && index.contains_key(r))
+                    .map(|(l, r)| (l, r, score_of[piece]))
+                    .collect();
+                local.sort_by_key(|(l, r, _)| (index[l], index[r]));
+                merges.extend(local);
+            }
+            // Best score first, then longer pieces; a stable sort keeps ties in their order.
+            let key = |m: &(&str, &str, f64)| (m.2, m.0.chars().count(), m.1.chars().count());
+            merges.sort_by(|a, b| key(b).partial_cmp(&key(a)).unwrap_or(std::cmp::Ordering::Equal));
+            merges.into_iter().map(|(l, r, _)| json!([l, r])).collect()
+        }
+    };
+    // Control tokens (and the unknown one) whole and special; user-defined ones whole, not special.
+    let unk = g.get("tokenizer.ggml.unknown_token_id").and_then(Meta::as_u64).map(|u| u as usize);
+    let added: Vec<Value> = tokens
+        .iter()
+        .zip(token_types(g, tokens.len()))
+        .enumerate()
+        .filter(|(i, (_, ty))| *ty == 3 || *ty == 4 || Some(*i) == unk)
+        .map(|(i, (t, ty))| added_token(i, t, ty != 4))
+        .collect();
+    let add_bos = g.get("tokenizer.ggml.add_bos_token").and_then(Meta::as_bool).unwrap_or(true);
+    let bos = g.get("tokenizer.ggml.bos_token_id").and_then(Meta::as_u64).and_then(|i| tokens.get(i as usize).map(|t| (i, t)));
+    let post_processor = match bos.filter(|_| add_bos) {
+        Some((id, t)) => json!({"type": "TemplateProcessing",
+            "single": [{"SpecialToken": {"id": t, "type_id": 0}}, {"Sequence": {"id": "A", "type_id": 0}}],
+            "pair": [{"SpecialToken": {"id": t, "type_id": 0}}, {"Sequence": {"id": "A", "type_id": 0}},
+                     {"SpecialToken": {"id": t, "type_id": 1}}, {"Sequence": {"id": "B", "type_id": 1}}],
+            "special_tokens": {t: {"id": t, "ids": [id], "tokens": [t]}}}),
+        None => Value::Null,
+    };
+    Ok(json!({
+        "version": "1.0",
+        "truncation": null,
+        "padding": null,
+        "added_tokens": added,
+        "normalizer": null,
+        "pre_tokenizer": {"type": "Metaspace", "replacement": "\u{2581}", "prepend_scheme": "first", "split": false},
+        "post_processor": post_processor,
+        "decoder": {"type": "Sequence", "decoders": [
+            {"type": "Replace", "pattern": {"String": "\u{2581}"}, "content": " "},
+            {"type": "ByteFallback"},
+            {"type": "Fuse"},
+            {"type": "Strip", "content": " ", "start": 1, "stop": 0}
+        ]},
+        "model": {"type": "BPE", "dropout": null, "unk_token": null, "continuing_subword_prefix": null, "end_of_word_suffix": null,
+                  "fuse_unk": true, "byte_fallback": true, "ignore_merges": false, "vocab": vocab, "merges": merges}
+    }))
+}
+
+/// GPT-2's byte-level BPE from a GGUF file.
+fn byte_level_tokenizer(g: &Gguf, tokens: &[String]) -> Result<Value> {
     let alphabet = byte_alphabet();
     let in_alphabet = |t: &str| t.chars().all(|c| alphabet.contains(&c));
     let spell = |t: &str| -> String {
@@ -475,16 +655,12 @@ fn tokenizer_files(g: &Gguf, tokens: &[String]) -> Result<(Vec<u8>, String)> {
             .collect(),
         _ => return Err(Error::input("the GGUF byte-level tokenizer has no tokenizer.ggml.merges")),
     };
-    let types: Vec<u64> = match g.get("tokenizer.ggml.token_type") {
-        Some(Meta::Array(a)) => a.iter().map(|v| v.as_u64().unwrap_or(1)).collect(),
-        _ => Vec::new(),
-    };
     // Control tokens (type 3) whole and special; user-defined ones (type 4) whole, not special.
     let mut added = Vec::new();
-    for (i, (t, ty)) in tokens.iter().zip(types.iter().chain(std::iter::repeat(&1))).enumerate() {
-        let special = *ty == 3 && in_alphabet(t);
-        if special || *ty == 4 {
-            added.push(json!({"id": i, "content": t, "single_word": false, "lstrip": false, "rstrip": false, "normalized": false, "special": special}));
+    for (i, (t, ty)) in tokens.iter().zip(token_types(g, tokens.len())).enumerate() {
+        let special = ty == 3 && in_alphabet(t);
+        if special || ty == 4 {
+            added.push(added_token(i, t, special));
         }
     }
     let byte_level = |regex: bool| json!({"type": "ByteLevel", "add_prefix_space": false, "trim_offsets": true, "use_regex": regex});
@@ -496,7 +672,7 @@ fn tokenizer_files(g: &Gguf, tokens: &[String]) -> Result<(Vec<u8>, String)> {
         ]}),
         None => byte_level(true),
     };
-    let tokenizer = json!({
+    Ok(json!({
         "version": "1.0",
         "truncation": null,
         "padding": null,
@@ -507,18 +683,7 @@ fn tokenizer_files(g: &Gguf, tokens: &[String]) -> Result<(Vec<u8>, String)> {
         "decoder": {"type": "ByteLevel", "add_prefix_space": true, "trim_offsets": true, "use_regex": true},
         "model": {"type": "BPE", "dropout": null, "unk_token": null, "continuing_subword_prefix": "", "end_of_word_suffix": "",
                   "fuse_unk": false, "byte_fallback": false, "ignore_merges": false, "vocab": vocab, "merges": merges}
-    });
-    let name_of = |k: &str| g.get(&format!("tokenizer.ggml.{k}")).and_then(Meta::as_u64).and_then(|i| tokens.get(i as usize)).cloned();
-    let mut tc = json!({ "add_bos_token": g.get("tokenizer.ggml.add_bos_token").and_then(Meta::as_bool).unwrap_or(false) });
-    for (field, k) in [("bos_token", "bos_token_id"), ("eos_token", "eos_token_id"), ("unk_token", "unknown_token_id"), ("pad_token", "padding_token_id")] {
-        if let Some(t) = name_of(k) {
-            tc[field] = json!(t);
-        }
-    }
-    if let Some(t) = g.get("tokenizer.chat_template").and_then(Meta::as_str) {
-        tc["chat_template"] = json!(t);
-    }
-    Ok((serde_json::to_vec(&tokenizer).expect("a JSON value"), serde_json::to_string(&tc).expect("a JSON value")))
+    }))
 }
 
 #[cfg(test)]
