@@ -50,6 +50,40 @@ pub struct DeviceLimits {
     pub shader_f16: bool,
 }
 
+impl DeviceLimits {
+    /// The most bytes one tensor may take here: it lives in one buffer, bound whole.
+    pub fn tensor_bytes(&self) -> u64 {
+        self.max_storage_buffer_binding_size.min(self.max_buffer_size)
+    }
+
+    /// Refuse, before a step runs, a batch whose largest activations cannot live in one buffer:
+    /// the logits (batch × seq × vocabulary, f32) and the attention scores (batch × heads ×
+    /// seq × seq, f32). The message gives the largest batch that fits.
+    pub fn check_step(&self, batch: usize, seq: usize, vocab: usize, heads: usize) -> Result<()> {
+        let limit = self.tensor_bytes();
+        let per_row = [("logits", seq as u64 * vocab as u64 * 4), ("attention scores", heads as u64 * seq as u64 * seq as u64 * 4)];
+        for (what, row) in per_row {
+            let bytes = row.saturating_mul(batch as u64);
+            if bytes > limit {
+                let mib = |b: u64| b as f64 / 1048576.0;
+                let fits = if row > 0 { limit / row } else { 0 };
+                let fix = if fits > 0 {
+                    format!("use a batch size of at most {fits} (with gradient accumulation for the same effective batch) or a shorter seq len")
+                } else {
+                    "use a shorter seq len".to_string()
+                };
+                return Err(Error::input(format!(
+                    "a batch of {batch} × {seq} tokens needs {:.1} MiB for its {what}, more than this GPU can bind in one \
+                     buffer ({:.1} MiB): {fix}, or the CPU engine, which has no such limit",
+                    mib(bytes),
+                    mib(limit)
+                )));
+            }
+        }
+        Ok(())
+    }
+}
+
 /// A description of the device a run uses, shown by the page and printed by the CLI.
 #[derive(Clone, Debug, Serialize)]
 pub struct DeviceInfo {
@@ -252,3 +286,20 @@ pub async fn yield_now() {
 
 #[cfg(not(target_arch = "wasm32"))]
 pub async fn yield_now() {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_batch_whose_logits_cannot_be_bound_is_refused_with_the_batch_that_fits() {
+        let limits = DeviceLimits { max_buffer_size: 256 << 20, max_storage_buffer_binding_size: 128 << 20, ..Default::default() };
+        // SmolLM2's vocabulary: 8 × 128 × 49,152 f32 logits are 192 MiB.
+        let err = limits.check_step(8, 128, 49_152, 9).unwrap_err().to_string();
+        assert!(err.contains("192.0 MiB for its logits") && err.contains("(128.0 MiB)") && err.contains("at most 5"), "{err}");
+        limits.check_step(5, 128, 49_152, 9).unwrap();
+        // Long sequences: the attention scores.
+        let err = limits.check_step(1, 8192, 512, 4).unwrap_err().to_string();
+        assert!(err.contains("attention scores") && err.contains("shorter seq len"), "{err}");
+    }
+}

@@ -69,6 +69,9 @@ pub fn train(mut run: RunConfig, resume: Option<&Path>, stop_after: Option<usize
         _ => PathBuf::from(&run.model),
     };
     let mut model = Model::load_dir(&model_dir, &device)?;
+    if let Some(limits) = &opened.info.limits {
+        limits.check_step(cfg.batch_size, cfg.seq_len, model.config.vocab_size(), model.config.heads())?;
+    }
     // A full or partial checkpoint holds f32 master weights; the result is written as the
     // source was.
     if let Some(dtype) = resumed.as_ref().and_then(|r| r.state.source_dtype.as_deref()) {

@@ -157,7 +157,7 @@ impl ModelFiles {
     pub fn check_fits(&self, limits: &crate::device::DeviceLimits) -> Result<()> {
         let (key, n) = self.largest_tensor()?;
         let bytes = n as u64 * 4;
-        let limit = limits.max_storage_buffer_binding_size.min(limits.max_buffer_size);
+        let limit = limits.tensor_bytes();
         if bytes > limit {
             let mib = |b: u64| b as f64 / 1048576.0;
             return Err(Error::input(format!(

@@ -189,6 +189,11 @@ impl Session {
         let cfg = run.train_config();
         cfg.validate().map_err(js_err)?;
         let model = self.model()?;
+        if let (Some(limits), Ok(m)) = (&self.opened.info.limits, model.try_borrow()) {
+            if let Some(m) = m.as_ref() {
+                limits.check_step(cfg.batch_size, cfg.seq_len, m.config.vocab_size(), m.config.heads()).map_err(js_err)?;
+            }
+        }
         let (trainer_slot, valid_slot, lora_slot) = (self.trainer.clone(), self.valid.clone(), self.lora.clone());
         let (files, base_in_use, device) = (self.files.borrow().clone(), self.base_in_use.clone(), self.opened.device.clone());
         *self.run.borrow_mut() = Some(run.clone());
