@@ -151,14 +151,24 @@ pub fn train(mut run: RunConfig, resume: Option<&Path>, stop_after: Option<usize
         let secs = started.elapsed().as_secs_f64();
         let done_here = (r.step - first_step) as f64;
         let eta = secs / done_here.max(1.0) * (r.total_steps - r.step) as f64;
-        log(serde_json::json!({"step": r.step, "loss": r.loss, "lr": r.lr, "grad_norm": r.grad_norm, "tokens": r.tokens,
-            "tokens_per_second": tokens as f64 / secs, "elapsed": secs, "skipped": r.skipped}))?;
+        let mut line = serde_json::json!({"step": r.step, "loss": r.loss, "lr": r.lr, "grad_norm": r.grad_norm, "tokens": r.tokens,
+            "tokens_per_second": tokens as f64 / secs, "elapsed": secs, "skipped": r.skipped});
+        if let Some(d) = &r.dpo {
+            line["rewards/chosen"] = d.chosen_reward.into();
+            line["rewards/rejected"] = d.rejected_reward.into();
+            line["rewards/accuracies"] = d.reward_accuracy.into();
+            line["rewards/margins"] = d.reward_margin.into();
+        }
+        log(line)?;
         if !quiet && (last_print.elapsed().as_secs_f64() > 0.5 || trainer.done()) {
             last_print = Instant::now();
             let width = 24;
             let filled = width * r.step / r.total_steps.max(1);
+            let rewards = r.dpo.as_ref().map_or(String::new(), |d| {
+                format!("  reward acc {:.0}% margin {:+.3}", d.reward_accuracy * 100.0, d.reward_margin)
+            });
             eprint!(
-                "\r[{}{}] step {}/{}  loss {:.4}  {:.0} tok/s  ETA {}   ",
+                "\r[{}{}] step {}/{}  loss {:.4}{rewards}  {:.0} tok/s  ETA {}   ",
                 "#".repeat(filled),
                 "-".repeat(width - filled),
                 r.step,

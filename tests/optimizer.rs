@@ -64,7 +64,7 @@ fn trainer_with(model: &mut Model, edit: impl FnOnce(&mut TrainConfig)) -> Train
     };
     let mut cfg = cfg;
     edit(&mut cfg);
-    let one = tinytune::train::data::Example { ids: vec![1, 2, 3], target: vec![true; 3] };
+    let one = tinytune::train::data::Example::new(vec![1, 2, 3], vec![true; 3]);
     Trainer::new(model, cfg, vec![one]).unwrap()
 }
 

@@ -393,7 +393,7 @@ fn an_example_longer_than_the_context_is_refused_before_training() {
     let mut m = model();
     block_on(lora::attach(&mut m, "default", &LoraConfig { r: 2, ..LoraConfig::default() }, 1)).unwrap();
     let n = m.context() + 2;
-    let long = vec![tinytune::train::data::Example { ids: vec![1; n], target: vec![true; n] }];
+    let long = vec![tinytune::train::data::Example::new(vec![1; n], vec![true; n])];
     let cfg = TrainConfig { steps: 1, batch_size: 1, seq_len: n, ..TrainConfig::default() };
     let err = Trainer::new(&mut m, cfg, long).err().expect("refused").to_string();
     assert!(err.contains("longer than the model's context"), "{err}");

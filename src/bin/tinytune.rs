@@ -500,10 +500,16 @@ struct TrainArgs {
     valid_fraction: Option<f64>,
     #[arg(long)]
     out: Option<String>,
-    /// lora, qlora, full or partial. QLoRA stores the base's linear weights in 4 bits first
+    /// lora, qlora, full, partial or dpo. QLoRA stores the base's linear weights in 4 bits first
     /// (see --quant-type); over a model folder already in 4 bits, lora and qlora are the same.
+    /// DPO trains a LoRA adapter on {"prompt", "chosen", "rejected"} pairs against the base with
+    /// the adapter off (see --beta).
     #[arg(long)]
     method: Option<String>,
+    /// For --method dpo: β, how far the adapter may move the model from the base (default 0.1;
+    /// higher keeps it closer).
+    #[arg(long)]
+    beta: Option<f64>,
     /// For --method qlora: nf4 or fp4.
     #[arg(long)]
     quant_type: Option<String>,
@@ -715,13 +721,13 @@ fn run_config(a: &TrainArgs) -> tinytune::Result<RunConfig> {
     macro_rules! set {
         ($($f:ident),*) => { $( if let Some(v) = a.$f.clone() { c.$f = v; } )* };
     }
-    set!(model, data, out, rank, alpha, dropout, targets, partial_layers, steps, epochs, batch_size, grad_accum, seq_len,
+    set!(model, data, out, beta, rank, alpha, dropout, targets, partial_layers, steps, epochs, batch_size, grad_accum, seq_len,
          lr, weight_decay, warmup, max_grad_norm, seed, eval_every, patience, checkpoint_every, device, valid_fraction);
     if a.valid_data.is_some() {
         c.valid_data = a.valid_data.clone();
     }
     if let Some(m) = &a.method {
-        c.method = enum_value("method", m, "lora, qlora, full, partial")?;
+        c.method = enum_value("method", m, "lora, qlora, full, partial, dpo")?;
     }
     if let Some(v) = &a.quant_type {
         c.quant_type = v.parse()?;

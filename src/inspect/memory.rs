@@ -133,7 +133,7 @@ impl Parts {
 pub fn predict(shape: &ModelShape, run: &RunShape) -> Parts {
     let layers = shape.layer_params.len();
     let adapted: Vec<&(usize, String, usize, usize)> = match run.method {
-        Method::Lora | Method::Qlora => shape.linears.iter().filter(|(_, p, _, _)| run.targets.matches(p)).collect(),
+        Method::Lora | Method::Qlora | Method::Dpo => shape.linears.iter().filter(|(_, p, _, _)| run.targets.matches(p)).collect(),
         _ => vec![],
     };
     let (trainable, backward_blocks) = match run.method {
@@ -142,7 +142,7 @@ pub fn predict(shape: &ModelShape, run: &RunShape) -> Parts {
             let k = run.partial_layers.min(layers);
             (shape.layer_params[layers - k..].iter().sum::<usize>() + shape.final_norm_params, k)
         }
-        Method::Lora | Method::Qlora => (adapted.iter().map(|(_, _, i, o)| run.rank * (i + o)).sum(), layers),
+        Method::Lora | Method::Qlora | Method::Dpo => (adapted.iter().map(|(_, _, i, o)| run.rank * (i + o)).sum(), layers),
     };
     let frozen = if run.method.is_adapter() { shape.params } else { shape.params - trainable };
     let weights = if run.nf4 {
@@ -164,7 +164,8 @@ pub fn predict(shape: &ModelShape, run: &RunShape) -> Parts {
             Optimizer::Adamw => 2.0 * trainable_bytes,
             Optimizer::Sgd => 0.0,
         },
-        activations: (run.batch * run.seq) as f64 * per_token * F32,
+        // DPO runs a chosen and a rejected row per pair (the reference pass keeps nothing).
+        activations: (run.batch * run.seq * if run.method == Method::Dpo { 2 } else { 1 }) as f64 * per_token * F32,
     }
 }
 
@@ -283,6 +284,8 @@ fn method_name(run: &RunShape) -> String {
         (Method::Partial, _) => format!("partial: last {} block{}", run.partial_layers, if run.partial_layers == 1 { "" } else { "s" }),
         (Method::Lora, false) => format!("LoRA r = {}", run.rank),
         (Method::Lora | Method::Qlora, _) => format!("QLoRA r = {} (4-bit base)", run.rank),
+        (Method::Dpo, false) => format!("DPO, LoRA r = {}", run.rank),
+        (Method::Dpo, true) => format!("DPO, LoRA r = {} (4-bit base)", run.rank),
     }
 }
 

@@ -41,7 +41,7 @@ impl TrainerState {
 /// The run's result: PEFT files for LoRA, a Hugging Face model folder otherwise.
 pub async fn result_files(model: &Model, run: &RunConfig) -> Result<Vec<(String, Vec<u8>)>> {
     match run.method {
-        Method::Lora | Method::Qlora => {
+        Method::Lora | Method::Qlora | Method::Dpo => {
             let (config, weights) = peft::export(model, "default", &run.train_config().lora, &run.model).await?;
             Ok(vec![(peft::CONFIG_FILE.into(), config.into_bytes()), (peft::WEIGHTS_FILE.into(), weights)])
         }
@@ -56,7 +56,7 @@ pub async fn checkpoint_files(model: &Model, trainer: &Trainer, run: &RunConfig,
         // f32 master weights: a bf16 save would round what the next step starts from.
         Method::Full | Method::Partial => model.save_files_as(safetensors::Dtype::F32).await?,
         // A PiSSA adapter as trained (for its residual base), so the run resumes exactly.
-        Method::Lora | Method::Qlora => {
+        Method::Lora | Method::Qlora | Method::Dpo => {
             let (config, weights) = peft::export_trained(model, "default", &run.train_config().lora, &run.model).await?;
             vec![(peft::CONFIG_FILE.into(), config.into_bytes()), (peft::WEIGHTS_FILE.into(), weights)]
         }

@@ -86,6 +86,8 @@ pub enum Format {
     PromptCompletion,
     /// `{"messages": [{"role": "system" | "user" | "assistant", "content": "..."}]}` per line.
     Chat,
+    /// `{"prompt": "...", "chosen": "...", "rejected": "..."}` per line (preference pairs, for DPO).
+    Preference,
 }
 
 impl Format {
@@ -96,6 +98,7 @@ impl Format {
             Format::JsonlText => &["text"],
             Format::PromptCompletion => &["prompt", "completion"],
             Format::Chat => &["messages"],
+            Format::Preference => &["prompt", "chosen", "rejected"],
         }
     }
 
@@ -107,7 +110,7 @@ impl Format {
 
     /// The JSONL format an object's keys announce, if any.
     fn of_object(obj: &serde_json::Map<String, serde_json::Value>) -> Option<Format> {
-        [Format::Chat, Format::PromptCompletion, Format::JsonlText]
+        [Format::Chat, Format::Preference, Format::PromptCompletion, Format::JsonlText]
             .into_iter()
             .find(|f| f.keys().iter().all(|k| obj.contains_key(*k)))
     }
@@ -120,6 +123,7 @@ impl std::fmt::Display for Format {
             Format::JsonlText => "text (JSONL)",
             Format::PromptCompletion => "prompt/completion (JSONL)",
             Format::Chat => "chat (JSONL)",
+            Format::Preference => "preference pairs (JSONL)",
         })
     }
 }
@@ -168,6 +172,15 @@ impl std::fmt::Display for BadLine {
 pub struct Example {
     pub ids: Vec<u32>,
     pub target: Vec<bool>,
+    /// For a preference pair (DPO): the rejected row; `ids`/`target` hold the chosen one.
+    pub rejected: Option<Box<Example>>,
+}
+
+impl Example {
+    /// An example to learn from as it stands (not a preference pair).
+    pub fn new(ids: Vec<u32>, target: Vec<bool>) -> Example {
+        Example { ids, target, rejected: None }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -211,7 +224,8 @@ pub fn load_dataset(name: &str, contents: &str, tok: &Tokenizer, opts: &DataOpti
     } else {
         return Err(Error::input(format!(
             "{name}: unknown data format. Use .txt for plain text, .jsonl with one JSON object per line \
-             ({{\"text\"}}, {{\"prompt\", \"completion\"}} or {{\"messages\"}}), or .json with an array of them"
+             ({{\"text\"}}, {{\"prompt\", \"completion\"}}, {{\"messages\"}} or {{\"prompt\", \"chosen\", \"rejected\"}}), \
+             or .json with an array of them"
         )));
     };
     if loader.examples.is_empty() {
@@ -235,6 +249,7 @@ enum Record {
     Text(String),
     PromptCompletion { prompt: String, completion: String },
     Chat(Vec<Message>),
+    Preference { prompt: String, chosen: String, rejected: String },
 }
 
 struct Loader<'a> {
@@ -274,7 +289,7 @@ impl Loader<'_> {
         for window in ids.chunks(self.opts.seq_len + 1) {
             // A single leftover token predicts nothing.
             if window.len() >= 2 {
-                self.examples.push(Example { ids: window.to_vec(), target: vec![true; window.len()] });
+                self.examples.push(Example::new(window.to_vec(), vec![true; window.len()]));
             }
         }
         Ok(())
@@ -310,6 +325,9 @@ impl Loader<'_> {
 
     fn example(&mut self, record: Record) -> Result<Example, LineError> {
         let (mut ids, mut target) = match record {
+            Record::Preference { prompt, chosen, rejected } => {
+                return super::preference::pair(self.tok, &prompt, &chosen, &rejected, self.opts.seq_len).map_err(LineError::Bad);
+            }
             Record::Text(text) => {
                 let ids = self.tok.encode(&text, true).map_err(LineError::bad)?;
                 let n = ids.len();
@@ -357,7 +375,7 @@ impl Loader<'_> {
             target.truncate(limit);
             self.truncated += 1;
         }
-        Ok(Example { ids, target })
+        Ok(Example::new(ids, target))
     }
 
     fn end_with_eos(&self, ids: &mut Vec<u32>) {
@@ -399,13 +417,15 @@ fn parse_line(line: &str, format: Option<(Format, usize)>) -> Result<(Format, Re
         None => match Format::of_object(obj) {
             Some(f) => f,
             // Half a prompt/completion pair is a missing field, not an unknown shape.
+            None if obj.contains_key("chosen") || obj.contains_key("rejected") => Format::Preference,
             None if obj.contains_key("prompt") || obj.contains_key("completion") => Format::PromptCompletion,
             None => {
                 return Err(format!(
-                    "expected {}, {} or {}, {}",
+                    "expected {}, {}, {} or {}, {}",
                     Format::JsonlText.shape(),
                     Format::PromptCompletion.shape(),
                     Format::Chat.shape(),
+                    Format::Preference.shape(),
                     found()
                 ));
             }
@@ -418,6 +438,11 @@ fn parse_line(line: &str, format: Option<(Format, usize)>) -> Result<(Format, Re
             completion: string_field(obj, "completion")?,
         },
         Format::Chat => Record::Chat(messages_field(obj)?),
+        Format::Preference => Record::Preference {
+            prompt: string_field(obj, "prompt")?,
+            chosen: string_field(obj, "chosen")?,
+            rejected: string_field(obj, "rejected")?,
+        },
     };
     Ok((format, record))
 }
@@ -526,10 +551,11 @@ pub fn batches(examples: &[Example], batch_size: usize, pack: bool, seq_len: usi
     };
     // A row of one token predicts nothing.
     let rows: Vec<_> = rows.into_iter().filter(|(ids, _)| ids.len() >= 2).collect();
-    rows.chunks(batch_size.max(1)).map(|chunk| batch(chunk, pad_id)).collect()
+    rows.chunks(batch_size.max(1)).map(|chunk| rows_batch(chunk, pad_id)).collect()
 }
 
-fn batch(rows: &[(Vec<u32>, Vec<bool>)], pad_id: u32) -> Batch {
+/// Rows (ids, target flags) as one batch, right-padded with `pad_id` to the longest.
+pub(crate) fn rows_batch(rows: &[(Vec<u32>, Vec<bool>)], pad_id: u32) -> Batch {
     let t = rows.iter().map(|(ids, _)| ids.len() - 1).max().unwrap_or(0);
     let mut b = Batch { ids: vec![], targets: vec![], weights: vec![], pad: vec![] };
     for (ids, target) in rows {
@@ -568,7 +594,7 @@ mod tests {
         assert_eq!(parse_texts("a.txt", "one\n\n two \n").unwrap(), vec!["one", " two "]);
     }
     fn example(ids: &[u32], target: &[bool]) -> Example {
-        Example { ids: ids.to_vec(), target: target.to_vec() }
+        Example::new(ids.to_vec(), target.to_vec())
     }
 
 

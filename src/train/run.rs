@@ -29,6 +29,8 @@ pub struct RunConfig {
     pub quant_type: QuantType,
     /// QLoRA: quantize the absmaxes too (8 bits, blocks of 256).
     pub double_quant: bool,
+    /// DPO's β.
+    pub beta: f64,
     pub partial_layers: usize,
     pub steps: usize,
     pub epochs: f64,
@@ -69,6 +71,7 @@ impl Default for RunConfig {
             rslora: l.rslora,
             init: l.init,
             quant_type: t.quant.quant_type,
+            beta: t.dpo_beta,
             double_quant: t.quant.double_quant,
             partial_layers: t.partial_layers,
             steps: t.steps,
@@ -125,6 +128,7 @@ impl RunConfig {
                 init: self.init,
             },
             quant: QuantConfig { quant_type: self.quant_type, double_quant: self.double_quant },
+            dpo_beta: self.beta,
             partial_layers: self.partial_layers,
             optimizer: self.optimizer,
             lr: self.lr,

@@ -22,6 +22,7 @@ use crate::quant::QuantType;
 use crate::quant::bnb::QuantConfig;
 use crate::model::{Model, read_f32};
 use crate::train::data::{Batch, Example, batches};
+use crate::train::preference::{self, DpoReport};
 use crate::rng::Rng;
 use crate::{Error, Result};
 
@@ -37,12 +38,15 @@ pub enum Method {
     Full,
     /// Only the last `partial_layers` blocks (and the final norm) train.
     Partial,
+    /// Preference finetuning: a LoRA adapter trained with DPO on `{"prompt", "chosen",
+    /// "rejected"}` pairs, against the base with the adapter off (`crate::train::preference`).
+    Dpo,
 }
 
 impl Method {
-    /// LoRA or QLoRA: an adapter trains, the base stays frozen.
+    /// LoRA, QLoRA or DPO: an adapter trains, the base stays frozen.
     pub fn is_adapter(self) -> bool {
-        matches!(self, Method::Lora | Method::Qlora)
+        matches!(self, Method::Lora | Method::Qlora | Method::Dpo)
     }
 }
 
@@ -92,6 +96,8 @@ pub struct TrainConfig {
     pub patience: usize,
     /// Give up after this many skipped (non-finite) steps in a row.
     pub nan_patience: usize,
+    /// DPO's β: how far the policy may move from the reference (higher: less far).
+    pub dpo_beta: f64,
 }
 
 impl Default for TrainConfig {
@@ -120,6 +126,7 @@ impl Default for TrainConfig {
             eval_every: 0,
             patience: 0,
             nan_patience: 5,
+            dpo_beta: crate::train::preference::DEFAULT_BETA,
         }
     }
 }
@@ -129,6 +136,9 @@ impl TrainConfig {
         let bad = |m: String| Err(Error::input(m));
         if self.batch_size == 0 || self.grad_accum == 0 || self.seq_len < 2 {
             return bad("batch size and grad accumulation must be at least 1, and seq len at least 2".into());
+        }
+        if self.method == Method::Dpo && !(self.dpo_beta > 0.0 && self.dpo_beta.is_finite()) {
+            return bad(format!("DPO's beta must be positive, not {}", self.dpo_beta));
         }
         if !(self.lr > 0.0 && self.lr.is_finite()) {
             return bad(format!("learning rate must be positive, not {}", self.lr));
@@ -227,6 +237,9 @@ pub struct StepReport {
     pub tokens: usize,
     /// The update was skipped because the loss or a gradient was NaN or infinite.
     pub skipped: bool,
+    /// DPO's rewards, accuracy and margin over the step's pairs.
+    #[serde(skip_serializing_if = "Option::is_none", flatten)]
+    pub dpo: Option<DpoReport>,
 }
 
 pub struct Trainer {
@@ -337,7 +350,7 @@ pub async fn prepare_base(model: &mut Model, cfg: &TrainConfig) -> Result<Option
             let n = model.dequantize_linears();
             Ok((n > 0).then(|| format!("dequantized {n} 4-bit linear weights to f32: {:?} finetuning trains them", cfg.method)))
         }
-        Method::Lora => Ok(None),
+        Method::Lora | Method::Dpo => Ok(None),
     }
 }
 
@@ -360,11 +373,20 @@ impl Trainer {
         if train.is_empty() {
             return Err(Error::input("there are no training examples"));
         }
+        let pairs = train.iter().filter(|e| e.rejected.is_some()).count();
+        if cfg.method == Method::Dpo && pairs < train.len() {
+            return Err(Error::input(
+                "DPO trains on preference pairs: give a .jsonl file of {\"prompt\", \"chosen\", \"rejected\"} records",
+            ));
+        }
+        if cfg.method != Method::Dpo && pairs > 0 {
+            return Err(Error::input("preference pairs ({\"prompt\", \"chosen\", \"rejected\"}) train with --method dpo"));
+        }
         if !model.device.is_autodiff() {
             return Err(Error::device("training needs the model on an autodiff device (Device::autodiff())"));
         }
         let params: Vec<ParamRef> = match cfg.method {
-            Method::Lora | Method::Qlora => {
+            Method::Lora | Method::Qlora | Method::Dpo => {
                 let mut ps = Vec::new();
                 for (path, linear) in model.arch.linears() {
                     if linear.adapter("default").is_some() {
@@ -390,7 +412,11 @@ impl Trainer {
             }
         };
         let pad_id = model.tokenizer.eos_ids.first().copied().unwrap_or(0);
-        let per_epoch = batches(&train, cfg.batch_size, cfg.pack, cfg.seq_len, pad_id).len();
+        let per_epoch = if cfg.method == Method::Dpo {
+            train.len().div_ceil(cfg.batch_size)
+        } else {
+            batches(&train, cfg.batch_size, cfg.pack, cfg.seq_len, pad_id).len()
+        };
         let total_steps = if cfg.steps > 0 {
             cfg.steps
         } else {
@@ -423,6 +449,9 @@ impl Trainer {
             order.swap(i, (rng.next_u64() % (i as u64 + 1)) as usize);
         }
         let shuffled: Vec<Example> = order.into_iter().map(|i| self.train[i].clone()).collect();
+        if self.cfg.method == Method::Dpo {
+            return preference::batches(&shuffled, self.cfg.batch_size, self.cfg.seq_len, self.pad_id);
+        }
         batches(&shuffled, self.cfg.batch_size, self.cfg.pack, self.cfg.seq_len, self.pad_id)
     }
 
@@ -456,13 +485,27 @@ impl Trainer {
         set_training(model, true);
         let mut grads_acc: Vec<Option<Tensor<2>>> = vec![None; self.params.len()];
         let mut loss_acc: Option<Tensor<1>> = None;
+        let mut stats_acc: Option<Tensor<1>> = None;
+        let dpo = self.cfg.method == Method::Dpo;
         let tokens = micro.iter().flat_map(|b| b.weights.iter().flatten()).filter(|w| **w > 0.0).count();
-        // The step's loss tokens, over all micro-batches (transformers' num_items_in_batch).
-        let total: f64 = micro.iter().flat_map(|b| b.weights.iter().flatten()).map(|&w| w as f64).sum::<f64>().max(1.0);
+        // What a micro-batch's mean is weighted by: the step's loss tokens over all micro-batches
+        // (transformers' num_items_in_batch), or for DPO its pairs.
+        let weight = |b: &Batch| if dpo { (b.ids.len() / 2) as f64 } else { b.weights.iter().flatten().map(|&w| w as f64).sum::<f64>() };
+        let total: f64 = micro.iter().map(weight).sum::<f64>().max(1.0);
         for batch in micro {
-            let count: f64 = batch.weights.iter().flatten().map(|&w| w as f64).sum::<f64>().max(1.0);
-            // batch_loss is the micro-batch's token mean: back to its sum, over the step's tokens.
-            let loss = batch_loss(model, &batch)? * (count / total);
+            let share = weight(&batch).max(1.0) / total;
+            // Each micro-batch's mean: back to its sum, over the step's tokens (or pairs).
+            let loss = if dpo {
+                let (loss, stats) = preference::dpo_loss(model, &batch, self.cfg.dpo_beta)?;
+                let stats = stats * share;
+                stats_acc = Some(match stats_acc.take() {
+                    Some(s) => s + stats,
+                    None => stats,
+                });
+                loss * share
+            } else {
+                batch_loss(model, &batch)? * share
+            };
             let grads = loss.clone().backward();
             for (i, slot) in slots(model, &self.params)?.iter().enumerate() {
                 let Some(g) = slot.grad(&grads) else { continue };
@@ -482,8 +525,11 @@ impl Trainer {
         let sq: Vec<Tensor<1>> = grads_acc.iter().flatten().map(|g| g.clone().square().sum()).collect();
         let norm_sq = if sq.is_empty() { Tensor::<1>::zeros([1], &self.device) } else { Tensor::cat(sq, 0).sum() };
         let loss_mean = loss_acc.ok_or_else(|| Error::input("a step needs at least one micro-batch"))?;
-        let both = read_f32(Tensor::cat(vec![loss_mean, norm_sq.sqrt()], 0)).await?;
+        let mut read = vec![loss_mean, norm_sq.sqrt()];
+        read.extend(stats_acc);
+        let both = read_f32(Tensor::cat(read, 0)).await?;
         let (loss, grad_norm) = (both[0] as f64, both[1] as f64);
+        let dpo = dpo.then(|| DpoReport::from_values(&both[2..]));
         let lr = self.cfg.lr_at(step, self.total_steps);
         let skipped = !(loss.is_finite() && grad_norm.is_finite());
         if skipped {
@@ -496,7 +542,7 @@ impl Trainer {
             self.apply(model, grads_acc, lr, clip, self.cursor.taken)?;
         }
         self.cursor.step += 1;
-        Ok(StepReport { step: self.cursor.step, total_steps: self.total_steps, loss, lr, grad_norm, tokens, skipped })
+        Ok(StepReport { step: self.cursor.step, total_steps: self.total_steps, loss, lr, grad_norm, tokens, skipped, dpo })
     }
 
     fn apply(&mut self, model: &mut Model, grads: Vec<Option<Tensor<2>>>, lr: f64, clip: f64, t: usize) -> Result<()> {
@@ -569,7 +615,11 @@ impl Trainer {
             slot.set_untracked(v.clone());
             kept.push((v, tracked));
         }
-        let result = evaluate_examples(model, examples, self.cfg.batch_size, self.cfg.seq_len).await;
+        let result = if self.cfg.method == Method::Dpo {
+            preference::evaluate(model, examples, self.cfg.batch_size, self.cfg.seq_len, self.cfg.dpo_beta).await.map(|v| (v[0], 0.0))
+        } else {
+            evaluate_examples(model, examples, self.cfg.batch_size, self.cfg.seq_len).await
+        };
         for (mut slot, (v, tracked)) in slots(model, &self.params)?.into_iter().zip(kept) {
             if tracked { slot.set(v) } else { slot.set_untracked(v) }
         }
