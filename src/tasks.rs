@@ -62,8 +62,11 @@ pub struct Task {
     pub stop: Option<String>,
     /// Where it came from (a folder, or a name in the page).
     pub dir: String,
-    /// (prompt, gold completion)
+    /// (prompt, gold completion); for preference pairs the gold is the chosen completion.
     pub test: Vec<(String, String)>,
+    /// For preference pairs (`{"prompt", "chosen", "rejected"}` lines): the rejected completion of
+    /// each test line; empty otherwise.
+    pub rejected: Vec<String>,
 }
 
 impl Task {
@@ -78,7 +81,7 @@ impl Task {
             let builtin = Path::new("www/assets/builtin/tasks").join(name_or_dir);
             if !builtin.join("task.json").exists() {
                 return Err(Error::input(format!(
-                    "no task '{name_or_dir}': pass a folder with task.json and test.jsonl, or a built-in task name (json, sql, style, qa) from the repository root"
+                    "no task '{name_or_dir}': pass a folder with task.json and test.jsonl, or a built-in task name (json, sql, style, qa, pirate-prefs) from the repository root"
                 )));
             }
             builtin
@@ -100,6 +103,7 @@ impl Task {
     pub fn from_texts(task_json: &str, test_jsonl: &str, label: &str) -> Result<Task> {
         let file: TaskFile = serde_json::from_str(task_json).map_err(|e| Error::input(format!("{label}/task.json: {e}")))?;
         let mut test = Vec::new();
+        let mut rejected = Vec::new();
         for (i, line) in test_jsonl.lines().enumerate() {
             if line.trim().is_empty() {
                 continue;
@@ -107,9 +111,19 @@ impl Task {
             let v: serde_json::Value = serde_json::from_str(line)
                 .map_err(|e| Error::input(format!("{label} test line {}: not valid JSON ({e})", i + 1)))?;
             let get = |k: &str| v.get(k).and_then(|x| x.as_str()).map(String::from);
-            match (get("prompt"), get("completion")) {
-                (Some(p), Some(c)) => test.push((p, c)),
-                _ => return Err(Error::input(format!("{label} test line {}: needs \"prompt\" and \"completion\" strings", i + 1))),
+            match (get("prompt"), get("completion"), get("chosen"), get("rejected")) {
+                (Some(p), Some(c), None, None) if rejected.is_empty() => test.push((p, c)),
+                (Some(p), None, Some(c), Some(r)) if rejected.len() == test.len() => {
+                    test.push((p, c));
+                    rejected.push(r);
+                }
+                _ => {
+                    return Err(Error::input(format!(
+                        "{label} test line {}: needs \"prompt\" and \"completion\" strings, or \"prompt\", \"chosen\" and \
+                         \"rejected\" (the same kind on every line)",
+                        i + 1
+                    )));
+                }
             }
         }
         let mut metrics = vec![file.metric];
@@ -123,11 +137,25 @@ impl Task {
             }
         }
         for m in &metrics {
-            if !matches!(m.kind.as_str(), "exact_match" | "json_keys" | "json_values" | "style_markers" | "tinysql_valid") {
+            if !matches!(m.kind.as_str(), "exact_match" | "json_keys" | "json_values" | "style_markers" | "tinysql_valid" | "preference_accuracy") {
                 return Err(Error::input(format!("{label}: unknown metric kind '{}'", m.kind)));
             }
+            if m.kind == "preference_accuracy" && rejected.is_empty() {
+                return Err(Error::input(format!(
+                    "{label}: the preference_accuracy metric needs test lines of {{\"prompt\", \"chosen\", \"rejected\"}}"
+                )));
+            }
         }
-        Ok(Task { name: file.name, description: file.description, metrics, max_new_tokens: file.max_new_tokens, stop: file.stop, dir: label.to_string(), test })
+        Ok(Task {
+            name: file.name,
+            description: file.description,
+            metrics,
+            max_new_tokens: file.max_new_tokens,
+            stop: file.stop,
+            dir: label.to_string(),
+            test,
+            rejected,
+        })
     }
 }
 
@@ -320,13 +348,19 @@ pub struct TaskReport {
     pub samples: Vec<(String, String, String)>,
 }
 
-/// Score outputs (already cut) against the task's gold completions.
-pub fn score(task: &Task, outputs: &[String]) -> Vec<MetricResult> {
+/// Score outputs (already cut) against the task's gold completions. `prefers` holds, per test
+/// pair, whether the model gives the chosen completion the higher log-probability (the
+/// `preference_accuracy` metric; empty for other tasks).
+pub fn score(task: &Task, outputs: &[String], prefers: &[bool]) -> Vec<MetricResult> {
     task.metrics
         .iter()
         .map(|m| {
-            let hits = outputs.iter().zip(&task.test).filter(|(o, (_, g))| passes(m, o, g)).count();
-            MetricResult { kind: m.kind.clone(), label: m.label.clone(), score: hits as f64 / outputs.len().max(1) as f64 }
+            let (hits, n) = if m.kind == "preference_accuracy" {
+                (prefers.iter().filter(|p| **p).count(), prefers.len())
+            } else {
+                (outputs.iter().zip(&task.test).filter(|(o, (_, g))| passes(m, o, g)).count(), outputs.len())
+            };
+            MetricResult { kind: m.kind.clone(), label: m.label.clone(), score: hits as f64 / n.max(1) as f64 }
         })
         .collect()
 }
@@ -348,9 +382,15 @@ pub async fn evaluate(model: &Model, task: &Task, limit: Option<usize>, mut prog
         outputs.push(cut(&text, task.stop.as_deref()).to_string());
         progress(i + 1, n);
     }
+    let mut prefers = Vec::new();
+    if task.metrics.iter().any(|m| m.kind == "preference_accuracy") {
+        for ((prompt, chosen), rejected) in task.test[..n].iter().zip(&task.rejected) {
+            prefers.push(crate::train::preference::prefers_chosen(model, prompt, chosen, rejected).await?);
+        }
+    }
     let sub = Task { test: task.test[..n].to_vec(), ..task.clone() };
     let samples = sub.test.iter().zip(&outputs).take(5).map(|((p, g), o)| (p.clone(), o.clone(), g.clone())).collect();
-    Ok(TaskReport { task: task.name.clone(), examples: n, metrics: score(&sub, &outputs), samples })
+    Ok(TaskReport { task: task.name.clone(), examples: n, metrics: score(&sub, &outputs, &prefers), samples })
 }
 
 #[cfg(test)]

@@ -375,7 +375,7 @@ fn a_line_shaped_unlike_the_first_is_a_bad_line() {
     );
     let err = load_error("{\"txt\": \"a\"}");
     assert!(
-        err.contains(r#"line 1: expected {"text"}, {"prompt", "completion"} or {"messages"}, found keys ["txt"]"#),
+        err.contains(r#"line 1: expected {"text"}, {"prompt", "completion"}, {"messages"} or {"prompt", "chosen", "rejected"}, found keys ["txt"]"#),
         "{err}"
     );
 }

@@ -13,15 +13,17 @@ fn task(name: &str) -> Task {
 
 #[test]
 fn gold_completions_score_100_percent_and_empty_outputs_0() {
-    for name in ["json", "sql", "style", "qa"] {
+    for name in ["json", "sql", "style", "qa", "pirate-prefs"] {
         let t = task(name);
         assert_eq!(t.test.len(), 200, "{name}");
+        // A model that always prefers the chosen completion, and one that never does.
+        let (always, never) = (vec![true; t.rejected.len()], vec![false; t.rejected.len()]);
         let gold: Vec<String> = t.test.iter().map(|(_, c)| cut(c, t.stop.as_deref()).to_string()).collect();
-        for m in score(&t, &gold) {
+        for m in score(&t, &gold, &always) {
             assert_eq!(m.score, 1.0, "{name} {}: gold must score 100%", m.kind);
         }
         let empty = vec![String::new(); t.test.len()];
-        for m in score(&t, &empty) {
+        for m in score(&t, &empty, &never) {
             assert_eq!(m.score, 0.0, "{name} {}: empty must score 0%", m.kind);
         }
     }
@@ -49,4 +51,35 @@ fn eval_task_generates_and_scores_with_the_model() {
         .unwrap();
     assert!(!unknown.status.success());
     assert!(String::from_utf8_lossy(&unknown.stderr).contains("no task 'nope'"));
+}
+
+#[test]
+fn the_preference_task_holds_pairs_and_its_rejected_completions_fail_the_style_metric() {
+    let t = task("pirate-prefs");
+    assert_eq!(t.rejected.len(), t.test.len());
+    assert_eq!(t.metrics[0].kind, "preference_accuracy");
+    // Every rejected completion misses the pirate style the chosen one has.
+    let rejected: Vec<String> = t.rejected.iter().map(|r| cut(r, t.stop.as_deref()).to_string()).collect();
+    let style = &t.metrics[1];
+    assert_eq!(style.kind, "style_markers");
+    for ((_, chosen), r) in t.test.iter().zip(&rejected) {
+        assert!(!tinytune::tasks::passes(style, r, chosen), "a rejected completion speaks pirate: {r:?}");
+    }
+}
+
+#[test]
+fn eval_task_scores_preference_pairs_by_the_model_s_own_log_probabilities() {
+    let root = env!("CARGO_MANIFEST_DIR");
+    let out = Command::new(env!("CARGO_BIN_EXE_tinytune"))
+        .current_dir(root)
+        .args(["eval", "--device", "cpu", "--model", "www/assets/builtin/model", "--task", "pirate-prefs", "--limit", "4", "--json"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let metrics = report["metrics"].as_array().unwrap();
+    assert_eq!(metrics[0]["kind"], "preference_accuracy");
+    let share = metrics[0]["score"].as_f64().unwrap();
+    // Four pairs: a share in quarters.
+    assert!((share * 4.0 - (share * 4.0).round()).abs() < 1e-9, "{share}");
 }

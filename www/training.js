@@ -11,7 +11,7 @@ import { drawHeatmap, drawLegend, sharedScale, formatScale } from './render/heat
 import { spectrumChart, effectiveRankHistory } from './render/spectrum.js';
 import { memoryLedger, formatBytes } from './render/memory.js';
 
-const TASKS = ['json', 'sql', 'style', 'qa'];
+const TASKS = ['json', 'sql', 'style', 'qa', 'pirate-prefs'];
 const CHECKPOINT_NAME = 'last run';
 const MAX_SIDE = 96; // heatmap cells a side; larger matrices are shrunk by block means
 
@@ -58,7 +58,8 @@ export function initTraining({ state, readSampling, onSaved }) {
         if (token !== t.dataToken) return;
         t.data = { name: `${source}-train.jsonl`, text, source };
         const n = text.split('\n').filter((l) => l.trim()).length;
-        $('#data-status').textContent = `Built-in task "${source}": ${n} prompt/completion examples.`;
+        const pairs = text.includes('"rejected"');
+        $('#data-status').textContent = `Built-in task "${source}": ${n} ${pairs ? 'preference pairs (train with DPO)' : 'prompt/completion examples'}.`;
         if (!$('#compare-prompt').value || $('#compare-prompt').dataset.auto === 'yes') {
           const first = JSON.parse((await fetchTask(source, 'test.jsonl')).split('\n')[0]);
           $('#compare-prompt').value = first.prompt;
@@ -129,7 +130,7 @@ export function initTraining({ state, readSampling, onSaved }) {
     const s = state.get();
     return {
       model: t.modelName || 'model', data: t.data?.name || 'data.jsonl', out: 'tinytune-run',
-      method: s.method, quant_type: s.quantType, double_quant: s.doubleQuant,
+      method: s.method, beta: s.beta, quant_type: s.quantType, double_quant: s.doubleQuant,
       rank: s.rank, alpha: s.alpha, targets: s.targets, partial_layers: s.partialLayers,
       lr: s.lr, warmup: s.warmup, steps: s.steps, batch_size: s.batchSize, seq_len: s.seqLen, seed: s.seed,
       eval_every: s.evalEvery, valid_fraction: s.validFraction,
@@ -176,7 +177,7 @@ export function initTraining({ state, readSampling, onSaved }) {
   function renderViews(v) {
     t.views = v;
     if (!v.paths.length) {
-      $('#matrices-note').textContent = ['lora', 'qlora'].includes(state.get().method)
+      $('#matrices-note').textContent = ['lora', 'qlora', 'dpo'].includes(state.get().method)
         ? 'Train or import an adapter to see its matrices.'
         : 'Full and partial finetuning have no low-rank factors: only LoRA and QLoRA runs show matrices and spectra.';
     } else {
@@ -228,7 +229,8 @@ export function initTraining({ state, readSampling, onSaved }) {
       renderLoss();
       const perStep = (performance.now() - started) / 1000 / Math.max(1, ev.step - t.firstStep);
       $('#train-stats').textContent = `step ${ev.step}/${ev.total_steps} · loss ${ev.loss.toFixed(4)} · ` +
-        `${ev.tokensPerSecond.toFixed(0)} tokens/s · ETA ${Math.ceil(perStep * (ev.total_steps - ev.step))} s` + (ev.skipped ? ' · step skipped (non-finite loss)' : '');
+        `${ev.tokensPerSecond.toFixed(0)} tokens/s · ETA ${Math.ceil(perStep * (ev.total_steps - ev.step))} s` + (ev.skipped ? ' · step skipped (non-finite loss)' : '') +
+        (ev.reward_accuracy !== undefined ? ` · reward accuracy ${(100 * ev.reward_accuracy).toFixed(0)}% · margin ${ev.reward_margin.toFixed(3)}` : '');
     } else if (ev.event === 'valid') {
       if (!t.valid.some(([s]) => s === ev.step)) t.valid.push([ev.step, ev.loss]);
       $('#loss-chart').dataset.lastValid = String(ev.loss);
@@ -274,7 +276,7 @@ export function initTraining({ state, readSampling, onSaved }) {
       // Keep the last checkpoint and the adapter first, so that "done" or "stopped" means
       // everything is saved: a reload right after loses nothing.
       await t.saving;
-      if (!done.stopped && state.get().method === 'lora' && t.hasAdapter) await keepAdapter();
+      if (!done.stopped && ['lora', 'dpo'].includes(state.get().method) && t.hasAdapter) await keepAdapter();
       setStatus(status, done.stopped ? 'stopped' : 'done', done.stopped
         ? `Stopped at step ${done.step}. Press Resume to continue from there.`
         : `Done: ${done.step} steps, final train loss ${last ? last[1].toFixed(4) : '–'}` +

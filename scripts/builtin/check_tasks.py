@@ -179,7 +179,8 @@ def score(meta, test, outputs):
     """outputs: dict prompt -> raw output. Missing prompts count as wrong.
 
     Returns [(metric kind, share in [0, 1])], the main metric first."""
-    metrics = [meta["metric"]] + meta.get("extra_metrics", [])
+    # preference_accuracy is the model's own ranking of a pair, not a score of text: skipped here.
+    metrics = [m for m in [meta["metric"]] + meta.get("extra_metrics", []) if m["kind"] != "preference_accuracy"]
     # tinysql_valid reads the task's schema.
     metrics = [dict(m, schema=meta.get("schema")) if m["kind"] == "tinysql_valid" else m for m in metrics]
     totals = [0] * len(metrics)
@@ -189,7 +190,7 @@ def score(meta, test, outputs):
             continue
         out = cut(raw, meta["stop"])
         for i, m in enumerate(metrics):
-            totals[i] += score_one(m["kind"], m, out, ex["completion"])
+            totals[i] += score_one(m["kind"], m, out, ex.get("completion", ex.get("chosen")))
     return [(m["kind"], t / len(test)) for m, t in zip(metrics, totals)]
 
 
@@ -204,7 +205,7 @@ def self_test(tasks_dir):
     for name in names:
         meta, test = load_task(name, tasks_dir)
         # Gold completions, as a model would emit them (it may go on past the stop string).
-        gold = score(meta, test, {ex["prompt"]: ex["completion"] + "more text" for ex in test})
+        gold = score(meta, test, {ex["prompt"]: ex.get("completion", ex.get("chosen")) + "more text" for ex in test})
         empty = score(meta, test, {ex["prompt"]: "" for ex in test})
         show(name, "gold", gold)
         show(name, "empty", empty)

@@ -10,6 +10,9 @@ Tasks (see www/assets/builtin/tasks/README.md for the exact metrics):
   sql    turn a question into TinySQL, a small query language made up for tinytune
   style  rewrite a sentence in "pirate" style, following fixed rules
   qa     answer a one-word question about a three-sentence story
+  pirate-prefs
+         preference pairs for DPO: the pirate rewrite (chosen) over a plain copy of the
+         sentence or a half-done rewrite (rejected); {"prompt", "chosen", "rejected"} per line
 
 Every completion starts with a space and ends with "\\n"; evaluation stops
 generating at the first "\\n". Test prompts never appear in train.
@@ -440,6 +443,24 @@ def style_example(r):
     return prompt, " " + pirate(text) + "\n"
 
 
+def half_pirate(text):
+    """The pirate frame around the sentence with its words left as they were."""
+    body = text.strip()
+    if body.endswith((".", "!")):
+        body = body[:-1]
+    return PIRATE_PREFIX + body + PIRATE_SUFFIX
+
+
+def style_pair(r):
+    """(prompt, chosen, rejected): the rewrite over a plain copy, or over the frame alone when
+    the sentence has a word to change (half of those)."""
+    prompt, chosen = style_example(r)
+    text = prompt.split("\nText: ", 1)[1].rsplit("\nPirate:", 1)[0]
+    half = " " + half_pirate(text) + "\n"
+    rejected = half if half != chosen and r.random() < 0.5 else " " + text + "\n"
+    return prompt, chosen, rejected
+
+
 # ---------------------------------------------------------------------------
 # qa: a question about a short story
 # ---------------------------------------------------------------------------
@@ -547,6 +568,18 @@ TASKS = {
         extra_metrics=[],
         max_new_tokens=16,
     ),
+    # Preference pairs for DPO. The main metric asks the model itself: does it give the chosen
+    # completion more probability than the rejected one? The extra ones grade what it writes.
+    "pirate-prefs": dict(
+        make=style_pair,
+        description="Preference pairs for DPO: prefer the pirate rewrite over a plain copy or a half-done one.",
+        metric={"kind": "preference_accuracy", "label": "prefers the chosen"},
+        extra_metrics=[{"kind": "style_markers", "label": "pirate markers", "prefix": PIRATE_PREFIX, "suffix": PIRATE_SUFFIX,
+                        "forbidden_words": list(PIRATE_WORDS)},
+                       {"kind": "exact_match", "label": "exact match", "normalize": "whitespace"}],
+        max_new_tokens=64,
+        rules={"prefix": PIRATE_PREFIX, "suffix": PIRATE_SUFFIX, "words": PIRATE_WORDS},
+    ),
 }
 
 
@@ -557,11 +590,15 @@ def draw(make, rng, n, exclude):
         tries += 1
         if tries > n * 200:
             raise SystemExit("could not draw %d distinct examples" % n)
-        prompt, completion = make(rng)
+        made = make(rng)
+        prompt = made[0]
         if prompt in exclude or prompt in seen:
             continue
         seen.add(prompt)
-        out.append({"prompt": prompt, "completion": completion})
+        if len(made) == 3:
+            out.append({"prompt": prompt, "chosen": made[1], "rejected": made[2]})
+        else:
+            out.append({"prompt": prompt, "completion": made[1]})
     return out
 
 
@@ -611,7 +648,7 @@ def main():
         with open(os.path.join(d, "task.json"), "w", encoding="utf-8", newline="\n") as f:
             json.dump(meta, f, indent=2)
             f.write("\n")
-        longest = max(len(r["prompt"]) + len(r["completion"]) for r in train + test)
+        longest = max(len(r["prompt"]) + max(len(r.get(k, "")) for k in ("completion", "chosen", "rejected")) for r in train + test)
         print("%s: %d train, %d test, longest prompt+completion %d chars" % (name, len(train), len(test), longest))
 
 
