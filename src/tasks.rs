@@ -159,6 +159,26 @@ impl Task {
     }
 }
 
+impl Task {
+    /// The task as a few-shot prompt sees it: the first `shots` test examples, each prompt with
+    /// its gold completion, are written before every other test prompt, and scoring runs on
+    /// those others. Prompting needs no training, so this is the baseline a finetune must beat.
+    pub fn few_shot(&self, shots: usize) -> Result<Task> {
+        if shots == 0 {
+            return Ok(self.clone());
+        }
+        if shots >= self.test.len() {
+            return Err(Error::input(format!("{shots} shots leave none of the task's {} test examples to score", self.test.len())));
+        }
+        let prefix: String = self.test[..shots].iter().map(|(p, c)| format!("{p}{c}")).collect();
+        Ok(Task {
+            test: self.test[shots..].iter().map(|(p, c)| (format!("{prefix}{p}"), c.clone())).collect(),
+            rejected: self.rejected.iter().skip(shots).cloned().collect(),
+            ..self.clone()
+        })
+    }
+}
+
 /// The text before the first `stop`.
 pub fn cut<'a>(output: &'a str, stop: Option<&str>) -> &'a str {
     match stop.and_then(|s| output.find(s)) {

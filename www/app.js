@@ -2,13 +2,65 @@
 // hands the training flow to training.js. All settings live in one state object mirrored in the
 // URL hash (state.js); ?gpu=off forces the CPU engine, ?gpu=on WebGPU even on a software adapter, and ?model=none skips the built-in model.
 
-import { $, showError, setStatus, clearError } from './dom.js';
+import { $, showError, setStatus, clearError, html, openSection } from './dom.js';
 import { send, restart, onFatal } from './engine.js';
 import { DEFAULTS, decodeHash, encodeHash, createStore } from './state.js';
 import { formatBytes as bytes } from './render/memory.js';
 import { initTraining } from './training.js';
 import { initPrecision } from './precision.js';
 import { initMerge } from './merge.js';
+import { initCalculator } from './calculator.js';
+import { initLessons } from './lessons.js';
+
+// Sections folded on a first visit, so the page opens on the path a newcomer needs (lessons,
+// model, data, training, loss, runs); a click on a heading folds or unfolds it, and the choice
+// is kept. ('all-open' in storage opens every section: the browser tests use it.)
+const FOLDED_FIRST = ['check-section', 'spectrum-section', 'calculator-section', 'precision-section', 'merge-section', 'compare-section', 'generate-section', 'saved-section'];
+const FOLD_KEY = 'tinytune.sections';
+
+function foldSections() {
+  let saved = null;
+  try {
+    saved = localStorage.getItem(FOLD_KEY);
+  } catch { /* storage blocked: the first-visit folding */ }
+  let folded;
+  try {
+    folded = new Set(saved === 'all-open' ? [] : saved ? JSON.parse(saved) : FOLDED_FIRST);
+  } catch {
+    folded = new Set(FOLDED_FIRST);
+  }
+  const keep = () => {
+    try {
+      localStorage.setItem(FOLD_KEY, JSON.stringify([...document.querySelectorAll('main > section.collapsed')].map((s) => s.id)));
+    } catch { /* not kept: folding still works */ }
+  };
+  for (const section of document.querySelectorAll('main > section')) {
+    const h2 = section.querySelector(':scope > h2');
+    if (!h2) continue;
+    const button = html('button', { type: 'button', class: 'fold', 'aria-controls': section.id }, h2.textContent);
+    h2.replaceChildren(button);
+    const set = (open) => {
+      section.classList.toggle('collapsed', !open);
+      button.setAttribute('aria-expanded', String(open));
+    };
+    set(!folded.has(section.id));
+    button.addEventListener('click', () => {
+      set(section.classList.contains('collapsed'));
+      keep();
+    });
+    section.addEventListener('unfolded', keep);
+  }
+  // The table of contents scrolls to a section and unfolds it. (The address's hash holds the
+  // page's settings, so the links must not change it.)
+  for (const a of document.querySelectorAll('#toc a')) {
+    a.addEventListener('click', (e) => {
+      e.preventDefault();
+      const id = a.getAttribute('href').slice(1);
+      openSection(id);
+      document.getElementById(id)?.scrollIntoView({ behavior: 'smooth', block: 'start' });
+    });
+  }
+}
 
 const TOLERANCE = 1e-4;
 let deviceReady = null; // resolves once the worker has opened its device
@@ -491,8 +543,11 @@ let merge = null;
 const training = initTraining({ state, readSampling, onSaved: () => merge?.refresh() });
 const precision = initPrecision({ currentData: () => training.data(), busy: () => training.busy() });
 merge = initMerge({ store: () => training.store(), busy: () => training.busy(), useAdapter: training.useAdapter, modelName: () => training.modelName() });
+const calculator = initCalculator();
+const lessons = initLessons({ state, training, calculator });
+foldSections();
 // The page's command channel, for the browser tests and the curious (devtools).
-window.tinytune = { send, state, recover, restarting: () => restarting !== null };
+window.tinytune = { send, state, recover, restarting: () => restarting !== null, lessons };
 bindInputs();
 wireModelInputs();
 listLocalModels();

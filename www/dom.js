@@ -25,6 +25,15 @@ export function download(name, data, type) {
   setTimeout(() => URL.revokeObjectURL(url), 1000);
 }
 
+// Unfold a collapsed section (a table of contents link or a lesson goes to it).
+export function openSection(id) {
+  const section = document.getElementById(id);
+  if (!section?.classList.contains('collapsed')) return;
+  section.classList.remove('collapsed');
+  section.querySelector(':scope > h2 .fold')?.setAttribute('aria-expanded', 'true');
+  section.dispatchEvent(new CustomEvent('unfolded', { bubbles: true }));
+}
+
 export function html(name, attrs = {}, text) {
   const e = document.createElement(name);
   for (const [k, v] of Object.entries(attrs)) e.setAttribute(k, v);

@@ -7,7 +7,9 @@ import { send } from './engine.js';
 import { histogram } from './render/histogram.js';
 
 const FORMATS = ['fp32', 'fp16', 'bf16', 'fp8_e4m3', 'fp8_e5m2', 'int8', 'fp4', 'nf4', 'nf4_dq'];
-const HELD_OUT = 32; // examples for the held-out loss; enough to rank the formats, quick on a CPU
+// Examples for the held-out loss (the section's setting, 32 by default: enough to rank the
+// formats, quick on a CPU).
+const heldOut = () => Math.max(1, Math.min(1000, Number($('#precision-limit').value) || 32));
 
 export function initPrecision({ currentData, busy }) {
   const p = { ready: false, report: null, losses: {}, measuring: false };
@@ -59,7 +61,7 @@ export function initPrecision({ currentData, busy }) {
     try {
       for (const [i, format] of FORMATS.entries()) {
         $('#precision-status').textContent = `Measuring the held-out loss: ${format} (${i + 1} of ${FORMATS.length})…`;
-        const r = await send('precisionLoss', { format, dataName: data.name, dataText: data.text, seqLen: 128, limit: HELD_OUT });
+        const r = await send('precisionLoss', { format, dataName: data.name, dataText: data.text, seqLen: 128, limit: heldOut() });
         p.losses[format] = r.loss;
         renderTable();
         if (i === FORMATS.length - 1) {

@@ -10,6 +10,7 @@ import { lineChart } from './render/chart.js';
 import { drawHeatmap, drawLegend, sharedScale, formatScale } from './render/heatmap.js';
 import { spectrumChart, effectiveRankHistory } from './render/spectrum.js';
 import { memoryLedger, formatBytes } from './render/memory.js';
+import { initRuns } from './runs.js';
 
 const TASKS = ['json', 'sql', 'style', 'qa', 'pirate-prefs'];
 const CHECKPOINT_NAME = 'last run';
@@ -19,8 +20,9 @@ export function initTraining({ state, readSampling, onSaved }) {
   const t = {
     modelReady: false, modelName: null, data: null, running: false, engineOk: true,
     losses: [], valid: [], rankHistory: [], views: null, hasAdapter: false,
-    store: null, saving: Promise.resolve(), checkpoint: null, dataToken: 0,
+    store: null, saving: Promise.resolve(), checkpoint: null, dataToken: 0, runId: null,
   };
+  const runs = initRuns({ onChange: () => renderLoss() });
 
   // --- buttons ----------------------------------------------------------------------------------
   function refreshButtons() {
@@ -65,6 +67,19 @@ export function initTraining({ state, readSampling, onSaved }) {
           $('#compare-prompt').value = first.prompt;
           $('#compare-prompt').dataset.auto = 'yes';
         }
+      } catch (e) {
+        showError(e.message);
+      }
+    } else if (source === 'corpus') {
+      // The stories the built-in model was pretrained on (its held-out part): plain text, so every
+      // token carries the loss, as in continued pretraining.
+      try {
+        const res = await fetch('assets/builtin/corpus/valid.txt');
+        if (!res.ok) throw new Error(`the story corpus could not be fetched (HTTP ${res.status})`);
+        const text = await res.text();
+        if (token !== t.dataToken) return;
+        t.data = { name: 'stories.txt', text, source: 'corpus' };
+        $('#data-status').textContent = `The story corpus (held-out part, ${(text.length / 1024).toFixed(0)} KiB of plain text).`;
       } catch (e) {
         showError(e.message);
       }
@@ -115,8 +130,12 @@ export function initTraining({ state, readSampling, onSaved }) {
       box.hidden = false;
       $('#data-preview-key').hidden = false;
       const format = { Text: 'plain text (continued pretraining)', JsonlText: 'JSONL text (continued pretraining)',
-        PromptCompletion: 'prompt/completion (SFT)', Chat: 'chat messages (SFT)' }[p.format] || p.format;
-      $('#data-status').textContent += ` Read as ${format}: ${p.total} examples${p.skipped ? `, ${p.skipped} bad lines skipped` : ''}.`;
+        PromptCompletion: 'prompt/completion (SFT)', Chat: 'chat messages (SFT)', Preference: 'preference pairs (DPO)' }[p.format] || p.format;
+      box.dataset.tokens = String(p.tokens);
+      box.dataset.learned = String(p.learned);
+      $('#data-status').textContent += ` Read as ${format}: ${p.total} examples${p.skipped ? `, ${p.skipped} bad lines skipped` : ''};` +
+        ` ${p.learned.toLocaleString('en-US')} of ${p.tokens.toLocaleString('en-US')} tokens carry the loss (${(100 * p.learned / Math.max(1, p.tokens)).toFixed(0)}%).`;
+      box.dispatchEvent(new CustomEvent('previewed'));
     } catch (e) {
       if (data !== t.data) return;
       box.hidden = true;
@@ -143,6 +162,7 @@ export function initTraining({ state, readSampling, onSaved }) {
   // --- live views ---------------------------------------------------------------------------------
   function renderLoss() {
     lineChart($('#loss-chart'), [
+      ...runs.overlays(t.runId),
       { label: 'train', points: t.losses, cls: 'train' },
       { label: 'valid', points: t.valid, cls: 'valid' },
     ]);
@@ -226,6 +246,7 @@ export function initTraining({ state, readSampling, onSaved }) {
       t.firstStep = ev.step;
     } else if (ev.event === 'step') {
       t.losses.push([ev.step, ev.loss]);
+      runs.progress(t.runId, t.losses, t.valid);
       renderLoss();
       const perStep = (performance.now() - started) / 1000 / Math.max(1, ev.step - t.firstStep);
       $('#train-stats').textContent = `step ${ev.step}/${ev.total_steps} · loss ${ev.loss.toFixed(4)} · ` +
@@ -259,6 +280,9 @@ export function initTraining({ state, readSampling, onSaved }) {
       t.losses = [];
       t.valid = [];
       t.rankHistory = [];
+      t.runId = runs.start(runConfig(), t.data.source === 'upload' ? t.data.name : t.data.source);
+    } else if (!t.runId) {
+      t.runId = runs.latest()?.id ?? null;
     }
     renderLoss();
     refreshButtons();
@@ -276,12 +300,16 @@ export function initTraining({ state, readSampling, onSaved }) {
       // Keep the last checkpoint and the adapter first, so that "done" or "stopped" means
       // everything is saved: a reload right after loses nothing.
       await t.saving;
+      const ranks = Object.values(t.rankHistory.at(-1)?.ranks || {});
+      runs.finish(t.runId, { losses: t.losses, valid: t.valid, seconds: (performance.now() - started) / 1000, ledger: t.views?.memory, stopped: done.stopped,
+        effectiveRank: ranks.length ? ranks.reduce((a, b) => a + b, 0) / ranks.length : null });
       if (!done.stopped && ['lora', 'dpo'].includes(state.get().method) && t.hasAdapter) await keepAdapter();
       setStatus(status, done.stopped ? 'stopped' : 'done', done.stopped
         ? `Stopped at step ${done.step}. Press Resume to continue from there.`
         : `Done: ${done.step} steps, final train loss ${last ? last[1].toFixed(4) : '–'}` +
           (t.valid.length ? `, valid loss ${t.valid.at(-1)[1].toFixed(4)}.` : '.'));
     } catch (e) {
+      runs.finish(t.runId, { losses: t.losses, valid: t.valid, seconds: (performance.now() - started) / 1000, ledger: t.views?.memory, stopped: true });
       setStatus(status, 'error', e.fatal ? 'Training was interrupted: the engine stopped.' : 'Training failed.');
       if (!e.fatal) showError(e.message);
     } finally {
@@ -399,6 +427,8 @@ export function initTraining({ state, readSampling, onSaved }) {
       table.tBodies[0].replaceChildren(...rows);
       table.hidden = false;
       statusEl.textContent = `Task "${task}", first ${results.base.examples} test examples, greedy decoding.`;
+      const main = results.base.metrics[0];
+      runs.setMetric(task, main.label || main.kind, main.score, results.adapter?.metrics[0].score);
     } catch (e) {
       statusEl.textContent = '';
       showError(e.message);
@@ -540,6 +570,12 @@ export function initTraining({ state, readSampling, onSaved }) {
   openKept().then(chooseData);
 
   return {
+    // For the lessons: run with the current settings (resolves when the run ends), measure the
+    // task metric, and the runs kept so far.
+    train: () => train(),
+    runMetric: () => runMetric(),
+    chooseData: () => chooseData(),
+    runs: () => runs.all(),
     data: () => t.data,
     busy: () => t.running,
     store: () => t.store,

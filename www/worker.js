@@ -1,7 +1,7 @@
 // The worker owns the wasm module and the device. Messages are typed:
 //   in:  {id, cmd, ...args}
 //   out: {id, event, ...data}  or  {id, error}
-import init, { Session, referenceCheck, version, onDeviceLost, loseDevice } from './pkg/tinytune.js';
+import init, { Session, referenceCheck, version, onDeviceLost, loseDevice, memoryCalculator } from './pkg/tinytune.js';
 
 const ready = init();
 // The browser's own device-loss signal (GPUDevice.lost, through wgpu): the page restarts the
@@ -272,7 +272,13 @@ const commands = {
 
   // A built-in task's metric on its test split (the first `limit` examples), with the adapter
   // on or off.
-  async taskMetric({ task, limit = 20, adapter = true }, id) {
+  // The memory calculator: no model needed.
+  async calculator({ config, batch, seq, rank, targets, bf16 = false, checkpointing = false }) {
+    await ready;
+    return { event: 'calculator', ...memoryCalculator(config, batch, seq, rank, targets, bf16, checkpointing) };
+  },
+
+  async taskMetric({ task, limit = 20, adapter = true, shots = 0 }, id) {
     const base = new URL(`./assets/builtin/tasks/${task}/`, self.location.href);
     const taskJson = await fetchText(new URL('task.json', base));
     const testName = JSON.parse(taskJson).files?.test || 'test.jsonl';
@@ -280,7 +286,7 @@ const commands = {
     sessions.main.setAdapterEnabled(adapter);
     try {
       const started = performance.now();
-      const report = await sessions.main.taskMetric(task, taskJson, test, limit, (done, total) => {
+      const report = await sessions.main.taskMetric(task, taskJson, test, limit, shots, (done, total) => {
         self.postMessage({ id, partial: true, event: 'task-progress', done, total });
       });
       return { event: 'task', adapter, report, seconds: (performance.now() - started) / 1000 };
@@ -290,6 +296,7 @@ const commands = {
   },
 
   async preview({ dataName, dataText, seqLen = 128, n = 3 }) {
+    // (examples, total, skipped, format, and over the whole file tokens and learned)
     return { event: 'preview', ...sessions.main.previewData(dataName, dataText, seqLen, false, n) };
   },
 

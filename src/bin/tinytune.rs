@@ -118,6 +118,10 @@ enum Command {
         /// With --task: score only the first N test examples.
         #[arg(long)]
         limit: Option<usize>,
+        /// With --task: few-shot prompting, the first K test examples (prompt and answer) written
+        /// before every other test prompt, which are the ones scored.
+        #[arg(long, default_value_t = 0)]
+        shots: usize,
         /// Truncate each record to this many tokens (capped at the model's context).
         #[arg(long, default_value_t = 1024)]
         seq_len: usize,
@@ -808,7 +812,7 @@ fn run(command: Command) -> tinytune::Result<()> {
             }
             Ok(())
         }
-        Command::Eval { model, adapter, data, valid_of, task, limit, seq_len, json, quantize, double_quant, device } => {
+        Command::Eval { model, adapter, data, valid_of, task, limit, shots, seq_len, json, quantize, double_quant, device } => {
             let opened = open_device(&device)?;
             let quantize = quantize.map(|q| quant_config(&q, &double_quant)).transpose()?;
             if let Some(run_path) = valid_of {
@@ -829,7 +833,7 @@ fn run(command: Command) -> tinytune::Result<()> {
                 return Ok(());
             }
             if let Some(task) = task {
-                let task = tinytune::tasks::Task::load(&task)?;
+                let task = tinytune::tasks::Task::load(&task)?.few_shot(shots)?;
                 let model = load_model(&model, adapter.as_deref(), quantize, &opened)?;
                 let report = block_on(tinytune::tasks::evaluate(&model, &task, limit, |done, total| {
                     eprint!("\r{}: {done}/{total}", task.name);

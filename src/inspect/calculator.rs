@@ -33,6 +33,8 @@ pub fn config_text(name_or_json: &str) -> Option<&'static str> {
 /// The sizes the formula needs, from config.json alone.
 pub fn shape_of(config: &ModelConfig) -> ModelShape {
     let (c, i, v, layers) = (config.hidden(), config.intermediate(), config.vocab_size(), config.layers());
+    // Parameter counts in u64 (a 65B model overflows a 32-bit usize, as the page's engine has).
+    let (c64, i64_, v64) = (c as u64, i as u64, v as u64);
     let mut linears = Vec::new();
     let mut layer_params = Vec::with_capacity(layers);
     let (embed, final_norm) = match config {
@@ -44,10 +46,11 @@ pub fn shape_of(config: &ModelConfig) -> ModelShape {
                 linears.push((b, format!("{p}.mlp.c_fc"), c, i));
                 linears.push((b, format!("{p}.mlp.c_proj"), i, c));
                 // Weights and biases of the four linears, two LayerNorms (weight and bias).
+                let (c, i) = (c64, i64_);
                 layer_params.push(c * 3 * c + 3 * c + c * c + c + c * i + i + i * c + c + 4 * c);
             }
-            let head = if config.tie_word_embeddings() { 0 } else { v * c };
-            (v * c + g.n_positions * c + head, 2 * c)
+            let head = if config.tie_word_embeddings() { 0 } else { v64 * c64 };
+            (v64 * c64 + g.n_positions as u64 * c64 + head, 2 * c64)
         }
         ModelConfig::Llama(l) => {
             let (q, kv) = (l.num_attention_heads * l.head_dim(), l.num_key_value_heads() * l.head_dim());
@@ -57,14 +60,15 @@ pub fn shape_of(config: &ModelConfig) -> ModelShape {
                                       ("mlp.gate_proj", c, i), ("mlp.up_proj", c, i), ("mlp.down_proj", i, c)] {
                     linears.push((b, format!("{p}.{name}"), i_, o));
                 }
+                let (c, i, q, kv) = (c64, i64_, q as u64, kv as u64);
                 let bias = if l.qkv_bias() { q + 2 * kv } else { 0 };
                 layer_params.push(c * q + 2 * c * kv + q * c + 3 * c * i + bias + 2 * c);
             }
-            let head = if config.tie_word_embeddings() { 0 } else { v * c };
-            (v * c + head, c)
+            let head = if config.tie_word_embeddings() { 0 } else { v64 * c64 };
+            (v64 * c64 + head, c64)
         }
     };
-    let params = embed + final_norm + layer_params.iter().sum::<usize>();
+    let params = embed + final_norm + layer_params.iter().sum::<u64>();
     ModelShape { params, layer_params, final_norm_params: final_norm, linears, hidden: c, inner: i, heads: config.heads(), vocab: v }
 }
 

@@ -33,11 +33,13 @@ pub const NF4_BITS: f64 = 4.0 + 8.0 / 64.0 + 32.0 / (64.0 * 256.0);
 /// The sizes of a model that the formula needs.
 #[derive(Clone, Debug, Serialize)]
 pub struct ModelShape {
-    pub params: usize,
+    /// Counts are u64: the calculator describes models past 2³² parameters, and the page's
+    /// engine is 32-bit.
+    pub params: u64,
     /// Parameters of each block.
-    pub layer_params: Vec<usize>,
+    pub layer_params: Vec<u64>,
     /// The final norm (trained by partial finetuning along with the last blocks).
-    pub final_norm_params: usize,
+    pub final_norm_params: u64,
     /// Every linear layer a LoRA adapter can target: (block, path, in, out).
     pub linears: Vec<(usize, String, usize, usize)>,
     pub hidden: usize,
@@ -60,9 +62,9 @@ impl ModelShape {
             .map(|(path, l)| (block_of(&path).unwrap_or(0), path.clone(), l.d_in(), l.d_out()))
             .collect();
         let mut layer_params = vec![0; layers];
-        let (mut params, mut final_norm_params) = (0, 0);
+        let (mut params, mut final_norm_params) = (0u64, 0u64);
         for (key, w) in model.weights_mut() {
-            let n = w.numel();
+            let n = w.numel() as u64;
             params += n;
             match block_of(&key) {
                 Some(i) if i < layers => layer_params[i] += n,
@@ -140,13 +142,13 @@ pub fn predict(shape: &ModelShape, run: &RunShape) -> Parts {
         Method::Full => (shape.params, layers),
         Method::Partial => {
             let k = run.partial_layers.min(layers);
-            (shape.layer_params[layers - k..].iter().sum::<usize>() + shape.final_norm_params, k)
+            (shape.layer_params[layers - k..].iter().sum::<u64>() + shape.final_norm_params, k)
         }
-        Method::Lora | Method::Qlora | Method::Dpo => (adapted.iter().map(|(_, _, i, o)| run.rank * (i + o)).sum(), layers),
+        Method::Lora | Method::Qlora | Method::Dpo => (adapted.iter().map(|(_, _, i, o)| (run.rank * (i + o)) as u64).sum(), layers),
     };
     let frozen = if run.method.is_adapter() { shape.params } else { shape.params - trainable };
     let weights = if run.nf4 {
-        let linear: usize = shape.linears.iter().map(|(_, _, i, o)| i * o).sum();
+        let linear: u64 = shape.linears.iter().map(|(_, _, i, o)| *i as u64 * *o as u64).sum();
         linear as f64 * NF4_BITS / 8.0 + (frozen - linear) as f64 * F32
     } else {
         frozen as f64 * F32

@@ -33,6 +33,37 @@ thread_local! {
     static ON_DEVICE_LOST: RefCell<Option<js_sys::Function>> = const { RefCell::new(None) };
 }
 
+/// The memory calculator (`tinytune memory`): the ledger's formula for a config.json's text or a
+/// preset name (gpt2-124m, llama-3-8b, llama-2-65b), full vs LoRA vs QLoRA at this batch,
+/// sequence length, rank and targets (AdamW). Returns `{params, rows, formula, assumptions}`.
+#[wasm_bindgen(js_name = memoryCalculator)]
+pub fn memory_calculator(config: &str, batch: usize, seq: usize, rank: usize, targets: &str, bf16_activations: bool, checkpointing: bool) -> Result<JsValue, JsError> {
+    use crate::inspect::calculator;
+    let text = calculator::config_text(config).unwrap_or(config);
+    let cfg = crate::model::ModelConfig::from_json(text).map_err(js_err)?;
+    if batch == 0 || seq == 0 || rank == 0 {
+        return Err(JsError::new("batch, sequence length and rank must each be at least 1"));
+    }
+    let run = crate::inspect::memory::RunShape {
+        method: Method::Lora,
+        rank,
+        targets: crate::lora::Targets::parse(targets),
+        partial_layers: 1,
+        optimizer: crate::train::trainer::Optimizer::Adamw,
+        batch,
+        seq,
+        nf4: false,
+    };
+    let a = calculator::Assumptions { bf16_activations, checkpointing };
+    let rows = calculator::table(&cfg, &run, a).map_err(js_err)?;
+    to_js(&serde_json::json!({
+        "params": calculator::shape_of(&cfg).params,
+        "rows": rows,
+        "formula": calculator::formula(a),
+        "assumptions": a,
+    }))
+}
+
 /// Call `callback(reason, message)` when the WebGPU device is lost: the browser's own signal
 /// (`GPUDevice.lost`, through wgpu), not a guess from error text. `reason` is `Destroyed` or
 /// `Unknown` (a driver reset, the tab's GPU process gone, too much memory asked for).
@@ -75,6 +106,15 @@ fn to_js<T: Serialize>(value: &T) -> Result<JsValue, JsError> {
     value
         .serialize(&serde_wasm_bindgen::Serializer::json_compatible())
         .map_err(|e| JsError::new(&format!("could not pass a result to the page: {e}")))
+}
+
+/// A large, numeric result (heatmaps, histograms) for the page, through JSON: serde-wasm-bindgen
+/// builds such arrays one JS value at a time, which took 5 to 7 s for one 96 × 96 heatmap and its
+/// factors in Chromium's worker; JSON.parse of the same text takes milliseconds. JSON has no NaN
+/// or infinity: those arrive as null.
+fn to_js_json<T: Serialize>(value: &T) -> Result<JsValue, JsError> {
+    let text = serde_json::to_string(value).map_err(|e| JsError::new(&format!("could not pass a result to the page: {e}")))?;
+    js_sys::JSON::parse(&text).map_err(|_| JsError::new("could not pass a result to the page: its JSON did not parse"))
 }
 
 fn js_err(e: crate::Error) -> JsError {
@@ -196,13 +236,16 @@ impl Session {
         }
         let (trainer_slot, valid_slot, lora_slot) = (self.trainer.clone(), self.valid.clone(), self.lora.clone());
         let (files, base_in_use, device) = (self.files.borrow().clone(), self.base_in_use.clone(), self.opened.device.clone());
+        // A full or partial run changed the weights themselves: the next run starts from the
+        // model as loaded, not from what that run left.
+        let weights_changed = self.run.borrow().as_ref().is_some_and(|r| !r.method.is_adapter());
         *self.run.borrow_mut() = Some(run.clone());
         let (name, text) = (data_name.to_string(), data_text.to_string());
         Ok(wasm_bindgen_futures::future_to_promise(async move {
             let mut guard = model.try_borrow_mut().map_err(|_| JsError::new("the model is busy"))?;
             // A base a QLoRA run stored in 4 bits comes back in f32 for the methods that want it.
             let requantized = guard.as_ref().is_some_and(|m| m.quantization().is_some());
-            if requantized && cfg.method != Method::Qlora {
+            if (requantized && cfg.method != Method::Qlora) || weights_changed {
                 if let Some(files) = files.as_ref().filter(|f| !f.is_quantized()) {
                     *guard = None;
                     *guard = Some(Model::load(files, &device.clone().autodiff()).map_err(js_err)?);
@@ -539,7 +582,7 @@ impl Session {
         Ok(wasm_bindgen_futures::future_to_promise(async move {
             let guard = model.try_borrow().map_err(|_| JsError::new("the model is busy"))?;
             let m = crate::inspect::matrices(guard.as_ref().expect("checked"), &path, "default", max_side.max(1)).await.map_err(js_err)?;
-            to_js(&m).map_err(JsValue::from)
+            to_js_json(&m).map_err(JsValue::from)
         }))
     }
 
@@ -559,12 +602,13 @@ impl Session {
     }
 
     /// Score the loaded model (with its enabled adapters) on a task: `task_json` and `test_jsonl`
-    /// are the task's files; `on_progress(done, total)` is called per example. Resolves to the
+    /// are the task's files; `shots` test examples are written before each scored prompt
+    /// (few-shot prompting; 0 for none); `on_progress(done, total)` is called per example. Resolves to the
     /// task report (metrics and a few samples).
     #[wasm_bindgen(js_name = taskMetric)]
-    pub fn task_metric(&self, name: String, task_json: String, test_jsonl: String, limit: usize, on_progress: js_sys::Function) -> Result<js_sys::Promise, JsError> {
+    pub fn task_metric(&self, name: String, task_json: String, test_jsonl: String, limit: usize, shots: usize, on_progress: js_sys::Function) -> Result<js_sys::Promise, JsError> {
         let model = self.model()?;
-        let task = Task::from_texts(&task_json, &test_jsonl, &name).map_err(js_err)?;
+        let task = Task::from_texts(&task_json, &test_jsonl, &name).and_then(|t| t.few_shot(shots)).map_err(js_err)?;
         Ok(wasm_bindgen_futures::future_to_promise(async move {
             let guard = model.try_borrow().map_err(|_| JsError::new("the model is busy"))?;
             let report = crate::tasks::evaluate(guard.as_ref().expect("checked"), &task, Some(limit), |done, total| {
@@ -597,7 +641,15 @@ impl Session {
             }
             out.push(pieces);
         }
-        to_js(&serde_json::json!({ "examples": out, "total": data.examples.len(), "skipped": data.skipped.len(), "format": format!("{:?}", data.format) }))
+        // Over the whole file: the tokens the model reads and those that carry the loss.
+        let rows = data.examples.iter().flat_map(|e| std::iter::once(e).chain(e.rejected.as_deref()));
+        let (mut tokens, mut learned) = (0usize, 0usize);
+        for e in rows {
+            tokens += e.ids.len();
+            learned += e.target.iter().skip(1).filter(|t| **t).count();
+        }
+        to_js(&serde_json::json!({ "examples": out, "total": data.examples.len(), "skipped": data.skipped.len(),
+            "format": format!("{:?}", data.format), "tokens": tokens, "learned": learned }))
     }
 }
 
@@ -619,7 +671,7 @@ impl Session {
         Ok(wasm_bindgen_futures::future_to_promise(async move {
             let guard = model.try_borrow().map_err(|_| JsError::new("the model is busy"))?;
             let r = crate::inspect::precision::matrix_report(guard.as_ref().expect("checked"), &path, bins).await.map_err(js_err)?;
-            to_js(&r).map_err(JsValue::from)
+            to_js_json(&r).map_err(JsValue::from)
         }))
     }
 
@@ -700,7 +752,7 @@ impl Session {
             modules.push(&JsValue::from_str(p));
         }
         set("modules", &modules)?;
-        set("trace", &to_js(&trace)?)?;
+        set("trace", &to_js_json(&trace)?)?;
         Ok(out.into())
     }
 

@@ -24,12 +24,29 @@ export async function startServer() {
   return { base, stop: () => proc.kill() };
 }
 
-export function launch({ webgpu = true } = {}) {
-  return chromium.launch({
+// The page folds its advanced sections on a first visit; tests that work in them open every
+// section (as a visitor's kept choice would), unless they pass `folded: true` to see the first
+// visit itself.
+export async function launch({ webgpu = true } = {}) {
+  const browser = await chromium.launch({
     executablePath: CHROMIUM,
     headless: true,
     args: webgpu ? FLAGS : FLAGS.filter((f) => f !== '--enable-unsafe-webgpu'),
   });
+  const newContext = browser.newContext.bind(browser);
+  browser.newContext = async (options = {}) => {
+    const { folded = false, ...rest } = options;
+    const context = await newContext(rest);
+    if (!folded) await context.addInitScript(() => { try { localStorage.setItem('tinytune.sections', 'all-open'); } catch { /* opaque origin */ } });
+    return context;
+  };
+  browser.newPage = async (options = {}) => {
+    const context = await browser.newContext(options);
+    const page = await context.newPage();
+    page.on('close', () => context.close().catch(() => {}));
+    return page;
+  };
+  return browser;
 }
 
 // The usual setup of a test file: one server and one browser, shared by its tests and closed
