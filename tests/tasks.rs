@@ -83,3 +83,16 @@ fn eval_task_scores_preference_pairs_by_the_model_s_own_log_probabilities() {
     // Four pairs: a share in quarters.
     assert!((share * 4.0 - (share * 4.0).round()).abs() < 1e-9, "{share}");
 }
+
+#[test]
+fn few_shot_prompting_writes_the_first_examples_before_every_other_prompt() {
+    let t = task("json");
+    let shot = t.few_shot(2).unwrap();
+    assert_eq!(shot.test.len(), t.test.len() - 2);
+    let prefix = format!("{}{}{}{}", t.test[0].0, t.test[0].1, t.test[1].0, t.test[1].1);
+    assert_eq!(shot.test[0].0, format!("{prefix}{}", t.test[2].0));
+    assert_eq!(shot.test[0].1, t.test[2].1, "the gold answer is the scored example's own");
+    assert!(t.few_shot(200).unwrap_err().to_string().contains("leave none"));
+    let prefs = task("pirate-prefs").few_shot(3).unwrap();
+    assert_eq!(prefs.rejected.len(), prefs.test.len());
+}

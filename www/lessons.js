@@ -353,10 +353,15 @@ export function initLessons({ state, training, calculator }) {
       await this.use(patch);
       return this.train();
     },
-    // The task's main metric on its first `limit` test examples: {score, report}.
+    // The task's main metric on its first `limit` test examples: {score, report}. A score with
+    // the adapter on goes into the Runs table, beside the base's (no shots) when it was measured.
+    base: {},
     async metric(task, { adapter = true, shots = 0 } = {}) {
       const r = await send('taskMetric', { task, limit: this.limit, adapter, shots });
-      return { score: r.report.metrics[0].score, report: r.report };
+      const score = r.report.metrics[0].score;
+      if (!adapter && !shots) this.base[task] = score;
+      if (adapter) training.recordMetric(task, r.report.metrics[0].label || r.report.metrics[0].kind, this.base[task] ?? NaN, score);
+      return { score, report: r.report };
     },
   };
 
@@ -381,6 +386,7 @@ export function initLessons({ state, training, calculator }) {
     running = true;
     $('#lesson-run').disabled = true;
     const lesson = current;
+    ctx.base = {};
     const status = $('#lesson-status');
     setStatus(status, 'running', `Running "${lesson.title}"… (the sections below show each step)`);
     const started = performance.now();
@@ -406,9 +412,9 @@ export function initLessons({ state, training, calculator }) {
     }
   }
 
-  $('#lesson-list').replaceChildren(...LESSONS.map((l, i) => {
+  $('#lesson-list').replaceChildren(...LESSONS.map((l) => {
     const li = html('li');
-    const b = html('button', { type: 'button', 'data-lesson': l.id, class: 'link' }, `${i + 1}. ${l.title}`);
+    const b = html('button', { type: 'button', 'data-lesson': l.id, class: 'link' }, l.title);
     b.addEventListener('click', () => show(l));
     li.append(b);
     return li;

@@ -61,7 +61,10 @@ function formatCell(key, v, run) {
   if (key === 'trainable') return v.toLocaleString('en-US');
   if (key === 'seconds') return v.toFixed(1);
   if (key === 'trainLoss' || key === 'validLoss') return v.toFixed(4);
-  if (key === 'metric') return `${run.metric.label}: ${(100 * run.metric.before).toFixed(1)}% → ${(100 * v).toFixed(1)}%`;
+  if (key === 'metric') {
+    const before = Number.isFinite(run.metric.before) ? `${(100 * run.metric.before).toFixed(1)}% → ` : '';
+    return `${run.metric.label}: ${before}${(100 * v).toFixed(1)}%`;
+  }
   return String(v);
 }
 
@@ -161,10 +164,11 @@ export function initRuns({ onChange }) {
       saveRuns(runs);
       render();
     },
-    // A task metric measured after a run, for the newest run on that task.
+    // A task metric measured after a run: it belongs to the newest run when that run trained on
+    // the task (a metric on another task measures something else, e.g. forgetting).
     setMetric(task, label, before, after) {
-      const run = [...runs].reverse().find((r) => r.task === task && r.status !== 'running');
-      if (!run || after === undefined) return;
+      const run = runs.at(-1);
+      if (!run || run.task !== task || run.status === 'running' || after === undefined) return;
       run.metric = { label, before, after };
       saveRuns(runs);
       render();

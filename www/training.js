@@ -576,6 +576,7 @@ export function initTraining({ state, readSampling, onSaved }) {
     runMetric: () => runMetric(),
     chooseData: () => chooseData(),
     runs: () => runs.all(),
+    recordMetric: (task, label, before, after) => runs.setMetric(task, label, before, after),
     data: () => t.data,
     busy: () => t.running,
     store: () => t.store,
