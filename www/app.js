@@ -37,17 +37,20 @@ function foldSections() {
   for (const section of document.querySelectorAll('main > section')) {
     const h2 = section.querySelector(':scope > h2');
     if (!h2) continue;
-    const button = html('button', { type: 'button', class: 'fold', 'aria-controls': section.id }, h2.textContent);
-    h2.replaceChildren(button);
+    // The toggle sits before the heading, not in it, so the heading's name stays its text.
+    const button = html('button', { type: 'button', class: 'fold', 'aria-controls': section.id, 'aria-label': 'Fold or unfold this section' });
+    section.insertBefore(button, h2);
     const set = (open) => {
       section.classList.toggle('collapsed', !open);
       button.setAttribute('aria-expanded', String(open));
     };
     set(!folded.has(section.id));
-    button.addEventListener('click', () => {
+    const toggle = () => {
       set(section.classList.contains('collapsed'));
       keep();
-    });
+    };
+    button.addEventListener('click', toggle);
+    h2.addEventListener('click', toggle);
     section.addEventListener('unfolded', keep);
   }
   // The table of contents scrolls to a section and unfolds it. (The address's hash holds the

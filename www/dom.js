@@ -30,7 +30,7 @@ export function openSection(id) {
   const section = document.getElementById(id);
   if (!section?.classList.contains('collapsed')) return;
   section.classList.remove('collapsed');
-  section.querySelector(':scope > h2 .fold')?.setAttribute('aria-expanded', 'true');
+  section.querySelector(':scope > .fold')?.setAttribute('aria-expanded', 'true');
   section.dispatchEvent(new CustomEvent('unfolded', { bubbles: true }));
 }
 

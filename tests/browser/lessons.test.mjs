@@ -92,10 +92,10 @@ test('a first visit folds the advanced sections; headings and the contents unfol
   const page = await context.newPage();
   try {
     await page.goto(env.server.base + '?gpu=off&model=none', { waitUntil: 'domcontentloaded' });
-    await page.waitForSelector('#lessons-section h2 .fold');
+    await page.waitForSelector('#lessons-section > .fold');
     assert.equal(await page.isVisible('#lesson-list'), true);
     assert.equal(await page.isVisible('#precision-matrix'), false, 'Precision is folded on a first visit');
-    await page.click('#precision-heading .fold');
+    await page.click('#precision-section > .fold');
     assert.equal(await page.isVisible('#precision-matrix'), true);
     assert.equal(await page.isVisible('#calc-run'), false);
     await page.click('#toc a[href="#calculator-section"]');
@@ -125,7 +125,7 @@ test('a first visit folds the advanced sections; headings and the contents unfol
     }
     // The choice is kept: Precision stays open after a reload.
     await page.reload({ waitUntil: 'domcontentloaded' });
-    await page.waitForSelector('#lessons-section h2 .fold');
+    await page.waitForSelector('#lessons-section > .fold');
     assert.equal(await page.isVisible('#precision-matrix'), true);
     assert.equal(await page.isVisible('#saved-list'), false);
   } finally {
