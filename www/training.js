@@ -1,20 +1,18 @@
-// The training flow of the page: data (built-in task or upload, with a tokenized preview),
-// Train / Stop / Resume, the live views (loss, low-rank matrices, spectrum, memory), base vs
-// adapter comparisons and the task metric, import and export, and what is kept in the browser
-// (store.js). Compute runs in the worker; this file only sends commands and renders.
+// The training flow of the page, its controller: the run controls (Train / Stop / Resume, the run
+// config), adapters in and out, base vs adapter comparisons and the task metric, and what is
+// kept in the browser (store.js). The views it drives live beside it: data-view.js (the data
+// picker and preview), live-views.js (loss, matrices, spectrum, memory), runs.js (the runs
+// compared). Compute runs in the worker; these files only send commands and render.
 
 import { $, showError, clearError, setStatus, download, html } from './dom.js';
 import { send } from './engine.js';
 import { openStore, text as utf8 } from './store.js';
-import { lineChart } from './render/chart.js';
-import { drawHeatmap, drawLegend, sharedScale, formatScale } from './render/heatmap.js';
-import { spectrumChart, effectiveRankHistory } from './render/spectrum.js';
-import { memoryLedger, formatBytes } from './render/memory.js';
+import { formatBytes } from './render/memory.js';
 import { initRuns } from './runs.js';
+import { initDataView, TASKS } from './data-view.js';
+import { initLiveViews, MAX_SIDE } from './live-views.js';
 
-const TASKS = ['json', 'sql', 'style', 'qa', 'pirate-prefs'];
 const CHECKPOINT_NAME = 'last run';
-const MAX_SIDE = 96; // heatmap cells a side; larger matrices are shrunk by block means
 
 export function initTraining({ state, readSampling, onSaved }) {
   const t = {
@@ -22,7 +20,9 @@ export function initTraining({ state, readSampling, onSaved }) {
     losses: [], valid: [], rankHistory: [], views: null, hasAdapter: false,
     store: null, saving: Promise.resolve(), checkpoint: null, dataToken: 0, runId: null,
   };
-  const runs = initRuns({ onChange: () => renderLoss() });
+  // The runs redraw the loss chart when ticked; the chart is drawn by the live views below.
+  let redraw = () => {};
+  const runs = initRuns({ onChange: () => redraw() });
 
   // --- buttons ----------------------------------------------------------------------------------
   function refreshButtons() {
@@ -37,112 +37,10 @@ export function initTraining({ state, readSampling, onSaved }) {
   }
   const resumable = () => t.checkpoint && !t.checkpoint.meta.done;
 
-  // --- data ---------------------------------------------------------------------------------------
-  async function fetchTask(task, file) {
-    const res = await fetch(`assets/builtin/tasks/${task}/${file}`);
-    if (!res.ok) throw new Error(`the built-in task "${task}" has no ${file} (HTTP ${res.status})`);
-    return res.text();
-  }
-
-  async function chooseData() {
-    const source = state.get().task;
-    $('#data-drop').hidden = source !== 'upload';
-    const token = ++t.dataToken; // a later choice wins over a slower earlier one
-    if (source === 'upload' && t.data?.source === 'upload') {
-      refreshButtons();
-      preview();
-      return;
-    }
-    t.data = null;
-    if (TASKS.includes(source)) {
-      try {
-        const text = await fetchTask(source, 'train.jsonl');
-        if (token !== t.dataToken) return;
-        t.data = { name: `${source}-train.jsonl`, text, source };
-        const n = text.split('\n').filter((l) => l.trim()).length;
-        const pairs = text.includes('"rejected"');
-        $('#data-status').textContent = `Built-in task "${source}": ${n} ${pairs ? 'preference pairs (train with DPO)' : 'prompt/completion examples'}.`;
-        if (!$('#compare-prompt').value || $('#compare-prompt').dataset.auto === 'yes') {
-          const first = JSON.parse((await fetchTask(source, 'test.jsonl')).split('\n')[0]);
-          $('#compare-prompt').value = first.prompt;
-          $('#compare-prompt').dataset.auto = 'yes';
-        }
-      } catch (e) {
-        showError(e.message);
-      }
-    } else if (source === 'corpus') {
-      // The stories the built-in model was pretrained on (its held-out part): plain text, so every
-      // token carries the loss, as in continued pretraining.
-      try {
-        const res = await fetch('assets/builtin/corpus/valid.txt');
-        if (!res.ok) throw new Error(`the story corpus could not be fetched (HTTP ${res.status})`);
-        const text = await res.text();
-        if (token !== t.dataToken) return;
-        t.data = { name: 'stories.txt', text, source: 'corpus' };
-        $('#data-status').textContent = `The story corpus (held-out part, ${(text.length / 1024).toFixed(0)} KiB of plain text).`;
-      } catch (e) {
-        showError(e.message);
-      }
-    } else {
-      // The last uploaded file, if one is kept in this browser.
-      const kept = (await listSaved()).find((i) => i.kind === 'data');
-      if (token !== t.dataToken) return;
-      if (kept) {
-        const item = await t.store.get('data', kept.name);
-        t.data = { name: kept.name, text: utf8(item.files[Object.keys(item.files)[0]]), source: 'upload' };
-        $('#data-status').textContent = `${kept.name} (kept in this browser). Pick or drop another file to change it.`;
-      } else {
-        $('#data-status').textContent = 'Pick or drop a .txt or .jsonl file.';
-      }
-    }
-    refreshButtons();
-    preview();
-  }
-
-  async function useUpload(file) {
-    const text = await file.text();
-    t.dataToken++;
-    t.data = { name: file.name, text, source: 'upload' };
-    state.set({ task: 'upload' });
-    $('#data-status').textContent = `${file.name}: ${formatBytes(file.size)}.`;
-    refreshButtons();
-    preview();
-    save('data', file.name, { [file.name]: text }, { size: file.size });
-  }
-
-  // The first examples as the trainer sees them: learned tokens highlighted, context greyed.
-  async function preview() {
-    const box = $('#data-preview');
-    if (!t.modelReady || !t.data) {
-      box.hidden = true;
-      $('#data-preview-key').hidden = true;
-      return;
-    }
-    const data = t.data;
-    try {
-      const p = await send('preview', { dataName: data.name, dataText: data.text, seqLen: state.get().seqLen, n: 3 });
-      if (data !== t.data) return; // the data changed while this preview was made
-      box.replaceChildren(...p.examples.map((pieces, i) => {
-        const div = html('div', { class: 'example', 'aria-label': `example ${i + 1}` });
-        for (const [text, trained] of pieces) div.append(html('span', { class: trained ? 'tok trained' : 'tok' }, text));
-        return div;
-      }));
-      box.hidden = false;
-      $('#data-preview-key').hidden = false;
-      const format = { Text: 'plain text (continued pretraining)', JsonlText: 'JSONL text (continued pretraining)',
-        PromptCompletion: 'prompt/completion (SFT)', Chat: 'chat messages (SFT)', Preference: 'preference pairs (DPO)' }[p.format] || p.format;
-      box.dataset.tokens = String(p.tokens);
-      box.dataset.learned = String(p.learned);
-      $('#data-status').textContent += ` Read as ${format}: ${p.total} examples${p.skipped ? `, ${p.skipped} bad lines skipped` : ''};` +
-        ` ${p.learned.toLocaleString('en-US')} of ${p.tokens.toLocaleString('en-US')} tokens carry the loss (${(100 * p.learned / Math.max(1, p.tokens)).toFixed(0)}%).`;
-      box.dispatchEvent(new CustomEvent('previewed'));
-    } catch (e) {
-      if (data !== t.data) return;
-      box.hidden = true;
-      $('#data-status').textContent = `This file cannot be used: ${e.message}`;
-      showError(e.message);
-    }
-  }
+  // --- data (data-view.js) and live views (live-views.js) ---------------------------------------
+  const { chooseData, preview, fetchTask } = initDataView({ state, t, refreshButtons, listSaved: () => listSaved(), save: (...a) => save(...a) });
+  const { renderLoss, renderViews, refreshViews, selectedPath } = initLiveViews({ state, t, runs });
+  redraw = renderLoss;
 
   // --- run config ---------------------------------------------------------------------------------
   function runConfig() {
@@ -158,83 +56,6 @@ export function initTraining({ state, readSampling, onSaved }) {
 
   // The keys of `tinytune train` (run.toml); strings quoted as JSON, which TOML accepts.
   const toToml = (obj) => Object.entries(obj).map(([k, v]) => `${k} = ${typeof v === 'string' ? JSON.stringify(v) : v}`).join('\n') + '\n';
-
-  // --- live views ---------------------------------------------------------------------------------
-  function renderLoss() {
-    lineChart($('#loss-chart'), [
-      ...runs.overlays(t.runId),
-      { label: 'train', points: t.losses, cls: 'train' },
-      { label: 'valid', points: t.valid, cls: 'valid' },
-    ]);
-  }
-
-  // Layer and module pickers from the adapted paths: model.layers.3.self_attn.q_proj → 3, q_proj.
-  function splitPath(path) {
-    const m = /\.(\d+)\.(.+)$/.exec(path);
-    return m ? { layer: Number(m[1]), module: m[2].split('.').at(-1) } : { layer: 0, module: path };
-  }
-
-  function selectedPath(paths) {
-    const { layer, module } = state.get();
-    return paths.find((p) => { const s = splitPath(p); return s.layer === layer && s.module === module; }) || paths[0];
-  }
-
-  function fillPickers(paths) {
-    const parts = paths.map(splitPath);
-    const layers = [...new Set(parts.map((p) => p.layer))];
-    const modules = [...new Set(parts.map((p) => p.module))];
-    const fill = (sel, values) => {
-      if (sel.options.length === values.length && [...sel.options].every((o, i) => o.value === String(values[i]))) return;
-      sel.replaceChildren(...values.map((v) => html('option', { value: String(v) }, String(v))));
-    };
-    fill($('#inspect-layer'), layers);
-    fill($('#inspect-module'), modules);
-    const chosen = splitPath(selectedPath(paths));
-    $('#inspect-layer').value = String(chosen.layer);
-    $('#inspect-module').value = chosen.module;
-  }
-
-  function renderViews(v) {
-    t.views = v;
-    if (!v.paths.length) {
-      $('#matrices-note').textContent = ['lora', 'qlora', 'dpo'].includes(state.get().method)
-        ? 'Train or import an adapter to see its matrices.'
-        : 'Full and partial finetuning have no low-rank factors: only LoRA and QLoRA runs show matrices and spectra.';
-    } else {
-      fillPickers(v.paths);
-      const m = v.matrices;
-      if (m) {
-        const scale = sharedScale(m.a, m.b, m.delta);
-        drawHeatmap($('#heat-a'), m.a, scale);
-        drawHeatmap($('#heat-b'), m.b, scale);
-        drawHeatmap($('#heat-delta'), m.delta, scale);
-        drawLegend($('#heat-legend'), scale);
-        $('#cap-a').textContent = `A: ${m.rank} × ${m.in}`;
-        $('#cap-b').textContent = `B: ${m.out} × ${m.rank}`;
-        $('#cap-delta').textContent = `ΔW = ${m.scale.toFixed(3)}·B·A: ${m.out} × ${m.in}`;
-        const shrunk = [m.a, m.b, m.delta].filter((x) => x.method !== 'every entry shown');
-        $('#matrices-note').textContent = `${m.path}, step ${v.step ?? '–'}. Colour scale ±${formatScale(scale)}, shared by the three. ` +
-          (shrunk.length ? `Shown ${m.delta.rows} × ${m.delta.cols} for ΔW: ${m.delta.method}; A and B likewise along their long side.` : 'Every entry shown.');
-      }
-      const spectra = v.spectra || [];
-      spectrumChart($('#spectrum-chart'), spectra, { selected: m?.path });
-      if (spectra.length && v.step !== undefined && !t.rankHistory.some((h) => h.step === v.step)) {
-        t.rankHistory.push({ step: v.step, ranks: Object.fromEntries(spectra.map((s) => [s.path, s.effectiveRank])) });
-      }
-      effectiveRankHistory($('#rank-chart'), t.rankHistory, { selected: m?.path });
-    }
-    if (v.memory) memoryLedger($('#memory-ledger'), v.memory);
-  }
-
-  async function refreshViews() {
-    if (!t.modelReady || t.running) return;
-    try {
-      const paths = t.views?.paths || [];
-      renderViews({ step: t.views?.step, ...(await send('inspect', { path: paths.length ? selectedPath(paths) : null, maxSide: MAX_SIDE })) });
-    } catch (e) {
-      showError(e.message);
-    }
-  }
 
   // --- training -------------------------------------------------------------------------------------
   function onEvent(ev, started) {
@@ -543,16 +364,6 @@ export function initTraining({ state, readSampling, onSaved }) {
   });
   $('#import-adapter-button').addEventListener('click', () => $('#import-adapter').click());
   $('#import-adapter').addEventListener('change', (e) => importAdapterFiles(e.target.files));
-  $('#data-file').addEventListener('change', (e) => e.target.files[0] && useUpload(e.target.files[0]));
-  const drop = $('#data-drop');
-  drop.addEventListener('dragover', (e) => { e.preventDefault(); drop.classList.add('over'); });
-  drop.addEventListener('dragleave', () => drop.classList.remove('over'));
-  drop.addEventListener('drop', (e) => {
-    e.preventDefault();
-    drop.classList.remove('over');
-    const f = e.dataTransfer.files[0];
-    if (f) useUpload(f);
-  });
   $('#compare').addEventListener('click', compare);
   $('#stop-compare').addEventListener('click', () => send('stop'));
   $('#compare-prompt').addEventListener('input', () => { $('#compare-prompt').dataset.auto = 'no'; });
