@@ -3,7 +3,7 @@
 // `location.hash` and to the form.
 
 export const DEFAULTS = Object.freeze({
-  task: 'json', method: 'lora', beta: 0.1, quantType: 'nf4', doubleQuant: true, rank: 8, alpha: 16, lr: 0.002, steps: 50, batchSize: 8, seqLen: 128, seed: 0,
+  task: 'json', method: 'lora', beta: 0.1, quantType: 'nf4', doubleQuant: true, rank: 8, alpha: 16, lr: 0.002, steps: 20, batchSize: 8, seqLen: 128, seed: 0,
   targets: 'all-linear', partialLayers: 1, warmup: 0, evalEvery: 10, validFraction: 0.05, layer: 0, module: 'q_proj',
   prompt: 'Once upon a time,', chat: false, maxNewTokens: 48, temperature: 0.8, topK: 0, topP: 0.95, genSeed: 0,
   comparePrompt: '', taskLimit: 10,

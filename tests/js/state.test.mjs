@@ -47,9 +47,9 @@ test('random states round-trip exactly', () => {
 test('an unparsable number keeps its default and says so', () => {
   const { state, problems } = decodeHash('#rank=abc&steps=&alpha=32');
   assert.equal(state.rank, 8);
-  assert.equal(state.steps, 50);
+  assert.equal(state.steps, 20);
   assert.equal(state.alpha, 32);
-  assert.deepEqual(problems, ["rank: 'abc' is not a number; using 8", "steps: '' is not a number; using 50"]);
+  assert.deepEqual(problems, ["rank: 'abc' is not a number; using 8", "steps: '' is not a number; using 20"]);
 });
 
 test('every number in the state has a range, and a value outside it keeps its default and says so', () => {
@@ -64,7 +64,7 @@ test('every number in the state has a range, and a value outside it keeps its de
     'rank: 1000000 is outside 1…1024; using 8',
     'batchSize: 1000000000 is outside 1…512; using 8',
     'seqLen: 2.5 is not a whole number; using 128',
-    'steps: -1 is outside 1…100000; using 50',
+    'steps: -1 is outside 1…100000; using 20',
   ]);
 });
 
