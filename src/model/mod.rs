@@ -4,6 +4,7 @@
 pub mod config;
 pub mod gguf;
 pub mod gguf_quant;
+mod gguf_tokenizer;
 pub mod gguf_write;
 pub mod gpt2;
 pub mod init;

@@ -14,13 +14,14 @@
 //!   β · (π − ref); the reward accuracy is the share of pairs whose chosen reward is the higher,
 //!   the margin the mean of chosen minus rejected reward.
 
-use burn::tensor::{Int, Tensor, TensorData};
+use burn::tensor::Tensor;
 use serde::Serialize;
 
 use crate::Result;
 use crate::model::Model;
 use crate::model::tokenizer::Tokenizer;
 use crate::train::data::{Batch, Example, rows_batch};
+use crate::train::trainer::weighted_target_logps;
 
 /// The default β, TRL's.
 pub const DEFAULT_BETA: f64 = 0.1;
@@ -92,17 +93,9 @@ impl DpoReport {
 }
 
 /// Each row's summed log-probability of its target tokens: `[rows]`.
-fn row_logps(model: &Model, batch: &Batch) -> Tensor<1> {
-    let (b, t, v) = (batch.ids.len(), batch.ids[0].len(), model.config.vocab_size());
-    let device = &model.device;
-    let pad = if batch.pad.iter().flatten().all(|p| *p) { None } else { Some(batch.pad.as_slice()) };
-    let logits = model.forward(model.ids(&batch.ids), None, pad);
-    let logp = burn::tensor::activation::log_softmax(logits.reshape([b * t, v]), 1);
-    let targets: Vec<i32> = batch.targets.iter().flatten().map(|&x| x as i32).collect();
-    let targets = Tensor::<2, Int>::from_data(TensorData::new(targets, [b * t, 1]), device);
-    let weights: Vec<f32> = batch.weights.iter().flatten().copied().collect();
-    let weights = Tensor::<2>::from_data(TensorData::new(weights, [b * t, 1]), device);
-    (logp.gather(1, targets) * weights).reshape([b, t]).sum_dim(1).reshape([b])
+fn row_logps(model: &Model, batch: &Batch) -> Result<Tensor<1>> {
+    let rows = batch.ids.len();
+    Ok(weighted_target_logps(model, batch)?.sum_dim(1).reshape([rows]))
 }
 
 /// Switch every adapter on or off (the reference pass runs the base alone).
@@ -122,10 +115,11 @@ pub fn dpo_loss(model: &mut Model, batch: &Batch, beta: f64) -> Result<(Tensor<1
         return Err(crate::Error::input("a DPO batch needs a chosen and a rejected row for each pair"));
     }
     let pairs = rows / 2;
-    let policy = row_logps(model, batch);
+    let policy = row_logps(model, batch)?;
     adapters_on(model, false);
-    let reference = row_logps(model, batch).detach();
+    let reference = row_logps(model, batch).map(Tensor::detach);
     adapters_on(model, true);
+    let reference = reference?;
     let ratio = policy - reference;
     let chosen = ratio.clone().slice(0..pairs);
     let rejected = ratio.slice(pairs..rows);
@@ -146,7 +140,7 @@ pub async fn prefers_chosen(model: &Model, prompt: &str, chosen: &str, rejected:
     let example = pair(&model.tokenizer, prompt, chosen, rejected, seq_len).map_err(crate::Error::input)?;
     let pad = model.tokenizer.eos_ids.first().copied().unwrap_or(0);
     let batch = batches(&[example], 1, seq_len, pad).remove(0);
-    let logps = crate::model::read_f32(row_logps(model, &batch).detach()).await?;
+    let logps = crate::model::read_f32(row_logps(model, &batch)?.detach()).await?;
     Ok(logps[0] > logps[1])
 }
 

@@ -737,8 +737,9 @@ pub async fn evaluate_examples(model: &Model, examples: &[Example], batch_size: 
     Ok((nll / count, count))
 }
 
-/// Mean cross-entropy over the target tokens of a batch (a 1-element tensor).
-pub fn batch_loss(model: &Model, batch: &Batch) -> Result<Tensor<1>> {
+/// Each target token's log-probability times its weight (0 where it carries no loss):
+/// `[rows, T]`. The cross-entropy of SFT and the sequence log-probabilities of DPO both start here.
+pub fn weighted_target_logps(model: &Model, batch: &Batch) -> Result<Tensor<2>> {
     let b = batch.ids.len();
     let t = batch.ids.first().map_or(0, |r| r.len());
     if b == 0 || t == 0 {
@@ -752,7 +753,12 @@ pub fn batch_loss(model: &Model, batch: &Batch) -> Result<Tensor<1>> {
     let targets: Vec<i32> = batch.targets.iter().flatten().map(|&x| x as i32).collect();
     let targets = Tensor::<2, Int>::from_data(TensorData::new(targets, [b * t, 1]), device);
     let weights: Vec<f32> = batch.weights.iter().flatten().copied().collect();
-    let count: f32 = weights.iter().sum::<f32>().max(1.0);
     let weights = Tensor::<2>::from_data(TensorData::new(weights, [b * t, 1]), device);
-    Ok((logp.gather(1, targets) * weights).sum().neg() / count as f64)
+    Ok((logp.gather(1, targets) * weights).reshape([b, t]))
+}
+
+/// Mean cross-entropy over the target tokens of a batch (a 1-element tensor).
+pub fn batch_loss(model: &Model, batch: &Batch) -> Result<Tensor<1>> {
+    let count: f32 = batch.weights.iter().flatten().sum::<f32>().max(1.0);
+    Ok(weighted_target_logps(model, batch)?.sum().neg() / count as f64)
 }
