@@ -237,6 +237,21 @@ fn open_cuda() -> Result<OpenedDevice> {
     ))
 }
 
+/// Keep freed tensor buffers in the process heap instead of handing them back to the system.
+/// The CPU engine allocates and frees buffers of megabytes many times a step; by default glibc
+/// maps each one fresh (`mmap`) and unmaps it on free, so every step pays the page faults and
+/// zeroing again. Measured on the 24M Llama (LoRA, batch 8 × 128, 2 threads): 545 to 580
+/// tokens/s, system time 1.9 to 0.8 s, peak RSS the same (benches/README.md). Glibc only; a
+/// no-op elsewhere.
+pub fn keep_freed_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only changes the allocator's thresholds; called before any thread starts.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 1 << 30);
+        libc::mallopt(libc::M_TRIM_THRESHOLD, i32::MAX);
+    }
+}
+
 /// Peak resident memory of this process, for the last line of a run and the CPU's measured
 /// memory: `getrusage`'s `ru_maxrss` (KiB on Linux, bytes on macOS), so it works on both; `None`
 /// elsewhere (Windows).

@@ -3,7 +3,10 @@
 //   out: {id, event, ...data}  or  {id, error}
 import init, { Session, referenceCheck, version, onDeviceLost, loseDevice, memoryCalculator } from './pkg/tinytune.js';
 
-const ready = init();
+const ready = init().catch((e) => {
+  throw new Error(`this browser cannot run tinytune's WebAssembly (${e.message}). The engine needs ` +
+    'WebAssembly SIMD and GC: Chrome or Edge 119, Firefox 120, Safari 18.2 or newer');
+});
 // The browser's own device-loss signal (GPUDevice.lost, through wgpu): the page restarts the
 // engine on it.
 ready.then(() => onDeviceLost((reason, message) => {

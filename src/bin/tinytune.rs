@@ -756,6 +756,7 @@ fn run_config(a: &TrainArgs) -> tinytune::Result<RunConfig> {
 }
 
 fn main() -> ExitCode {
+    tinytune::device::keep_freed_memory();
     let cli = Cli::parse();
     match run(cli.command) {
         Ok(()) => ExitCode::SUCCESS,
