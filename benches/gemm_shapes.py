@@ -1,0 +1,56 @@
+#!/usr/bin/env python3
+"""The matmul shapes of one LoRA training step of the 24M Llama, side by side in one run:
+tinytune's CPU engine (burn flex; `cargo bench --bench gemm_shapes`), numpy (OpenBLAS) and
+PyTorch, all on the same threads. Prints a Markdown table of GFLOPS; asserts nothing.
+
+    ~/.cache/tinytune/fixtures-venv/bin/python benches/gemm_shapes.py [--threads 2]
+"""
+import argparse
+import json
+import os
+import subprocess
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def median_seconds(f, reps=7):
+    f()
+    times = []
+    for _ in range(reps):
+        t = time.perf_counter()
+        f()
+        times.append(time.perf_counter() - t)
+    return sorted(times)[len(times) // 2]
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--threads", type=int, default=2)
+    a = p.parse_args()
+    env = dict(os.environ, RAYON_NUM_THREADS=str(a.threads), OPENBLAS_NUM_THREADS=str(a.threads),
+               OMP_NUM_THREADS=str(a.threads))
+    os.environ.update(OPENBLAS_NUM_THREADS=str(a.threads), OMP_NUM_THREADS=str(a.threads))
+    out = subprocess.run(["cargo", "bench", "--profile", "dev", "--bench", "gemm_shapes"], cwd=ROOT, env=env,
+                         check=True, capture_output=True, text=True).stdout
+    rows = [json.loads(l) for l in out.splitlines() if l.startswith("{")]
+    import numpy as np
+    import torch
+    torch.set_num_threads(a.threads)
+    print(f"GFLOPS, median of 7 calls, {a.threads} threads, {time.strftime('%Y-%m-%d')}\n")
+    print("| shape | batch × m × k × n | tinytune (burn flex) | numpy (OpenBLAS) | PyTorch | tinytune ÷ PyTorch |")
+    print("|---|---|---|---|---|---|")
+    for r in rows:
+        b, m, k, n = r["batch"], r["m"], r["k"], r["n"]
+        flops = 2.0 * b * m * k * n
+        an = np.random.rand(b, m, k).astype(np.float32)
+        bn = (np.random.rand(b, n, k).astype(np.float32).transpose(0, 2, 1) if r["transposed"]
+              else np.random.rand(b, k, n).astype(np.float32))
+        npy = flops / median_seconds(lambda: np.matmul(an, bn)) / 1e9
+        at, bt = torch.from_numpy(an), torch.from_numpy(np.ascontiguousarray(bn.transpose(0, 2, 1))).transpose(1, 2) if r["transposed"] else torch.from_numpy(bn)
+        pt = flops / median_seconds(lambda: torch.matmul(at, bt)) / 1e9
+        print(f"| {r['name']} | {b} × {m} × {k} × {n} | {r['gflops']:.0f} | {npy:.0f} | {pt:.0f} | {r['gflops'] / pt:.2f}× |")
+
+
+if __name__ == "__main__":
+    main()
