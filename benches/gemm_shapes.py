@@ -28,10 +28,9 @@ def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--threads", type=int, default=2)
     a = p.parse_args()
-    env = dict(os.environ, RAYON_NUM_THREADS=str(a.threads), OPENBLAS_NUM_THREADS=str(a.threads),
-               OMP_NUM_THREADS=str(a.threads))
-    os.environ.update(OPENBLAS_NUM_THREADS=str(a.threads), OMP_NUM_THREADS=str(a.threads))
-    out = subprocess.run(["cargo", "bench", "--profile", "dev", "--bench", "gemm_shapes"], cwd=ROOT, env=env,
+    # Set before numpy loads OpenBLAS; the cargo child inherits them.
+    os.environ.update(RAYON_NUM_THREADS=str(a.threads), OPENBLAS_NUM_THREADS=str(a.threads), OMP_NUM_THREADS=str(a.threads))
+    out = subprocess.run(["cargo", "bench", "--profile", "dev", "--bench", "gemm_shapes"], cwd=ROOT,
                          check=True, capture_output=True, text=True).stdout
     rows = [json.loads(l) for l in out.splitlines() if l.startswith("{")]
     import numpy as np
@@ -44,10 +43,14 @@ def main():
         b, m, k, n = r["batch"], r["m"], r["k"], r["n"]
         flops = 2.0 * b * m * k * n
         an = np.random.rand(b, m, k).astype(np.float32)
-        bn = (np.random.rand(b, n, k).astype(np.float32).transpose(0, 2, 1) if r["transposed"]
-              else np.random.rand(b, k, n).astype(np.float32))
+        # The right side as the engine holds it: `[k, n]`, or a transposed view of `[n, k]`.
+        stored = np.random.rand(b, n, k) if r["transposed"] else np.random.rand(b, k, n)
+        stored = stored.astype(np.float32)
+        bn = stored.transpose(0, 2, 1) if r["transposed"] else stored
         npy = flops / median_seconds(lambda: np.matmul(an, bn)) / 1e9
-        at, bt = torch.from_numpy(an), torch.from_numpy(np.ascontiguousarray(bn.transpose(0, 2, 1))).transpose(1, 2) if r["transposed"] else torch.from_numpy(bn)
+        at, bt = torch.from_numpy(an), torch.from_numpy(stored)
+        if r["transposed"]:
+            bt = bt.transpose(1, 2)
         pt = flops / median_seconds(lambda: torch.matmul(at, bt)) / 1e9
         print(f"| {r['name']} | {b} × {m} × {k} × {n} | {r['gflops']:.0f} | {npy:.0f} | {pt:.0f} | {r['gflops'] / pt:.2f}× |")
 
