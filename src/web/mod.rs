@@ -22,6 +22,11 @@ use crate::train::trainer::{Method, Trainer};
 #[wasm_bindgen(start)]
 pub fn start() {
     console_error_panic_hook::set_once();
+    // gemm chooses its simd128 kernels by a runtime switch that is off unless burn-flex's `simd`
+    // feature is on, and that feature is not on in the wasm build (it would rebuild the WebGPU
+    // kernel generator for a flag). Every browser that runs this bundle has SIMD (the bundle
+    // needs it to load at all: scripts/build-wasm), so the matmuls of the CPU engine use it.
+    gemm::set_wasm_simd128(true);
 }
 
 thread_local! {
