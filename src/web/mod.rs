@@ -19,14 +19,23 @@ use crate::train::data::{DataOptions, Example, OnBadLine, load_dataset, split};
 use crate::train::run::RunConfig;
 use crate::train::trainer::{Method, Trainer};
 
+unsafe extern "C" {
+    /// The module's static constructors, synthesized by the wasm linker (cubecl's IR registers
+    /// its operations through `inventory`, which runs them).
+    fn __wasm_call_ctors();
+}
+
 #[wasm_bindgen(start)]
 pub fn start() {
+    // Run the constructors once, here. When no export calls them, the linker takes the module
+    // for a run-once "command" and calls them at the top of *every* export, wasm-bindgen's
+    // helpers included; every value that crossed between JavaScript and the module then paid
+    // for 120 constructor calls, about 0.7 ms each time, which made the page's decoding 20 ms
+    // a token (benches/README.md). Calling them from this export makes it a library module.
+    // SAFETY: called once, first (wasm-bindgen runs the start function right after
+    // instantiation); the constructors only register statics.
+    unsafe { __wasm_call_ctors() };
     console_error_panic_hook::set_once();
-    // gemm chooses its simd128 kernels by a runtime switch that is off unless burn-flex's `simd`
-    // feature is on, and that feature is not on in the wasm build (it would rebuild the WebGPU
-    // kernel generator for a flag). Every browser that runs this bundle has SIMD (the bundle
-    // needs it to load at all: scripts/build-wasm), so the matmuls of the CPU engine use it.
-    gemm::set_wasm_simd128(true);
 }
 
 thread_local! {
