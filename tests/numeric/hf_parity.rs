@@ -96,11 +96,16 @@ fn greedy_continuations_equal_transformers_token_for_token() {
 fn decoding_with_the_kv_cache_equals_a_full_forward() {
     let device = device_under_test();
     let model = Model::load_dir(&fixture("tiny-llama"), &device.device).unwrap();
-    let seq: Vec<u32> = model.tokenizer.encode("Once upon a time, the little fox", true).unwrap();
+    // Long enough that the cache's buffers fill and grow (they start with 64 slots) while
+    // decoding one token at a time, with grouped key/value heads (4 query heads, 2 kv heads).
+    let text = "Once upon a time, the little fox ran to the river and saw a boat. ".repeat(6);
+    let mut seq: Vec<u32> = model.tokenizer.encode(&text, true).unwrap();
+    seq.truncate(100);
+    assert!(seq.len() > 80, "the text gives {} tokens", seq.len());
     let v = model.config.vocab_size();
     let full = block_on(read_f32(model.forward(model.ids(&[seq.clone()]), None, None))).unwrap();
     let mut cache = model.new_cache();
-    let split = 3;
+    let split = 50;
     let _ = model.forward(model.ids(&[seq[..split].to_vec()]), Some(&mut cache), None);
     for (i, &tok) in seq.iter().enumerate().skip(split) {
         let step = block_on(read_f32(model.forward(model.ids(&[vec![tok]]), Some(&mut cache), None))).unwrap();
