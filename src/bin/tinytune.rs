@@ -20,7 +20,6 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Serve the playground page (www/ and its wasm bundle) on this machine.
     /// The memory calculator: the ledger's predicted bytes for full finetuning, LoRA and QLoRA
     /// of any config.json (or a preset: gpt2-124m, llama-3-8b, llama-2-65b), with the formula.
     Memory {
@@ -67,6 +66,7 @@ enum Command {
         #[arg(long, default_value = "cpu")]
         device: String,
     },
+    /// Serve the playground page (www/ and its wasm bundle) on this machine.
     Serve {
         /// Address to bind. Loopback by default; use 0.0.0.0 only on a network you trust.
         #[arg(long, default_value = "127.0.0.1")]
@@ -1131,4 +1131,22 @@ fn open_device(name: &str) -> tinytune::Result<device::OpenedDevice> {
     let opened = device::open(name.parse()?)?;
     eprintln!("device: {}", opened.info.summary());
     Ok(opened)
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    #[test]
+    fn every_command_has_its_own_help_line() {
+        let cli = super::Cli::command();
+        cli.clone().debug_assert();
+        let about = |name: &str| cli.find_subcommand(name).and_then(|c| c.get_about()).map(|a| a.to_string()).unwrap_or_default();
+        for sub in cli.get_subcommands() {
+            assert!(!about(sub.get_name()).is_empty(), "`tinytune {}` has no help line", sub.get_name());
+        }
+        // Each line belongs to its command (serve's once sat on top of memory's).
+        assert!(about("serve").starts_with("Serve the playground page"), "{}", about("serve"));
+        assert!(about("memory").starts_with("The memory calculator"), "{}", about("memory"));
+    }
 }
