@@ -288,35 +288,39 @@ pub fn rss_bytes() -> Option<u64> {
 /// nothing to let through.
 #[cfg(target_arch = "wasm32")]
 pub async fn yield_now() {
-    use js_sys::Reflect;
-    use wasm_bindgen::JsCast;
     use wasm_bindgen::JsValue;
     let promise = js_sys::Promise::new(&mut |resolve, _reject| {
-        let global = js_sys::global();
-        let channel = Reflect::get(&global, &JsValue::from_str("MessageChannel"))
-            .ok()
-            .and_then(|c| c.dyn_into::<js_sys::Function>().ok())
-            .and_then(|c| Reflect::construct(&c, &js_sys::Array::new()).ok());
-        if let Some(channel) = channel {
-            let port = |name: &str| Reflect::get(&channel, &JsValue::from_str(name)).ok();
-            if let (Some(receiver), Some(sender)) = (port("port1"), port("port2")) {
-                let post = Reflect::get(&sender, &JsValue::from_str("postMessage")).ok().and_then(|f| f.dyn_into::<js_sys::Function>().ok());
-                if let Some(post) = post
-                    && Reflect::set(&receiver, &JsValue::from_str("onmessage"), &resolve).is_ok()
-                    && post.call1(&sender, &JsValue::NULL).is_ok()
-                {
-                    return;
-                }
+        if post_through_channel(&resolve).is_none() {
+            let global = js_sys::global();
+            match js_function(&global, "setTimeout") {
+                Some(set_timeout) => drop(set_timeout.call2(&global, &resolve, &JsValue::from(0))),
+                None => drop(resolve.call0(&JsValue::NULL)),
             }
-        }
-        if let Ok(set_timeout) = Reflect::get(&global, &JsValue::from_str("setTimeout")) {
-            let set_timeout: js_sys::Function = set_timeout.unchecked_into();
-            let _ = set_timeout.call2(&global, &resolve, &JsValue::from(0));
-        } else {
-            let _ = resolve.call0(&JsValue::NULL);
         }
     });
     let _ = wasm_bindgen_futures::JsFuture::from(promise).await;
+}
+
+/// `resolve` runs when an empty message sent through a fresh `MessageChannel` arrives; `None`
+/// where the global scope has no `MessageChannel`.
+#[cfg(target_arch = "wasm32")]
+fn post_through_channel(resolve: &js_sys::Function) -> Option<()> {
+    use js_sys::Reflect;
+    use wasm_bindgen::JsValue;
+    let class = js_function(&js_sys::global(), "MessageChannel")?;
+    let channel = Reflect::construct(&class, &js_sys::Array::new()).ok()?;
+    let receiver = Reflect::get(&channel, &JsValue::from_str("port1")).ok()?;
+    let sender = Reflect::get(&channel, &JsValue::from_str("port2")).ok()?;
+    let post = js_function(&sender, "postMessage")?;
+    Reflect::set(&receiver, &JsValue::from_str("onmessage"), resolve).ok()?;
+    post.call1(&sender, &JsValue::NULL).ok().map(drop)
+}
+
+/// The function `object[name]`, if there is one.
+#[cfg(target_arch = "wasm32")]
+fn js_function(object: &wasm_bindgen::JsValue, name: &str) -> Option<js_sys::Function> {
+    use wasm_bindgen::JsCast;
+    js_sys::Reflect::get(object, &wasm_bindgen::JsValue::from_str(name)).ok()?.dyn_into().ok()
 }
 
 #[cfg(not(target_arch = "wasm32"))]
