@@ -326,6 +326,20 @@ fn js_function(object: &wasm_bindgen::JsValue, name: &str) -> Option<js_sys::Fun
 #[cfg(not(target_arch = "wasm32"))]
 pub async fn yield_now() {}
 
+/// Seconds on a monotonic-enough clock, natively and in the browser.
+pub fn now() -> f64 {
+    #[cfg(target_arch = "wasm32")]
+    {
+        js_sys::Date::now() / 1000.0
+    }
+    #[cfg(not(target_arch = "wasm32"))]
+    {
+        use std::sync::OnceLock;
+        static START: OnceLock<std::time::Instant> = OnceLock::new();
+        START.get_or_init(std::time::Instant::now).elapsed().as_secs_f64()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -15,6 +15,7 @@
 
 use serde::Serialize;
 
+use crate::device::now;
 use crate::generate::{Sampling, generate, generate_batch};
 use crate::lora::peft::PeftAdapter;
 use crate::model::{Model, ModelFiles};
@@ -25,20 +26,6 @@ pub struct AdapterFiles {
     pub name: String,
     pub config: String,
     pub weights: Vec<u8>,
-}
-
-/// Seconds on a monotonic-enough clock, natively and in the browser.
-fn now() -> f64 {
-    #[cfg(target_arch = "wasm32")]
-    {
-        js_sys::Date::now() / 1000.0
-    }
-    #[cfg(not(target_arch = "wasm32"))]
-    {
-        use std::sync::OnceLock;
-        static START: OnceLock<std::time::Instant> = OnceLock::new();
-        START.get_or_init(std::time::Instant::now).elapsed().as_secs_f64()
-    }
 }
 
 #[derive(Clone, Debug, Serialize)]

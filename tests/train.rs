@@ -398,3 +398,26 @@ fn an_example_longer_than_the_context_is_refused_before_training() {
     let err = Trainer::new(&mut m, cfg, long).err().expect("refused").to_string();
     assert!(err.contains("longer than the model's context"), "{err}");
 }
+
+#[test]
+fn measuring_a_step_times_two_lora_steps_and_leaves_the_model_as_it_was() {
+    use tinytune::train::estimate::measure_step;
+    let mut m = model();
+    let ids = burn::tensor::Tensor::<2, burn::tensor::Int>::from_data(burn::tensor::TensorData::new(vec![1i64, 5, 9, 14, 3], [1, 5]), &m.device);
+    let before = block_on(read_f32(m.forward(ids.clone(), None, None))).unwrap();
+    let cfg = TrainConfig { batch_size: 3, seq_len: 16, ..TrainConfig::default() };
+    let timing = block_on(measure_step(&mut m, &cfg)).unwrap();
+    assert_eq!(timing.tokens, 3 * 16);
+    assert!(timing.seconds > 0.0 && timing.first_seconds > 0.0, "{timing:?}");
+    assert!((timing.seconds_for(6 * 16) / timing.seconds - 2.0).abs() < 1e-9);
+    assert!(m.arch.linears().iter().all(|(_, l)| l.adapters.is_empty()), "the measured adapter must be gone");
+    let after = block_on(read_f32(m.forward(ids, None, None))).unwrap();
+    assert!(before.iter().zip(&after).all(|(a, b)| a.to_bits() == b.to_bits()), "the model's logits changed");
+
+    // A held adapter is not replaced, and other methods are refused.
+    block_on(lora::attach(&mut m, "default", &LoraConfig::default(), 1)).unwrap();
+    let err = block_on(measure_step(&mut m, &cfg)).unwrap_err().to_string();
+    assert!(err.contains("holds an adapter"), "{err}");
+    let err = block_on(measure_step(&mut m, &TrainConfig { method: Method::Full, ..cfg })).unwrap_err().to_string();
+    assert!(err.contains("LoRA only"), "{err}");
+}

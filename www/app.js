@@ -115,6 +115,7 @@ function bindInputs() {
 // --- rendering --------------------------------------------------------------------------------
 
 function renderDevice({ device, adapter, fallbackReason, software }) {
+  training.deviceOpened({ softwareGpu: Boolean(software) && !fallbackReason && device?.kind !== 'cpu' });
   $('#device-json').textContent = JSON.stringify({ device, adapter, fallbackReason, software }, null, 1);
   const status = $('#device-status');
   const notice = $('#device-notice');

@@ -5,6 +5,7 @@
 // compared). Compute runs in the worker; these files only send commands and render.
 
 import { $, showError, clearError, setStatus, download, html } from './dom.js';
+import { DEFAULTS } from './state.js';
 import { send } from './engine.js';
 import { openStore, text as utf8 } from './store.js';
 import { formatBytes } from './render/memory.js';
@@ -57,6 +58,88 @@ export function initTraining({ state, readSampling, onSaved }) {
   // The keys of `tinytune train` (run.toml); strings quoted as JSON, which TOML accepts.
   const toToml = (obj) => Object.entries(obj).map(([k, v]) => `${k} = ${typeof v === 'string' ? JSON.stringify(v) : v}`).join('\n') + '\n';
 
+  // --- what a run will cost, from a measured step -------------------------------------------------
+  // Once a model is loaded, and before any run, the engine times a LoRA step of the run's shape on
+  // random tokens (a batch of at most 2, scaled to the batch size: a larger batch only runs a
+  // little faster a token, so the estimate errs long). A newcomer's first run, its steps left at
+  // the default and not named in the link, is sized to end in about a minute. After a run, its own pace replaces the
+  // measurement.
+  const STEPS_SECONDS = 55; // the steps' share of about a minute (evaluations and checkpoints take the rest; the estimate errs long)
+  const pace = { secondsPerToken: null, skipped: '', measured: false, source: '', measuring: false, sizing: false, sized: '', token: 0 };
+  // Steps a link names (even the default's value) were chosen: they are never resized.
+  pace.touched = new URLSearchParams(location.hash.replace(/^#/, '')).has('steps');
+
+  function renderEstimate() {
+    const s = state.get();
+    const el = $('#train-estimate');
+    if (pace.skipped && !pace.secondsPerToken && t.modelReady) {
+      el.textContent = pace.skipped;
+      return;
+    }
+    if (pace.measuring) {
+      el.textContent = 'Measuring one training step to estimate how long a run takes…';
+      return;
+    }
+    if (!pace.secondsPerToken || !t.modelReady) {
+      el.textContent = '';
+      return;
+    }
+    const step = pace.secondsPerToken * s.batchSize * s.seqLen;
+    const other = pace.measured && s.method !== 'lora' ? ` Measured for LoRA: a ${s.method === 'qlora' ? 'QLoRA' : s.method === 'dpo' ? 'DPO' : `${s.method} finetuning`} step costs more.` : '';
+    el.textContent = `Estimate: about ${seconds(step * s.steps)} for ${s.steps} steps of ${s.batchSize} × ${s.seqLen} tokens, ` +
+      `${step < 10 ? step.toFixed(2) : step.toFixed(0)} s a step (${pace.source}).${other}${pace.sized ? ` ${pace.sized}` : ''}`;
+  }
+  const seconds = (x) => (x < 90 ? `${Math.max(1, Math.round(x))} s` : x < 5400 ? `${Math.round(x / 60)} min` : `${(x / 3600).toFixed(1)} h`);
+
+  async function measurePace() {
+    const s = state.get();
+    if (pace.secondsPerToken || pace.skipped || t.running || t.hasAdapter || s.method !== 'lora') return renderEstimate();
+    const token = ++pace.token;
+    pace.measuring = true;
+    renderEstimate();
+    try {
+      const runToml = toToml({ ...runConfig(), batch_size: Math.min(2, s.batchSize), steps: 2 });
+      const m = await send('measureStep', { runToml });
+      if (token !== pace.token) return;
+      pace.secondsPerToken = m.seconds / m.tokens;
+      pace.measured = true;
+      pace.source = `timed here on a LoRA step of ${m.batch_size} × ${m.seq_len}: ${m.seconds.toFixed(2)} s`;
+      sizeFirstRun();
+    } catch (e) {
+      // No estimate is no loss (training reports its own pace), but say why.
+      if (token !== pace.token) return;
+      pace.measuring = false;
+      $('#train-estimate').textContent = `No estimate of a run's time: ${e.message}.`;
+      return;
+    }
+    pace.measuring = false;
+    renderEstimate();
+  }
+
+  function sizeFirstRun() {
+    const s = state.get();
+    if (pace.touched || t.runId || t.checkpoint || s.steps !== DEFAULTS.steps) return;
+    const stepSeconds = pace.secondsPerToken * s.batchSize * s.seqLen;
+    const steps = Math.max(5, Math.min(100, Math.round(STEPS_SECONDS / stepSeconds)));
+    pace.sized = `Steps set to ${steps} from the measured step, so that a first run ends in about a minute.`;
+    if (steps === s.steps) return;
+    pace.sizing = true;
+    state.set({ steps });
+    pace.sizing = false;
+  }
+
+  // A finished or stopped run's pace (its evaluations and checkpoints included) is the better guide.
+  function keepPace(tokensPerSecond) {
+    if (!(tokensPerSecond > 0)) return;
+    ++pace.token;
+    pace.measuring = false;
+    pace.secondsPerToken = 1 / tokensPerSecond;
+    pace.measured = false;
+    pace.sized = '';
+    pace.source = `the last run's pace, ${tokensPerSecond.toFixed(0)} tokens/s`;
+    renderEstimate();
+  }
+
   // --- training -------------------------------------------------------------------------------------
   function onEvent(ev, started) {
     const status = $('#train-status');
@@ -66,6 +149,7 @@ export function initTraining({ state, readSampling, onSaved }) {
         `${ev.step ? `continuing at step ${ev.step} of` : ''} ${ev.total_steps} steps.${ev.note ? ` The base: ${ev.note}.` : ''}`);
       t.firstStep = ev.step;
     } else if (ev.event === 'step') {
+      t.lastTokensPerSecond = ev.tokensPerSecond;
       t.losses.push([ev.step, ev.loss]);
       runs.progress(t.runId, t.losses, t.valid);
       renderLoss();
@@ -105,6 +189,7 @@ export function initTraining({ state, readSampling, onSaved }) {
     } else if (!t.runId) {
       t.runId = runs.latest()?.id ?? null;
     }
+    t.lastTokensPerSecond = null;
     renderLoss();
     refreshButtons();
     const status = $('#train-status');
@@ -135,6 +220,7 @@ export function initTraining({ state, readSampling, onSaved }) {
       if (!e.fatal) showError(e.message);
     } finally {
       t.running = false;
+      keepPace(t.lastTokensPerSecond);
       refreshButtons();
     }
   }
@@ -371,6 +457,11 @@ export function initTraining({ state, readSampling, onSaved }) {
   state.subscribe((s, changed) => {
     if (changed.includes('task')) chooseData();
     if (changed.includes('seqLen')) preview();
+    if (changed.includes('steps') && !pace.sizing) {
+      pace.touched = true;
+      pace.sized = '';
+    }
+    if (['steps', 'batchSize', 'seqLen', 'method'].some((k) => changed.includes(k))) renderEstimate();
     if (changed.includes('layer') || changed.includes('module')) {
       if (t.running && t.views?.paths?.length) send('select', { path: selectedPath(t.views.paths) });
       else refreshViews();
@@ -401,9 +492,23 @@ export function initTraining({ state, readSampling, onSaved }) {
       refreshButtons();
       preview();
       renderSaved();
+      // A new model has its own pace.
+      pace.secondsPerToken = null;
+      pace.sized = '';
+      measurePace();
+    },
+    // A software GPU adapter (chosen with ?gpu=on) takes tens of seconds for a first step, most
+    // of it compiling kernels: no step is measured there, and the first run's pace is the guide.
+    deviceOpened({ softwareGpu }) {
+      pace.skipped = softwareGpu
+        ? 'No estimate before the first run: on a software GPU adapter a measured step would itself take tens of seconds. The run shows its pace as it goes.'
+        : '';
     },
     modelUnloaded() {
       t.modelReady = false;
+      ++pace.token;
+      pace.measuring = false;
+      renderEstimate();
       refreshButtons();
     },
     // A load was refused and the model loaded before it is still in use.

@@ -14,6 +14,7 @@ ready.then(() => onDeviceLost((reason, message) => {
 }));
 const sessions = { main: null, cpu: null };
 let stopRequested = false;
+let measuring = null; // a step measurement in flight (measureStep)
 const view = { path: null }; // the module whose matrices are shown
 
 async function fetchText(url) {
@@ -226,6 +227,14 @@ const commands = {
     return trainLoop(id, info, { evalEvery, inspectEvery, checkpointEvery, inspectPath, maxSide });
   },
 
+  // Time one LoRA step of this run's shape on random tokens, before any run (the page's estimate
+  // of a run's time). Other commands wait for it rather than find the model busy.
+  async measureStep({ runToml }) {
+    const timing = sessions.main.measureStep(runToml);
+    measuring = timing.catch(() => {}).finally(() => { measuring = null; });
+    return { event: 'measured', ...(await timing) };
+  },
+
   // Continue from checkpoint files (as `checkpoint` events gave them) on the same data.
   async resume({ names, files, dataName, dataText, evalEvery = 10, inspectEvery = 5, checkpointEvery = 10, inspectPath, maxSide }, id) {
     const info = await sessions.main.resumeTraining(names, files.map((f) => new Uint8Array(f)), dataName, dataText);
@@ -362,6 +371,7 @@ self.onmessage = async ({ data }) => {
     self.postMessage({ id, error: `unknown command "${cmd}"` });
     return;
   }
+  if (measuring && cmd !== 'stop') await measuring;
   try {
     self.postMessage({ id, ...(await handler(args, id)) });
   } catch (e) {

@@ -484,6 +484,24 @@ impl Session {
             to_js(&report).map_err(JsValue::from)
         }))
     }
+
+    /// Time one LoRA step of `run_toml`'s shape (rank, targets, batch size, seq len) on random
+    /// tokens, before any run: resolves to `{first_seconds, seconds, tokens, batch_size, seq_len}`
+    /// and leaves the model as it was. Refused once a run is prepared or an adapter is held.
+    #[wasm_bindgen(js_name = measureStep)]
+    pub fn measure_step(&self, run_toml: &str) -> Result<js_sys::Promise, JsError> {
+        let cfg = RunConfig::from_toml(run_toml).map_err(js_err)?.train_config();
+        cfg.validate().map_err(js_err)?;
+        if self.trainer.try_borrow().map(|t| t.is_some()).unwrap_or(true) {
+            return Err(JsError::new("a run is already prepared: its own steps say what a step costs"));
+        }
+        let model = self.model()?;
+        Ok(wasm_bindgen_futures::future_to_promise(async move {
+            let mut guard = model.try_borrow_mut().map_err(|_| JsError::new("the model is busy"))?;
+            let timing = crate::train::estimate::measure_step(guard.as_mut().expect("checked"), &cfg).await.map_err(js_err)?;
+            to_js(&timing).map_err(JsValue::from)
+        }))
+    }
 }
 
 #[wasm_bindgen]

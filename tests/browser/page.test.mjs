@@ -119,22 +119,41 @@ test('?gpu=off forces the CPU path even where WebGPU works', async () => {
   }
 });
 
-test('a first press of Train with the page\'s defaults shows a loss point within 30 s and ends on its own', async () => {
+test('a first press of Train with the page\'s defaults shows the run\'s estimate, a loss point within 30 s, and ends on its own', async () => {
   // Headless Chromium's adapter here is the software one: the page runs on its CPU engine.
-  // The defaults: the built-in model, the json task, LoRA r 8, batch 8 × 128 tokens, 20 steps
-  // (50 took 191 s on this 2-core machine; 20 end in about a minute and a half).
+  // The defaults: the built-in model, the json task, LoRA r 8, batch 8 × 128 tokens; the steps
+  // come from a step the page measures once the model is loaded, so that the run ends in about
+  // a minute (20 steps unless measured otherwise).
   const { context, page } = await openPage('');
   try {
     await page.waitForSelector('#model-status[data-state=ready]', { timeout: 180000 });
     await page.waitForFunction(() => /json/.test(document.querySelector('#data-status').textContent));
+    await page.waitForFunction(() => /^Estimate:/.test(document.querySelector('#train-estimate').textContent), null, { timeout: 60000 });
+    const estimate = await page.textContent('#train-estimate');
+    const steps = Number(await page.inputValue('#steps'));
+    const m = estimate.match(/about (\d+) s for (\d+) steps of 8 × 128 tokens, ([\d.]+) s a step \(timed here on a LoRA step of 2 × 128: ([\d.]+) s\)\. Steps set to (\d+)/);
+    assert.ok(m, estimate);
+    assert.equal(Number(m[2]), steps);
+    assert.equal(Number(m[5]), steps);
+    const perStep = Number(m[3]);
+    // A batch of 8 is four of the measured batch of 2: the step is scaled by the tokens.
+    assert.ok(Math.abs(perStep - 4 * Number(m[4])) <= 0.02 * perStep + 0.01, estimate);
+    // 55 s of estimated steps (the estimate errs long; evaluations and checkpoints take the
+    // rest of the minute), 5 to 100 steps.
+    const sized = Math.max(5, Math.min(100, 55 / perStep));
+    assert.ok(Math.abs(steps - sized) <= 1 + 0.02 * sized, `${steps} steps of ${perStep} s`);
+    if (steps !== 20) assert.match(page.url(), new RegExp(`#steps=${steps}$`));
     const pressed = Date.now();
     await page.getByRole('button', { name: 'Train', exact: true }).click();
     await page.waitForSelector('#loss-chart polyline.train:not([data-points="0"])', { timeout: 30000 });
     const first = (Date.now() - pressed) / 1000;
     await page.waitForSelector('#train-status:is([data-state=done],[data-state=error])', { timeout: 300000 });
     assert.equal(await page.getAttribute('#train-status', 'data-state'), 'done', await page.textContent('#error'));
-    assert.equal(await page.getAttribute('#loss-chart polyline.train', 'data-points'), '20');
-    console.log(`first loss point after ${first.toFixed(1)} s; the 20 steps ended after ${((Date.now() - pressed) / 1000).toFixed(0)} s`);
+    assert.equal(await page.getAttribute('#loss-chart polyline.train', 'data-points'), String(steps));
+    const took = (Date.now() - pressed) / 1000;
+    console.log(`estimate: ${estimate}\nfirst loss point after ${first.toFixed(1)} s; the ${steps} steps ended after ${took.toFixed(0)} s (estimated ${m[1]} s)`);
+    // After the run, its own pace is the estimate.
+    assert.match(await page.textContent('#train-estimate'), /the last run's pace, \d+ tokens\/s/);
   } finally {
     await context.close();
   }
