@@ -159,7 +159,9 @@ impl LoraAdapter {
         } else {
             x
         };
-        x.matmul(self.a.clone()).matmul(self.b.clone()) * self.scale
+        // The scale goes on the rank-r intermediate, `[N, r]`, not on the `[N, out]` product: the
+        // same value up to rounding, and a multiply (and its gradient) over r columns, not out.
+        (x.matmul(self.a.clone()) * self.scale).matmul(self.b.clone())
     }
 
     /// ΔW = s·A·B, `[in, out]`. Formed only for merging and inspection.
