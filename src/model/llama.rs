@@ -2,7 +2,6 @@
 //! positions (`rope_theta`), SwiGLU, grouped-query attention. The same code runs Mistral (within
 //! its sliding window) and Qwen2 (q/k/v biases, tied embeddings), which share the shape.
 
-use burn::tensor::activation::silu;
 use burn::tensor::module::embedding;
 use burn::tensor::{Int, Tensor};
 
@@ -80,7 +79,7 @@ impl Llama {
             let (k, v) = cached_kv(cache.as_deref_mut(), i, k, v);
             x = x + layer.o_proj.forward(merge_heads(attention(q, k, v, mask.clone())));
             let h = layer.post_attention_layernorm.forward(x.clone());
-            let mlp = silu(layer.gate_proj.forward(h.clone())) * layer.up_proj.forward(h);
+            let mlp = super::fused::silu_mul(layer.gate_proj.forward(h.clone()), layer.up_proj.forward(h));
             x = x + layer.down_proj.forward(mlp);
         }
         let x = self.norm.forward(x);

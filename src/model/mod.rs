@@ -2,6 +2,7 @@
 //! forward pass of each architecture. `Model::forward` is the one entry point.
 
 pub mod config;
+pub mod fused;
 pub mod gguf;
 pub mod gguf_quant;
 mod gguf_tokenizer;

@@ -749,12 +749,14 @@ pub fn weighted_target_logps(model: &Model, batch: &Batch) -> Result<Tensor<2>> 
     let device = &model.device;
     let pad = if batch.pad.iter().flatten().all(|p| *p) { None } else { Some(batch.pad.as_slice()) };
     let logits = model.forward(model.ids(&batch.ids), None, pad);
-    let logp = burn::tensor::activation::log_softmax(logits.reshape([b * t, v]), 1);
     let targets: Vec<i32> = batch.targets.iter().flatten().map(|&x| x as i32).collect();
     let targets = Tensor::<2, Int>::from_data(TensorData::new(targets, [b * t, 1]), device);
     let weights: Vec<f32> = batch.weights.iter().flatten().copied().collect();
     let weights = Tensor::<2>::from_data(TensorData::new(weights, [b * t, 1]), device);
-    Ok((logp.gather(1, targets) * weights).reshape([b, t]))
+    // log_softmax over the vocabulary and the target's entry, one fused op (one pass a row on
+    // the CPU engine instead of a dozen over the whole [rows, vocab] matrix).
+    let logp = crate::model::fused::target_logprobs(logits.reshape([b * t, v]), targets);
+    Ok((logp * weights).reshape([b, t]))
 }
 
 /// Mean cross-entropy over the target tokens of a batch (a 1-element tensor).

@@ -1,0 +1,88 @@
+//! tinytune's fused element-wise kernels for the CPU engine: plain loops over `f32` slices that
+//! the compiler vectorises (SSE natively, simd128 in wasm). They live in a crate of their own so
+//! that the dev profile builds them at opt-level 3, as it does every dependency (`Cargo.toml`):
+//! tinytune itself is built at opt-level 1, where these loops stay scalar. Threads, tensors and
+//! gradients are tinytune's business (`src/model/fused.rs`); nothing here allocates.
+
+/// e^x in f32 without branches, so that loops over it vectorise: Cody–Waite reduction by ln 2 and
+/// a degree-6 polynomial on [−ln2/2, ln2/2]. Within 2.5e-7 relative of the exact value where the
+/// result is a normal number. Inputs are clamped to [−87.3, 88]: far below, about 1e-38 rather than
+/// 0; far above, about 1.7e38 rather than +inf (a sigmoid or a softmax cannot tell either apart).
+/// NaN stays NaN.
+#[inline(always)]
+fn exp_inline(x: f32) -> f32 {
+    const LN2_HI: f32 = 0.693_145_75;
+    const LN2_LO: f32 = 1.428_606_8e-6;
+    const ROUND: f32 = 12_582_912.0; // 1.5 · 2²³: adding and subtracting it rounds to an integer
+    let x = x.clamp(-87.3, 88.0);
+    let n = (x * std::f32::consts::LOG2_E + ROUND) - ROUND;
+    let r = (x - n * LN2_HI) - n * LN2_LO;
+    let p = 1.0 + r * (1.0 + r * (0.5 + r * (1.0 / 6.0 + r * (1.0 / 24.0 + r * (1.0 / 120.0 + r * (1.0 / 720.0))))));
+    // 2ⁿ for an integer n in [-126, 127]: adding 2²³ + 127 leaves n + 127 in the low mantissa
+    // bits, and shifting them up makes them the exponent. (No float-to-int conversion, which
+    // does not vectorise as well; a NaN gives 0 here, and p keeps it NaN.)
+    p * f32::from_bits((n + 8_388_735.0).to_bits() << 23)
+}
+
+#[inline(always)]
+fn sigmoid(x: f32) -> f32 {
+    1.0 / (1.0 + exp_inline(-x))
+}
+
+/// `exp_inline` for one value (tests and callers outside the loops).
+pub fn exp(x: f32) -> f32 {
+    exp_inline(x)
+}
+
+/// `out = silu(gate) · up`, element-wise.
+pub fn silu_mul(gate: &[f32], up: &[f32], out: &mut [f32]) {
+    assert!(gate.len() == out.len() && up.len() == out.len());
+    for ((o, &g), &u) in out.iter_mut().zip(gate).zip(up) {
+        *o = g * sigmoid(g) * u;
+    }
+}
+
+/// `out = grad · up · σ(gate) · (1 + gate · (1 − σ(gate)))`: the gradient of `silu_mul` with
+/// respect to `gate`.
+pub fn silu_mul_grad_gate(gate: &[f32], up: &[f32], grad: &[f32], out: &mut [f32]) {
+    assert!(gate.len() == out.len() && up.len() == out.len() && grad.len() == out.len());
+    for (((o, &g), &u), &d) in out.iter_mut().zip(gate).zip(up).zip(grad) {
+        let s = sigmoid(g);
+        *o = d * u * s * (1.0 + g * (1.0 - s));
+    }
+}
+
+/// Independent accumulators for the row reductions: one f32 accumulator must be summed in order,
+/// eight can be a vector.
+const LANES: usize = 8;
+
+/// `ln Σ exp(x)` over a row, computed as `max + ln Σ exp(x − max)`.
+pub fn log_sum_exp(row: &[f32]) -> f32 {
+    let (body, tail) = row.split_at(row.len() - row.len() % LANES);
+    let mut lanes = [f32::NEG_INFINITY; LANES];
+    for c in body.chunks_exact(LANES) {
+        for k in 0..LANES {
+            lanes[k] = lanes[k].max(c[k]);
+        }
+    }
+    let max = tail.iter().chain(&lanes).fold(f32::NEG_INFINITY, |m, &x| m.max(x));
+    let mut sums = [0f32; LANES];
+    for c in body.chunks_exact(LANES) {
+        for k in 0..LANES {
+            sums[k] += exp_inline(c[k] - max);
+        }
+    }
+    let sum: f32 = sums.iter().sum::<f32>() + tail.iter().map(|&x| exp_inline(x - max)).sum::<f32>();
+    max + sum.ln()
+}
+
+/// `out = −g · exp(row − lse)`: minus `g` times the row's softmax, given its log-sum-exp. (The
+/// gradient of a target's log-probability adds `g` at the target.)
+pub fn scaled_softmax_neg(row: &[f32], lse: f32, g: f32, out: &mut [f32]) {
+    assert_eq!(row.len(), out.len());
+    for (o, &x) in out.iter_mut().zip(row) {
+        *o = -g * exp_inline(x - lse);
+    }
+}
+
+// The tests of these kernels are tinytune's (src/model/fused.rs), so that `cargo test` runs them.

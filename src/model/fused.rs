@@ -1,0 +1,388 @@
+//! Fused operations for the CPU engine, as a burn backend extension (`FusedOps`, the pattern of
+//! `crate::quant::kernels::Q4Ops`):
+//! - `silu_mul(gate, up) = silu(gate) · up`, the Llama MLP's gate. Composed from burn's ops it is
+//!   a sigmoid, two multiplies, and five more element-wise passes backward, each on one thread,
+//!   with glibc's scalar `expf` in the sigmoid;
+//! - `target_logprobs(logits, targets)`, each row's log-softmax at its target: the cross-entropy.
+//!   Composed, it is a dozen passes over the whole `[rows, vocab]` matrix, forward and backward.
+//!
+//! On burn flex each is one pass a row (or a chunk) forward and one backward, split across
+//! rayon's threads natively, with an exp the compiler vectorises: the loops are in the
+//! `tinytune-kernels` crate (`kernels/`), which the dev profile builds at opt-level 3. Other
+//! backends (wgpu) run the composed ops, as before. The autodiff implementations keep the inputs
+//! and recompute the sigmoid or the softmax in the backward pass.
+
+use burn::backend::autodiff::checkpoint::{base::Checkpointer, strategy::CheckpointStrategy};
+use burn::backend::autodiff::grads::Gradients;
+use burn::backend::autodiff::ops::{Backward, Ops, OpsKind, binary, unary};
+use burn::backend::ops::FloatTensorOps;
+use burn::backend::tensor::{FloatTensor, IntTensor};
+use burn::backend::{Autodiff, Backend, Dispatch, Flex, backend_extension};
+use burn::tensor::{DType, IndexingUpdateOp, Int, Tensor, TensorData};
+
+/// The operations the model calls.
+#[backend_extension(Cube, Flex, Autodiff)]
+pub trait FusedOps: Backend {
+    /// `silu(gate) · up`, element-wise, for tensors of one shape.
+    fn silu_mul(gate: FloatTensor<Self>, up: FloatTensor<Self>) -> FloatTensor<Self>;
+    /// The gradient of `silu_mul` with respect to `gate`, given the output's gradient:
+    /// `grad · up · σ(gate) · (1 + gate · (1 − σ(gate)))`. (The one to `up` is
+    /// `silu_mul(gate, grad)`.)
+    fn silu_mul_grad_gate(gate: FloatTensor<Self>, up: FloatTensor<Self>, grad: FloatTensor<Self>) -> FloatTensor<Self>;
+    /// Each row's log-probability of its target: `logits [N, V]`, `targets [N, 1]` →
+    /// `log_softmax(logits)[n, targets[n]]`, `[N, 1]`.
+    fn target_logprobs(logits: FloatTensor<Self>, targets: IntTensor<Self>) -> FloatTensor<Self>;
+    /// Its gradient with respect to the logits, given the output's gradient `grad [N, 1]`:
+    /// `grad[n] · (onehot(targets[n]) − softmax(logits[n]))`, `[N, V]`.
+    fn target_logprobs_grad(logits: FloatTensor<Self>, targets: IntTensor<Self>, grad: FloatTensor<Self>) -> FloatTensor<Self>;
+}
+
+/// `silu(gate) · up` through whichever backend the tensors live on.
+pub fn silu_mul<const D: usize>(gate: Tensor<D>, up: Tensor<D>) -> Tensor<D> {
+    assert_eq!(gate.dims(), up.dims(), "silu_mul takes tensors of one shape");
+    Tensor::from_dispatch(<Dispatch as FusedOps>::silu_mul(gate.into_dispatch(), up.into_dispatch()))
+}
+
+/// Each row's log-probability of its target: `logits [N, V]`, `targets [N, 1]` → `[N, 1]`.
+pub fn target_logprobs(logits: Tensor<2>, targets: Tensor<2, Int>) -> Tensor<2> {
+    let ([n, _], [nt, one]) = (logits.dims(), targets.dims());
+    assert!(n == nt && one == 1, "target_logprobs takes logits [N, V] and targets [N, 1]");
+    Tensor::from_dispatch(<Dispatch as FusedOps>::target_logprobs(logits.into_dispatch(), targets.into_dispatch()))
+}
+
+// --- composed from a backend's own ops (wgpu, and the CPU engine for other dtypes) ---------------
+
+fn composed_silu_mul<B: Backend>(gate: FloatTensor<B>, up: FloatTensor<B>) -> FloatTensor<B> {
+    // burn's `silu(x) * up`, op for op: x · σ(x), then · up.
+    B::float_mul(B::float_mul(gate.clone(), B::sigmoid(gate)), up)
+}
+
+fn composed_grad_gate<B: Backend>(gate: FloatTensor<B>, up: FloatTensor<B>, grad: FloatTensor<B>) -> FloatTensor<B> {
+    let s = B::sigmoid(gate.clone());
+    let one_minus_s = B::float_add_scalar(B::float_neg(s.clone()), 1.0.into());
+    let slope = B::float_add_scalar(B::float_mul(gate, one_minus_s), 1.0.into());
+    B::float_mul(B::float_mul(B::float_mul(grad, up), s), slope)
+}
+
+fn composed_target_logprobs<B: Backend>(logits: FloatTensor<B>, targets: IntTensor<B>) -> FloatTensor<B> {
+    // What the trainer composed before: log_softmax over the vocabulary, then a gather.
+    B::float_gather(1, B::log_softmax(logits, 1), targets)
+}
+
+fn composed_target_logprobs_grad<B: Backend>(logits: FloatTensor<B>, targets: IntTensor<B>, grad: FloatTensor<B>) -> FloatTensor<B> {
+    // −grad·softmax, with grad added back at each row's target.
+    let minus_scaled = B::float_neg(B::float_mul(B::softmax(logits, 1), grad.clone()));
+    B::float_scatter(1, minus_scaled, targets, grad, IndexingUpdateOp::Add)
+}
+
+impl FusedOps for burn::backend::wgpu::CubeBackend {
+    fn silu_mul(gate: FloatTensor<Self>, up: FloatTensor<Self>) -> FloatTensor<Self> {
+        composed_silu_mul::<Self>(gate, up)
+    }
+    fn silu_mul_grad_gate(gate: FloatTensor<Self>, up: FloatTensor<Self>, grad: FloatTensor<Self>) -> FloatTensor<Self> {
+        composed_grad_gate::<Self>(gate, up, grad)
+    }
+    fn target_logprobs(logits: FloatTensor<Self>, targets: IntTensor<Self>) -> FloatTensor<Self> {
+        composed_target_logprobs::<Self>(logits, targets)
+    }
+    fn target_logprobs_grad(logits: FloatTensor<Self>, targets: IntTensor<Self>, grad: FloatTensor<Self>) -> FloatTensor<Self> {
+        composed_target_logprobs_grad::<Self>(logits, targets, grad)
+    }
+}
+
+// --- the CPU engine -------------------------------------------------------------------------------
+
+/// Elements per parallel task: big enough that handing one to another thread pays.
+#[cfg(not(target_arch = "wasm32"))]
+const CHUNK: usize = 16 * 1024;
+
+/// Run `f(out_chunk, start)` over `out` in chunks, on rayon's threads natively when it is large.
+fn chunked(out: &mut [f32], f: impl Fn(&mut [f32], usize) + Sync) {
+    #[cfg(not(target_arch = "wasm32"))]
+    {
+        use rayon::prelude::*;
+        if out.len() >= 2 * CHUNK {
+            out.par_chunks_mut(CHUNK).enumerate().for_each(|(c, o)| f(o, c * CHUNK));
+            return;
+        }
+    }
+    f(out, 0);
+}
+
+/// A float tensor's f32 values in row-major order (copied only when it is a strided view), or
+/// None for another dtype.
+fn flex_f32(t: &FloatTensor<Flex>) -> Option<std::borrow::Cow<'_, [f32]>> {
+    if t.dtype() != DType::F32 {
+        return None;
+    }
+    match t.as_slice::<f32>() {
+        Some(s) if t.is_contiguous() => Some(std::borrow::Cow::Borrowed(s)),
+        _ => Some(std::borrow::Cow::Owned(t.to_contiguous().as_slice::<f32>()?.to_vec())),
+    }
+}
+
+/// The values of tensors of one shape, or None where the fused path does not apply.
+fn flex_values<'a>(inputs: &[&'a FloatTensor<Flex>]) -> Option<Vec<std::borrow::Cow<'a, [f32]>>> {
+    let shape = inputs[0].layout().shape();
+    if inputs.iter().any(|t| t.layout().shape() != shape) {
+        return None;
+    }
+    inputs.iter().map(|t| flex_f32(t)).collect()
+}
+
+fn flex_tensor(values: Vec<f32>, like: &FloatTensor<Flex>) -> FloatTensor<Flex> {
+    Flex::float_from_data(TensorData::new(values, like.layout().shape().clone()), &Default::default())
+}
+
+/// An int tensor's values as indices, or None for a dtype the fused path does not read.
+fn flex_indices(t: &IntTensor<Flex>) -> Option<Vec<usize>> {
+    let t = if t.is_contiguous() { t.clone() } else { t.to_contiguous() };
+    Some(match t.dtype() {
+        DType::I64 => t.as_slice::<i64>()?.iter().map(|&v| v as usize).collect(),
+        DType::I32 => t.as_slice::<i32>()?.iter().map(|&v| v as usize).collect(),
+        DType::U32 => t.as_slice::<u32>()?.iter().map(|&v| v as usize).collect(),
+        _ => return None,
+    })
+}
+
+/// The logits and targets of `target_logprobs`, checked: `(values, V, targets)`.
+fn flex_logits<'a>(logits: &'a FloatTensor<Flex>, targets: &IntTensor<Flex>) -> Option<(std::borrow::Cow<'a, [f32]>, usize, Vec<usize>)> {
+    let dims = logits.layout().shape().clone();
+    let (n, v) = (dims[0], dims[1]);
+    let (values, targets) = (flex_f32(logits)?, flex_indices(targets)?);
+    if targets.len() != n {
+        return None;
+    }
+    if let Some(bad) = targets.iter().find(|&&t| t >= v) {
+        panic!("a target token id {bad} is outside the vocabulary of {v}");
+    }
+    Some((values, v, targets))
+}
+
+/// Run `f(row_index, row_out)` for every row of `out` (rows of `width` values, each costing about
+/// `cost` element operations), on rayon's threads natively when there is enough work.
+fn by_rows(out: &mut [f32], width: usize, cost: usize, f: impl Fn(usize, &mut [f32]) + Sync) {
+    let rows_count = out.len() / width.max(1);
+    #[cfg(not(target_arch = "wasm32"))]
+    {
+        use rayon::prelude::*;
+        if rows_count * cost >= 2 * CHUNK && width > 0 {
+            let rows = (CHUNK / cost.max(1)).max(1);
+            out.par_chunks_mut(rows * width).enumerate().for_each(|(c, block)| {
+                for (i, row) in block.chunks_mut(width).enumerate() {
+                    f(c * rows + i, row);
+                }
+            });
+            return;
+        }
+    }
+    let _ = (rows_count, cost);
+    for (i, row) in out.chunks_mut(width.max(1)).enumerate() {
+        f(i, row);
+    }
+}
+
+impl FusedOps for Flex {
+    fn silu_mul(gate: FloatTensor<Self>, up: FloatTensor<Self>) -> FloatTensor<Self> {
+        let Some(v) = flex_values(&[&gate, &up]) else { return composed_silu_mul::<Self>(gate, up) };
+        let (g, u) = (&v[0][..], &v[1][..]);
+        let mut out = vec![0f32; g.len()];
+        chunked(&mut out, |o, s| tinytune_kernels::silu_mul(&g[s..s + o.len()], &u[s..s + o.len()], o));
+        flex_tensor(out, &gate)
+    }
+    fn silu_mul_grad_gate(gate: FloatTensor<Self>, up: FloatTensor<Self>, grad: FloatTensor<Self>) -> FloatTensor<Self> {
+        let Some(v) = flex_values(&[&gate, &up, &grad]) else { return composed_grad_gate::<Self>(gate, up, grad) };
+        let (g, u, d) = (&v[0][..], &v[1][..], &v[2][..]);
+        let mut out = vec![0f32; g.len()];
+        chunked(&mut out, |o, s| {
+            let r = s..s + o.len();
+            tinytune_kernels::silu_mul_grad_gate(&g[r.clone()], &u[r.clone()], &d[r], o)
+        });
+        flex_tensor(out, &gate)
+    }
+    fn target_logprobs(logits: FloatTensor<Self>, targets: IntTensor<Self>) -> FloatTensor<Self> {
+        let Some((x, v, t)) = flex_logits(&logits, &targets) else { return composed_target_logprobs::<Self>(logits, targets) };
+        let mut out = vec![0f32; t.len()];
+        by_rows(&mut out, 1, 2 * v, |n, o| {
+            let row = &x[n * v..(n + 1) * v];
+            o[0] = row[t[n]] - tinytune_kernels::log_sum_exp(row);
+        });
+        Flex::float_from_data(TensorData::new(out, [t.len(), 1]), &Default::default())
+    }
+    fn target_logprobs_grad(logits: FloatTensor<Self>, targets: IntTensor<Self>, grad: FloatTensor<Self>) -> FloatTensor<Self> {
+        let (Some((x, v, t)), Some(g)) = (flex_logits(&logits, &targets), flex_f32(&grad)) else {
+            return composed_target_logprobs_grad::<Self>(logits, targets, grad);
+        };
+        let mut out = vec![0f32; x.len()];
+        by_rows(&mut out, v, 3 * v, |n, o| {
+            let row = &x[n * v..(n + 1) * v];
+            tinytune_kernels::scaled_softmax_neg(row, tinytune_kernels::log_sum_exp(row), g[n], o);
+            o[t[n]] += g[n];
+        });
+        flex_tensor(out, &logits)
+    }
+}
+
+// --- autodiff ------------------------------------------------------------------------------------
+
+impl<B: Backend + FusedOps, C: CheckpointStrategy> FusedOps for Autodiff<B, C> {
+    fn silu_mul(gate: FloatTensor<Self>, up: FloatTensor<Self>) -> FloatTensor<Self> {
+        #[derive(Debug)]
+        struct SiluMul;
+
+        impl<B: Backend + FusedOps> Backward<B, 2> for SiluMul {
+            type State = (FloatTensor<B>, FloatTensor<B>);
+
+            fn backward(self, ops: Ops<Self::State, 2>, grads: &mut Gradients, _checkpointer: &mut Checkpointer) {
+                let (gate, up) = ops.state;
+                let gate_for_up = gate.clone();
+                binary::<B, _, _>(
+                    ops.parents,
+                    ops.node,
+                    grads,
+                    |grad| B::silu_mul_grad_gate(gate, up, grad),
+                    |grad| B::silu_mul(gate_for_up, grad),
+                );
+            }
+        }
+
+        let nodes = [gate.node(), up.node()];
+        let (gate, up) = (gate.into_primitive(), up.into_primitive());
+        let out = B::silu_mul(gate.clone(), up.clone());
+        match SiluMul.prepare::<C>(nodes).compute_bound().stateful() {
+            OpsKind::Tracked(prep) => prep.finish((gate, up), out),
+            OpsKind::UnTracked(prep) => prep.finish(out),
+        }
+    }
+
+    fn target_logprobs(logits: FloatTensor<Self>, targets: IntTensor<Self>) -> FloatTensor<Self> {
+        #[derive(Debug)]
+        struct TargetLogprobs;
+
+        impl<B: Backend + FusedOps> Backward<B, 1> for TargetLogprobs {
+            type State = (FloatTensor<B>, IntTensor<B>);
+
+            fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _checkpointer: &mut Checkpointer) {
+                let (logits, targets) = ops.state;
+                unary::<B, _>(ops.parents, ops.node, grads, |grad| B::target_logprobs_grad(logits, targets, grad));
+            }
+        }
+
+        let node = logits.node();
+        let logits = logits.into_primitive();
+        let out = B::target_logprobs(logits.clone(), targets.clone());
+        match TargetLogprobs.prepare::<C>([node]).compute_bound().stateful() {
+            OpsKind::Tracked(prep) => prep.finish((logits, targets), out),
+            OpsKind::UnTracked(prep) => prep.finish(out),
+        }
+    }
+
+    fn target_logprobs_grad(logits: FloatTensor<Self>, targets: IntTensor<Self>, grad: FloatTensor<Self>) -> FloatTensor<Self> {
+        // As for silu_mul_grad_gate: the backward pass calls the inner backend's.
+        <Self as burn::backend::AutodiffBackend>::from_inner(B::target_logprobs_grad(logits.into_primitive(), targets, grad.into_primitive()))
+    }
+
+    fn silu_mul_grad_gate(gate: FloatTensor<Self>, up: FloatTensor<Self>, grad: FloatTensor<Self>) -> FloatTensor<Self> {
+        // Only the backward pass above calls this, on the inner backend; a second derivative is
+        // not needed anywhere.
+        let inner = |t: FloatTensor<Self>| t.into_primitive();
+        <Self as burn::backend::AutodiffBackend>::from_inner(B::silu_mul_grad_gate(inner(gate), inner(up), inner(grad)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use burn::tensor::activation::silu;
+
+    #[test]
+    fn the_vectorised_exp_is_within_2_5e_7_of_the_exact_value() {
+        use tinytune_kernels::exp;
+        for i in 0..=200_000 {
+            let x = -87.0 + 175.0 * i as f32 / 200_000.0;
+            let want = (x as f64).exp();
+            assert!(((exp(x) as f64 - want) / want).abs() < 2.5e-7, "exp({x}) = {}, want {want}", exp(x));
+        }
+        assert!(exp(-1e30) < 1e-37 && exp(f32::NEG_INFINITY) < 1e-37);
+        assert!(exp(1e30) > 1e38 && exp(1e30).is_finite());
+        assert!(exp(f32::NAN).is_nan(), "a NaN must stay visible to the trainer's guard");
+    }
+
+    #[test]
+    fn log_sum_exp_matches_f64_on_rows_of_every_tail_length() {
+        for len in 1..40 {
+            let row: Vec<f32> = (0..len).map(|i| ((i * 7919) % 23) as f32 * 0.9 - 10.0).collect();
+            let max = row.iter().fold(f64::NEG_INFINITY, |m, &x| m.max(x as f64));
+            let want = max + row.iter().map(|&x| (x as f64 - max).exp()).sum::<f64>().ln();
+            let got = tinytune_kernels::log_sum_exp(&row) as f64;
+            assert!((got - want).abs() < 1e-5 * want.abs().max(1.0), "len {len}: {got} against {want}");
+        }
+    }
+
+    fn values(t: Tensor<2>) -> Vec<f32> {
+        t.into_data().try_to_vec::<f32>().unwrap()
+    }
+
+    /// Forward values and both gradients of `silu_mul` against burn's composed `silu(g) · u`,
+    /// on the CPU engine under autodiff, for an input large enough to run on several threads and
+    /// a transposed (strided) one.
+    #[test]
+    fn silu_mul_matches_the_composed_ops_forward_and_backward() {
+        let device = burn::tensor::Device::flex().autodiff();
+        for (rows, cols, transposed) in [(37, 1000, false), (3, 5, false), (40, 30, true)] {
+            let n = rows * cols;
+            let noise = |seed| crate::quant::nf4::test_noise(n, seed, 4.0);
+            let make = |v: Vec<f32>| {
+                let t = Tensor::<2>::from_data(TensorData::new(v, [rows, cols]), &device);
+                if transposed { t.transpose() } else { t }
+            };
+            let (g0, u0, w) = (make(noise(1)), make(noise(2)), make(noise(3)));
+            let run = |fused: bool| {
+                let (g, u) = (g0.clone().detach().require_grad(), u0.clone().detach().require_grad());
+                let y = if fused { silu_mul(g.clone(), u.clone()) } else { silu(g.clone()) * u.clone() };
+                let grads = (y.clone() * w.clone()).sum().backward();
+                (values(y), values(g.grad(&grads).unwrap().into()), values(u.grad(&grads).unwrap().into()))
+            };
+            let (fused, composed) = (run(true), run(false));
+            for (what, a, b) in [("value", &fused.0, &composed.0), ("gate grad", &fused.1, &composed.1), ("up grad", &fused.2, &composed.2)] {
+                assert_eq!(a.len(), n);
+                for (i, (x, y)) in a.iter().zip(b.iter()).enumerate() {
+                    assert!((x - y).abs() <= 1e-5 * y.abs().max(1.0), "{rows}×{cols} {what} [{i}]: fused {x}, composed {y}");
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod target_tests {
+    use super::*;
+    use burn::tensor::activation::log_softmax;
+
+    /// Values and the logits' gradient of `target_logprobs` against log_softmax and a gather, on
+    /// the CPU engine under autodiff, with per-row weights as the trainer applies them.
+    #[test]
+    fn target_logprobs_matches_log_softmax_and_gather_forward_and_backward() {
+        let device = burn::tensor::Device::flex().autodiff();
+        for (n, v) in [(70, 600), (3, 7)] {
+            let x0 = Tensor::<2>::from_data(TensorData::new(crate::quant::nf4::test_noise(n * v, 7, 6.0), [n, v]), &device);
+            let ids: Vec<i32> = (0..n).map(|i| ((i * 37 + 5) % v) as i32).collect();
+            let targets = Tensor::<2, Int>::from_data(TensorData::new(ids, [n, 1]), &device);
+            let w = Tensor::<2>::from_data(TensorData::new(crate::quant::nf4::test_noise(n, 8, 1.0), [n, 1]), &device);
+            let run = |fused: bool| {
+                let x = x0.clone().detach().require_grad();
+                let y = if fused { target_logprobs(x.clone(), targets.clone()) } else { log_softmax(x.clone(), 1).gather(1, targets.clone()) };
+                let grads = (y.clone() * w.clone()).sum().backward();
+                let read = |t: Tensor<2>| t.into_data().try_to_vec::<f32>().unwrap();
+                (read(y), read(x.grad(&grads).unwrap().into()))
+            };
+            let (fused, composed) = (run(true), run(false));
+            assert_eq!((fused.0.len(), fused.1.len()), (n, n * v));
+            for (what, a, b) in [("log-probability", &fused.0, &composed.0), ("logit grad", &fused.1, &composed.1)] {
+                for (i, (x, y)) in a.iter().zip(b.iter()).enumerate() {
+                    assert!((x - y).abs() <= 2e-5 * y.abs().max(1.0), "{n}×{v} {what} [{i}]: fused {x}, composed {y}");
+                }
+            }
+        }
+    }
+}
