@@ -6,22 +6,24 @@
 
 /// e^x in f32 without branches, so that loops over it vectorise: Cody–Waite reduction by ln 2 and
 /// a degree-6 polynomial on [−ln2/2, ln2/2]. Within 2.5e-7 relative of the exact value where the
-/// result is a normal number. Inputs are clamped to [−87.3, 88]: far below, about 1e-38 rather than
-/// 0; far above, about 1.7e38 rather than +inf (a sigmoid or a softmax cannot tell either apart).
+/// result is a normal number. Below −87.3 it gives 0 (so a masked score's -inf gives exactly 0);
+/// above 88, about 1.7e38 rather than +inf (a sigmoid or a softmax cannot tell the difference).
 /// NaN stays NaN.
 #[inline(always)]
 fn exp_inline(x: f32) -> f32 {
     const LN2_HI: f32 = 0.693_145_75;
     const LN2_LO: f32 = 1.428_606_8e-6;
     const ROUND: f32 = 12_582_912.0; // 1.5 · 2²³: adding and subtracting it rounds to an integer
-    let x = x.clamp(-87.3, 88.0);
-    let n = (x * std::f32::consts::LOG2_E + ROUND) - ROUND;
-    let r = (x - n * LN2_HI) - n * LN2_LO;
+    let xc = x.clamp(-87.3, 88.0);
+    let n = (xc * std::f32::consts::LOG2_E + ROUND) - ROUND;
+    let r = (xc - n * LN2_HI) - n * LN2_LO;
     let p = 1.0 + r * (1.0 + r * (0.5 + r * (1.0 / 6.0 + r * (1.0 / 24.0 + r * (1.0 / 120.0 + r * (1.0 / 720.0))))));
     // 2ⁿ for an integer n in [-126, 127]: adding 2²³ + 127 leaves n + 127 in the low mantissa
     // bits, and shifting them up makes them the exponent. (No float-to-int conversion, which
     // does not vectorise as well; a NaN gives 0 here, and p keeps it NaN.)
-    p * f32::from_bits((n + 8_388_735.0).to_bits() << 23)
+    let e = p * f32::from_bits((n + 8_388_735.0).to_bits() << 23);
+    // Below the clamp (a masked score's -inf among them) the answer is 0, as a select.
+    if x < -87.3 { 0.0 } else { e }
 }
 
 #[inline(always)]
@@ -82,6 +84,31 @@ pub fn scaled_softmax_neg(row: &[f32], lse: f32, g: f32, out: &mut [f32]) {
     assert_eq!(row.len(), out.len());
     for (o, &x) in out.iter_mut().zip(row) {
         *o = -g * exp_inline(x - lse);
+    }
+}
+
+/// `out = softmax(row)`.
+pub fn softmax(row: &[f32], out: &mut [f32]) {
+    assert_eq!(row.len(), out.len());
+    let lse = log_sum_exp(row);
+    for (o, &x) in out.iter_mut().zip(row) {
+        *o = exp_inline(x - lse);
+    }
+}
+
+/// `out = y · (g − Σ g·y)`: the gradient of a softmax row `y` given the output's gradient `g`.
+pub fn softmax_grad(y: &[f32], g: &[f32], out: &mut [f32]) {
+    assert!(y.len() == out.len() && g.len() == out.len());
+    let (body, tail) = y.split_at(y.len() - y.len() % LANES);
+    let mut sums = [0f32; LANES];
+    for (c, d) in body.chunks_exact(LANES).zip(g.chunks_exact(LANES)) {
+        for k in 0..LANES {
+            sums[k] += c[k] * d[k];
+        }
+    }
+    let dot: f32 = sums.iter().sum::<f32>() + tail.iter().zip(&g[body.len()..]).map(|(a, b)| a * b).sum::<f32>();
+    for ((o, &yi), &gi) in out.iter_mut().zip(y).zip(g) {
+        *o = yi * (gi - dot);
     }
 }
 

@@ -5,6 +5,8 @@
 //!   with glibc's scalar `expf` in the sigmoid;
 //! - `target_logprobs(logits, targets)`, each row's log-softmax at its target: the cross-entropy.
 //!   Composed, it is a dozen passes over the whole `[rows, vocab]` matrix, forward and backward.
+//! - `softmax_last(x)`, attention's softmax over the keys. Under autodiff burn composes it from
+//!   max, subtract, exp (glibc's scalar `expf`), sum and divide, and their gradients.
 //!
 //! On burn flex each is one pass a row (or a chunk) forward and one backward, split across
 //! rayon's threads natively, with an exp the compiler vectorises: the loops are in the
@@ -15,7 +17,7 @@
 use burn::backend::autodiff::checkpoint::{base::Checkpointer, strategy::CheckpointStrategy};
 use burn::backend::autodiff::grads::Gradients;
 use burn::backend::autodiff::ops::{Backward, Ops, OpsKind, binary, unary};
-use burn::backend::ops::FloatTensorOps;
+use burn::backend::ops::{ActivationOps, FloatTensorOps};
 use burn::backend::tensor::{FloatTensor, IntTensor};
 use burn::backend::{Autodiff, Backend, Dispatch, Flex, backend_extension};
 use burn::tensor::{DType, IndexingUpdateOp, Int, Tensor, TensorData};
@@ -35,6 +37,10 @@ pub trait FusedOps: Backend {
     /// Its gradient with respect to the logits, given the output's gradient `grad [N, 1]`:
     /// `grad[n] · (onehot(targets[n]) − softmax(logits[n]))`, `[N, V]`.
     fn target_logprobs_grad(logits: FloatTensor<Self>, targets: IntTensor<Self>, grad: FloatTensor<Self>) -> FloatTensor<Self>;
+    /// Softmax over the rows of `[N, S]`.
+    fn softmax_rows(x: FloatTensor<Self>) -> FloatTensor<Self>;
+    /// Its gradient given the output `y` and the output's gradient: `y · (grad − Σ grad·y)`.
+    fn softmax_rows_grad(y: FloatTensor<Self>, grad: FloatTensor<Self>) -> FloatTensor<Self>;
 }
 
 /// `silu(gate) · up` through whichever backend the tensors live on.
@@ -48,6 +54,14 @@ pub fn target_logprobs(logits: Tensor<2>, targets: Tensor<2, Int>) -> Tensor<2> 
     let ([n, _], [nt, one]) = (logits.dims(), targets.dims());
     assert!(n == nt && one == 1, "target_logprobs takes logits [N, V] and targets [N, 1]");
     Tensor::from_dispatch(<Dispatch as FusedOps>::target_logprobs(logits.into_dispatch(), targets.into_dispatch()))
+}
+
+/// Softmax over the last dimension (attention's), through whichever backend the tensor lives on.
+pub fn softmax_last<const D: usize>(x: Tensor<D>) -> Tensor<D> {
+    let dims = x.dims();
+    let s = dims[D - 1];
+    let rows = Tensor::<2>::from_dispatch(<Dispatch as FusedOps>::softmax_rows(x.reshape([dims.iter().product::<usize>() / s.max(1), s]).into_dispatch()));
+    rows.reshape(dims)
 }
 
 // --- composed from a backend's own ops (wgpu, and the CPU engine for other dtypes) ---------------
@@ -75,6 +89,11 @@ fn composed_target_logprobs_grad<B: Backend>(logits: FloatTensor<B>, targets: In
     B::float_scatter(1, minus_scaled, targets, grad, IndexingUpdateOp::Add)
 }
 
+fn composed_softmax_grad<B: Backend>(y: FloatTensor<B>, grad: FloatTensor<B>) -> FloatTensor<B> {
+    let dot = B::float_sum_dim(B::float_mul(y.clone(), grad.clone()), 1);
+    B::float_mul(y, B::float_sub(grad, dot))
+}
+
 impl FusedOps for burn::backend::wgpu::CubeBackend {
     fn silu_mul(gate: FloatTensor<Self>, up: FloatTensor<Self>) -> FloatTensor<Self> {
         composed_silu_mul::<Self>(gate, up)
@@ -87,6 +106,12 @@ impl FusedOps for burn::backend::wgpu::CubeBackend {
     }
     fn target_logprobs_grad(logits: FloatTensor<Self>, targets: IntTensor<Self>, grad: FloatTensor<Self>) -> FloatTensor<Self> {
         composed_target_logprobs_grad::<Self>(logits, targets, grad)
+    }
+    fn softmax_rows(x: FloatTensor<Self>) -> FloatTensor<Self> {
+        Self::softmax(x, 1)
+    }
+    fn softmax_rows_grad(y: FloatTensor<Self>, grad: FloatTensor<Self>) -> FloatTensor<Self> {
+        composed_softmax_grad::<Self>(y, grad)
     }
 }
 
@@ -221,6 +246,23 @@ impl FusedOps for Flex {
         });
         flex_tensor(out, &logits)
     }
+    fn softmax_rows(x: FloatTensor<Self>) -> FloatTensor<Self> {
+        let Some(v) = flex_values(&[&x]) else { return Flex::softmax(x, 1) };
+        let s = x.layout().shape()[1];
+        let mut out = vec![0f32; v[0].len()];
+        by_rows(&mut out, s, 3 * s, |n, o| tinytune_kernels::softmax(&v[0][n * s..(n + 1) * s], o));
+        flex_tensor(out, &x)
+    }
+    fn softmax_rows_grad(y: FloatTensor<Self>, grad: FloatTensor<Self>) -> FloatTensor<Self> {
+        let Some(v) = flex_values(&[&y, &grad]) else { return composed_softmax_grad::<Self>(y, grad) };
+        let s = y.layout().shape()[1];
+        let mut out = vec![0f32; v[0].len()];
+        by_rows(&mut out, s, 3 * s, |n, o| {
+            let r = n * s..(n + 1) * s;
+            tinytune_kernels::softmax_grad(&v[0][r.clone()], &v[1][r], o)
+        });
+        flex_tensor(out, &y)
+    }
 }
 
 // --- autodiff ------------------------------------------------------------------------------------
@@ -277,6 +319,31 @@ impl<B: Backend + FusedOps, C: CheckpointStrategy> FusedOps for Autodiff<B, C> {
         }
     }
 
+    fn softmax_rows(x: FloatTensor<Self>) -> FloatTensor<Self> {
+        #[derive(Debug)]
+        struct SoftmaxRows;
+
+        impl<B: Backend + FusedOps> Backward<B, 1> for SoftmaxRows {
+            type State = FloatTensor<B>;
+
+            fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _checkpointer: &mut Checkpointer) {
+                let y = ops.state;
+                unary::<B, _>(ops.parents, ops.node, grads, |grad| B::softmax_rows_grad(y, grad));
+            }
+        }
+
+        let node = x.node();
+        let out = B::softmax_rows(x.into_primitive());
+        match SoftmaxRows.prepare::<C>([node]).compute_bound().stateful() {
+            OpsKind::Tracked(prep) => prep.finish(out.clone(), out),
+            OpsKind::UnTracked(prep) => prep.finish(out),
+        }
+    }
+
+    fn softmax_rows_grad(y: FloatTensor<Self>, grad: FloatTensor<Self>) -> FloatTensor<Self> {
+        <Self as burn::backend::AutodiffBackend>::from_inner(B::softmax_rows_grad(y.into_primitive(), grad.into_primitive()))
+    }
+
     fn target_logprobs_grad(logits: FloatTensor<Self>, targets: IntTensor<Self>, grad: FloatTensor<Self>) -> FloatTensor<Self> {
         // As for silu_mul_grad_gate: the backward pass calls the inner backend's.
         <Self as burn::backend::AutodiffBackend>::from_inner(B::target_logprobs_grad(logits.into_primitive(), targets, grad.into_primitive()))
@@ -303,7 +370,7 @@ mod tests {
             let want = (x as f64).exp();
             assert!(((exp(x) as f64 - want) / want).abs() < 2.5e-7, "exp({x}) = {}, want {want}", exp(x));
         }
-        assert!(exp(-1e30) < 1e-37 && exp(f32::NEG_INFINITY) < 1e-37);
+        assert!(exp(-1e30) == 0.0 && exp(f32::NEG_INFINITY) == 0.0 && exp(-87.4) == 0.0);
         assert!(exp(1e30) > 1e38 && exp(1e30).is_finite());
         assert!(exp(f32::NAN).is_nan(), "a NaN must stay visible to the trainer's guard");
     }
@@ -383,6 +450,46 @@ mod target_tests {
                     assert!((x - y).abs() <= 2e-5 * y.abs().max(1.0), "{n}×{v} {what} [{i}]: fused {x}, composed {y}");
                 }
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod softmax_tests {
+    use super::*;
+    use burn::tensor::activation::softmax;
+
+    /// Values and gradient of `softmax_last` against burn's softmax on the CPU engine under
+    /// autodiff: 4-d scores as attention has them, with -inf where a causal mask hides a key.
+    #[test]
+    fn softmax_last_matches_burn_s_softmax_forward_and_backward_with_masked_keys() {
+        let device = burn::tensor::Device::flex().autodiff();
+        for (b, h, t) in [(2, 3, 64), (1, 2, 5)] {
+            let n = b * h * t * t;
+            let mut v = crate::quant::nf4::test_noise(n, 11, 8.0);
+            for (i, x) in v.iter_mut().enumerate() {
+                let (q, k) = ((i / t) % t, i % t);
+                if k > q {
+                    *x = f32::NEG_INFINITY;
+                }
+            }
+            let x0 = Tensor::<4>::from_data(TensorData::new(v, [b, h, t, t]), &device);
+            let w = Tensor::<4>::from_data(TensorData::new(crate::quant::nf4::test_noise(n, 12, 1.0), [b, h, t, t]), &device);
+            let run = |fused: bool| {
+                let x = x0.clone().detach().require_grad();
+                let y = if fused { softmax_last(x.clone()) } else { softmax(x.clone(), 3) };
+                let grads = (y.clone() * w.clone()).sum().backward();
+                let read = |t: Tensor<4>| t.into_data().try_to_vec::<f32>().unwrap();
+                (read(y), read(x.grad(&grads).unwrap().into()))
+            };
+            let (fused, composed) = (run(true), run(false));
+            for (what, a, c) in [("probability", &fused.0, &composed.0), ("score grad", &fused.1, &composed.1)] {
+                for (i, (x, y)) in a.iter().zip(c.iter()).enumerate() {
+                    assert!(x.is_finite() && (x - y).abs() <= 1e-5 * y.abs().max(1.0), "{b}×{h}×{t} {what} [{i}]: fused {x}, composed {y}");
+                }
+            }
+            // A hidden key gets exactly nothing.
+            assert!(fused.0.iter().enumerate().all(|(i, p)| ((i % t) <= (i / t) % t) || *p == 0.0));
         }
     }
 }

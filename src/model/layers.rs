@@ -3,7 +3,7 @@
 //! B batch, T new tokens, S all attended tokens (cache + new), C model width, nh query heads,
 //! nkv key/value heads, hs head size, V vocabulary.
 
-use burn::tensor::activation::softmax;
+use super::fused::softmax_last;
 use burn::tensor::{Device, Tensor, TensorData};
 
 /// The frozen base of a linear layer: dense f32, or 4 bits as bitsandbytes stores it (QLoRA).
@@ -307,7 +307,7 @@ pub fn attention_scaled(q: Tensor<4>, k: Tensor<4>, v: Tensor<4>, mask: Tensor<4
     let [_, nkv, s, _] = k.dims();
     if nkv == nh {
         let scores = q.matmul(k.swap_dims(2, 3)) * scale;
-        return softmax(scores + mask, 3).matmul(v);
+        return softmax_last(scores + mask).matmul(v);
     }
     // Each key/value head serves nh/nkv consecutive query heads (transformers' repeat_kv). Rather
     // than copy every key and value that many times, the query heads of a group become rows of
@@ -315,7 +315,7 @@ pub fn attention_scaled(q: Tensor<4>, k: Tensor<4>, v: Tensor<4>, mask: Tensor<4
     let rep = nh / nkv;
     let q = q.reshape([b, nkv, rep * t, hs]);
     let scores = (q.matmul(k.swap_dims(2, 3)) * scale).reshape([b, nkv, rep, t, s]) + mask.unsqueeze_dim::<5>(1);
-    softmax(scores, 4).reshape([b, nkv, rep * t, s]).matmul(v).reshape([b, nh, t, hs])
+    softmax_last(scores).reshape([b, nkv, rep * t, s]).matmul(v).reshape([b, nh, t, hs])
 }
 
 /// Write a token-major KV update into the cache (if any) and return the full keys and values.
