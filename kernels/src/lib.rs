@@ -112,4 +112,54 @@ pub fn softmax_grad(y: &[f32], g: &[f32], out: &mut [f32]) {
     }
 }
 
+/// `1/√(mean(x²) + eps)` of a row.
+fn rms_scale(x: &[f32], eps: f32) -> f32 {
+    let (body, tail) = x.split_at(x.len() - x.len() % LANES);
+    let mut sums = [0f32; LANES];
+    for c in body.chunks_exact(LANES) {
+        for k in 0..LANES {
+            sums[k] += c[k] * c[k];
+        }
+    }
+    let sq: f32 = sums.iter().sum::<f32>() + tail.iter().map(|v| v * v).sum::<f32>();
+    1.0 / (sq / x.len().max(1) as f32 + eps).sqrt()
+}
+
+/// RMSNorm of a row: `out = x · r · w`, `r = 1/√(mean(x²) + eps)`.
+pub fn rms_norm(x: &[f32], w: &[f32], eps: f32, out: &mut [f32]) {
+    assert!(x.len() == out.len() && w.len() == out.len());
+    let r = rms_scale(x, eps);
+    for ((o, &xi), &wi) in out.iter_mut().zip(x).zip(w) {
+        *o = xi * r * wi;
+    }
+}
+
+/// The gradient of a row's RMSNorm with respect to `x`, given the output's gradient `g`:
+/// `r·w·g − x · r³ · mean(w·g·x)`.
+pub fn rms_norm_grad(x: &[f32], w: &[f32], g: &[f32], eps: f32, out: &mut [f32]) {
+    assert!(x.len() == out.len() && w.len() == out.len() && g.len() == out.len());
+    let r = rms_scale(x, eps);
+    let (n, body) = (x.len(), x.len() - x.len() % LANES);
+    let mut sums = [0f32; LANES];
+    for ((c, d), e) in x[..body].chunks_exact(LANES).zip(g[..body].chunks_exact(LANES)).zip(w[..body].chunks_exact(LANES)) {
+        for k in 0..LANES {
+            sums[k] += c[k] * d[k] * e[k];
+        }
+    }
+    let dot: f32 = sums.iter().sum::<f32>() + (body..n).map(|i| x[i] * g[i] * w[i]).sum::<f32>();
+    let k = r * r * r * dot / n.max(1) as f32;
+    for (((o, &xi), &wi), &gi) in out.iter_mut().zip(x).zip(w).zip(g) {
+        *o = r * wi * gi - xi * k;
+    }
+}
+
+/// Add a row's share of the RMSNorm weight's gradient: `acc += g · x · r`.
+pub fn rms_norm_grad_weight_add(x: &[f32], g: &[f32], eps: f32, acc: &mut [f32]) {
+    assert!(x.len() == acc.len() && g.len() == acc.len());
+    let r = rms_scale(x, eps);
+    for ((a, &xi), &gi) in acc.iter_mut().zip(x).zip(g) {
+        *a += gi * xi * r;
+    }
+}
+
 // The tests of these kernels are tinytune's (src/model/fused.rs), so that `cargo test` runs them.

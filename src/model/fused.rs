@@ -5,6 +5,8 @@
 //!   with glibc's scalar `expf` in the sigmoid;
 //! - `target_logprobs(logits, targets)`, each row's log-softmax at its target: the cross-entropy.
 //!   Composed, it is a dozen passes over the whole `[rows, vocab]` matrix, forward and backward.
+//! - `rms_norm(x, w, eps)`, Llama's norm, twice a layer; composed, six passes forward and about
+//!   a dozen backward;
 //! - `softmax_last(x)`, attention's softmax over the keys. Under autodiff burn composes it from
 //!   max, subtract, exp (glibc's scalar `expf`), sum and divide, and their gradients.
 //!
@@ -19,8 +21,8 @@ use burn::backend::autodiff::grads::Gradients;
 use burn::backend::autodiff::ops::{Backward, Ops, OpsKind, binary, unary};
 use burn::backend::ops::{ActivationOps, FloatTensorOps};
 use burn::backend::tensor::{FloatTensor, IntTensor};
-use burn::backend::{Autodiff, Backend, Dispatch, Flex, backend_extension};
-use burn::tensor::{DType, IndexingUpdateOp, Int, Tensor, TensorData};
+use burn::backend::{Autodiff, Backend, Dispatch, Flex, TensorMetadata, backend_extension};
+use burn::tensor::{DType, IndexingUpdateOp, Int, Shape, Tensor, TensorData};
 
 /// The operations the model calls.
 #[backend_extension(Cube, Flex, Autodiff)]
@@ -37,6 +39,12 @@ pub trait FusedOps: Backend {
     /// Its gradient with respect to the logits, given the output's gradient `grad [N, 1]`:
     /// `grad[n] · (onehot(targets[n]) − softmax(logits[n]))`, `[N, V]`.
     fn target_logprobs_grad(logits: FloatTensor<Self>, targets: IntTensor<Self>, grad: FloatTensor<Self>) -> FloatTensor<Self>;
+    /// RMSNorm over the rows of `x [N, C]` with weight `w [C]`: `x / √(mean(x²) + eps) · w`.
+    fn rms_norm(x: FloatTensor<Self>, w: FloatTensor<Self>, eps: f64) -> FloatTensor<Self>;
+    /// Its gradient with respect to `x`, given the output's gradient `[N, C]`.
+    fn rms_norm_grad_x(x: FloatTensor<Self>, w: FloatTensor<Self>, grad: FloatTensor<Self>, eps: f64) -> FloatTensor<Self>;
+    /// Its gradient with respect to `w` (`[C]`), given the output's gradient.
+    fn rms_norm_grad_w(x: FloatTensor<Self>, grad: FloatTensor<Self>, eps: f64) -> FloatTensor<Self>;
     /// Softmax over the rows of `[N, S]`.
     fn softmax_rows(x: FloatTensor<Self>) -> FloatTensor<Self>;
     /// Its gradient given the output `y` and the output's gradient: `y · (grad − Σ grad·y)`.
@@ -54,6 +62,15 @@ pub fn target_logprobs(logits: Tensor<2>, targets: Tensor<2, Int>) -> Tensor<2> 
     let ([n, _], [nt, one]) = (logits.dims(), targets.dims());
     assert!(n == nt && one == 1, "target_logprobs takes logits [N, V] and targets [N, 1]");
     Tensor::from_dispatch(<Dispatch as FusedOps>::target_logprobs(logits.into_dispatch(), targets.into_dispatch()))
+}
+
+/// RMSNorm over the last dimension: `x / √(mean(x²) + eps) · w`.
+pub fn rms_norm<const D: usize>(x: Tensor<D>, w: Tensor<1>, eps: f64) -> Tensor<D> {
+    let dims = x.dims();
+    let c = dims[D - 1];
+    assert_eq!(w.dims()[0], c, "rms_norm's weight has one value a channel");
+    let rows = x.reshape([dims.iter().product::<usize>() / c.max(1), c]);
+    Tensor::<2>::from_dispatch(<Dispatch as FusedOps>::rms_norm(rows.into_dispatch(), w.into_dispatch(), eps)).reshape(dims)
 }
 
 /// Softmax over the last dimension (attention's), through whichever backend the tensor lives on.
@@ -89,6 +106,32 @@ fn composed_target_logprobs_grad<B: Backend>(logits: FloatTensor<B>, targets: In
     B::float_scatter(1, minus_scaled, targets, grad, IndexingUpdateOp::Add)
 }
 
+fn composed_rms<B: Backend>(x: FloatTensor<B>, eps: f64) -> FloatTensor<B> {
+    B::float_sqrt(B::float_add_scalar(B::float_mean_dim(B::float_mul(x.clone(), x), 1), eps.into()))
+}
+
+fn composed_rms_norm<B: Backend>(x: FloatTensor<B>, w: FloatTensor<B>, eps: f64) -> FloatTensor<B> {
+    let c = x.shape()[1];
+    // What RmsNorm composed before: x / rms, then · w.
+    let rms = composed_rms::<B>(x.clone(), eps);
+    B::float_mul(B::float_div(x, rms), B::float_reshape(w, Shape::new([1, c])))
+}
+
+fn composed_rms_norm_grad_x<B: Backend>(x: FloatTensor<B>, w: FloatTensor<B>, grad: FloatTensor<B>, eps: f64) -> FloatTensor<B> {
+    let c = x.shape()[1];
+    let rms = composed_rms::<B>(x.clone(), eps);
+    let wg = B::float_mul(grad, B::float_reshape(w, Shape::new([1, c])));
+    let dot = B::float_mean_dim(B::float_mul(wg.clone(), x.clone()), 1);
+    let rms3 = B::float_mul(B::float_mul(rms.clone(), rms.clone()), rms.clone());
+    B::float_sub(B::float_div(wg, rms), B::float_div(B::float_mul(x, dot), rms3))
+}
+
+fn composed_rms_norm_grad_w<B: Backend>(x: FloatTensor<B>, grad: FloatTensor<B>, eps: f64) -> FloatTensor<B> {
+    let c = x.shape()[1];
+    let rms = composed_rms::<B>(x.clone(), eps);
+    B::float_reshape(B::float_sum_dim(B::float_mul(grad, B::float_div(x, rms)), 0), Shape::new([c]))
+}
+
 fn composed_softmax_grad<B: Backend>(y: FloatTensor<B>, grad: FloatTensor<B>) -> FloatTensor<B> {
     let dot = B::float_sum_dim(B::float_mul(y.clone(), grad.clone()), 1);
     B::float_mul(y, B::float_sub(grad, dot))
@@ -106,6 +149,15 @@ impl FusedOps for burn::backend::wgpu::CubeBackend {
     }
     fn target_logprobs_grad(logits: FloatTensor<Self>, targets: IntTensor<Self>, grad: FloatTensor<Self>) -> FloatTensor<Self> {
         composed_target_logprobs_grad::<Self>(logits, targets, grad)
+    }
+    fn rms_norm(x: FloatTensor<Self>, w: FloatTensor<Self>, eps: f64) -> FloatTensor<Self> {
+        composed_rms_norm::<Self>(x, w, eps)
+    }
+    fn rms_norm_grad_x(x: FloatTensor<Self>, w: FloatTensor<Self>, grad: FloatTensor<Self>, eps: f64) -> FloatTensor<Self> {
+        composed_rms_norm_grad_x::<Self>(x, w, grad, eps)
+    }
+    fn rms_norm_grad_w(x: FloatTensor<Self>, grad: FloatTensor<Self>, eps: f64) -> FloatTensor<Self> {
+        composed_rms_norm_grad_w::<Self>(x, grad, eps)
     }
     fn softmax_rows(x: FloatTensor<Self>) -> FloatTensor<Self> {
         Self::softmax(x, 1)
@@ -246,6 +298,33 @@ impl FusedOps for Flex {
         });
         flex_tensor(out, &logits)
     }
+    fn rms_norm(x: FloatTensor<Self>, w: FloatTensor<Self>, eps: f64) -> FloatTensor<Self> {
+        let (Some(v), Some(wv)) = (flex_values(&[&x]), flex_f32(&w)) else { return composed_rms_norm::<Self>(x, w, eps) };
+        let c = wv.len();
+        let mut out = vec![0f32; v[0].len()];
+        by_rows(&mut out, c, 3 * c, |n, o| tinytune_kernels::rms_norm(&v[0][n * c..(n + 1) * c], &wv, eps as f32, o));
+        flex_tensor(out, &x)
+    }
+    fn rms_norm_grad_x(x: FloatTensor<Self>, w: FloatTensor<Self>, grad: FloatTensor<Self>, eps: f64) -> FloatTensor<Self> {
+        let (Some(v), Some(wv)) = (flex_values(&[&x, &grad]), flex_f32(&w)) else { return composed_rms_norm_grad_x::<Self>(x, w, grad, eps) };
+        let c = wv.len();
+        let mut out = vec![0f32; v[0].len()];
+        by_rows(&mut out, c, 5 * c, |n, o| {
+            let r = n * c..(n + 1) * c;
+            tinytune_kernels::rms_norm_grad(&v[0][r.clone()], &wv, &v[1][r], eps as f32, o)
+        });
+        flex_tensor(out, &x)
+    }
+    fn rms_norm_grad_w(x: FloatTensor<Self>, grad: FloatTensor<Self>, eps: f64) -> FloatTensor<Self> {
+        let Some(v) = flex_values(&[&x, &grad]) else { return composed_rms_norm_grad_w::<Self>(x, grad, eps) };
+        let c = x.layout().shape()[1];
+        // Only full and partial finetuning train a norm's weight: one thread is enough here.
+        let mut acc = vec![0f32; c];
+        for (xr, gr) in v[0].chunks_exact(c.max(1)).zip(v[1].chunks_exact(c.max(1))) {
+            tinytune_kernels::rms_norm_grad_weight_add(xr, gr, eps as f32, &mut acc);
+        }
+        Flex::float_from_data(TensorData::new(acc, [c]), &Default::default())
+    }
     fn softmax_rows(x: FloatTensor<Self>) -> FloatTensor<Self> {
         let Some(v) = flex_values(&[&x]) else { return Flex::softmax(x, 1) };
         let s = x.layout().shape()[1];
@@ -317,6 +396,43 @@ impl<B: Backend + FusedOps, C: CheckpointStrategy> FusedOps for Autodiff<B, C> {
             OpsKind::Tracked(prep) => prep.finish((logits, targets), out),
             OpsKind::UnTracked(prep) => prep.finish(out),
         }
+    }
+
+    fn rms_norm(x: FloatTensor<Self>, w: FloatTensor<Self>, eps: f64) -> FloatTensor<Self> {
+        #[derive(Debug)]
+        struct RmsNorm;
+
+        impl<B: Backend + FusedOps> Backward<B, 2> for RmsNorm {
+            type State = (FloatTensor<B>, FloatTensor<B>, f64);
+
+            fn backward(self, ops: Ops<Self::State, 2>, grads: &mut Gradients, _checkpointer: &mut Checkpointer) {
+                let (x, w, eps) = ops.state;
+                let x_for_w = x.clone();
+                binary::<B, _, _>(
+                    ops.parents,
+                    ops.node,
+                    grads,
+                    |grad| B::rms_norm_grad_x(x, w, grad, eps),
+                    |grad| B::rms_norm_grad_w(x_for_w, grad, eps),
+                );
+            }
+        }
+
+        let nodes = [x.node(), w.node()];
+        let (x, w) = (x.into_primitive(), w.into_primitive());
+        let out = B::rms_norm(x.clone(), w.clone(), eps);
+        match RmsNorm.prepare::<C>(nodes).compute_bound().stateful() {
+            OpsKind::Tracked(prep) => prep.finish((x, w, eps), out),
+            OpsKind::UnTracked(prep) => prep.finish(out),
+        }
+    }
+
+    fn rms_norm_grad_x(x: FloatTensor<Self>, w: FloatTensor<Self>, grad: FloatTensor<Self>, eps: f64) -> FloatTensor<Self> {
+        <Self as burn::backend::AutodiffBackend>::from_inner(B::rms_norm_grad_x(x.into_primitive(), w.into_primitive(), grad.into_primitive(), eps))
+    }
+
+    fn rms_norm_grad_w(x: FloatTensor<Self>, grad: FloatTensor<Self>, eps: f64) -> FloatTensor<Self> {
+        <Self as burn::backend::AutodiffBackend>::from_inner(B::rms_norm_grad_w(x.into_primitive(), grad.into_primitive(), eps))
     }
 
     fn softmax_rows(x: FloatTensor<Self>) -> FloatTensor<Self> {
@@ -491,5 +607,77 @@ mod softmax_tests {
             // A hidden key gets exactly nothing.
             assert!(fused.0.iter().enumerate().all(|(i, p)| ((i % t) <= (i / t) % t) || *p == 0.0));
         }
+    }
+}
+
+#[cfg(test)]
+mod rms_tests {
+    use super::*;
+
+    fn noise(n: usize, seed: u64, scale: f64) -> Vec<f32> {
+        crate::quant::nf4::test_noise(n, seed, scale)
+    }
+
+    /// Values and the gradients to `x` and to the weight of `rms_norm` against the norm composed
+    /// as RmsNorm had it (`x / √(mean(x²) + eps) · w`), on the CPU engine under autodiff.
+    #[test]
+    fn rms_norm_matches_the_composed_norm_forward_and_backward() {
+        let device = burn::tensor::Device::flex().autodiff();
+        for (b, t, c) in [(4, 64, 256), (1, 3, 13)] {
+            let x0 = Tensor::<3>::from_data(TensorData::new(noise(b * t * c, 21, 2.0), [b, t, c]), &device);
+            let w0 = Tensor::<1>::from_data(TensorData::new(noise(c, 22, 1.0), [c]), &device);
+            let k = Tensor::<3>::from_data(TensorData::new(noise(b * t * c, 23, 1.0), [b, t, c]), &device);
+            let run = |fused: bool| {
+                let (x, w) = (x0.clone().detach().require_grad(), w0.clone().detach().require_grad());
+                let y = if fused {
+                    rms_norm(x.clone(), w.clone(), 1e-5)
+                } else {
+                    let rms = (x.clone().square().mean_dim(2) + 1e-5).sqrt();
+                    (x.clone() / rms) * w.clone().unsqueeze::<3>()
+                };
+                let grads = (y.clone() * k.clone()).sum().backward();
+                let read3 = |t: Tensor<3>| t.into_data().try_to_vec::<f32>().unwrap();
+                let gw: Tensor<1> = w.grad(&grads).unwrap().into();
+                (read3(y), read3(x.grad(&grads).unwrap().into()), gw.into_data().try_to_vec::<f32>().unwrap())
+            };
+            let (fused, composed) = (run(true), run(false));
+            for (what, a, e) in [("value", &fused.0, &composed.0), ("x grad", &fused.1, &composed.1), ("weight grad", &fused.2, &composed.2)] {
+                assert_eq!(a.len(), e.len());
+                for (i, (x, y)) in a.iter().zip(e.iter()).enumerate() {
+                    assert!((x - y).abs() <= 2e-5 * y.abs().max(1.0), "{b}×{t}×{c} {what} [{i}]: fused {x}, composed {y}");
+                }
+            }
+        }
+    }
+
+    /// The composed forms wgpu runs (generic over the backend) against the CPU kernels, both on
+    /// burn flex.
+    #[test]
+    fn the_composed_forms_wgpu_runs_agree_with_the_cpu_kernels() {
+        let (n, c, v) = (6, 40, 50);
+        let t = |vals: Vec<f32>, shape: Vec<usize>| Flex::float_from_data(TensorData::new(vals, shape), &Default::default());
+        let read = |x: FloatTensor<Flex>| futures_lite::future::block_on(Flex::float_into_data(x)).unwrap().try_to_vec::<f32>().unwrap();
+        let close = |what: &str, a: FloatTensor<Flex>, b: FloatTensor<Flex>| {
+            let (a, b) = (read(a), read(b));
+            assert_eq!(a.len(), b.len(), "{what}");
+            for (i, (x, y)) in a.iter().zip(&b).enumerate() {
+                assert!((x - y).abs() <= 2e-5 * y.abs().max(1.0), "{what} [{i}]: kernel {x}, composed {y}");
+            }
+        };
+        let (x, w, g) = (noise(n * c, 31, 3.0), noise(c, 32, 1.0), noise(n * c, 33, 1.0));
+        let (xt, wt, gt) = (|| t(x.clone(), vec![n, c]), || t(w.clone(), vec![c]), || t(g.clone(), vec![n, c]));
+        close("silu_mul", Flex::silu_mul(xt(), gt()), composed_silu_mul::<Flex>(xt(), gt()));
+        close("silu_mul grad", Flex::silu_mul_grad_gate(xt(), gt(), gt()), composed_grad_gate::<Flex>(xt(), gt(), gt()));
+        close("rms_norm", Flex::rms_norm(xt(), wt(), 1e-6), composed_rms_norm::<Flex>(xt(), wt(), 1e-6));
+        close("rms_norm grad x", Flex::rms_norm_grad_x(xt(), wt(), gt(), 1e-6), composed_rms_norm_grad_x::<Flex>(xt(), wt(), gt(), 1e-6));
+        close("rms_norm grad w", Flex::rms_norm_grad_w(xt(), gt(), 1e-6), composed_rms_norm_grad_w::<Flex>(xt(), gt(), 1e-6));
+        close("softmax", Flex::softmax_rows(xt()), Flex::softmax(xt(), 1));
+        let y = Flex::softmax_rows(xt());
+        close("softmax grad", Flex::softmax_rows_grad(y.clone(), gt()), composed_softmax_grad::<Flex>(y, gt()));
+        let logits = || t(noise(n * v, 34, 5.0), vec![n, v]);
+        let targets = || <Flex as burn::backend::ops::IntTensorOps<Flex>>::int_from_data(TensorData::new((0..n as i32).map(|i| (i * 7) % v as i32).collect::<Vec<_>>(), [n, 1]), &Default::default());
+        let gr = || t(noise(n, 35, 1.0), vec![n, 1]);
+        close("target_logprobs", Flex::target_logprobs(logits(), targets()), composed_target_logprobs::<Flex>(logits(), targets()));
+        close("target_logprobs grad", Flex::target_logprobs_grad(logits(), targets(), gr()), composed_target_logprobs_grad::<Flex>(logits(), targets(), gr()));
     }
 }

@@ -118,8 +118,7 @@ pub struct RmsNorm {
 
 impl RmsNorm {
     pub fn forward(&self, x: Tensor<3>) -> Tensor<3> {
-        let rms = (x.clone().square().mean_dim(2) + self.eps).sqrt();
-        (x / rms) * self.weight.clone().unsqueeze::<3>()
+        super::fused::rms_norm(x, self.weight.clone(), self.eps)
     }
 }
 
