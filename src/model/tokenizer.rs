@@ -44,6 +44,38 @@ fn chat_template_of(v: Option<&serde_json::Value>) -> Option<String> {
     }
 }
 
+/// A `TemplateProcessing` post-processor must define every special token its templates name:
+/// the tokenizers crate checks that when a template is built, not when one is read from JSON, and
+/// then panics while encoding. (Found by the property tests.) Nested `Sequence` processors are
+/// walked too.
+fn check_templates(processor: Option<&serde_json::Value>) -> Result<()> {
+    let Some(p) = processor.filter(|p| !p.is_null()) else { return Ok(()) };
+    match p.get("type").and_then(|t| t.as_str()) {
+        Some("Sequence") => {
+            for inner in p.get("processors").and_then(|v| v.as_array()).into_iter().flatten() {
+                check_templates(Some(inner))?;
+            }
+        }
+        Some("TemplateProcessing") => {
+            let defined = p.get("special_tokens").and_then(|m| m.as_object());
+            let named = ["single", "pair"]
+                .iter()
+                .filter_map(|k| p.get(*k).and_then(|v| v.as_array()))
+                .flatten()
+                .filter_map(|piece| piece.get("SpecialToken")?.get("id")?.as_str());
+            for id in named {
+                if !defined.is_some_and(|m| m.contains_key(id)) {
+                    return Err(Error::input(format!(
+                        "tokenizer.json's post_processor template uses the special token {id:?}, which its special_tokens do not define"
+                    )));
+                }
+            }
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
 impl Tokenizer {
     /// `vocab_size` comes from config.json: the tokenizer may be smaller (padded embeddings) but
     /// never larger.
@@ -59,8 +91,9 @@ impl Tokenizer {
         })?;
         // The tokenizers crate panics (rather than failing) on some malformed JSON inside the
         // decoder section, so the syntax is checked here first. (Found by fuzzing.)
-        serde_json::from_slice::<serde_json::Value>(bytes)
+        let json = serde_json::from_slice::<serde_json::Value>(bytes)
             .map_err(|e| Error::input(format!("tokenizer.json is not valid JSON: {e}")))?;
+        check_templates(json.get("post_processor"))?;
         let inner = tokenizers::Tokenizer::from_bytes(bytes)
             .map_err(|e| Error::input(format!("tokenizer.json could not be read: {e}")))?;
         let n = inner.get_vocab_size(true);
@@ -191,4 +224,35 @@ pub fn train_bpe(text_file: &std::path::Path, vocab_size: usize) -> Result<Vec<u
     tok.to_string(true)
         .map(String::into_bytes)
         .map_err(|e| Error::input(format!("could not serialise the tokenizer: {e}")))
+}
+
+#[cfg(test)]
+mod template_tests {
+    use super::*;
+
+    /// A post-processor template naming a special token its table lacks used to panic inside the
+    /// tokenizers crate at the first encode; it is now refused when the tokenizer is read.
+    #[test]
+    fn a_template_naming_an_undefined_special_token_is_refused_not_a_panic() {
+        let base: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/tiny-llama/tokenizer.json")).unwrap()).unwrap();
+        let with = |special: serde_json::Value| {
+            let mut json = base.clone();
+            json["post_processor"] = serde_json::json!({
+                "type": "Sequence",
+                "processors": [{
+                    "type": "TemplateProcessing",
+                    "single": [{"SpecialToken": {"id": "<s>", "type_id": 0}}, {"Sequence": {"id": "A", "type_id": 0}}],
+                    "pair": [{"Sequence": {"id": "A", "type_id": 0}}, {"Sequence": {"id": "B", "type_id": 1}}],
+                    "special_tokens": special,
+                }],
+            });
+            let bytes = serde_json::to_vec(&json).unwrap();
+            Tokenizer::from_files(Some(&bytes), None, None, &serde_json::json!({}), 100_000).map(|t| t.encode("hello", true).map(|ids| ids.len()))
+        };
+        let err = with(serde_json::json!({"</s>": {"id": "</s>", "ids": [2], "tokens": ["</s>"]}})).unwrap_err().to_string();
+        assert!(err.contains("\"<s>\"") && err.contains("do not define"), "{err}");
+        let ok = with(serde_json::json!({"<s>": {"id": "<s>", "ids": [1], "tokens": ["<s>"]}}));
+        assert!(matches!(ok, Ok(Ok(n)) if n > 1), "{ok:?}");
+    }
 }
