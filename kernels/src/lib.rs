@@ -2,7 +2,7 @@
 //! the compiler vectorises (SSE natively, simd128 in wasm). They live in a crate of their own so
 //! that the dev profile builds them at opt-level 3, as it does every dependency (`Cargo.toml`):
 //! tinytune itself is built at opt-level 1, where these loops stay scalar. Threads, tensors and
-//! gradients are tinytune's business (`src/model/fused.rs`); nothing here allocates.
+//! gradients are tinytune's business (`src/model/fused/`); nothing here allocates.
 
 /// e^x in f32 without branches, so that loops over it vectorise: Cody–Waite reduction by ln 2 and
 /// a degree-6 polynomial on [−ln2/2, ln2/2]. Within 2.5e-7 relative of the exact value where the
@@ -162,4 +162,4 @@ pub fn rms_norm_grad_weight_add(x: &[f32], g: &[f32], eps: f32, acc: &mut [f32])
     }
 }
 
-// The tests of these kernels are tinytune's (src/model/fused.rs), so that `cargo test` runs them.
+// The tests of these kernels are tinytune's (src/model/fused/tests.rs), so that `cargo test` runs them.

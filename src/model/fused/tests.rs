@@ -1,0 +1,187 @@
+//! The fused ops against burn's composed ones (values and gradients, on the CPU engine under
+//! autodiff), the composed forms wgpu runs against the CPU kernels, and the kernels against f64.
+
+use super::*;
+use burn::tensor::activation::{log_softmax, silu, softmax};
+
+/// Every value of `got` within `tol` (relative, absolute below 1) of `want`.
+fn assert_close(what: &str, got: &[f32], want: &[f32], tol: f32) {
+    assert_eq!(got.len(), want.len(), "{what}: lengths");
+    for (i, (x, y)) in got.iter().zip(want).enumerate() {
+        assert!((x - y).abs() <= tol * y.abs().max(1.0), "{what} [{i}]: fused {x}, composed {y}");
+    }
+}
+
+#[test]
+fn the_vectorised_exp_is_within_2_5e_7_of_the_exact_value() {
+    use tinytune_kernels::exp;
+    for i in 0..=200_000 {
+        let x = -87.0 + 175.0 * i as f32 / 200_000.0;
+        let want = (x as f64).exp();
+        assert!(((exp(x) as f64 - want) / want).abs() < 2.5e-7, "exp({x}) = {}, want {want}", exp(x));
+    }
+    assert!(exp(-1e30) == 0.0 && exp(f32::NEG_INFINITY) == 0.0 && exp(-87.4) == 0.0);
+    assert!(exp(1e30) > 1e38 && exp(1e30).is_finite());
+    assert!(exp(f32::NAN).is_nan(), "a NaN must stay visible to the trainer's guard");
+}
+
+#[test]
+fn log_sum_exp_matches_f64_on_rows_of_every_tail_length() {
+    for len in 1..40 {
+        let row: Vec<f32> = (0..len).map(|i| ((i * 7919) % 23) as f32 * 0.9 - 10.0).collect();
+        let max = row.iter().fold(f64::NEG_INFINITY, |m, &x| m.max(x as f64));
+        let want = max + row.iter().map(|&x| (x as f64 - max).exp()).sum::<f64>().ln();
+        let got = tinytune_kernels::log_sum_exp(&row) as f64;
+        assert!((got - want).abs() < 1e-5 * want.abs().max(1.0), "len {len}: {got} against {want}");
+    }
+}
+
+fn values(t: Tensor<2>) -> Vec<f32> {
+    t.into_data().try_to_vec::<f32>().unwrap()
+}
+
+/// Forward values and both gradients of `silu_mul` against burn's composed `silu(g) · u`,
+/// on the CPU engine under autodiff, for an input large enough to run on several threads and
+/// a transposed (strided) one.
+#[test]
+fn silu_mul_matches_the_composed_ops_forward_and_backward() {
+    let device = burn::tensor::Device::flex().autodiff();
+    for (rows, cols, transposed) in [(37, 1000, false), (3, 5, false), (40, 30, true)] {
+        let n = rows * cols;
+        let noise = |seed| crate::quant::nf4::test_noise(n, seed, 4.0);
+        let make = |v: Vec<f32>| {
+            let t = Tensor::<2>::from_data(TensorData::new(v, [rows, cols]), &device);
+            if transposed { t.transpose() } else { t }
+        };
+        let (g0, u0, w) = (make(noise(1)), make(noise(2)), make(noise(3)));
+        let run = |fused: bool| {
+            let (g, u) = (g0.clone().detach().require_grad(), u0.clone().detach().require_grad());
+            let y = if fused { silu_mul(g.clone(), u.clone()) } else { silu(g.clone()) * u.clone() };
+            let grads = (y.clone() * w.clone()).sum().backward();
+            (values(y), values(g.grad(&grads).unwrap().into()), values(u.grad(&grads).unwrap().into()))
+        };
+        let (fused, composed) = (run(true), run(false));
+        for (what, a, b) in [("value", &fused.0, &composed.0), ("gate grad", &fused.1, &composed.1), ("up grad", &fused.2, &composed.2)] {
+            assert_eq!(a.len(), n);
+            assert_close(&format!("{rows}×{cols} {what}"), a, b, 1e-5);
+        }
+    }
+}
+
+/// Values and the logits' gradient of `target_logprobs` against log_softmax and a gather, on
+/// the CPU engine under autodiff, with per-row weights as the trainer applies them.
+#[test]
+fn target_logprobs_matches_log_softmax_and_gather_forward_and_backward() {
+    let device = burn::tensor::Device::flex().autodiff();
+    for (n, v) in [(70, 600), (3, 7)] {
+        let x0 = Tensor::<2>::from_data(TensorData::new(crate::quant::nf4::test_noise(n * v, 7, 6.0), [n, v]), &device);
+        let ids: Vec<i32> = (0..n).map(|i| ((i * 37 + 5) % v) as i32).collect();
+        let targets = Tensor::<2, Int>::from_data(TensorData::new(ids, [n, 1]), &device);
+        let w = Tensor::<2>::from_data(TensorData::new(crate::quant::nf4::test_noise(n, 8, 1.0), [n, 1]), &device);
+        let run = |fused: bool| {
+            let x = x0.clone().detach().require_grad();
+            let y = if fused { target_logprobs(x.clone(), targets.clone()) } else { log_softmax(x.clone(), 1).gather(1, targets.clone()) };
+            let grads = (y.clone() * w.clone()).sum().backward();
+            let read = |t: Tensor<2>| t.into_data().try_to_vec::<f32>().unwrap();
+            (read(y), read(x.grad(&grads).unwrap().into()))
+        };
+        let (fused, composed) = (run(true), run(false));
+        assert_eq!((fused.0.len(), fused.1.len()), (n, n * v));
+        for (what, a, b) in [("log-probability", &fused.0, &composed.0), ("logit grad", &fused.1, &composed.1)] {
+            assert_close(&format!("{n}×{v} {what}"), a, b, 2e-5);
+        }
+    }
+}
+
+/// Values and gradient of `softmax_last` against burn's softmax on the CPU engine under
+/// autodiff: 4-d scores as attention has them, with -inf where a causal mask hides a key.
+#[test]
+fn softmax_last_matches_burn_s_softmax_forward_and_backward_with_masked_keys() {
+    let device = burn::tensor::Device::flex().autodiff();
+    for (b, h, t) in [(2, 3, 64), (1, 2, 5)] {
+        let n = b * h * t * t;
+        let mut v = crate::quant::nf4::test_noise(n, 11, 8.0);
+        for (i, x) in v.iter_mut().enumerate() {
+            let (q, k) = ((i / t) % t, i % t);
+            if k > q {
+                *x = f32::NEG_INFINITY;
+            }
+        }
+        let x0 = Tensor::<4>::from_data(TensorData::new(v, [b, h, t, t]), &device);
+        let w = Tensor::<4>::from_data(TensorData::new(crate::quant::nf4::test_noise(n, 12, 1.0), [b, h, t, t]), &device);
+        let run = |fused: bool| {
+            let x = x0.clone().detach().require_grad();
+            let y = if fused { softmax_last(x.clone()) } else { softmax(x.clone(), 3) };
+            let grads = (y.clone() * w.clone()).sum().backward();
+            let read = |t: Tensor<4>| t.into_data().try_to_vec::<f32>().unwrap();
+            (read(y), read(x.grad(&grads).unwrap().into()))
+        };
+        let (fused, composed) = (run(true), run(false));
+        for (what, a, c) in [("probability", &fused.0, &composed.0), ("score grad", &fused.1, &composed.1)] {
+            assert!(a.iter().all(|x| x.is_finite()), "{b}×{h}×{t} {what}: not finite");
+            assert_close(&format!("{b}×{h}×{t} {what}"), a, c, 1e-5);
+        }
+        // A hidden key gets exactly nothing.
+        assert!(fused.0.iter().enumerate().all(|(i, p)| ((i % t) <= (i / t) % t) || *p == 0.0));
+    }
+}
+
+fn noise(n: usize, seed: u64, scale: f64) -> Vec<f32> {
+    crate::quant::nf4::test_noise(n, seed, scale)
+}
+
+/// Values and the gradients to `x` and to the weight of `rms_norm` against the norm composed
+/// as RmsNorm had it (`x / √(mean(x²) + eps) · w`), on the CPU engine under autodiff.
+#[test]
+fn rms_norm_matches_the_composed_norm_forward_and_backward() {
+    let device = burn::tensor::Device::flex().autodiff();
+    for (b, t, c) in [(4, 64, 256), (1, 3, 13)] {
+        let x0 = Tensor::<3>::from_data(TensorData::new(noise(b * t * c, 21, 2.0), [b, t, c]), &device);
+        let w0 = Tensor::<1>::from_data(TensorData::new(noise(c, 22, 1.0), [c]), &device);
+        let k = Tensor::<3>::from_data(TensorData::new(noise(b * t * c, 23, 1.0), [b, t, c]), &device);
+        let run = |fused: bool| {
+            let (x, w) = (x0.clone().detach().require_grad(), w0.clone().detach().require_grad());
+            let y = if fused {
+                rms_norm(x.clone(), w.clone(), 1e-5)
+            } else {
+                let rms = (x.clone().square().mean_dim(2) + 1e-5).sqrt();
+                (x.clone() / rms) * w.clone().unsqueeze::<3>()
+            };
+            let grads = (y.clone() * k.clone()).sum().backward();
+            let read3 = |t: Tensor<3>| t.into_data().try_to_vec::<f32>().unwrap();
+            let gw: Tensor<1> = w.grad(&grads).unwrap().into();
+            (read3(y), read3(x.grad(&grads).unwrap().into()), gw.into_data().try_to_vec::<f32>().unwrap())
+        };
+        let (fused, composed) = (run(true), run(false));
+        for (what, a, e) in [("value", &fused.0, &composed.0), ("x grad", &fused.1, &composed.1), ("weight grad", &fused.2, &composed.2)] {
+            assert_close(&format!("{b}×{t}×{c} {what}"), a, e, 2e-5);
+        }
+    }
+}
+
+/// The composed forms wgpu runs (generic over the backend) against the CPU kernels, both on
+/// burn flex.
+#[test]
+fn the_composed_forms_wgpu_runs_agree_with_the_cpu_kernels() {
+    let (n, c, v) = (6, 40, 50);
+    let t = |vals: Vec<f32>, shape: Vec<usize>| Flex::float_from_data(TensorData::new(vals, shape), &Default::default());
+    let read = |x: FloatTensor<Flex>| futures_lite::future::block_on(Flex::float_into_data(x)).unwrap().try_to_vec::<f32>().unwrap();
+    let close = |what: &str, a: FloatTensor<Flex>, b: FloatTensor<Flex>| {
+        assert_close(what, &read(a), &read(b), 2e-5);
+    };
+    let (x, w, g) = (noise(n * c, 31, 3.0), noise(c, 32, 1.0), noise(n * c, 33, 1.0));
+    let (xt, wt, gt) = (|| t(x.clone(), vec![n, c]), || t(w.clone(), vec![c]), || t(g.clone(), vec![n, c]));
+    close("silu_mul", Flex::silu_mul(xt(), gt()), composed_silu_mul::<Flex>(xt(), gt()));
+    close("silu_mul grad", Flex::silu_mul_grad_gate(xt(), gt(), gt()), composed_grad_gate::<Flex>(xt(), gt(), gt()));
+    close("rms_norm", Flex::rms_norm(xt(), wt(), 1e-6), composed_rms_norm::<Flex>(xt(), wt(), 1e-6));
+    close("rms_norm grad x", Flex::rms_norm_grad_x(xt(), wt(), gt(), 1e-6), composed_rms_norm_grad_x::<Flex>(xt(), wt(), gt(), 1e-6));
+    close("rms_norm grad w", Flex::rms_norm_grad_w(xt(), gt(), 1e-6), composed_rms_norm_grad_w::<Flex>(xt(), gt(), 1e-6));
+    close("softmax", Flex::softmax_rows(xt()), Flex::softmax(xt(), 1));
+    let y = Flex::softmax_rows(xt());
+    close("softmax grad", Flex::softmax_rows_grad(y.clone(), gt()), composed_softmax_grad::<Flex>(y, gt()));
+    let logits = || t(noise(n * v, 34, 5.0), vec![n, v]);
+    let targets = || <Flex as burn::backend::ops::IntTensorOps<Flex>>::int_from_data(TensorData::new((0..n as i32).map(|i| (i * 7) % v as i32).collect::<Vec<_>>(), [n, 1]), &Default::default());
+    let gr = || t(noise(n, 35, 1.0), vec![n, 1]);
+    close("target_logprobs", Flex::target_logprobs(logits(), targets()), composed_target_logprobs::<Flex>(logits(), targets()));
+    close("target_logprobs grad", Flex::target_logprobs_grad(logits(), targets(), gr()), composed_target_logprobs_grad::<Flex>(logits(), targets(), gr()));
+}
