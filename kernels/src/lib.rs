@@ -1,5 +1,6 @@
 //! tinytune's fused element-wise kernels for the CPU engine: plain loops over `f32` slices that
-//! the compiler vectorises (SSE natively, simd128 in wasm). They live in a crate of their own so
+//! the compiler vectorises (natively AVX2 and FMA where the CPU has them, chosen at run time,
+//! else SSE2; simd128 in wasm). They live in a crate of their own so
 //! that the dev profile builds them at opt-level 3, as it does every dependency (`Cargo.toml`):
 //! tinytune itself is built at opt-level 1, where these loops stay scalar. Threads, tensors and
 //! gradients are tinytune's business (`src/model/fused/`); nothing here allocates.
@@ -26,6 +27,34 @@ fn exp_inline(x: f32) -> f32 {
     if x < -87.3 { 0.0 } else { e }
 }
 
+/// A kernel compiled twice: for AVX2 and FMA, taken where the CPU has them (every x86-64 of the
+/// last decade), and as built (SSE2, the x86-64 baseline; simd128 in wasm). What the body calls
+/// must be `#[inline(always)]` so that it is compiled inside the AVX2 copy. The gemm kernels pick
+/// their instruction set the same way, at run time.
+macro_rules! simd_fn {
+    ($(#[$m:meta])* pub fn $name:ident($($a:ident: $t:ty),* $(,)?) $(-> $r:ty)? $body:block) => {
+        $(#[$m])*
+        pub fn $name($($a: $t),*) $(-> $r)? {
+            #[inline(always)]
+            #[allow(clippy::too_many_arguments)]
+            fn body($($a: $t),*) $(-> $r)? $body
+            #[cfg(target_arch = "x86_64")]
+            {
+                #[target_feature(enable = "avx2,fma")]
+                #[allow(clippy::too_many_arguments)]
+                unsafe fn avx2($($a: $t),*) $(-> $r)? {
+                    body($($a),*)
+                }
+                if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
+                    // Safety: the CPU has both features, which is all `avx2` requires.
+                    return unsafe { avx2($($a),*) };
+                }
+            }
+            body($($a),*)
+        }
+    };
+}
+
 #[inline(always)]
 fn sigmoid(x: f32) -> f32 {
     1.0 / (1.0 + exp_inline(-x))
@@ -36,21 +65,25 @@ pub fn exp(x: f32) -> f32 {
     exp_inline(x)
 }
 
-/// `out = silu(gate) · up`, element-wise.
-pub fn silu_mul(gate: &[f32], up: &[f32], out: &mut [f32]) {
-    assert!(gate.len() == out.len() && up.len() == out.len());
-    for ((o, &g), &u) in out.iter_mut().zip(gate).zip(up) {
-        *o = g * sigmoid(g) * u;
+simd_fn! {
+    /// `out = silu(gate) · up`, element-wise.
+    pub fn silu_mul(gate: &[f32], up: &[f32], out: &mut [f32]) {
+        assert!(gate.len() == out.len() && up.len() == out.len());
+        for ((o, &g), &u) in out.iter_mut().zip(gate).zip(up) {
+            *o = g * sigmoid(g) * u;
+    }
     }
 }
 
-/// `out = grad · up · σ(gate) · (1 + gate · (1 − σ(gate)))`: the gradient of `silu_mul` with
-/// respect to `gate`.
-pub fn silu_mul_grad_gate(gate: &[f32], up: &[f32], grad: &[f32], out: &mut [f32]) {
-    assert!(gate.len() == out.len() && up.len() == out.len() && grad.len() == out.len());
-    for (((o, &g), &u), &d) in out.iter_mut().zip(gate).zip(up).zip(grad) {
-        let s = sigmoid(g);
-        *o = d * u * s * (1.0 + g * (1.0 - s));
+simd_fn! {
+    /// `out = grad · up · σ(gate) · (1 + gate · (1 − σ(gate)))`: the gradient of `silu_mul` with
+    /// respect to `gate`.
+    pub fn silu_mul_grad_gate(gate: &[f32], up: &[f32], grad: &[f32], out: &mut [f32]) {
+        assert!(gate.len() == out.len() && up.len() == out.len() && grad.len() == out.len());
+        for (((o, &g), &u), &d) in out.iter_mut().zip(gate).zip(up).zip(grad) {
+            let s = sigmoid(g);
+            *o = d * u * s * (1.0 + g * (1.0 - s));
+    }
     }
 }
 
@@ -58,8 +91,9 @@ pub fn silu_mul_grad_gate(gate: &[f32], up: &[f32], grad: &[f32], out: &mut [f32
 /// eight can be a vector.
 const LANES: usize = 8;
 
-/// `ln Σ exp(x)` over a row, computed as `max + ln Σ exp(x − max)`.
-pub fn log_sum_exp(row: &[f32]) -> f32 {
+/// `log_sum_exp`, inlined into the kernels that call it.
+#[inline(always)]
+fn lse(row: &[f32]) -> f32 {
     let (body, tail) = row.split_at(row.len() - row.len() % LANES);
     let mut lanes = [f32::NEG_INFINITY; LANES];
     for c in body.chunks_exact(LANES) {
@@ -78,41 +112,55 @@ pub fn log_sum_exp(row: &[f32]) -> f32 {
     max + sum.ln()
 }
 
-/// `out = −g · exp(row − lse)`: minus `g` times the row's softmax, given its log-sum-exp. (The
-/// gradient of a target's log-probability adds `g` at the target.)
-pub fn scaled_softmax_neg(row: &[f32], lse: f32, g: f32, out: &mut [f32]) {
-    assert_eq!(row.len(), out.len());
-    for (o, &x) in out.iter_mut().zip(row) {
-        *o = -g * exp_inline(x - lse);
+simd_fn! {
+    /// `ln Σ exp(x)` over a row, computed as `max + ln Σ exp(x − max)`.
+    pub fn log_sum_exp(row: &[f32]) -> f32 {
+            lse(row)
     }
 }
 
-/// `out = softmax(row)`.
-pub fn softmax(row: &[f32], out: &mut [f32]) {
-    assert_eq!(row.len(), out.len());
-    let lse = log_sum_exp(row);
-    for (o, &x) in out.iter_mut().zip(row) {
-        *o = exp_inline(x - lse);
+simd_fn! {
+    /// `out = −g · exp(row − lse)`: minus `g` times the row's softmax, given its log-sum-exp. (The
+    /// gradient of a target's log-probability adds `g` at the target.)
+    pub fn scaled_softmax_neg(row: &[f32], lse: f32, g: f32, out: &mut [f32]) {
+        assert_eq!(row.len(), out.len());
+        for (o, &x) in out.iter_mut().zip(row) {
+            *o = -g * exp_inline(x - lse);
+    }
     }
 }
 
-/// `out = y · (g − Σ g·y)`: the gradient of a softmax row `y` given the output's gradient `g`.
-pub fn softmax_grad(y: &[f32], g: &[f32], out: &mut [f32]) {
-    assert!(y.len() == out.len() && g.len() == out.len());
-    let (body, tail) = y.split_at(y.len() - y.len() % LANES);
-    let mut sums = [0f32; LANES];
-    for (c, d) in body.chunks_exact(LANES).zip(g.chunks_exact(LANES)) {
-        for k in 0..LANES {
-            sums[k] += c[k] * d[k];
-        }
+simd_fn! {
+    /// `out = softmax(row)`.
+    pub fn softmax(row: &[f32], out: &mut [f32]) {
+        assert_eq!(row.len(), out.len());
+        let lse = lse(row);
+        for (o, &x) in out.iter_mut().zip(row) {
+            *o = exp_inline(x - lse);
+    }
+    }
+}
+
+simd_fn! {
+    /// `out = y · (g − Σ g·y)`: the gradient of a softmax row `y` given the output's gradient `g`.
+    pub fn softmax_grad(y: &[f32], g: &[f32], out: &mut [f32]) {
+        assert!(y.len() == out.len() && g.len() == out.len());
+        let (body, tail) = y.split_at(y.len() - y.len() % LANES);
+        let mut sums = [0f32; LANES];
+        for (c, d) in body.chunks_exact(LANES).zip(g.chunks_exact(LANES)) {
+            for k in 0..LANES {
+                sums[k] += c[k] * d[k];
+            }
     }
     let dot: f32 = sums.iter().sum::<f32>() + tail.iter().zip(&g[body.len()..]).map(|(a, b)| a * b).sum::<f32>();
     for ((o, &yi), &gi) in out.iter_mut().zip(y).zip(g) {
         *o = yi * (gi - dot);
     }
+    }
 }
 
 /// `1/√(mean(x²) + eps)` of a row.
+#[inline(always)]
 fn rms_scale(x: &[f32], eps: f32) -> f32 {
     let (body, tail) = x.split_at(x.len() - x.len() % LANES);
     let mut sums = [0f32; LANES];
@@ -125,40 +173,46 @@ fn rms_scale(x: &[f32], eps: f32) -> f32 {
     1.0 / (sq / x.len().max(1) as f32 + eps).sqrt()
 }
 
-/// RMSNorm of a row: `out = x · r · w`, `r = 1/√(mean(x²) + eps)`.
-pub fn rms_norm(x: &[f32], w: &[f32], eps: f32, out: &mut [f32]) {
-    assert!(x.len() == out.len() && w.len() == out.len());
-    let r = rms_scale(x, eps);
-    for ((o, &xi), &wi) in out.iter_mut().zip(x).zip(w) {
-        *o = xi * r * wi;
+simd_fn! {
+    /// RMSNorm of a row: `out = x · r · w`, `r = 1/√(mean(x²) + eps)`.
+    pub fn rms_norm(x: &[f32], w: &[f32], eps: f32, out: &mut [f32]) {
+        assert!(x.len() == out.len() && w.len() == out.len());
+        let r = rms_scale(x, eps);
+        for ((o, &xi), &wi) in out.iter_mut().zip(x).zip(w) {
+            *o = xi * r * wi;
+    }
     }
 }
 
-/// The gradient of a row's RMSNorm with respect to `x`, given the output's gradient `g`:
-/// `r·w·g − x · r³ · mean(w·g·x)`.
-pub fn rms_norm_grad(x: &[f32], w: &[f32], g: &[f32], eps: f32, out: &mut [f32]) {
-    assert!(x.len() == out.len() && w.len() == out.len() && g.len() == out.len());
-    let r = rms_scale(x, eps);
-    let (n, body) = (x.len(), x.len() - x.len() % LANES);
-    let mut sums = [0f32; LANES];
-    for ((c, d), e) in x[..body].chunks_exact(LANES).zip(g[..body].chunks_exact(LANES)).zip(w[..body].chunks_exact(LANES)) {
-        for k in 0..LANES {
-            sums[k] += c[k] * d[k] * e[k];
-        }
+simd_fn! {
+    /// The gradient of a row's RMSNorm with respect to `x`, given the output's gradient `g`:
+    /// `r·w·g − x · r³ · mean(w·g·x)`.
+    pub fn rms_norm_grad(x: &[f32], w: &[f32], g: &[f32], eps: f32, out: &mut [f32]) {
+        assert!(x.len() == out.len() && w.len() == out.len() && g.len() == out.len());
+        let r = rms_scale(x, eps);
+        let (n, body) = (x.len(), x.len() - x.len() % LANES);
+        let mut sums = [0f32; LANES];
+        for ((c, d), e) in x[..body].chunks_exact(LANES).zip(g[..body].chunks_exact(LANES)).zip(w[..body].chunks_exact(LANES)) {
+            for k in 0..LANES {
+                sums[k] += c[k] * d[k] * e[k];
+            }
     }
     let dot: f32 = sums.iter().sum::<f32>() + (body..n).map(|i| x[i] * g[i] * w[i]).sum::<f32>();
     let k = r * r * r * dot / n.max(1) as f32;
     for (((o, &xi), &wi), &gi) in out.iter_mut().zip(x).zip(w).zip(g) {
         *o = r * wi * gi - xi * k;
     }
+    }
 }
 
-/// Add a row's share of the RMSNorm weight's gradient: `acc += g · x · r`.
-pub fn rms_norm_grad_weight_add(x: &[f32], g: &[f32], eps: f32, acc: &mut [f32]) {
-    assert!(x.len() == acc.len() && g.len() == acc.len());
-    let r = rms_scale(x, eps);
-    for ((a, &xi), &gi) in acc.iter_mut().zip(x).zip(g) {
-        *a += gi * xi * r;
+simd_fn! {
+    /// Add a row's share of the RMSNorm weight's gradient: `acc += g · x · r`.
+    pub fn rms_norm_grad_weight_add(x: &[f32], g: &[f32], eps: f32, acc: &mut [f32]) {
+        assert!(x.len() == acc.len() && g.len() == acc.len());
+        let r = rms_scale(x, eps);
+        for ((a, &xi), &gi) in acc.iter_mut().zip(x).zip(g) {
+            *a += gi * xi * r;
+    }
     }
 }
 
