@@ -71,7 +71,7 @@ simd_fn! {
         assert!(gate.len() == out.len() && up.len() == out.len());
         for ((o, &g), &u) in out.iter_mut().zip(gate).zip(up) {
             *o = g * sigmoid(g) * u;
-    }
+        }
     }
 }
 
@@ -83,7 +83,7 @@ simd_fn! {
         for (((o, &g), &u), &d) in out.iter_mut().zip(gate).zip(up).zip(grad) {
             let s = sigmoid(g);
             *o = d * u * s * (1.0 + g * (1.0 - s));
-    }
+        }
     }
 }
 
@@ -91,9 +91,9 @@ simd_fn! {
 /// eight can be a vector.
 const LANES: usize = 8;
 
-/// `log_sum_exp`, inlined into the kernels that call it.
+/// The largest value of a row.
 #[inline(always)]
-fn lse(row: &[f32]) -> f32 {
+fn row_max(row: &[f32]) -> f32 {
     let (body, tail) = row.split_at(row.len() - row.len() % LANES);
     let mut lanes = [f32::NEG_INFINITY; LANES];
     for c in body.chunks_exact(LANES) {
@@ -101,7 +101,14 @@ fn lse(row: &[f32]) -> f32 {
             lanes[k] = lanes[k].max(c[k]);
         }
     }
-    let max = tail.iter().chain(&lanes).fold(f32::NEG_INFINITY, |m, &x| m.max(x));
+    tail.iter().chain(&lanes).fold(f32::NEG_INFINITY, |m, &x| m.max(x))
+}
+
+/// `log_sum_exp`, inlined into the kernels that call it.
+#[inline(always)]
+fn lse(row: &[f32]) -> f32 {
+    let (body, tail) = row.split_at(row.len() - row.len() % LANES);
+    let max = row_max(row);
     let mut sums = [0f32; LANES];
     for c in body.chunks_exact(LANES) {
         for k in 0..LANES {
@@ -115,7 +122,7 @@ fn lse(row: &[f32]) -> f32 {
 simd_fn! {
     /// `ln Σ exp(x)` over a row, computed as `max + ln Σ exp(x − max)`.
     pub fn log_sum_exp(row: &[f32]) -> f32 {
-            lse(row)
+        lse(row)
     }
 }
 
@@ -126,18 +133,32 @@ simd_fn! {
         assert_eq!(row.len(), out.len());
         for (o, &x) in out.iter_mut().zip(row) {
             *o = -g * exp_inline(x - lse);
-    }
+        }
     }
 }
 
 simd_fn! {
-    /// `out = softmax(row)`.
+    /// `out = softmax(row)`, as `exp(x − max) / Σ exp(x − max)`. (Not `exp(x − lse)`: where
+    /// every value is a large negative mask, -1e30, `max + ln Σ` rounds back to `max` and each
+    /// value would get 1.)
     pub fn softmax(row: &[f32], out: &mut [f32]) {
         assert_eq!(row.len(), out.len());
-        let lse = lse(row);
-        for (o, &x) in out.iter_mut().zip(row) {
-            *o = exp_inline(x - lse);
-    }
+        let max = row_max(row);
+        let (n, body) = (row.len(), row.len() - row.len() % LANES);
+        let mut sums = [0f32; LANES];
+        for (o, c) in out[..body].chunks_exact_mut(LANES).zip(row[..body].chunks_exact(LANES)) {
+            for l in 0..LANES {
+                o[l] = exp_inline(c[l] - max);
+                sums[l] += o[l];
+            }
+        }
+        for i in body..n {
+            out[i] = exp_inline(row[i] - max);
+        }
+        let inv = 1.0 / (sums.iter().sum::<f32>() + out[body..].iter().sum::<f32>());
+        for o in out.iter_mut() {
+            *o *= inv;
+        }
     }
 }
 
@@ -151,11 +172,11 @@ simd_fn! {
             for k in 0..LANES {
                 sums[k] += c[k] * d[k];
             }
-    }
-    let dot: f32 = sums.iter().sum::<f32>() + tail.iter().zip(&g[body.len()..]).map(|(a, b)| a * b).sum::<f32>();
-    for ((o, &yi), &gi) in out.iter_mut().zip(y).zip(g) {
-        *o = yi * (gi - dot);
-    }
+        }
+        let dot: f32 = sums.iter().sum::<f32>() + tail.iter().zip(&g[body.len()..]).map(|(a, b)| a * b).sum::<f32>();
+        for ((o, &yi), &gi) in out.iter_mut().zip(y).zip(g) {
+            *o = yi * (gi - dot);
+        }
     }
 }
 
@@ -180,7 +201,7 @@ simd_fn! {
         let r = rms_scale(x, eps);
         for ((o, &xi), &wi) in out.iter_mut().zip(x).zip(w) {
             *o = xi * r * wi;
-    }
+        }
     }
 }
 
@@ -196,12 +217,12 @@ simd_fn! {
             for k in 0..LANES {
                 sums[k] += c[k] * d[k] * e[k];
             }
-    }
-    let dot: f32 = sums.iter().sum::<f32>() + (body..n).map(|i| x[i] * g[i] * w[i]).sum::<f32>();
-    let k = r * r * r * dot / n.max(1) as f32;
-    for (((o, &xi), &wi), &gi) in out.iter_mut().zip(x).zip(w).zip(g) {
-        *o = r * wi * gi - xi * k;
-    }
+        }
+        let dot: f32 = sums.iter().sum::<f32>() + (body..n).map(|i| x[i] * g[i] * w[i]).sum::<f32>();
+        let k = r * r * r * dot / n.max(1) as f32;
+        for (((o, &xi), &wi), &gi) in out.iter_mut().zip(x).zip(w).zip(g) {
+            *o = r * wi * gi - xi * k;
+        }
     }
 }
 
@@ -212,7 +233,284 @@ simd_fn! {
         let r = rms_scale(x, eps);
         for ((a, &xi), &gi) in acc.iter_mut().zip(x).zip(g) {
             *a += gi * xi * r;
+        }
     }
+}
+
+/// The shape of one attention block: the `rows` query rows that share one key/value head (the
+/// `rep` query heads of a group, each `t` positions, head-major), over `s` keys of `hs` values.
+/// Query row `r` is position `r % t` and reads row `r % t` of the `[t, s]` additive mask.
+#[derive(Clone, Copy, Debug)]
+pub struct AttentionBlock {
+    pub rows: usize,
+    pub t: usize,
+    pub s: usize,
+    pub hs: usize,
+    pub scale: f32,
+}
+
+/// The head sizes the attention kernels are built for (loops of fixed length, so that the
+/// accumulators stay in registers); others take burn's composed ops.
+pub const ATTENTION_HEAD_SIZES: [usize; 6] = [8, 16, 32, 64, 80, 128];
+
+/// Keys, padded to whole tiles of 8 in the score matrices.
+const TILE: usize = 8;
+/// Query rows a score tile covers.
+const TILE_ROWS: usize = 4;
+
+impl AttentionBlock {
+    fn s8(&self) -> usize {
+        self.s.div_ceil(TILE) * TILE
+    }
+
+    /// The scratch `attention_forward` and `attention_backward` need, in f32s.
+    pub fn scratch_len(&self) -> usize {
+        let s8 = self.s8();
+        2 * self.hs * s8 + 2 * self.rows * s8 + self.rows
+    }
+
+    /// Where each row's visible keys end: past its last mask value that is not -inf. Keys from
+    /// there on get a probability of exactly 0, so they are skipped (the causal half).
+    fn ends(&self, mask: &[f32], ends: &mut [f32]) {
+        for (r, e) in ends.iter_mut().enumerate() {
+            let i = r % self.t;
+            let row = &mask[i * self.s..(i + 1) * self.s];
+            *e = row.iter().rposition(|&m| m != f32::NEG_INFINITY).map_or(0, |j| j + 1) as f32;
+        }
+    }
+}
+
+/// `to[c · stride + r] = from[r · cols + c]`: a `[rows, cols]` matrix transposed into rows of
+/// `stride` (≥ rows; the padding is left as it is).
+#[inline(always)]
+fn transpose_into(from: &[f32], rows: usize, cols: usize, to: &mut [f32], stride: usize) {
+    for r in 0..rows {
+        for c in 0..cols {
+            to[c * stride + r] = from[r * cols + c];
+        }
+    }
+}
+
+/// `out[r][j] = Σ_d a[r][d] · bt[d][j]` for each row r (`a` `[rows, H]`) and the keys j below its
+/// end, in tiles of 4 rows × 8 keys held in registers (`bt` `[H, s8]`, `out` `[rows, s8]`).
+/// Past a row's end, up to its tile's, the values are left for the caller to overwrite.
+#[inline(always)]
+fn a_bt<const H: usize>(a: &[f32], bt: &[f32], s8: usize, ends: &[f32], out: &mut [f32]) {
+    let rows = ends.len();
+    for r in (0..rows).step_by(TILE_ROWS) {
+        let n = (rows - r).min(TILE_ROWS);
+        let end = ends[r..r + n].iter().fold(0f32, |m, &e| m.max(e)) as usize;
+        for j in (0..end).step_by(TILE) {
+            let mut acc = [[0f32; TILE]; TILE_ROWS];
+            for d in 0..H {
+                let bv: &[f32; TILE] = bt[d * s8 + j..d * s8 + j + TILE].try_into().unwrap();
+                for (i, acc) in acc.iter_mut().enumerate() {
+                    let av = a[(r + i.min(n - 1)) * H + d];
+                    for l in 0..TILE {
+                        acc[l] += av * bv[l];
+                    }
+                }
+            }
+            for (i, acc) in acc.iter().enumerate().take(n) {
+                out[(r + i) * s8 + j..(r + i) * s8 + j + TILE].copy_from_slice(acc);
+            }
+        }
+    }
+}
+
+/// `out[r] = Σ_j p[r][j] · v[j]` over each row's first `ends[r]` columns (`p` rows of `stride`,
+/// `v` `[_, H]`, `out` `[rows, H]`).
+#[inline(always)]
+fn p_v<const H: usize>(p: &[f32], stride: usize, ends: &[f32], v: &[f32], out: &mut [f32]) {
+    let (n, end) = (ends.len(), |r: usize| ends[r] as usize);
+    for (r, o) in out.chunks_exact_mut(H).enumerate().take(n) {
+        let mut acc = [0f32; H];
+        for (j, &pj) in p[r * stride..r * stride + end(r)].iter().enumerate() {
+            let vj: &[f32; H] = v[j * H..(j + 1) * H].try_into().unwrap();
+            for d in 0..H {
+                acc[d] += pj * vj[d];
+            }
+        }
+        o.copy_from_slice(&acc);
+    }
+}
+
+/// `out[j] = Σ_r a[r][j] · b[r]` for the keys j < s (`a` `[rows, s8]`, `b` `[rows, H]`, `out`
+/// `[s, H]`), over the rows that see key j (`ends[r] > j`), in tiles of 8 keys × 8 values held in
+/// registers: each row adds an outer product. H is a multiple of 8.
+#[inline(always)]
+fn at_b<const H: usize>(a: &[f32], s8: usize, s: usize, ends: &[f32], b: &[f32], out: &mut [f32]) {
+    for j in (0..s).step_by(TILE) {
+        let keys = (s - j).min(TILE);
+        for d in (0..H).step_by(TILE) {
+            let mut acc = [[0f32; TILE]; TILE];
+            let key = j as f32;
+            for (r, &end) in ends.iter().enumerate() {
+                if end > key {
+                    let bv: &[f32; TILE] = b[r * H + d..r * H + d + TILE].try_into().unwrap();
+                    let av: &[f32; TILE] = a[r * s8 + j..r * s8 + j + TILE].try_into().unwrap();
+                    for (acc, &x) in acc.iter_mut().zip(av) {
+                        for l in 0..TILE {
+                            acc[l] += x * bv[l];
+                        }
+                    }
+                }
+            }
+            for (jj, acc) in acc.iter().enumerate().take(keys) {
+                out[(j + jj) * H + d..(j + jj) * H + d + TILE].copy_from_slice(acc);
+            }
+        }
+    }
+}
+
+/// Each row's probabilities, in place over its scores `q·kᵀ` (`[rows, s8]`): softmax of
+/// `scale · score + mask` over the visible keys, 0 past them.
+#[inline(always)]
+fn softmax_rows(b: &AttentionBlock, mask: &[f32], ends: &[f32], scores: &mut [f32]) {
+    let s8 = b.s8();
+    for (r, row) in scores.chunks_exact_mut(s8).enumerate().take(b.rows) {
+        let end = ends[r] as usize;
+        if end == 0 {
+            row.fill(0.0);
+            continue;
+        }
+        // Whole vectors: the padding up to the next multiple of 8 gets -inf, so exp makes it 0.
+        let (end8, i) = (end.div_ceil(LANES) * LANES, r % b.t);
+        let (seen, rest) = row.split_at_mut(end8);
+        rest.fill(0.0);
+        seen[end..].fill(f32::NEG_INFINITY);
+        for (x, &m) in seen.iter_mut().zip(&mask[i * b.s..i * b.s + end]) {
+            *x = *x * b.scale + m;
+        }
+        let mut lanes = [f32::NEG_INFINITY; LANES];
+        for c in seen.chunks_exact(LANES) {
+            for l in 0..LANES {
+                lanes[l] = lanes[l].max(c[l]);
+            }
+        }
+        let max = lanes.iter().fold(f32::NEG_INFINITY, |a, &x| a.max(x));
+        let mut sums = [0f32; LANES];
+        for c in seen.chunks_exact_mut(LANES) {
+            for l in 0..LANES {
+                c[l] = exp_inline(c[l] - max);
+                sums[l] += c[l];
+            }
+        }
+        let inv = 1.0 / sums.iter().sum::<f32>();
+        for x in seen.iter_mut() {
+            *x *= inv;
+        }
+    }
+}
+
+/// Split the scratch: keys and values transposed, `[H, s8]` each; two `[rows, s8]` matrices;
+/// the rows' ends.
+#[inline(always)]
+fn split_scratch<'a>(b: &AttentionBlock, scratch: &'a mut [f32]) -> [&'a mut [f32]; 5] {
+    let s8 = b.s8();
+    let (kt, rest) = scratch.split_at_mut(b.hs * s8);
+    let (vt, rest) = rest.split_at_mut(b.hs * s8);
+    let (m1, rest) = rest.split_at_mut(b.rows * s8);
+    let (m2, rest) = rest.split_at_mut(b.rows * s8);
+    [kt, vt, m1, m2, &mut rest[..b.rows]]
+}
+
+#[inline(always)]
+fn forward<const H: usize>(b: &AttentionBlock, q: &[f32], k: &[f32], v: &[f32], mask: &[f32], out: &mut [f32], scratch: &mut [f32]) {
+    let s8 = b.s8();
+    let [kt, _, p, _, ends] = split_scratch(b, scratch);
+    b.ends(mask, ends);
+    kt.fill(0.0);
+    transpose_into(k, b.s, H, kt, s8);
+    a_bt::<H>(q, kt, s8, ends, p);
+    softmax_rows(b, mask, ends, p);
+    p_v::<H>(p, s8, ends, v, out);
+}
+
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+fn backward<const H: usize>(b: &AttentionBlock, q: &[f32], k: &[f32], v: &[f32], mask: &[f32], g: &[f32], dq: &mut [f32], dk: &mut [f32], dv: &mut [f32], scratch: &mut [f32]) {
+    let s8 = b.s8();
+    let [kt, vt, p, ds, ends] = split_scratch(b, scratch);
+    b.ends(mask, ends);
+    kt.fill(0.0);
+    vt.fill(0.0);
+    transpose_into(k, b.s, H, kt, s8);
+    transpose_into(v, b.s, H, vt, s8);
+    // The probabilities again, then dp = g·vᵀ, then the softmax's gradient in place:
+    // ds = p · (dp − Σ p·dp) · scale, 0 past each row's end.
+    a_bt::<H>(q, kt, s8, ends, p);
+    softmax_rows(b, mask, ends, p);
+    a_bt::<H>(g, vt, s8, ends, ds);
+    for r in 0..b.rows {
+        let end = ends[r] as usize;
+        let (pr, dr) = (&p[r * s8..r * s8 + end], &mut ds[r * s8..(r + 1) * s8]);
+        let mut lanes = [0f32; LANES];
+        for (c, e) in pr.chunks(LANES).zip(dr.chunks(LANES)) {
+            for (l, (a, b)) in c.iter().zip(e).enumerate() {
+                lanes[l] += a * b;
+            }
+        }
+        let dot: f32 = lanes.iter().sum();
+        for (d, &pj) in dr.iter_mut().zip(pr) {
+            *d = pj * (*d - dot) * b.scale;
+        }
+        dr[end..].fill(0.0);
+    }
+    // dq = ds·k, dk = dsᵀ·q, dv = pᵀ·g.
+    p_v::<H>(ds, s8, ends, k, dq);
+    at_b::<H>(ds, s8, b.s, ends, q, dk);
+    at_b::<H>(p, s8, b.s, ends, g, dv);
+}
+
+macro_rules! by_head_size {
+    ($hs:expr, $f:ident, $($arg:expr),*) => {
+        match $hs {
+            8 => $f::<8>($($arg),*),
+            16 => $f::<16>($($arg),*),
+            32 => $f::<32>($($arg),*),
+            64 => $f::<64>($($arg),*),
+            80 => $f::<80>($($arg),*),
+            128 => $f::<128>($($arg),*),
+            hs => panic!("no attention kernel for a head size of {hs} (see ATTENTION_HEAD_SIZES)"),
+        }
+    };
+}
+
+simd_fn! {
+    /// Attention over one block: `out = softmax(scale · q·kᵀ + mask) · v`, without any of the
+    /// scores of hidden keys computed. `q` and `out` are `[rows, hs]`, `k` and `v` `[s, hs]`, `mask`
+    /// `[t, s]`, `scratch` `scratch_len()` long. A row whose mask hides every key gets zeros.
+    /// `hs` must be one of `ATTENTION_HEAD_SIZES`.
+    pub fn attention_forward(b: &AttentionBlock, q: &[f32], k: &[f32], v: &[f32], mask: &[f32], out: &mut [f32], scratch: &mut [f32]) {
+        let (s, hs) = (b.s, b.hs);
+        assert!(q.len() == b.rows * hs && out.len() == b.rows * hs && k.len() == s * hs && v.len() == s * hs && mask.len() == b.t * s);
+        assert!(scratch.len() >= b.scratch_len());
+        by_head_size!(hs, forward, b, q, k, v, mask, out, scratch)
+    }
+}
+
+simd_fn! {
+    /// The gradients of `attention_forward` with respect to `q`, `k` and `v`, given the output's
+    /// gradient `g` (`[rows, hs]`), written to `dq` (`[rows, hs]`), `dk` and `dv` (`[s, hs]`). The
+    /// probabilities are recomputed. `scratch` is `scratch_len()` long.
+    #[allow(clippy::too_many_arguments)]
+    pub fn attention_backward(
+        b: &AttentionBlock,
+        q: &[f32],
+        k: &[f32],
+        v: &[f32],
+        mask: &[f32],
+        g: &[f32],
+        dq: &mut [f32],
+        dk: &mut [f32],
+        dv: &mut [f32],
+        scratch: &mut [f32],
+    ) {
+        let (s, hs) = (b.s, b.hs);
+        assert!(q.len() == b.rows * hs && g.len() == q.len() && dq.len() == q.len() && scratch.len() >= b.scratch_len());
+        assert!(k.len() == s * hs && v.len() == k.len() && dk.len() == k.len() && dv.len() == k.len() && mask.len() == b.t * s);
+        by_head_size!(hs, backward, b, q, k, v, mask, g, dq, dk, dv, scratch)
     }
 }
 

@@ -3,7 +3,6 @@
 //! B batch, T new tokens, S all attended tokens (cache + new), C model width, nh query heads,
 //! nkv key/value heads, hs head size, V vocabulary.
 
-use super::fused::softmax_last;
 use burn::tensor::{Device, Tensor, TensorData};
 
 /// The frozen base of a linear layer: dense f32, or 4 bits as bitsandbytes stores it (QLoRA).
@@ -300,21 +299,10 @@ pub fn attention(q: Tensor<4>, k: Tensor<4>, v: Tensor<4>, mask: Tensor<4>) -> T
     attention_scaled(q, k, v, mask, 1.0 / (hs as f64).sqrt())
 }
 
-/// `attention` with the scores multiplied by `scale`.
+/// `attention` with the scores multiplied by `scale`: one fused op (`fused::attention`). Each
+/// key/value head serves nh/nkv consecutive query heads (transformers' repeat_kv), without copies.
 pub fn attention_scaled(q: Tensor<4>, k: Tensor<4>, v: Tensor<4>, mask: Tensor<4>, scale: f64) -> Tensor<4> {
-    let [b, nh, t, hs] = q.dims();
-    let [_, nkv, s, _] = k.dims();
-    if nkv == nh {
-        let scores = q.matmul(k.swap_dims(2, 3)) * scale;
-        return softmax_last(scores + mask).matmul(v);
-    }
-    // Each key/value head serves nh/nkv consecutive query heads (transformers' repeat_kv). Rather
-    // than copy every key and value that many times, the query heads of a group become rows of
-    // one product with their shared head: q `[B, nkv, rep·T, hs]`.
-    let rep = nh / nkv;
-    let q = q.reshape([b, nkv, rep * t, hs]);
-    let scores = (q.matmul(k.swap_dims(2, 3)) * scale).reshape([b, nkv, rep, t, s]) + mask.unsqueeze_dim::<5>(1);
-    softmax_last(scores).reshape([b, nkv, rep * t, s]).matmul(v).reshape([b, nh, t, hs])
+    super::fused::attention(q, k, v, mask, scale)
 }
 
 /// Write a token-major KV update into the cache (if any) and return the full keys and values.

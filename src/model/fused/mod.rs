@@ -49,6 +49,19 @@ pub trait FusedOps: Backend {
     fn softmax_rows(x: FloatTensor<Self>) -> FloatTensor<Self>;
     /// Its gradient given the output `y` and the output's gradient: `y · (grad − Σ grad·y)`.
     fn softmax_rows_grad(y: FloatTensor<Self>, grad: FloatTensor<Self>) -> FloatTensor<Self>;
+    /// Scaled dot-product attention over grouped heads with an additive mask,
+    /// `softmax(scale · q·kᵀ + mask) · v`: q `[B, nh, T, hs]`, k and v `[B, nkv, S, hs]` (each
+    /// key/value head serves nh/nkv consecutive query heads), mask `[B, 1, T, S]` → `[B, nh, T, hs]`.
+    fn attention(q: FloatTensor<Self>, k: FloatTensor<Self>, v: FloatTensor<Self>, mask: FloatTensor<Self>, scale: f64) -> FloatTensor<Self>;
+    /// Its gradients with respect to q, k and v, given the output's gradient.
+    fn attention_grad(
+        q: FloatTensor<Self>,
+        k: FloatTensor<Self>,
+        v: FloatTensor<Self>,
+        mask: FloatTensor<Self>,
+        scale: f64,
+        grad: FloatTensor<Self>,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>);
 }
 
 /// `silu(gate) · up` through whichever backend the tensors live on.
@@ -79,6 +92,13 @@ pub fn softmax_last<const D: usize>(x: Tensor<D>) -> Tensor<D> {
     let s = dims[D - 1];
     let rows = Tensor::<2>::from_dispatch(<Dispatch as FusedOps>::softmax_rows(x.reshape([dims.iter().product::<usize>() / s.max(1), s]).into_dispatch()));
     rows.reshape(dims)
+}
+
+/// Scaled dot-product attention over grouped heads with an additive mask (see
+/// `FusedOps::attention`), through whichever backend the tensors live on.
+pub fn attention(q: Tensor<4>, k: Tensor<4>, v: Tensor<4>, mask: Tensor<4>, scale: f64) -> Tensor<4> {
+    attention::attention_dims(&q.shape(), &k.shape(), &v.shape(), &mask.shape());
+    Tensor::from_dispatch(<Dispatch as FusedOps>::attention(q.into_dispatch(), k.into_dispatch(), v.into_dispatch(), mask.into_dispatch(), scale))
 }
 
 // --- composed from a backend's own ops (wgpu, and the CPU engine for other dtypes) ---------------
@@ -164,6 +184,19 @@ impl FusedOps for burn::backend::wgpu::CubeBackend {
     }
     fn softmax_rows_grad(y: FloatTensor<Self>, grad: FloatTensor<Self>) -> FloatTensor<Self> {
         composed_softmax_grad::<Self>(y, grad)
+    }
+    fn attention(q: FloatTensor<Self>, k: FloatTensor<Self>, v: FloatTensor<Self>, mask: FloatTensor<Self>, scale: f64) -> FloatTensor<Self> {
+        attention::composed_attention::<Self>(q, k, v, mask, scale)
+    }
+    fn attention_grad(
+        q: FloatTensor<Self>,
+        k: FloatTensor<Self>,
+        v: FloatTensor<Self>,
+        mask: FloatTensor<Self>,
+        scale: f64,
+        grad: FloatTensor<Self>,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
+        attention::composed_attention_grad::<Self>(q, k, v, mask, scale, grad)
     }
 }
 
@@ -342,6 +375,19 @@ impl FusedOps for Flex {
         });
         flex_tensor(out, &y)
     }
+    fn attention(q: FloatTensor<Self>, k: FloatTensor<Self>, v: FloatTensor<Self>, mask: FloatTensor<Self>, scale: f64) -> FloatTensor<Self> {
+        attention::flex_attention(q, k, v, mask, scale)
+    }
+    fn attention_grad(
+        q: FloatTensor<Self>,
+        k: FloatTensor<Self>,
+        v: FloatTensor<Self>,
+        mask: FloatTensor<Self>,
+        scale: f64,
+        grad: FloatTensor<Self>,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
+        attention::flex_attention_grad(q, k, v, mask, scale, grad)
+    }
 }
 
 // --- autodiff ------------------------------------------------------------------------------------
@@ -471,7 +517,27 @@ impl<B: Backend + FusedOps, C: CheckpointStrategy> FusedOps for Autodiff<B, C> {
         let inner = |t: FloatTensor<Self>| t.into_primitive();
         <Self as burn::backend::AutodiffBackend>::from_inner(B::silu_mul_grad_gate(inner(gate), inner(up), inner(grad)))
     }
+
+    fn attention(q: FloatTensor<Self>, k: FloatTensor<Self>, v: FloatTensor<Self>, mask: FloatTensor<Self>, scale: f64) -> FloatTensor<Self> {
+        attention::autodiff_attention::<B, C>(q, k, v, mask, scale)
+    }
+
+    fn attention_grad(
+        q: FloatTensor<Self>,
+        k: FloatTensor<Self>,
+        v: FloatTensor<Self>,
+        mask: FloatTensor<Self>,
+        scale: f64,
+        grad: FloatTensor<Self>,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
+        // Only the backward pass calls this, on the inner backend, as for the other gradients.
+        let from = <Self as burn::backend::AutodiffBackend>::from_inner;
+        let (dq, dk, dv) = B::attention_grad(q.into_primitive(), k.into_primitive(), v.into_primitive(), mask.into_primitive(), scale, grad.into_primitive());
+        (from(dq), from(dk), from(dv))
+    }
 }
+
+mod attention;
 
 #[cfg(test)]
 mod tests;

@@ -185,3 +185,14 @@ fn the_composed_forms_wgpu_runs_agree_with_the_cpu_kernels() {
     close("target_logprobs", Flex::target_logprobs(logits(), targets()), composed_target_logprobs::<Flex>(logits(), targets()));
     close("target_logprobs grad", Flex::target_logprobs_grad(logits(), targets(), gr()), composed_target_logprobs_grad::<Flex>(logits(), targets(), gr()));
 }
+
+/// A row hidden entirely by a finite mask (a padded query: every score near -1e30) still sums to
+/// one. Through `max + ln Σ` it gave 1 for every key, because `ln Σ` vanishes beside 1e30.
+#[test]
+fn softmax_of_a_fully_masked_row_sums_to_one() {
+    let row = [-1e30f32, -1e30 + 1e23, -1e30, -1e30, -1e30, -1e30, -1e30, -1e30, -1e30];
+    let mut out = [0f32; 9];
+    tinytune_kernels::softmax(&row, &mut out);
+    let sum: f32 = out.iter().sum();
+    assert!((sum - 1.0).abs() < 1e-6, "probabilities {out:?} sum to {sum}");
+}

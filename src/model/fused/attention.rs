@@ -1,0 +1,299 @@
+//! Attention as one fused op: `softmax(scale · q·kᵀ + mask) · v` over grouped heads.
+//!
+//! Composed from burn's ops it is two batched matmuls, a scale, a mask add and a softmax, with
+//! `[B, heads, T, S]` scores, probabilities and their gradients in memory, and every masked
+//! (causal) score computed and then thrown away. On burn flex the kernel in `kernels/` runs
+//! each key/value head's block row by row: it skips the keys a row's mask hides with -inf (the
+//! causal half, when nothing is padded), keeps no scores, and recomputes the probabilities in the
+//! backward pass. Other backends (wgpu) run the composed ops, with the gradients written out here.
+
+use burn::backend::autodiff::checkpoint::{base::Checkpointer, strategy::CheckpointStrategy};
+use burn::backend::autodiff::grads::Gradients;
+use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
+use burn::backend::tensor::FloatTensor;
+use burn::backend::{Autodiff, Backend, Flex, TensorMetadata};
+use burn::tensor::Shape;
+use tinytune_kernels::AttentionBlock;
+
+use super::{FusedOps, flex_f32, flex_tensor};
+
+fn dims4(shape: &Shape) -> Option<[usize; 4]> {
+    (shape.num_dims() == 4).then(|| [shape[0], shape[1], shape[2], shape[3]])
+}
+
+/// `(b, nh, nkv, t, s, hs)`, checked: q `[B, nh, T, hs]`, k and v `[B, nkv, S, hs]`, mask
+/// `[B, 1, T, S]`, nh a multiple of nkv.
+pub(super) fn attention_dims(q: &Shape, k: &Shape, v: &Shape, mask: &Shape) -> [usize; 6] {
+    let (Some([b, nh, t, hs]), Some([bk, nkv, s, hsk])) = (dims4(q), dims4(k)) else {
+        panic!("attention takes q [B, heads, T, head size] and k, v [B, kv heads, S, head size]: got {q:?} and {k:?}");
+    };
+    assert!(bk == b && hsk == hs && v == k, "attention: q {q:?}, k {k:?} and v {v:?} do not fit together");
+    assert!(nkv > 0 && nh % nkv == 0, "attention: {nh} query heads cannot share {nkv} key/value heads evenly");
+    assert!(dims4(mask) == Some([b, 1, t, s]), "attention: the mask is {mask:?}, not [{b}, 1, {t}, {s}]");
+    [b, nh, nkv, t, s, hs]
+}
+
+// --- composed from a backend's own ops (wgpu, and the CPU engine for other dtypes) ---------------
+
+/// The probabilities `[B, nkv, rep·T, S]`: each key/value head's query heads as rows of one
+/// product (transformers' repeat_kv without the copies).
+fn composed_probs<B: FusedOps>(q: FloatTensor<B>, k: FloatTensor<B>, mask: FloatTensor<B>, scale: f64) -> FloatTensor<B> {
+    let [b, nh, nkv, t, s, hs] = attention_dims(&q.shape(), &k.shape(), &k.shape(), &mask.shape());
+    let rep = nh / nkv;
+    let q = B::float_reshape(q, Shape::new([b, nkv, rep * t, hs]));
+    let scores = B::float_mul_scalar(B::float_matmul(q, B::float_swap_dims(k, 2, 3)), scale.into());
+    let scores = B::float_add(B::float_reshape(scores, Shape::new([b, nkv, rep, t, s])), B::float_reshape(mask, Shape::new([b, 1, 1, t, s])));
+    let probs = B::softmax_rows(B::float_reshape(scores, Shape::new([b * nkv * rep * t, s])));
+    B::float_reshape(probs, Shape::new([b, nkv, rep * t, s]))
+}
+
+pub(super) fn composed_attention<B: FusedOps>(q: FloatTensor<B>, k: FloatTensor<B>, v: FloatTensor<B>, mask: FloatTensor<B>, scale: f64) -> FloatTensor<B> {
+    let out_shape = q.shape();
+    B::float_reshape(B::float_matmul(composed_probs::<B>(q, k, mask, scale), v), out_shape)
+}
+
+pub(super) fn composed_attention_grad<B: FusedOps>(
+    q: FloatTensor<B>,
+    k: FloatTensor<B>,
+    v: FloatTensor<B>,
+    mask: FloatTensor<B>,
+    scale: f64,
+    grad: FloatTensor<B>,
+) -> (FloatTensor<B>, FloatTensor<B>, FloatTensor<B>) {
+    let q_shape = q.shape();
+    let [b, nh, nkv, t, _, hs] = attention_dims(&q_shape, &k.shape(), &v.shape(), &mask.shape());
+    let rows = Shape::new([b, nkv, nh / nkv * t, hs]);
+    let p = composed_probs::<B>(q.clone(), k.clone(), mask, scale);
+    let g = B::float_reshape(grad, rows.clone());
+    let dv = B::float_matmul(B::float_swap_dims(p.clone(), 2, 3), g.clone());
+    let dp = B::float_matmul(g, B::float_swap_dims(v, 2, 3));
+    // The softmax's gradient, p · (dp − Σ p·dp), and the scale.
+    let dot = B::float_sum_dim(B::float_mul(p.clone(), dp.clone()), 3);
+    let ds = B::float_mul_scalar(B::float_mul(p, B::float_sub(dp, dot)), scale.into());
+    let dq = B::float_reshape(B::float_matmul(ds.clone(), k), q_shape);
+    let dk = B::float_matmul(B::float_swap_dims(ds, 2, 3), B::float_reshape(q, rows));
+    (dq, dk, dv)
+}
+
+// --- the CPU engine -------------------------------------------------------------------------------
+
+/// Work (row × key × head-size products) below which the blocks run on the calling thread:
+/// decoding one token, for one.
+const PARALLEL_WORK: usize = 1 << 18;
+
+/// The inputs as row-major values and the kernel's block shape, or None where the fused path
+/// does not apply (another dtype, a head size the kernels are not built for, one position).
+struct FlexAttention<'a> {
+    q: std::borrow::Cow<'a, [f32]>,
+    k: std::borrow::Cow<'a, [f32]>,
+    v: std::borrow::Cow<'a, [f32]>,
+    mask: std::borrow::Cow<'a, [f32]>,
+    block: AttentionBlock,
+    nkv: usize,
+}
+
+impl<'a> FlexAttention<'a> {
+    fn new(q: &'a FloatTensor<Flex>, k: &'a FloatTensor<Flex>, v: &'a FloatTensor<Flex>, mask: &'a FloatTensor<Flex>, scale: f64) -> Option<Self> {
+        let [_, nh, nkv, t, s, hs] = attention_dims(&q.shape(), &k.shape(), &v.shape(), &mask.shape());
+        // One query position (decoding a token) is a matrix-vector product a head, where the
+        // kernel's transposes and the copy of the cache's strided keys cost more than they save
+        // (built-in model: 822 against 1,209 tokens/s).
+        if !tinytune_kernels::ATTENTION_HEAD_SIZES.contains(&hs) || t == 1 {
+            return None;
+        }
+        let block = AttentionBlock { rows: nh / nkv * t, t, s, hs, scale: scale as f32 };
+        Some(FlexAttention { q: flex_f32(q)?, k: flex_f32(k)?, v: flex_f32(v)?, mask: flex_f32(mask)?, block, nkv })
+    }
+
+    /// Block `i`'s (batch row `i / nkv`, key/value head `i % nkv`) queries, keys, values and mask.
+    fn block(&self, i: usize) -> (&[f32], &[f32], &[f32], &[f32]) {
+        let AttentionBlock { rows, t, s, hs, .. } = self.block;
+        let (q, kv, m) = (rows * hs, s * hs, t * s);
+        let b = i / self.nkv;
+        (&self.q[i * q..(i + 1) * q], &self.k[i * kv..(i + 1) * kv], &self.v[i * kv..(i + 1) * kv], &self.mask[b * m..(b + 1) * m])
+    }
+
+    /// Whether the blocks are worth handing to other threads (not when decoding one token).
+    fn parallel(&self) -> bool {
+        let AttentionBlock { rows, s, hs, .. } = self.block;
+        let blocks = self.q.len() / (rows * hs).max(1);
+        cfg!(not(target_arch = "wasm32")) && blocks > 1 && blocks * rows * s * hs >= PARALLEL_WORK
+    }
+}
+
+pub(super) fn flex_attention(q: FloatTensor<Flex>, k: FloatTensor<Flex>, v: FloatTensor<Flex>, mask: FloatTensor<Flex>, scale: f64) -> FloatTensor<Flex> {
+    let Some(a) = FlexAttention::new(&q, &k, &v, &mask, scale) else { return composed_attention::<Flex>(q, k, v, mask, scale) };
+    let mut out = vec![0f32; a.q.len()];
+    let chunk = a.block.rows * a.block.hs;
+    let run = |i: usize, o: &mut [f32]| {
+        let (q, k, v, m) = a.block(i);
+        let mut scratch = vec![0f32; a.block.scratch_len()];
+        tinytune_kernels::attention_forward(&a.block, q, k, v, m, o, &mut scratch);
+    };
+    #[cfg(not(target_arch = "wasm32"))]
+    if a.parallel() {
+        use rayon::prelude::*;
+        out.par_chunks_mut(chunk.max(1)).enumerate().for_each(|(i, o)| run(i, o));
+        return flex_tensor(out, &q);
+    }
+    out.chunks_mut(chunk.max(1)).enumerate().for_each(|(i, o)| run(i, o));
+    flex_tensor(out, &q)
+}
+
+pub(super) fn flex_attention_grad(
+    q: FloatTensor<Flex>,
+    k: FloatTensor<Flex>,
+    v: FloatTensor<Flex>,
+    mask: FloatTensor<Flex>,
+    scale: f64,
+    grad: FloatTensor<Flex>,
+) -> (FloatTensor<Flex>, FloatTensor<Flex>, FloatTensor<Flex>) {
+    let (Some(a), Some(g)) = (FlexAttention::new(&q, &k, &v, &mask, scale), flex_f32(&grad)) else {
+        return composed_attention_grad::<Flex>(q, k, v, mask, scale, grad);
+    };
+    let (mut dq, mut dk, mut dv) = (vec![0f32; a.q.len()], vec![0f32; a.k.len()], vec![0f32; a.v.len()]);
+    let (qc, kc) = ((a.block.rows * a.block.hs).max(1), (a.block.s * a.block.hs).max(1));
+    let run = |i: usize, ((dq, dk), dv): ((&mut [f32], &mut [f32]), &mut [f32])| {
+        let (q, k, v, m) = a.block(i);
+        let mut scratch = vec![0f32; a.block.scratch_len()];
+        tinytune_kernels::attention_backward(&a.block, q, k, v, m, &g[i * qc..(i + 1) * qc], dq, dk, dv, &mut scratch);
+    };
+    #[cfg(not(target_arch = "wasm32"))]
+    if a.parallel() {
+        use rayon::prelude::*;
+        dq.par_chunks_mut(qc).zip(dk.par_chunks_mut(kc)).zip(dv.par_chunks_mut(kc)).enumerate().for_each(|(i, o)| run(i, o));
+        return (flex_tensor(dq, &q), flex_tensor(dk, &k), flex_tensor(dv, &v));
+    }
+    dq.chunks_mut(qc).zip(dk.chunks_mut(kc)).zip(dv.chunks_mut(kc)).enumerate().for_each(|(i, o)| run(i, o));
+    (flex_tensor(dq, &q), flex_tensor(dk, &k), flex_tensor(dv, &v))
+}
+
+// --- autodiff ------------------------------------------------------------------------------------
+
+#[derive(Debug)]
+struct Attention;
+
+impl<B: Backend + FusedOps> Backward<B, 3> for Attention {
+    type State = (FloatTensor<B>, FloatTensor<B>, FloatTensor<B>, FloatTensor<B>, f64);
+
+    fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, _checkpointer: &mut Checkpointer) {
+        let (q, k, v, mask, scale) = ops.state;
+        let grad = grads.consume::<B>(&ops.node);
+        let (dq, dk, dv) = B::attention_grad(q, k, v, mask, scale, grad);
+        for (parent, g) in ops.parents.into_iter().zip([dq, dk, dv]) {
+            if let Some(node) = parent {
+                grads.register::<B>(node.id, g);
+            }
+        }
+    }
+}
+
+/// The autodiff node: keeps q, k, v and the mask, and recomputes the probabilities backward.
+/// The mask is a constant (no gradient flows to it).
+pub(super) fn autodiff_attention<B: Backend + FusedOps, C: CheckpointStrategy>(
+    q: FloatTensor<Autodiff<B, C>>,
+    k: FloatTensor<Autodiff<B, C>>,
+    v: FloatTensor<Autodiff<B, C>>,
+    mask: FloatTensor<Autodiff<B, C>>,
+    scale: f64,
+) -> FloatTensor<Autodiff<B, C>> {
+    let nodes = [q.node(), k.node(), v.node()];
+    let (q, k, v, mask) = (q.into_primitive(), k.into_primitive(), v.into_primitive(), mask.into_primitive());
+    let out = <B as FusedOps>::attention(q.clone(), k.clone(), v.clone(), mask.clone(), scale);
+    match Attention.prepare::<C>(nodes).compute_bound().stateful() {
+        OpsKind::Tracked(prep) => prep.finish((q, k, v, mask, scale), out),
+        OpsKind::UnTracked(prep) => prep.finish(out),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::layers::attention_mask;
+    use burn::backend::ops::FloatTensorOps;
+    use burn::tensor::activation::softmax;
+    use burn::tensor::{Tensor, TensorData};
+
+    fn noise(n: usize, seed: u64, scale: f64) -> Vec<f32> {
+        crate::quant::nf4::test_noise(n, seed, scale)
+    }
+
+    fn read(t: Tensor<4>) -> Vec<f32> {
+        t.into_data().try_to_vec::<f32>().unwrap()
+    }
+
+    fn assert_close(what: &str, got: &[f32], want: &[f32], tol: f32) {
+        assert_eq!(got.len(), want.len(), "{what}: lengths");
+        for (i, (x, y)) in got.iter().zip(want).enumerate() {
+            assert!((x - y).abs() <= tol * y.abs().max(1.0), "{what} [{i}]: fused {x}, reference {y}");
+        }
+    }
+
+    /// Attention as transformers writes it: every key/value head repeated for its query heads
+    /// (repeat_kv, copies), scores, mask, softmax, values.
+    fn reference(q: Tensor<4>, k: Tensor<4>, v: Tensor<4>, mask: Tensor<4>, scale: f64) -> Tensor<4> {
+        let [b, nh, _, _] = q.dims();
+        let [_, nkv, s, hs] = k.dims();
+        let repeat = |x: Tensor<4>| x.unsqueeze_dim::<5>(2).repeat_dim(2, nh / nkv).reshape([b, nh, s, hs]);
+        let scores = q.matmul(repeat(k).swap_dims(2, 3)) * scale + mask;
+        softmax(scores, 3).matmul(repeat(v))
+    }
+
+    /// Values and the gradients to q, k and v of the fused op against the reference, on the CPU
+    /// engine under autodiff: causal with -inf (the CPU engine's mask), padded (finite), one
+    /// decoded token after a cache, plain multi-head, and q as a strided view.
+    #[test]
+    fn attention_matches_the_composed_reference_forward_and_backward() {
+        let device = burn::tensor::Device::flex().autodiff();
+        // (batch, query heads, kv heads, new positions, cached positions, head size, padded, strided q)
+        let cases = [(2, 4, 2, 16, 0, 8, false, false), (3, 4, 2, 9, 0, 5, true, false), (2, 6, 3, 1, 6, 8, false, false), (1, 2, 2, 7, 3, 16, false, true), (4, 8, 4, 128, 0, 32, false, false)];
+        for (b, nh, nkv, t, past, hs, padded, strided) in cases {
+            let s = past + t;
+            let what = format!("b {b}, heads {nh}/{nkv}, t {t}, past {past}, hs {hs}{}{}", if padded { ", padded" } else { "" }, if strided { ", strided q" } else { "" });
+            let pad: Vec<Vec<bool>> = (0..b).map(|r| (0..s).map(|j| j >= r).collect()).collect();
+            let mask = attention_mask(t, past, padded.then_some(&pad[..]), b, &device);
+            let q0 = if strided {
+                Tensor::<4>::from_data(TensorData::new(noise(b * nh * t * hs, 1, 2.0), [b, t, nh, hs]), &device).swap_dims(1, 2)
+            } else {
+                Tensor::<4>::from_data(TensorData::new(noise(b * nh * t * hs, 1, 2.0), [b, nh, t, hs]), &device)
+            };
+            let k0 = Tensor::<4>::from_data(TensorData::new(noise(b * nkv * s * hs, 2, 2.0), [b, nkv, s, hs]), &device);
+            let v0 = Tensor::<4>::from_data(TensorData::new(noise(b * nkv * s * hs, 3, 1.0), [b, nkv, s, hs]), &device);
+            let w = Tensor::<4>::from_data(TensorData::new(noise(b * nh * t * hs, 4, 1.0), [b, nh, t, hs]), &device);
+            let scale = 1.0 / (hs as f64).sqrt();
+            let run = |fused: bool| {
+                let (q, k, v) = (q0.clone().detach().require_grad(), k0.clone().detach().require_grad(), v0.clone().detach().require_grad());
+                let y = if fused { crate::model::fused::attention(q.clone(), k.clone(), v.clone(), mask.clone(), scale) } else { reference(q.clone(), k.clone(), v.clone(), mask.clone(), scale) };
+                let grads = (y.clone() * w.clone()).sum().backward();
+                let grad = |x: &Tensor<4>| read(x.grad(&grads).unwrap().into());
+                [read(y), grad(&q), grad(&k), grad(&v)]
+            };
+            let (fused, reference) = (run(true), run(false));
+            for (name, a, r) in ["value", "q grad", "k grad", "v grad"].iter().zip(&fused).zip(&reference).map(|((n, a), r)| (n, a, r)) {
+                assert!(a.iter().all(|x| x.is_finite()), "{what} {name}: not finite");
+                assert_close(&format!("{what} {name}"), a, r, 2e-5);
+            }
+        }
+    }
+
+    /// The composed forms wgpu runs (generic over the backend) against the CPU kernel, both on
+    /// burn flex, grouped heads and a causal -inf mask.
+    #[test]
+    fn the_composed_attention_wgpu_runs_agrees_with_the_cpu_kernel() {
+        let (b, nh, nkv, t, hs) = (2, 4, 2, 12, 8);
+        let f = |v: Vec<f32>, shape: [usize; 4]| Flex::float_from_data(TensorData::new(v, shape), &Default::default());
+        let causal = (0..b * t * t).map(|i| if i % t > (i / t) % t { f32::NEG_INFINITY } else { 0.0 }).collect();
+        let mask = f(causal, [b, 1, t, t]);
+        let flat = |x: FloatTensor<Flex>| futures_lite::future::block_on(Flex::float_into_data(x)).unwrap().try_to_vec::<f32>().unwrap();
+        let q = || f(noise(b * nh * t * hs, 5, 2.0), [b, nh, t, hs]);
+        let k = || f(noise(b * nkv * t * hs, 6, 2.0), [b, nkv, t, hs]);
+        let v = || f(noise(b * nkv * t * hs, 7, 1.0), [b, nkv, t, hs]);
+        let g = || f(noise(b * nh * t * hs, 8, 1.0), [b, nh, t, hs]);
+        let scale = 0.3;
+        assert_close("value", &flat(flex_attention(q(), k(), v(), mask.clone(), scale)), &flat(composed_attention::<Flex>(q(), k(), v(), mask.clone(), scale)), 2e-5);
+        let (a, c) = (flex_attention_grad(q(), k(), v(), mask.clone(), scale, g()), composed_attention_grad::<Flex>(q(), k(), v(), mask.clone(), scale, g()));
+        assert_close("q grad", &flat(a.0), &flat(c.0), 2e-5);
+        assert_close("k grad", &flat(a.1), &flat(c.1), 2e-5);
+        assert_close("v grad", &flat(a.2), &flat(c.2), 2e-5);
+    }
+}
