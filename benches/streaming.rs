@@ -2,6 +2,7 @@
 //! then the two things streaming adds per token, timed apart over the same tokens:
 //! - turning each new id into text (`StreamDecoder::push`, which `generate` runs for its callback);
 //! - writing that text and flushing it, as `tinytune generate` does, into a pipe read by `cat`.
+//!
 //! Prints one JSON line per model; asserts nothing.
 //!
 //!     cargo bench --profile dev --bench streaming [-- MODEL_DIR ...]

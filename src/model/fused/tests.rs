@@ -1,5 +1,6 @@
 //! The fused ops against burn's composed ones (values and gradients, on the CPU engine under
-//! autodiff), the composed forms wgpu runs against the CPU kernels, and the kernels against f64.
+//! autodiff; attention against transformers' form), the composed forms wgpu runs against the CPU
+//! kernels, and the kernels against f64.
 
 use super::*;
 use burn::tensor::activation::{log_softmax, silu, softmax};
@@ -195,4 +196,76 @@ fn softmax_of_a_fully_masked_row_sums_to_one() {
     tinytune_kernels::softmax(&row, &mut out);
     let sum: f32 = out.iter().sum();
     assert!((sum - 1.0).abs() < 1e-6, "probabilities {out:?} sum to {sum}");
+}
+
+fn read4(t: Tensor<4>) -> Vec<f32> {
+    t.into_data().try_to_vec::<f32>().unwrap()
+}
+
+/// Attention as transformers writes it: every key/value head repeated for its query heads
+/// (repeat_kv, copies), scores, mask, softmax, values.
+fn reference(q: Tensor<4>, k: Tensor<4>, v: Tensor<4>, mask: Tensor<4>, scale: f64) -> Tensor<4> {
+    let [b, nh, _, _] = q.dims();
+    let [_, nkv, s, hs] = k.dims();
+    let repeat = |x: Tensor<4>| x.unsqueeze_dim::<5>(2).repeat_dim(2, nh / nkv).reshape([b, nh, s, hs]);
+    let scores = q.matmul(repeat(k).swap_dims(2, 3)) * scale + mask;
+    softmax(scores, 3).matmul(repeat(v))
+}
+
+/// Values and the gradients to q, k and v of the fused op against the reference, on the CPU
+/// engine under autodiff: causal with -inf (the CPU engine's mask), padded (finite), one
+/// decoded token after a cache, plain multi-head, and q as a strided view.
+#[test]
+fn attention_matches_the_composed_reference_forward_and_backward() {
+    let device = burn::tensor::Device::flex().autodiff();
+    // (batch, query heads, kv heads, new positions, cached positions, head size, padded, strided q)
+    let cases = [(2, 4, 2, 16, 0, 8, false, false), (3, 4, 2, 9, 0, 5, true, false), (2, 6, 3, 1, 6, 8, false, false), (1, 2, 2, 7, 3, 16, false, true), (4, 8, 4, 128, 0, 32, false, false)];
+    for (b, nh, nkv, t, past, hs, padded, strided) in cases {
+        let s = past + t;
+        let what = format!("b {b}, heads {nh}/{nkv}, t {t}, past {past}, hs {hs}{}{}", if padded { ", padded" } else { "" }, if strided { ", strided q" } else { "" });
+        let pad: Vec<Vec<bool>> = (0..b).map(|r| (0..s).map(|j| j >= r).collect()).collect();
+        let mask = crate::model::layers::attention_mask(t, past, padded.then_some(&pad[..]), b, &device);
+        let q0 = if strided {
+            Tensor::<4>::from_data(TensorData::new(noise(b * nh * t * hs, 1, 2.0), [b, t, nh, hs]), &device).swap_dims(1, 2)
+        } else {
+            Tensor::<4>::from_data(TensorData::new(noise(b * nh * t * hs, 1, 2.0), [b, nh, t, hs]), &device)
+        };
+        let k0 = Tensor::<4>::from_data(TensorData::new(noise(b * nkv * s * hs, 2, 2.0), [b, nkv, s, hs]), &device);
+        let v0 = Tensor::<4>::from_data(TensorData::new(noise(b * nkv * s * hs, 3, 1.0), [b, nkv, s, hs]), &device);
+        let w = Tensor::<4>::from_data(TensorData::new(noise(b * nh * t * hs, 4, 1.0), [b, nh, t, hs]), &device);
+        let scale = 1.0 / (hs as f64).sqrt();
+        let run = |fused: bool| {
+            let (q, k, v) = (q0.clone().detach().require_grad(), k0.clone().detach().require_grad(), v0.clone().detach().require_grad());
+            let y = if fused { attention(q.clone(), k.clone(), v.clone(), mask.clone(), scale) } else { reference(q.clone(), k.clone(), v.clone(), mask.clone(), scale) };
+            let grads = (y.clone() * w.clone()).sum().backward();
+            let grad = |x: &Tensor<4>| read4(x.grad(&grads).unwrap());
+            [read4(y), grad(&q), grad(&k), grad(&v)]
+        };
+        let (fused, reference) = (run(true), run(false));
+        for (name, a, r) in ["value", "q grad", "k grad", "v grad"].iter().zip(&fused).zip(&reference).map(|((n, a), r)| (n, a, r)) {
+            assert!(a.iter().all(|x| x.is_finite()), "{what} {name}: not finite");
+            assert_close(&format!("{what} {name}"), a, r, 2e-5);
+        }
+    }
+}
+
+/// The composed forms wgpu runs (generic over the backend) against the CPU kernel, both on
+/// burn flex, grouped heads and a causal -inf mask.
+#[test]
+fn the_composed_attention_wgpu_runs_agrees_with_the_cpu_kernel() {
+    let (b, nh, nkv, t, hs) = (2, 4, 2, 12, 8);
+    let f = |v: Vec<f32>, shape: [usize; 4]| Flex::float_from_data(TensorData::new(v, shape), &Default::default());
+    let causal = (0..b * t * t).map(|i| if i % t > (i / t) % t { f32::NEG_INFINITY } else { 0.0 }).collect();
+    let mask = f(causal, [b, 1, t, t]);
+    let flat = |x: FloatTensor<Flex>| futures_lite::future::block_on(Flex::float_into_data(x)).unwrap().try_to_vec::<f32>().unwrap();
+    let q = || f(noise(b * nh * t * hs, 5, 2.0), [b, nh, t, hs]);
+    let k = || f(noise(b * nkv * t * hs, 6, 2.0), [b, nkv, t, hs]);
+    let v = || f(noise(b * nkv * t * hs, 7, 1.0), [b, nkv, t, hs]);
+    let g = || f(noise(b * nh * t * hs, 8, 1.0), [b, nh, t, hs]);
+    let scale = 0.3;
+    assert_close("value", &flat(attention::flex_attention(q(), k(), v(), mask.clone(), scale)), &flat(attention::composed_attention::<Flex>(q(), k(), v(), mask.clone(), scale)), 2e-5);
+    let (a, c) = (attention::flex_attention_grad(q(), k(), v(), mask.clone(), scale, g()), attention::composed_attention_grad::<Flex>(q(), k(), v(), mask.clone(), scale, g()));
+    assert_close("q grad", &flat(a.0), &flat(c.0), 2e-5);
+    assert_close("k grad", &flat(a.1), &flat(c.1), 2e-5);
+    assert_close("v grad", &flat(a.2), &flat(c.2), 2e-5);
 }
