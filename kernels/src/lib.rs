@@ -162,18 +162,24 @@ simd_fn! {
     }
 }
 
+/// `Σ a·b` over two rows of one length.
+#[inline(always)]
+fn dot(a: &[f32], b: &[f32]) -> f32 {
+    let body = a.len() - a.len() % LANES;
+    let mut sums = [0f32; LANES];
+    for (c, d) in a[..body].chunks_exact(LANES).zip(b[..body].chunks_exact(LANES)) {
+        for k in 0..LANES {
+            sums[k] += c[k] * d[k];
+        }
+    }
+    sums.iter().sum::<f32>() + a[body..].iter().zip(&b[body..]).map(|(x, y)| x * y).sum::<f32>()
+}
+
 simd_fn! {
     /// `out = y · (g − Σ g·y)`: the gradient of a softmax row `y` given the output's gradient `g`.
     pub fn softmax_grad(y: &[f32], g: &[f32], out: &mut [f32]) {
         assert!(y.len() == out.len() && g.len() == out.len());
-        let (body, tail) = y.split_at(y.len() - y.len() % LANES);
-        let mut sums = [0f32; LANES];
-        for (c, d) in body.chunks_exact(LANES).zip(g.chunks_exact(LANES)) {
-            for k in 0..LANES {
-                sums[k] += c[k] * d[k];
-            }
-        }
-        let dot: f32 = sums.iter().sum::<f32>() + tail.iter().zip(&g[body.len()..]).map(|(a, b)| a * b).sum::<f32>();
+        let dot = dot(y, g);
         for ((o, &yi), &gi) in out.iter_mut().zip(y).zip(g) {
             *o = yi * (gi - dot);
         }
@@ -183,15 +189,7 @@ simd_fn! {
 /// `1/√(mean(x²) + eps)` of a row.
 #[inline(always)]
 fn rms_scale(x: &[f32], eps: f32) -> f32 {
-    let (body, tail) = x.split_at(x.len() - x.len() % LANES);
-    let mut sums = [0f32; LANES];
-    for c in body.chunks_exact(LANES) {
-        for k in 0..LANES {
-            sums[k] += c[k] * c[k];
-        }
-    }
-    let sq: f32 = sums.iter().sum::<f32>() + tail.iter().map(|v| v * v).sum::<f32>();
-    1.0 / (sq / x.len().max(1) as f32 + eps).sqrt()
+    1.0 / (dot(x, x) / x.len().max(1) as f32 + eps).sqrt()
 }
 
 simd_fn! {
@@ -382,13 +380,7 @@ fn softmax_rows(b: &AttentionBlock, mask: &[f32], ends: &[f32], scores: &mut [f3
         for (x, &m) in seen.iter_mut().zip(&mask[i * b.s..i * b.s + end]) {
             *x = *x * b.scale + m;
         }
-        let mut lanes = [f32::NEG_INFINITY; LANES];
-        for c in seen.chunks_exact(LANES) {
-            for l in 0..LANES {
-                lanes[l] = lanes[l].max(c[l]);
-            }
-        }
-        let max = lanes.iter().fold(f32::NEG_INFINITY, |a, &x| a.max(x));
+        let max = row_max(seen);
         let mut sums = [0f32; LANES];
         for c in seen.chunks_exact_mut(LANES) {
             for l in 0..LANES {
@@ -445,13 +437,7 @@ fn backward<const H: usize>(b: &AttentionBlock, q: &[f32], k: &[f32], v: &[f32],
     for r in 0..b.rows {
         let end = ends[r] as usize;
         let (pr, dr) = (&p[r * s8..r * s8 + end], &mut ds[r * s8..(r + 1) * s8]);
-        let mut lanes = [0f32; LANES];
-        for (c, e) in pr.chunks(LANES).zip(dr.chunks(LANES)) {
-            for (l, (a, b)) in c.iter().zip(e).enumerate() {
-                lanes[l] += a * b;
-            }
-        }
-        let dot: f32 = lanes.iter().sum();
+        let dot = dot(pr, &dr[..end]);
         for (d, &pj) in dr.iter_mut().zip(pr) {
             *d = pj * (*d - dot) * b.scale;
         }

@@ -11,7 +11,7 @@
 
 use burn::backend::autodiff::checkpoint::{base::Checkpointer, strategy::CheckpointStrategy};
 use burn::backend::autodiff::grads::Gradients;
-use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
+use burn::backend::autodiff::ops::{Backward, Ops};
 use burn::backend::tensor::FloatTensor;
 use burn::backend::{Autodiff, Backend, Flex, TensorMetadata};
 use burn::tensor::Shape;
@@ -208,8 +208,5 @@ pub(super) fn autodiff_attention<B: Backend + FusedOps, C: CheckpointStrategy>(
     let nodes = [q.node(), k.node(), v.node()];
     let (q, k, v, mask) = (q.into_primitive(), k.into_primitive(), v.into_primitive(), mask.into_primitive());
     let out = <B as FusedOps>::attention(q.clone(), k.clone(), v.clone(), mask.clone(), scale);
-    match Attention.prepare::<C>(nodes).compute_bound().stateful() {
-        OpsKind::Tracked(prep) => prep.finish((q, k, v, mask, scale), out),
-        OpsKind::UnTracked(prep) => prep.finish(out),
-    }
+    super::record::<B, C, _, _>(Attention, nodes, (q, k, v, mask, scale), out)
 }

@@ -18,7 +18,7 @@
 
 use burn::backend::autodiff::checkpoint::{base::Checkpointer, strategy::CheckpointStrategy};
 use burn::backend::autodiff::grads::Gradients;
-use burn::backend::autodiff::ops::{Backward, Ops, OpsKind, binary, unary};
+use burn::backend::autodiff::ops::{Backward, NodeGuard, Ops, OpsKind, binary, unary};
 use burn::backend::ops::{ActivationOps, FloatTensorOps};
 use burn::backend::tensor::{FloatTensor, IntTensor};
 use burn::backend::{Autodiff, Backend, Dispatch, Flex, TensorMetadata, backend_extension};
@@ -392,6 +392,16 @@ impl FusedOps for Flex {
 
 // --- autodiff ------------------------------------------------------------------------------------
 
+/// Record `out` as the output of the autodiff step `step` over the inputs `nodes`, keeping
+/// `state` for its backward pass when a gradient is wanted (the state's tensors are shared
+/// handles, so building it costs no copy).
+fn record<B: Backend, C: CheckpointStrategy, S: Backward<B, N>, const N: usize>(step: S, nodes: [NodeGuard; N], state: S::State, out: FloatTensor<B>) -> FloatTensor<Autodiff<B, C>> {
+    match step.prepare::<C>(nodes).compute_bound().stateful() {
+        OpsKind::Tracked(prep) => prep.finish(state, out),
+        OpsKind::UnTracked(prep) => prep.finish(out),
+    }
+}
+
 impl<B: Backend + FusedOps, C: CheckpointStrategy> FusedOps for Autodiff<B, C> {
     fn silu_mul(gate: FloatTensor<Self>, up: FloatTensor<Self>) -> FloatTensor<Self> {
         #[derive(Debug)]
@@ -416,10 +426,7 @@ impl<B: Backend + FusedOps, C: CheckpointStrategy> FusedOps for Autodiff<B, C> {
         let nodes = [gate.node(), up.node()];
         let (gate, up) = (gate.into_primitive(), up.into_primitive());
         let out = B::silu_mul(gate.clone(), up.clone());
-        match SiluMul.prepare::<C>(nodes).compute_bound().stateful() {
-            OpsKind::Tracked(prep) => prep.finish((gate, up), out),
-            OpsKind::UnTracked(prep) => prep.finish(out),
-        }
+        record::<B, C, _, _>(SiluMul, nodes, (gate, up), out)
     }
 
     fn target_logprobs(logits: FloatTensor<Self>, targets: IntTensor<Self>) -> FloatTensor<Self> {
@@ -438,10 +445,7 @@ impl<B: Backend + FusedOps, C: CheckpointStrategy> FusedOps for Autodiff<B, C> {
         let node = logits.node();
         let logits = logits.into_primitive();
         let out = B::target_logprobs(logits.clone(), targets.clone());
-        match TargetLogprobs.prepare::<C>([node]).compute_bound().stateful() {
-            OpsKind::Tracked(prep) => prep.finish((logits, targets), out),
-            OpsKind::UnTracked(prep) => prep.finish(out),
-        }
+        record::<B, C, _, _>(TargetLogprobs, [node], (logits, targets), out)
     }
 
     fn rms_norm(x: FloatTensor<Self>, w: FloatTensor<Self>, eps: f64) -> FloatTensor<Self> {
@@ -467,10 +471,7 @@ impl<B: Backend + FusedOps, C: CheckpointStrategy> FusedOps for Autodiff<B, C> {
         let nodes = [x.node(), w.node()];
         let (x, w) = (x.into_primitive(), w.into_primitive());
         let out = B::rms_norm(x.clone(), w.clone(), eps);
-        match RmsNorm.prepare::<C>(nodes).compute_bound().stateful() {
-            OpsKind::Tracked(prep) => prep.finish((x, w, eps), out),
-            OpsKind::UnTracked(prep) => prep.finish(out),
-        }
+        record::<B, C, _, _>(RmsNorm, nodes, (x, w, eps), out)
     }
 
     fn rms_norm_grad_x(x: FloatTensor<Self>, w: FloatTensor<Self>, grad: FloatTensor<Self>, eps: f64) -> FloatTensor<Self> {
@@ -496,10 +497,7 @@ impl<B: Backend + FusedOps, C: CheckpointStrategy> FusedOps for Autodiff<B, C> {
 
         let node = x.node();
         let out = B::softmax_rows(x.into_primitive());
-        match SoftmaxRows.prepare::<C>([node]).compute_bound().stateful() {
-            OpsKind::Tracked(prep) => prep.finish(out.clone(), out),
-            OpsKind::UnTracked(prep) => prep.finish(out),
-        }
+        record::<B, C, _, _>(SoftmaxRows, [node], out.clone(), out)
     }
 
     fn softmax_rows_grad(y: FloatTensor<Self>, grad: FloatTensor<Self>) -> FloatTensor<Self> {
