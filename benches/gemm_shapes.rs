@@ -1,9 +1,11 @@
 //! The matmul shapes of one LoRA training step of the 24M Llama (`benches/llama-24m.json`,
 //! batch 8 × 128 = 1024 rows, rank 8), timed through burn's tensor API on the CPU engine (burn
-//! flex, the gemm crate): what `tinytune train --device cpu` runs. Prints one JSON line per shape
-//! (`name`, `m`, `k`, `n`, `batch`, `gflops`), the median of 7 timed calls after one untimed.
-//! `benches/gemm_shapes.py` runs it beside numpy (OpenBLAS) and PyTorch on the same shapes and
-//! prints the table; asserts nothing.
+//! flex, the gemm crate), and for the 2-d products also through `fused::matmul`, which the
+//! model calls (a BLAS when one is installed). Then the rows of decoding and short prompts, where
+//! the two part ways. Prints one JSON line per shape (`name`, `m`, `k`, `n`, `batch`, `gflops`,
+//! `gflops_model`: the model's path, or null for the batched products), the median of 7 timed
+//! calls after one untimed. `benches/gemm_shapes.py` runs it beside numpy (OpenBLAS) and PyTorch
+//! on the same shapes and prints the table; asserts nothing.
 //!
 //!     cargo bench --profile dev --bench gemm_shapes
 
@@ -26,9 +28,30 @@ const SHAPES: &[(&str, usize, usize, usize, usize, bool)] = &[
     ("LoRA grad of A: xᵀ·g (r 8)", 1, 512, 1024, 8, false),
     ("attention q·kᵀ per head (64 heads)", 64, 128, 64, 128, true),
     ("attention p·v per head (64 heads)", 64, 128, 128, 64, false),
+    ("decode: q/o, 1 row", 1, 1, 512, 512, false),
+    ("decode: gate/up, 1 row", 1, 1, 512, 1376, false),
+    ("prompt: q/o, 4 rows", 1, 4, 512, 512, false),
+    ("prompt: q/o, 16 rows", 1, 16, 512, 512, false),
+    ("prompt: q/o, 64 rows", 1, 64, 512, 512, false),
 ];
 
+/// The median seconds of 7 calls of `f` after one untimed. Reading one value of the result
+/// waits for the product (flex computes eagerly; this keeps it honest should that change).
+fn median_seconds(f: impl Fn() -> Tensor<3>) -> f64 {
+    let mut times = Vec::new();
+    for i in 0..8 {
+        let started = Instant::now();
+        block_on(read_f32(f().slice([0..1, 0..1, 0..1]))).unwrap();
+        if i > 0 {
+            times.push(started.elapsed().as_secs_f64());
+        }
+    }
+    times.sort_by(|x, y| x.total_cmp(y));
+    times[times.len() / 2]
+}
+
 fn main() {
+    eprintln!("{}", tinytune::model::fused::describe_gemm());
     let device = Device::flex();
     for &(name, batch, m, k, n, transposed) in SHAPES {
         let a = Tensor::<3>::random([batch, m, k], burn::tensor::Distribution::Default, &device);
@@ -37,22 +60,13 @@ fn main() {
         } else {
             Tensor::<3>::random([batch, k, n], burn::tensor::Distribution::Default, &device)
         };
-        let mut times = Vec::new();
-        for i in 0..8 {
-            let started = Instant::now();
-            let c = a.clone().matmul(b.clone());
-            // Reading one value waits for the product (flex computes eagerly; this keeps it
-            // honest should that change).
-            block_on(read_f32(c.slice([0..1, 0..1, 0..1]))).unwrap();
-            if i > 0 {
-                times.push(started.elapsed().as_secs_f64());
-            }
-        }
-        times.sort_by(|x, y| x.total_cmp(y));
-        let s = times[times.len() / 2];
-        let gflops = 2.0 * (batch * m * k * n) as f64 / s / 1e9;
-        println!(
-            "{{\"name\": \"{name}\", \"batch\": {batch}, \"m\": {m}, \"k\": {k}, \"n\": {n}, \"transposed\": {transposed}, \"gflops\": {gflops:.2}}}"
-        );
+        let flops = 2.0 * (batch * m * k * n) as f64;
+        let gflops = flops / median_seconds(|| a.clone().matmul(b.clone())) / 1e9;
+        let model = (batch == 1).then(|| {
+            let (a, b) = (a.clone().squeeze_dim::<2>(0), b.clone().squeeze_dim::<2>(0));
+            flops / median_seconds(|| tinytune::model::fused::matmul(a.clone(), b.clone()).unsqueeze::<3>()) / 1e9
+        });
+        let model = model.map_or("null".to_string(), |g| format!("{g:.2}"));
+        println!("{{\"name\": \"{name}\", \"batch\": {batch}, \"m\": {m}, \"k\": {k}, \"n\": {n}, \"transposed\": {transposed}, \"gflops\": {gflops:.2}, \"gflops_model\": {model}}}");
     }
 }

@@ -107,7 +107,8 @@ impl DeviceInfo {
             name: "burn flex (CPU)".into(),
             backend: String::new(),
             device_type: "cpu".into(),
-            driver: String::new(),
+            // What its matrix products run on: a BLAS found at run time, or the built-in GEMM.
+            driver: crate::model::fused::describe_gemm(),
             limits: None,
         }
     }
@@ -150,6 +151,7 @@ impl DeviceInfo {
     pub fn summary(&self) -> String {
         match self.kind {
             "wgpu" => format!("wgpu {} on {} ({})", self.backend, self.name, self.device_type),
+            _ if !self.driver.is_empty() => format!("{}; {}", self.name, self.driver),
             _ => self.name.clone(),
         }
     }

@@ -161,7 +161,8 @@ impl LoraAdapter {
         };
         // The scale goes on the rank-r intermediate, `[N, r]`, not on the `[N, out]` product: the
         // same value up to rounding, and a multiply (and its gradient) over r columns, not out.
-        (x.matmul(self.a.clone()) * self.scale).matmul(self.b.clone())
+        use crate::model::fused::matmul;
+        matmul(matmul(x, self.a.clone()) * self.scale, self.b.clone())
     }
 
     /// ΔW = s·A·B, `[in, out]`. Formed only for merging and inspection.

@@ -90,6 +90,6 @@ impl Gpt2 {
             x = x + block.mlp_c_proj.forward(activation(&self.config.activation_function, block.c_fc.forward(h)));
         }
         let x = self.ln_f.forward(x);
-        x.reshape([b * t, c]).matmul(self.lm_head.clone().unwrap_or_else(|| self.wte.clone().transpose())).reshape([b, t, self.config.vocab_size])
+        super::fused::matmul(x.reshape([b * t, c]), self.lm_head.clone().unwrap_or_else(|| self.wte.clone().transpose())).reshape([b, t, self.config.vocab_size])
     }
 }

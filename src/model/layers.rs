@@ -63,7 +63,7 @@ impl Linear {
         let [b, t, c] = x.dims();
         let x2 = x.reshape([b * t, c]);
         let mut y = match &self.base {
-            Base::Dense(w) => x2.clone().matmul(w.clone()),
+            Base::Dense(w) => super::fused::matmul(x2.clone(), w.clone()),
             // A few rows (decoding) go through the fused kernel; more dequantize for one matmul.
             Base::Quant(q) => q.linear(x2.clone(), b * t <= crate::quant::kernels::FUSED_MAX_ROWS),
         };

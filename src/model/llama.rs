@@ -83,6 +83,6 @@ impl Llama {
             x = x + layer.down_proj.forward(mlp);
         }
         let x = self.norm.forward(x);
-        x.reshape([b * t, c.hidden_size]).matmul(self.lm_head.clone().unwrap_or_else(|| self.embed_tokens.clone().transpose())).reshape([b, t, c.vocab_size])
+        super::fused::matmul(x.reshape([b * t, c.hidden_size]), self.lm_head.clone().unwrap_or_else(|| self.embed_tokens.clone().transpose())).reshape([b, t, c.vocab_size])
     }
 }

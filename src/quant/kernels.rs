@@ -205,7 +205,7 @@ impl Q4Ops for Flex {
     }
     fn q4_linear(x: FloatTensor<Self>, words: IntTensor<Self>, layout: Q4Layout, _fused: bool) -> FloatTensor<Self> {
         let w = Self::q4_dequant(words, layout);
-        Flex::float_matmul(x, Flex::float_transpose(w))
+        <Flex as crate::model::fused::FusedOps>::matmul(x, Flex::float_transpose(w))
     }
 }
 
@@ -325,7 +325,7 @@ impl Q4Ops for wgsl::B {
     }
 }
 
-impl<B: Backend + Q4Ops, C: CheckpointStrategy> Q4Ops for Autodiff<B, C> {
+impl<B: Backend + Q4Ops + crate::model::fused::FusedOps, C: CheckpointStrategy> Q4Ops for Autodiff<B, C> {
     fn q4_dequant(words: IntTensor<Self>, layout: Q4Layout) -> FloatTensor<Self> {
         // A frozen weight: a constant to autodiff.
         <Self as burn::backend::AutodiffBackend>::from_inner(B::q4_dequant(words, layout))
@@ -335,14 +335,14 @@ impl<B: Backend + Q4Ops, C: CheckpointStrategy> Q4Ops for Autodiff<B, C> {
         #[derive(Debug)]
         struct Q4Linear;
 
-        impl<B: Backend + Q4Ops> Backward<B, 1> for Q4Linear {
+        impl<B: Backend + Q4Ops + crate::model::fused::FusedOps> Backward<B, 1> for Q4Linear {
             type State = (IntTensor<B>, Q4Layout);
 
             fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _checkpointer: &mut Checkpointer) {
                 let (words, layout) = ops.state;
                 unary::<B, _>(ops.parents, ops.node, grads, |grad| {
                     // ∂L/∂x = ∂L/∂y · W, with W dequantized again rather than kept.
-                    B::float_matmul(grad, B::q4_dequant(words, layout))
+                    B::matmul(grad, B::q4_dequant(words, layout))
                 });
             }
         }

@@ -62,6 +62,16 @@ pub trait FusedOps: Backend {
         scale: f64,
         grad: FloatTensor<Self>,
     ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>);
+    /// `a [M, K] · b [K, N]`: natively on burn flex through a BLAS when one is installed
+    /// (`matmul.rs`), else the backend's own matmul.
+    fn matmul(a: FloatTensor<Self>, b: FloatTensor<Self>) -> FloatTensor<Self>;
+}
+
+/// `a [M, K] · b [K, N]`, the model's linear maps, through whichever backend the tensors live on.
+pub fn matmul(a: Tensor<2>, b: Tensor<2>) -> Tensor<2> {
+    let ([m, k], [kb, n]) = (a.dims(), b.dims());
+    assert_eq!(k, kb, "matmul: [{m}, {k}] by [{kb}, {n}]");
+    Tensor::from_dispatch(<Dispatch as FusedOps>::matmul(a.into_dispatch(), b.into_dispatch()))
 }
 
 /// `silu(gate) · up` through whichever backend the tensors live on.
@@ -197,6 +207,9 @@ impl FusedOps for burn::backend::wgpu::CubeBackend {
         grad: FloatTensor<Self>,
     ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
         attention::composed_attention_grad::<Self>(q, k, v, mask, scale, grad)
+    }
+    fn matmul(a: FloatTensor<Self>, b: FloatTensor<Self>) -> FloatTensor<Self> {
+        Self::float_matmul(a, b)
     }
 }
 
@@ -388,6 +401,9 @@ impl FusedOps for Flex {
     ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
         attention::flex_attention_grad(q, k, v, mask, scale, grad)
     }
+    fn matmul(a: FloatTensor<Self>, b: FloatTensor<Self>) -> FloatTensor<Self> {
+        matmul::flex_matmul(a, b)
+    }
 }
 
 // --- autodiff ------------------------------------------------------------------------------------
@@ -533,9 +549,17 @@ impl<B: Backend + FusedOps, C: CheckpointStrategy> FusedOps for Autodiff<B, C> {
         let (dq, dk, dv) = B::attention_grad(q.into_primitive(), k.into_primitive(), v.into_primitive(), mask.into_primitive(), scale, grad.into_primitive());
         (from(dq), from(dk), from(dv))
     }
+
+    fn matmul(a: FloatTensor<Self>, b: FloatTensor<Self>) -> FloatTensor<Self> {
+        matmul::autodiff_matmul::<B, C>(a, b)
+    }
 }
 
 mod attention;
+#[cfg(not(target_arch = "wasm32"))]
+mod blas;
+mod matmul;
+pub use matmul::{describe_gemm, uses_blas};
 
 #[cfg(test)]
 mod tests;

@@ -269,3 +269,41 @@ fn the_composed_attention_wgpu_runs_agrees_with_the_cpu_kernel() {
     assert_close("k grad", &flat(a.1), &flat(c.1), 2e-5);
     assert_close("v grad", &flat(a.2), &flat(c.2), 2e-5);
 }
+
+/// `matmul` (a BLAS where one is installed) against burn flex's own matmul: values and both
+/// gradients under autodiff, for row-major, transposed and sliced (row stride beyond the width)
+/// operands, and for the shapes that stay on burn flex (one row, rank 8, tiny).
+#[test]
+fn matmul_matches_burn_s_matmul_forward_and_backward() {
+    let off = std::env::var("TINYTUNE_BLAS").is_ok_and(|v| v == "off");
+    assert!(
+        uses_blas() || off,
+        "no BLAS library was found ({}); install OpenBLAS (scripts/setup installs Debian's libopenblas0-pthread), or set TINYTUNE_BLAS=off to test without one",
+        describe_gemm()
+    );
+    let device = burn::tensor::Device::flex().autodiff();
+    // (m, k, n, how a is held, how b is held): 0 row-major, 1 a transposed view, 2 a slice of
+    // wider rows.
+    let cases = [(64, 48, 40, 0, 0), (64, 48, 40, 1, 0), (64, 48, 40, 0, 1), (33, 20, 17, 1, 1), (40, 24, 32, 2, 2), (64, 48, 8, 0, 0), (1, 48, 40, 0, 1), (3, 5, 7, 0, 0)];
+    for (m, k, n, ha, hb) in cases {
+        let make = |rows: usize, cols: usize, how: u8, seed: u64| match how {
+            0 => Tensor::<2>::from_data(TensorData::new(noise(rows * cols, seed, 1.0), [rows, cols]), &device),
+            1 => Tensor::<2>::from_data(TensorData::new(noise(rows * cols, seed, 1.0), [cols, rows]), &device).transpose(),
+            _ => Tensor::<2>::from_data(TensorData::new(noise(rows * (cols + 9), seed, 1.0), [rows, cols + 9]), &device).slice([0..rows, 4..4 + cols]),
+        };
+        let (a0, b0) = (make(m, k, ha, 1), make(k, n, hb, 2));
+        let w = Tensor::<2>::from_data(TensorData::new(noise(m * n, 3, 1.0), [m, n]), &device);
+        let run = |ours: bool| {
+            let (a, b) = (a0.clone().detach().require_grad(), b0.clone().detach().require_grad());
+            let y = if ours { matmul(a.clone(), b.clone()) } else { a.clone().matmul(b.clone()) };
+            let grads = (y.clone() * w.clone()).sum().backward();
+            let grad = |t: &Tensor<2>| t.grad(&grads).unwrap().into_data().try_to_vec::<f32>().unwrap();
+            (values(y.inner()), grad(&a), grad(&b))
+        };
+        let ((y, ga, gb), (y0, ga0, gb0)) = (run(true), run(false));
+        let what = format!("{m}×{k} ({ha}) by {k}×{n} ({hb})");
+        assert_close(&format!("{what}: values"), &y, &y0, 1e-5);
+        assert_close(&format!("{what}: a's gradient"), &ga, &ga0, 1e-5);
+        assert_close(&format!("{what}: b's gradient"), &gb, &gb0, 1e-5);
+    }
+}
