@@ -65,6 +65,41 @@ pub fn exp(x: f32) -> f32 {
     exp_inline(x)
 }
 
+/// One AdamW update's constants, each rounded to f32 as a tensor op rounds a scalar operand.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct AdamwStep {
+    /// The gradient's clipping factor (1: none).
+    pub clip: f32,
+    pub beta1: f32,
+    pub one_minus_beta1: f32,
+    pub beta2: f32,
+    pub one_minus_beta2: f32,
+    /// `√(1 − β₂ᵗ)`, the second moment's bias correction.
+    pub sqrt_bc2: f32,
+    pub eps: f32,
+    /// `1 − lr · weight decay` (1: none).
+    pub decay: f32,
+    /// `lr / (1 − β₁ᵗ)`.
+    pub step: f32,
+}
+
+simd_fn! {
+    /// One AdamW update in place, element-wise, in `torch.optim.AdamW`'s order and with one
+    /// rounding an operation, as the composed tensor ops had it: `g ← g·clip`,
+    /// `m ← β₁·m + (1 − β₁)·g`, `v ← β₂·v + (1 − β₂)·g²`,
+    /// `p ← p·decay − (m / (√v / √(1 − β₂ᵗ) + ε))·step`.
+    pub fn adamw(p: &mut [f32], m: &mut [f32], v: &mut [f32], g: &[f32], s: &AdamwStep) {
+        assert!(m.len() == p.len() && v.len() == p.len() && g.len() == p.len());
+        for (((p, m), v), &g) in p.iter_mut().zip(m.iter_mut()).zip(v.iter_mut()).zip(g) {
+            let g = g * s.clip;
+            *m = *m * s.beta1 + g * s.one_minus_beta1;
+            *v = *v * s.beta2 + (g * g) * s.one_minus_beta2;
+            let denom = v.sqrt() / s.sqrt_bc2 + s.eps;
+            *p = *p * s.decay - (*m / denom) * s.step;
+        }
+    }
+}
+
 simd_fn! {
     /// `out = silu(gate) · up`, element-wise.
     pub fn silu_mul(gate: &[f32], up: &[f32], out: &mut [f32]) {

@@ -550,26 +550,37 @@ impl Trainer {
         let mut slots = slots(model, &self.params)?;
         for (((g, slot), moments), param) in grads.into_iter().zip(slots.iter_mut()).zip(self.moments.iter_mut()).zip(&self.params) {
             let Some(g) = g else { continue };
-            let g = if clip < 1.0 { g * clip } else { g };
             let weight_decay = if decays(param) { c.weight_decay } else { 0.0 };
             {
                 let cur = slot.value().detach();
                 let next = match c.optimizer {
                     Optimizer::Sgd => {
+                        let g = if clip < 1.0 { g * clip } else { g };
                         let decayed = if weight_decay > 0.0 { cur.clone() * (1.0 - lr * weight_decay) } else { cur.clone() };
                         decayed - g * lr
                     }
                     Optimizer::Adamw => {
+                        // Moments start at zero: β·0 + x is x exactly, as torch's first step.
                         let (m, v) = match moments.take() {
-                            Some(Moments { m, v }) => (m * c.beta1 + g.clone() * (1.0 - c.beta1), v * c.beta2 + g.square() * (1.0 - c.beta2)),
-                            None => (g.clone() * (1.0 - c.beta1), g.square() * (1.0 - c.beta2)),
+                            Some(Moments { m, v }) => (m, v),
+                            None => (g.zeros_like(), g.zeros_like()),
                         };
-                        // torch.optim.AdamW's order: denom = √v / √(1 − β₂ᵗ) + ε, step lr / (1 − β₁ᵗ).
+                        // torch.optim.AdamW's order: denom = √v / √(1 − β₂ᵗ) + ε, step lr / (1 − β₁ᵗ);
+                        // one fused pass (a dispatch a parameter on a GPU, not a dozen).
                         let bc1 = 1.0 - c.beta1.powi(t as i32);
                         let bc2 = 1.0 - c.beta2.powi(t as i32);
-                        let denom = v.clone().sqrt() / bc2.sqrt() + c.eps;
-                        let decayed = if weight_decay > 0.0 { cur * (1.0 - lr * weight_decay) } else { cur };
-                        let next = decayed - (m.clone() / denom) * (lr / bc1);
+                        let step = crate::model::fused::AdamwStep {
+                            clip: clip.min(1.0) as f32,
+                            beta1: c.beta1 as f32,
+                            one_minus_beta1: (1.0 - c.beta1) as f32,
+                            beta2: c.beta2 as f32,
+                            one_minus_beta2: (1.0 - c.beta2) as f32,
+                            sqrt_bc2: bc2.sqrt() as f32,
+                            eps: c.eps as f32,
+                            decay: (1.0 - lr * weight_decay) as f32,
+                            step: (lr / bc1) as f32,
+                        };
+                        let [next, m, v] = crate::model::fused::adamw(cur, g, m, v, step);
                         *moments = Some(Moments { m, v });
                         next
                     }

@@ -3,6 +3,7 @@
 //! machine without a GPU). A requested device that cannot be opened fails; nothing is skipped.
 
 mod device_check;
+mod fused_ops;
 mod hf_parity;
 mod peft_parity;
 mod quant_parity;

@@ -65,6 +65,18 @@ pub trait FusedOps: Backend {
     /// `a [M, K] · b [K, N]`: natively on burn flex through a BLAS when one is installed
     /// (`matmul.rs`), else the backend's own matmul.
     fn matmul(a: FloatTensor<Self>, b: FloatTensor<Self>) -> FloatTensor<Self>;
+    /// One AdamW update of a parameter `p` with gradient `g` and moments `m`, `v` (all of one
+    /// shape, none tracked by autodiff): the new `[p, m, v]`.
+    fn adamw(p: FloatTensor<Self>, g: FloatTensor<Self>, m: FloatTensor<Self>, v: FloatTensor<Self>, step: AdamwStep) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>);
+}
+
+/// One AdamW update (see `AdamwStep`) through whichever backend the tensors live on: the new
+/// parameter and moments.
+pub fn adamw(p: Tensor<2>, g: Tensor<2>, m: Tensor<2>, v: Tensor<2>, step: AdamwStep) -> [Tensor<2>; 3] {
+    let shape = p.dims();
+    assert!(g.dims() == shape && m.dims() == shape && v.dims() == shape, "adamw: the parameter, its gradient and its moments must have one shape");
+    let (p, m, v) = <Dispatch as FusedOps>::adamw(p.into_dispatch(), g.into_dispatch(), m.into_dispatch(), v.into_dispatch(), step);
+    [p, m, v].map(Tensor::from_dispatch)
 }
 
 /// `a [M, K] · b [K, N]`, the model's linear maps, through whichever backend the tensors live on.
@@ -210,6 +222,10 @@ impl FusedOps for burn::backend::wgpu::CubeBackend {
     }
     fn matmul(a: FloatTensor<Self>, b: FloatTensor<Self>) -> FloatTensor<Self> {
         Self::float_matmul(a, b)
+    }
+    fn adamw(p: FloatTensor<Self>, g: FloatTensor<Self>, m: FloatTensor<Self>, v: FloatTensor<Self>, step: AdamwStep) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
+        let [p, m, v] = adamw::cube_adamw(p, g, m, v, step);
+        (p, m, v)
     }
 }
 
@@ -404,6 +420,11 @@ impl FusedOps for Flex {
     fn matmul(a: FloatTensor<Self>, b: FloatTensor<Self>) -> FloatTensor<Self> {
         matmul::flex_matmul(a, b)
     }
+
+    fn adamw(p: FloatTensor<Self>, g: FloatTensor<Self>, m: FloatTensor<Self>, v: FloatTensor<Self>, step: AdamwStep) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
+        let [p, m, v] = adamw::flex_adamw(p, g, m, v, step);
+        (p, m, v)
+    }
 }
 
 // --- autodiff ------------------------------------------------------------------------------------
@@ -553,12 +574,22 @@ impl<B: Backend + FusedOps, C: CheckpointStrategy> FusedOps for Autodiff<B, C> {
     fn matmul(a: FloatTensor<Self>, b: FloatTensor<Self>) -> FloatTensor<Self> {
         matmul::autodiff_matmul::<B, C>(a, b)
     }
+
+    fn adamw(p: FloatTensor<Self>, g: FloatTensor<Self>, m: FloatTensor<Self>, v: FloatTensor<Self>, step: AdamwStep) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
+        // The optimizer works on values, outside the graph.
+        let inner = |t: FloatTensor<Self>| t.into_primitive();
+        let from = <Self as burn::backend::AutodiffBackend>::from_inner;
+        let (p, m, v) = B::adamw(inner(p), inner(g), inner(m), inner(v), step);
+        (from(p), from(m), from(v))
+    }
 }
 
+mod adamw;
 mod attention;
 #[cfg(not(target_arch = "wasm32"))]
 mod blas;
 mod matmul;
+pub use adamw::AdamwStep;
 pub use matmul::{describe_gemm, uses_blas};
 
 #[cfg(test)]

@@ -1,0 +1,104 @@
+//! One AdamW update of a parameter as one op.
+//!
+//! Composed from tensor ops, an update is about a dozen element-wise passes a parameter (scale
+//! the moments, add, square, root, divide, decay, subtract). On a GPU each is a dispatch: a LoRA
+//! step of the built-in model updates 56 tensors, so the optimizer issued most of a step's
+//! dispatches. Here it is one pass: the kernel in `kernels/` on the CPU engine, and
+//! `shaders/adamw.wgsl` on wgpu. Other cubecl runtimes run the composed ops.
+
+use burn::backend::tensor::FloatTensor;
+use burn::backend::wgpu::{CubeBackend, CubeTensor, KernelSource, SourceKernel, SourceTemplate};
+use burn::backend::{Backend, Flex, TensorMetadata};
+use burn::tensor::DType;
+use cubecl::prelude::KernelId;
+use cubecl::server::{KernelArguments, MetadataBindingInfo};
+use cubecl::{CubeCount, CubeDim};
+pub use tinytune_kernels::AdamwStep;
+
+use super::{flex_f32, flex_tensor};
+
+/// The update from a backend's own ops, in the kernel's order and roundings.
+pub(super) fn composed_adamw<B: Backend>(p: FloatTensor<B>, g: FloatTensor<B>, m: FloatTensor<B>, v: FloatTensor<B>, s: AdamwStep) -> [FloatTensor<B>; 3] {
+    let g = B::float_mul_scalar(g, s.clip.into());
+    let m = B::float_add(B::float_mul_scalar(m, s.beta1.into()), B::float_mul_scalar(g.clone(), s.one_minus_beta1.into()));
+    let v = B::float_add(B::float_mul_scalar(v, s.beta2.into()), B::float_mul_scalar(B::float_mul(g.clone(), g), s.one_minus_beta2.into()));
+    let denom = B::float_add_scalar(B::float_div_scalar(B::float_sqrt(v.clone()), s.sqrt_bc2.into()), s.eps.into());
+    let p = B::float_sub(B::float_mul_scalar(p, s.decay.into()), B::float_mul_scalar(B::float_div(m.clone(), denom), s.step.into()));
+    [p, m, v]
+}
+
+pub(super) fn flex_adamw(p: FloatTensor<Flex>, g: FloatTensor<Flex>, m: FloatTensor<Flex>, v: FloatTensor<Flex>, s: AdamwStep) -> [FloatTensor<Flex>; 3] {
+    let shape = p.shape();
+    let same = [&g, &m, &v].iter().all(|t| t.shape() == shape);
+    let (Some(pv), Some(gv), Some(mv), Some(vv)) = (flex_f32(&p), flex_f32(&g), flex_f32(&m), flex_f32(&v)) else {
+        return composed_adamw::<Flex>(p, g, m, v, s);
+    };
+    assert!(same, "adamw: the parameter, its gradient and its moments must have one shape");
+    let (mut pn, mut mn, mut vn) = (pv.into_owned(), mv.into_owned(), vv.into_owned());
+    #[cfg(not(target_arch = "wasm32"))]
+    {
+        use rayon::prelude::*;
+        const CHUNK: usize = 64 * 1024;
+        pn.par_chunks_mut(CHUNK).zip(mn.par_chunks_mut(CHUNK)).zip(vn.par_chunks_mut(CHUNK)).enumerate().for_each(|(c, ((p, m), v))| {
+            let start = c * CHUNK;
+            tinytune_kernels::adamw(p, m, v, &gv[start..start + p.len()], &s);
+        });
+    }
+    #[cfg(target_arch = "wasm32")]
+    tinytune_kernels::adamw(&mut pn, &mut mn, &mut vn, &gv, &s);
+    [flex_tensor(pn, &p), flex_tensor(mn, &p), flex_tensor(vn, &p)]
+}
+
+struct AdamwKernel;
+
+impl KernelSource for AdamwKernel {
+    fn source(&self) -> SourceTemplate {
+        SourceTemplate::new(include_str!("../../../shaders/adamw.wgsl"))
+    }
+    fn id(&self) -> KernelId {
+        KernelId::new::<Self>()
+    }
+    fn lang(&self) -> &'static str {
+        "wgsl"
+    }
+}
+
+/// Invocations a workgroup, as the shader's `WG`.
+const WG: usize = 64;
+
+pub(super) fn cube_adamw(p: CubeTensor, g: CubeTensor, m: CubeTensor, v: CubeTensor, s: AdamwStep) -> [CubeTensor; 3] {
+    let shape = p.shape();
+    let n = shape.num_elements();
+    let f32_only = [&p, &g, &m, &v].iter().all(|t| t.dtype() == DType::F32 && t.shape() == shape);
+    if !matches!(p.device, cubecl::Device::Wgpu(_)) || !f32_only || n == 0 || n > u32::MAX as usize {
+        return composed_adamw::<CubeBackend>(p, g, m, v, s);
+    }
+    let [p, g, m, v] = [p, g, m, v].map(burn::backend::wgpu::into_contiguous);
+    let client = p.client.clone();
+    let fresh = || CubeTensor::new_contiguous(client.clone(), p.device.clone(), shape.clone(), client.empty(n * 4), DType::F32);
+    let outs = [fresh(), fresh(), fresh()];
+    let groups = n.div_ceil(WG);
+    let x = groups.min(65535);
+    let y = groups.div_ceil(x);
+    let words: [u32; 12] = [
+        n as u32,
+        x as u32,
+        s.clip.to_bits(),
+        s.beta1.to_bits(),
+        s.one_minus_beta1.to_bits(),
+        s.beta2.to_bits(),
+        s.one_minus_beta2.to_bits(),
+        s.sqrt_bc2.to_bits(),
+        s.eps.to_bits(),
+        s.decay.to_bits(),
+        s.step.to_bits(),
+        0,
+    ];
+    let mut args = KernelArguments::new();
+    for t in [&p, &g, &m, &v, &outs[0], &outs[1], &outs[2]] {
+        args = args.with_buffer(t.handle.clone().binding());
+    }
+    args.info = MetadataBindingInfo::custom(words.chunks(2).map(|w| w[0] as u64 | ((w[1] as u64) << 32)).collect());
+    client.launch(Box::new(SourceKernel::new(AdamwKernel, CubeDim::new_1d(WG as u32))), CubeCount::Static(x as u32, y as u32, 1), args);
+    outs
+}
