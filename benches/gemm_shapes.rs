@@ -51,7 +51,7 @@ fn median_seconds(f: impl Fn() -> Tensor<3>) -> f64 {
 }
 
 fn main() {
-    eprintln!("{}", tinytune::model::fused::describe_gemm());
+    eprintln!("{}", tinytune::blas::describe());
     let device = Device::flex();
     for &(name, batch, m, k, n, transposed) in SHAPES {
         let a = Tensor::<3>::random([batch, m, k], burn::tensor::Distribution::Default, &device);

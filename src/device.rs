@@ -108,7 +108,7 @@ impl DeviceInfo {
             backend: String::new(),
             device_type: "cpu".into(),
             // What its matrix products run on: a BLAS found at run time, or the built-in GEMM.
-            driver: crate::model::fused::describe_gemm(),
+            driver: crate::blas::describe(),
             limits: None,
         }
     }

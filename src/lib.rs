@@ -4,6 +4,7 @@
 //! The library is the whole engine; `src/bin/tinytune.rs` (native) and `src/web/` (wasm32)
 //! are thin shells over it.
 
+pub mod blas;
 pub mod check;
 pub mod device;
 mod error;

@@ -187,6 +187,9 @@ pub trait Q4Ops: Backend {
     fn q4_dequant(words: IntTensor<Self>, layout: Q4Layout) -> FloatTensor<Self>;
     /// `x [N, cols] → x · Wᵀ [N, rows]`.
     fn q4_linear(x: FloatTensor<Self>, words: IntTensor<Self>, layout: Q4Layout, fused: bool) -> FloatTensor<Self>;
+    /// `q4_linear`'s gradient with respect to `x`, given the output's: `grad [N, rows] · W`, with W
+    /// dequantized again rather than kept.
+    fn q4_linear_grad(grad: FloatTensor<Self>, words: IntTensor<Self>, layout: Q4Layout) -> FloatTensor<Self>;
 }
 
 /// Read an int tensor of u32 words back on the host, synchronously (the CPU backend only).
@@ -205,7 +208,10 @@ impl Q4Ops for Flex {
     }
     fn q4_linear(x: FloatTensor<Self>, words: IntTensor<Self>, layout: Q4Layout, _fused: bool) -> FloatTensor<Self> {
         let w = Self::q4_dequant(words, layout);
-        <Flex as crate::model::fused::FusedOps>::matmul(x, Flex::float_transpose(w))
+        crate::blas::flex_matmul(x, Flex::float_transpose(w))
+    }
+    fn q4_linear_grad(grad: FloatTensor<Self>, words: IntTensor<Self>, layout: Q4Layout) -> FloatTensor<Self> {
+        crate::blas::flex_matmul(grad, Self::q4_dequant(words, layout))
     }
 }
 
@@ -323,9 +329,12 @@ impl Q4Ops for wgsl::B {
         let w = Self::q4_dequant(words, layout);
         Self::float_matmul(x, Self::float_transpose(w))
     }
+    fn q4_linear_grad(grad: FloatTensor<Self>, words: IntTensor<Self>, layout: Q4Layout) -> FloatTensor<Self> {
+        Self::float_matmul(grad, Self::q4_dequant(words, layout))
+    }
 }
 
-impl<B: Backend + Q4Ops + crate::model::fused::FusedOps, C: CheckpointStrategy> Q4Ops for Autodiff<B, C> {
+impl<B: Backend + Q4Ops, C: CheckpointStrategy> Q4Ops for Autodiff<B, C> {
     fn q4_dequant(words: IntTensor<Self>, layout: Q4Layout) -> FloatTensor<Self> {
         // A frozen weight: a constant to autodiff.
         <Self as burn::backend::AutodiffBackend>::from_inner(B::q4_dequant(words, layout))
@@ -335,15 +344,12 @@ impl<B: Backend + Q4Ops + crate::model::fused::FusedOps, C: CheckpointStrategy> 
         #[derive(Debug)]
         struct Q4Linear;
 
-        impl<B: Backend + Q4Ops + crate::model::fused::FusedOps> Backward<B, 1> for Q4Linear {
+        impl<B: Backend + Q4Ops> Backward<B, 1> for Q4Linear {
             type State = (IntTensor<B>, Q4Layout);
 
             fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _checkpointer: &mut Checkpointer) {
                 let (words, layout) = ops.state;
-                unary::<B, _>(ops.parents, ops.node, grads, |grad| {
-                    // ∂L/∂x = ∂L/∂y · W, with W dequantized again rather than kept.
-                    B::matmul(grad, B::q4_dequant(words, layout))
-                });
+                unary::<B, _>(ops.parents, ops.node, grads, |grad| B::q4_linear_grad(grad, words, layout));
             }
         }
 
@@ -353,6 +359,11 @@ impl<B: Backend + Q4Ops + crate::model::fused::FusedOps, C: CheckpointStrategy> 
             OpsKind::Tracked(prep) => prep.finish((words, layout), out),
             OpsKind::UnTracked(prep) => prep.finish(out),
         }
+    }
+
+    fn q4_linear_grad(grad: FloatTensor<Self>, words: IntTensor<Self>, layout: Q4Layout) -> FloatTensor<Self> {
+        // Only the backward pass above calls this, on the inner backend.
+        <Self as burn::backend::AutodiffBackend>::from_inner(B::q4_linear_grad(grad.into_primitive(), words, layout))
     }
 }
 

@@ -418,7 +418,7 @@ impl FusedOps for Flex {
         attention::flex_attention_grad(q, k, v, mask, scale, grad)
     }
     fn matmul(a: FloatTensor<Self>, b: FloatTensor<Self>) -> FloatTensor<Self> {
-        matmul::flex_matmul(a, b)
+        crate::blas::flex_matmul(a, b)
     }
 
     fn adamw(p: FloatTensor<Self>, g: FloatTensor<Self>, m: FloatTensor<Self>, v: FloatTensor<Self>, step: AdamwStep) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
@@ -586,11 +586,8 @@ impl<B: Backend + FusedOps, C: CheckpointStrategy> FusedOps for Autodiff<B, C> {
 
 mod adamw;
 mod attention;
-#[cfg(not(target_arch = "wasm32"))]
-mod blas;
 mod matmul;
 pub use adamw::AdamwStep;
-pub use matmul::{describe_gemm, uses_blas};
 
 #[cfg(test)]
 mod tests;

@@ -277,9 +277,9 @@ fn the_composed_attention_wgpu_runs_agrees_with_the_cpu_kernel() {
 fn matmul_matches_burn_s_matmul_forward_and_backward() {
     let off = std::env::var("TINYTUNE_BLAS").is_ok_and(|v| v == "off");
     assert!(
-        uses_blas() || off,
+        crate::blas::uses_blas() || off,
         "no BLAS library was found ({}); install OpenBLAS (scripts/setup installs Debian's libopenblas0-pthread), or set TINYTUNE_BLAS=off to test without one",
-        describe_gemm()
+        crate::blas::describe()
     );
     let device = burn::tensor::Device::flex().autodiff();
     // (m, k, n, how a is held, how b is held): 0 row-major, 1 a transposed view, 2 a slice of

@@ -1,0 +1,87 @@
+//! The CPU engine's matrix products through a BLAS found at run time (native builds only).
+//!
+//! burn flex multiplies with the gemm crate: 70–180 GFLOPS on a LoRA step's base shapes on this
+//! project's 2-core test machine, where OpenBLAS reaches 150–180 (`benches/gemm_shapes.rs`).
+//! When a BLAS library is installed (`library.rs`), f32 products on burn flex whose every side
+//! is long enough go to its `sgemm` with the operands' strides as they are (a transposed view is
+//! a flag, not a copy). Everything else (the page's wasm engine, no BLAS found, other dtypes,
+//! short sides, strides a BLAS cannot take) is burn flex's own product.
+
+use burn::backend::Flex;
+use burn::backend::ops::FloatTensorOps;
+use burn::backend::tensor::FloatTensor;
+
+#[cfg(not(target_arch = "wasm32"))]
+mod library;
+
+/// Whether the CPU engine's products go to a BLAS (never in the browser).
+pub fn uses_blas() -> bool {
+    #[cfg(not(target_arch = "wasm32"))]
+    return library::get().is_some();
+    #[cfg(target_arch = "wasm32")]
+    false
+}
+
+/// One line for reports: which GEMM the CPU engine's products use.
+pub fn describe() -> String {
+    #[cfg(not(target_arch = "wasm32"))]
+    return library::describe();
+    #[cfg(target_arch = "wasm32")]
+    "the built-in GEMM (gemm crate, wasm SIMD)".to_string()
+}
+
+/// `a [M, K] · b [K, N]` on burn flex: through the BLAS where one is loaded and the operands
+/// suit it, else burn flex's own product.
+pub fn flex_matmul(a: FloatTensor<Flex>, b: FloatTensor<Flex>) -> FloatTensor<Flex> {
+    #[cfg(not(target_arch = "wasm32"))]
+    if let Some(blas) = library::get()
+        && let Some(out) = blas_matmul(blas, &a, &b)
+    {
+        return out;
+    }
+    Flex::float_matmul(a, b)
+}
+
+/// Products with a side shorter than this stay on burn flex, whose kernels win there
+/// (`benches/gemm_shapes.rs`, 2 threads): decoding's one row (19 against 6 GFLOPS) and four
+/// (45 against 19), and the rank-8 LoRA products (52 against 42); from 16 rows on the BLAS wins
+/// (89 against 63; 150–180 against 70–180 at 1,024 rows).
+#[cfg(not(target_arch = "wasm32"))]
+const BLAS_MIN_SIDE: usize = 16;
+
+#[cfg(not(target_arch = "wasm32"))]
+fn blas_matmul(blas: &library::Blas, a: &FloatTensor<Flex>, b: &FloatTensor<Flex>) -> Option<FloatTensor<Flex>> {
+    let (oa, ob) = (operand(a)?, operand(b)?);
+    if oa.cols != ob.rows || oa.rows.min(oa.cols).min(ob.cols) < BLAS_MIN_SIDE {
+        return None;
+    }
+    let out = blas.matmul(&oa, &ob);
+    Some(Flex::float_from_data(burn::tensor::TensorData::new(out, [oa.rows, ob.cols]), &Default::default()))
+}
+
+/// A 2-d f32 tensor as a BLAS operand: rows contiguous (`ld` the row stride), or columns
+/// contiguous (a transposed view), or None (other dtypes and ranks, broadcast, negative or
+/// interleaved strides).
+#[cfg(not(target_arch = "wasm32"))]
+fn operand(t: &FloatTensor<Flex>) -> Option<library::Operand<'_>> {
+    let layout = t.layout();
+    if t.dtype() != burn::tensor::DType::F32 || layout.num_dims() != 2 {
+        return None;
+    }
+    let (rows, cols) = (layout.shape()[0], layout.shape()[1]);
+    let (s0, s1) = (layout.strides()[0], layout.strides()[1]);
+    let data = t.storage::<f32>().get(layout.start_offset()..)?;
+    // A dimension of length 1 is never stepped along, so its stride does not matter.
+    let stride = |s: isize, len: usize, at_least: usize| if len <= 1 { Some(at_least.max(1)) } else { usize::try_from(s).ok().filter(|&s| s >= at_least.max(1)) };
+    if s1 == 1 || cols <= 1 {
+        if let Some(ld) = stride(s0, rows, cols) {
+            return Some(library::Operand { data, rows, cols, ld, transposed: false });
+        }
+    }
+    if s0 == 1 || rows <= 1 {
+        if let Some(ld) = stride(s1, cols, rows) {
+            return Some(library::Operand { data, rows, cols, ld, transposed: true });
+        }
+    }
+    None
+}
