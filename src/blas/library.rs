@@ -68,6 +68,22 @@ impl Blas {
         }
         out
     }
+
+    /// `c += a · b`, `c` being `m × n` row-major values: the product added in place, with no
+    /// separate pass to zero an output or to add.
+    pub fn matmul_add(&self, a: &Operand, b: &Operand, c: &mut [f32]) {
+        let (m, k, n) = (a.rows, a.cols, b.cols);
+        assert!(b.rows == k && c.len() == m * n, "matmul_add: {m}×{k} by {}×{n} into {} values", b.rows, c.len());
+        assert!(a.fits() && b.fits() && m * n <= i32::MAX as usize, "matmul_add: an operand's stride or size does not fit its storage");
+        if m == 0 || n == 0 {
+            return;
+        }
+        let flag = |o: &Operand| if o.transposed { TRANS } else { NO_TRANS };
+        // Safety: as for `matmul`; `c` holds exactly m·n initialised values, read and written.
+        unsafe {
+            (self.sgemm)(ROW_MAJOR, flag(a), flag(b), m as i32, n as i32, k as i32, 1.0, a.data.as_ptr(), a.ld as i32, b.data.as_ptr(), b.ld as i32, 1.0, c.as_mut_ptr(), n as i32);
+        }
+    }
 }
 
 /// The BLAS this process uses, found the first time it is asked for.

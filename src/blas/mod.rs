@@ -42,6 +42,39 @@ pub fn flex_matmul(a: FloatTensor<Flex>, b: FloatTensor<Flex>) -> FloatTensor<Fl
     Flex::float_matmul(a, b)
 }
 
+/// `c + a · b` on burn flex. Through the BLAS, when `c` is a tensor no one else holds, the
+/// product is added into its buffer in place (no zeroed output, no separate add); otherwise the
+/// product and an add.
+pub fn flex_matmul_add(a: FloatTensor<Flex>, b: FloatTensor<Flex>, c: FloatTensor<Flex>) -> FloatTensor<Flex> {
+    #[cfg(not(target_arch = "wasm32"))]
+    let c = match library::get() {
+        Some(blas) => match blas_matmul_add(blas, &a, &b, c) {
+            Ok(out) => return out,
+            Err(c) => c,
+        },
+        None => c,
+    };
+    Flex::float_add(c, flex_matmul(a, b))
+}
+
+#[cfg(not(target_arch = "wasm32"))]
+fn blas_matmul_add(blas: &library::Blas, a: &FloatTensor<Flex>, b: &FloatTensor<Flex>, mut c: FloatTensor<Flex>) -> Result<FloatTensor<Flex>, FloatTensor<Flex>> {
+    let (Some(oa), Some(ob)) = (operand(a), operand(b)) else { return Err(c) };
+    let (m, n) = (oa.rows, ob.cols);
+    let fits = oa.cols == ob.rows && m.min(oa.cols).min(n) >= BLAS_MIN_SIDE;
+    if !fits
+        || c.dtype() != burn::tensor::DType::F32
+        || !(c.layout().num_dims() == 2 && c.layout().shape()[0] == m && c.layout().shape()[1] == n)
+        || !c.is_unique()
+        || c.layout().contiguous_offsets() != Some((0, m * n))
+    {
+        return Err(c);
+    }
+    let Some(out) = c.try_storage_mut::<f32>() else { return Err(c) };
+    blas.matmul_add(&oa, &ob, &mut out[..m * n]);
+    Ok(c)
+}
+
 /// Products with a side shorter than this stay on burn flex, whose kernels win there
 /// (`benches/gemm_shapes.rs`, 2 threads): decoding's one row (19 against 6 GFLOPS) and four
 /// (45 against 19), and the rank-8 LoRA products (52 against 42); from 16 rows on the BLAS wins

@@ -62,6 +62,14 @@ impl Linear {
     pub fn forward(&self, x: Tensor<3>) -> Tensor<3> {
         let [b, t, c] = x.dims();
         let x2 = x.reshape([b * t, c]);
+        // The common training case, one adapter on every row and no dropout, as one fused op.
+        if let (Base::Dense(w), None, [adapter]) = (&self.base, &self.bias, self.adapters.as_slice())
+            && adapter.enabled
+            && adapter.rows.is_none()
+            && !(adapter.training && adapter.dropout > 0.0)
+        {
+            return super::fused::lora_linear(x2, w.clone(), adapter.a.clone(), adapter.b.clone(), adapter.scale).reshape([b, t, self.d_out()]);
+        }
         let mut y = match &self.base {
             Base::Dense(w) => super::fused::matmul(x2.clone(), w.clone()),
             // A few rows (decoding) go through the fused kernel; more dequantize for one matmul.

@@ -81,6 +81,7 @@ pub(super) fn composed_attention_grad<B: FusedOps>(
 
 /// Work (row × key × head-size products) below which the blocks run on the calling thread:
 /// decoding one token, for one.
+#[cfg(not(target_arch = "wasm32"))]
 const PARALLEL_WORK: usize = 1 << 18;
 
 /// The inputs as row-major values and the kernel's block shape, or None where the fused path
@@ -116,10 +117,11 @@ impl<'a> FlexAttention<'a> {
     }
 
     /// Whether the blocks are worth handing to other threads (not when decoding one token).
+    #[cfg(not(target_arch = "wasm32"))]
     fn parallel(&self) -> bool {
         let AttentionBlock { rows, s, hs, .. } = self.block;
         let blocks = self.q.len() / (rows * hs).max(1);
-        cfg!(not(target_arch = "wasm32")) && blocks > 1 && blocks * rows * s * hs >= PARALLEL_WORK
+        blocks > 1 && blocks * rows * s * hs >= PARALLEL_WORK
     }
 }
 

@@ -47,3 +47,72 @@ pub(super) fn autodiff_matmul<B: Backend + FusedOps, C: CheckpointStrategy>(a: F
     let state = (b_tracked.then_some(a), a_tracked.then_some(b));
     super::record::<B, C, _, _>(Matmul, nodes, state, out)
 }
+
+// --- a linear layer with one LoRA adapter --------------------------------------------------------
+
+/// `x·W + s·((x·A)·B)` from a backend's products: what the layer computed op by op before.
+pub(super) fn composed_lora_linear<B: FusedOps>(x: FloatTensor<B>, w: FloatTensor<B>, a: FloatTensor<B>, b: FloatTensor<B>, scale: f64) -> FloatTensor<B> {
+    let y = B::matmul(x.clone(), w);
+    let delta = B::matmul(B::float_mul_scalar(B::matmul(x, a), scale.into()), b);
+    B::float_add(y, delta)
+}
+
+/// The forward pass as the fused op runs it: the adapter's `[N, out]` product first, then the
+/// base product added into its buffer (with a BLAS: no zeroed output and no separate add).
+/// Returns the output and `s·(x·A)`, which B's gradient needs.
+fn lora_forward<B: FusedOps>(x: FloatTensor<B>, w: FloatTensor<B>, a: FloatTensor<B>, b: FloatTensor<B>, scale: f64) -> (FloatTensor<B>, FloatTensor<B>) {
+    let t = B::float_mul_scalar(B::matmul(x.clone(), a), scale.into());
+    let delta = B::matmul(t.clone(), b);
+    (B::matmul_add(x, w, delta), t)
+}
+
+pub(super) fn flex_lora_linear(x: FloatTensor<Flex>, w: FloatTensor<Flex>, a: FloatTensor<Flex>, b: FloatTensor<Flex>, scale: f64) -> FloatTensor<Flex> {
+    lora_forward::<Flex>(x, w, a, b, scale).0
+}
+
+#[derive(Debug)]
+struct LoraLinear;
+
+impl<B: Backend + FusedOps> Backward<B, 3> for LoraLinear {
+    /// x, W, A, B, `s·(x·A)` and s.
+    type State = (FloatTensor<B>, FloatTensor<B>, FloatTensor<B>, FloatTensor<B>, FloatTensor<B>, f64);
+
+    fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, _checkpointer: &mut Checkpointer) {
+        let (x, w, a, b, t, scale) = ops.state;
+        let g = grads.consume::<B>(&ops.node);
+        let [px, pa, pb] = ops.parents;
+        // ∂/∂B = (s·x·A)ᵀ·g; through the adapter, ∂/∂(x·A) = s·(g·Bᵀ).
+        if let Some(node) = pb {
+            grads.register::<B>(node.id, B::matmul(B::float_transpose(t), g.clone()));
+        }
+        if px.is_none() && pa.is_none() {
+            return;
+        }
+        let dh = B::float_mul_scalar(B::matmul(g.clone(), B::float_transpose(b)), scale.into());
+        if let Some(node) = pa {
+            grads.register::<B>(node.id, B::matmul(B::float_transpose(x), dh.clone()));
+        }
+        // ∂/∂x = g·Wᵀ + dh·Aᵀ, the base product added into the adapter's.
+        if let Some(node) = px {
+            grads.register::<B>(node.id, B::matmul_add(g, B::float_transpose(w), B::matmul(dh, B::float_transpose(a))));
+        }
+    }
+}
+
+pub(super) fn autodiff_lora_linear<B: Backend + FusedOps, C: CheckpointStrategy>(
+    x: FloatTensor<Autodiff<B, C>>,
+    w: FloatTensor<Autodiff<B, C>>,
+    a: FloatTensor<Autodiff<B, C>>,
+    b: FloatTensor<Autodiff<B, C>>,
+    scale: f64,
+) -> FloatTensor<Autodiff<B, C>> {
+    // The node pays off where products can add into a buffer (a BLAS on burn flex) and W is
+    // frozen; otherwise the ops as before, each under autodiff.
+    if std::any::TypeId::of::<B>() != std::any::TypeId::of::<Flex>() || !uses_blas() || w.is_tracked() {
+        return composed_lora_linear::<Autodiff<B, C>>(x, w, a, b, scale);
+    }
+    let nodes = [x.node(), a.node(), b.node()];
+    let (x, w, a, b) = (x.into_primitive(), w.into_primitive(), a.into_primitive(), b.into_primitive());
+    let (out, t) = lora_forward::<B>(x.clone(), w.clone(), a.clone(), b.clone(), scale);
+    super::record::<B, C, _, _>(LoraLinear, nodes, (x, w, a, b, t, scale), out)
+}

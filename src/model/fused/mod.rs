@@ -65,9 +65,21 @@ pub trait FusedOps: Backend {
     /// `a [M, K] · b [K, N]`: natively on burn flex through a BLAS when one is installed
     /// (`matmul.rs`), else the backend's own matmul.
     fn matmul(a: FloatTensor<Self>, b: FloatTensor<Self>) -> FloatTensor<Self>;
+    /// `c + a · b` (the gradients' sums): on the CPU engine with a BLAS, added in place into `c`.
+    fn matmul_add(a: FloatTensor<Self>, b: FloatTensor<Self>, c: FloatTensor<Self>) -> FloatTensor<Self>;
+    /// A linear layer with one LoRA adapter, `x·W + s·((x·A)·B)` (`matmul.rs`).
+    fn lora_linear(x: FloatTensor<Self>, w: FloatTensor<Self>, a: FloatTensor<Self>, b: FloatTensor<Self>, scale: f64) -> FloatTensor<Self>;
     /// One AdamW update of a parameter `p` with gradient `g` and moments `m`, `v` (all of one
     /// shape, none tracked by autodiff): the new `[p, m, v]`.
     fn adamw(p: FloatTensor<Self>, g: FloatTensor<Self>, m: FloatTensor<Self>, v: FloatTensor<Self>, step: AdamwStep) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>);
+}
+
+/// A linear layer with one LoRA adapter: `x [N, in] · W [in, out] + s·((x·A)·B)`, A `[in, r]`,
+/// B `[r, out]`, through whichever backend the tensors live on.
+pub fn lora_linear(x: Tensor<2>, w: Tensor<2>, a: Tensor<2>, b: Tensor<2>, scale: f64) -> Tensor<2> {
+    let ([_, k], [kw, n], [ka, r], [rb, nb]) = (x.dims(), w.dims(), a.dims(), b.dims());
+    assert!(k == kw && k == ka && r == rb && n == nb, "lora_linear: x [_, {k}], W [{kw}, {n}], A [{ka}, {r}], B [{rb}, {nb}] do not fit together");
+    Tensor::from_dispatch(<Dispatch as FusedOps>::lora_linear(x.into_dispatch(), w.into_dispatch(), a.into_dispatch(), b.into_dispatch(), scale))
 }
 
 /// One AdamW update (see `AdamwStep`) through whichever backend the tensors live on: the new
@@ -222,6 +234,12 @@ impl FusedOps for burn::backend::wgpu::CubeBackend {
     }
     fn matmul(a: FloatTensor<Self>, b: FloatTensor<Self>) -> FloatTensor<Self> {
         Self::float_matmul(a, b)
+    }
+    fn matmul_add(a: FloatTensor<Self>, b: FloatTensor<Self>, c: FloatTensor<Self>) -> FloatTensor<Self> {
+        Self::float_add(c, Self::float_matmul(a, b))
+    }
+    fn lora_linear(x: FloatTensor<Self>, w: FloatTensor<Self>, a: FloatTensor<Self>, b: FloatTensor<Self>, scale: f64) -> FloatTensor<Self> {
+        matmul::composed_lora_linear::<Self>(x, w, a, b, scale)
     }
     fn adamw(p: FloatTensor<Self>, g: FloatTensor<Self>, m: FloatTensor<Self>, v: FloatTensor<Self>, step: AdamwStep) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
         let [p, m, v] = adamw::cube_adamw(p, g, m, v, step);
@@ -421,6 +439,14 @@ impl FusedOps for Flex {
         crate::blas::flex_matmul(a, b)
     }
 
+    fn matmul_add(a: FloatTensor<Self>, b: FloatTensor<Self>, c: FloatTensor<Self>) -> FloatTensor<Self> {
+        crate::blas::flex_matmul_add(a, b, c)
+    }
+
+    fn lora_linear(x: FloatTensor<Self>, w: FloatTensor<Self>, a: FloatTensor<Self>, b: FloatTensor<Self>, scale: f64) -> FloatTensor<Self> {
+        matmul::flex_lora_linear(x, w, a, b, scale)
+    }
+
     fn adamw(p: FloatTensor<Self>, g: FloatTensor<Self>, m: FloatTensor<Self>, v: FloatTensor<Self>, step: AdamwStep) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
         let [p, m, v] = adamw::flex_adamw(p, g, m, v, step);
         (p, m, v)
@@ -573,6 +599,16 @@ impl<B: Backend + FusedOps, C: CheckpointStrategy> FusedOps for Autodiff<B, C> {
 
     fn matmul(a: FloatTensor<Self>, b: FloatTensor<Self>) -> FloatTensor<Self> {
         matmul::autodiff_matmul::<B, C>(a, b)
+    }
+
+    fn matmul_add(a: FloatTensor<Self>, b: FloatTensor<Self>, c: FloatTensor<Self>) -> FloatTensor<Self> {
+        // Only backward passes call this, on the inner backend.
+        let inner = |t: FloatTensor<Self>| t.into_primitive();
+        <Self as burn::backend::AutodiffBackend>::from_inner(B::matmul_add(inner(a), inner(b), inner(c)))
+    }
+
+    fn lora_linear(x: FloatTensor<Self>, w: FloatTensor<Self>, a: FloatTensor<Self>, b: FloatTensor<Self>, scale: f64) -> FloatTensor<Self> {
+        matmul::autodiff_lora_linear::<B, C>(x, w, a, b, scale)
     }
 
     fn adamw(p: FloatTensor<Self>, g: FloatTensor<Self>, m: FloatTensor<Self>, v: FloatTensor<Self>, step: AdamwStep) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {

@@ -327,3 +327,31 @@ fn adamw_equals_the_composed_update_bit_for_bit() {
         assert!(f.iter().any(|&x| x != 0.0), "{what} is all zeros");
     }
 }
+
+/// The fused LoRA layer `x·W + s·((x·A)·B)` against the same ops one by one: values and the
+/// gradients to x, A and B under autodiff (W frozen), at shapes that take the BLAS (the base
+/// product added in place into the adapter's) and at ones that do not; and without autodiff.
+#[test]
+fn lora_linear_matches_the_ops_one_by_one_forward_and_backward() {
+    let device = burn::tensor::Device::flex().autodiff();
+    for (n, k, r, m) in [(64, 48, 8, 40), (70, 33, 16, 20), (3, 5, 2, 7)] {
+        let t = |rows: usize, cols: usize, seed: u64| Tensor::<2>::from_data(TensorData::new(noise(rows * cols, seed, 1.0), [rows, cols]), &device);
+        let (x0, w, a0, b0, g) = (t(n, k, 1), t(k, m, 2), t(k, r, 3), t(r, m, 4), t(n, m, 5));
+        let run = |fused: bool| {
+            let (x, a, b) = (x0.clone().detach().require_grad(), a0.clone().detach().require_grad(), b0.clone().detach().require_grad());
+            let y = if fused { lora_linear(x.clone(), w.clone(), a.clone(), b.clone(), 1.5) } else { x.clone().matmul(w.clone()) + x.clone().matmul(a.clone()).mul_scalar(1.5).matmul(b.clone()) };
+            let grads = (y.clone() * g.clone()).sum().backward();
+            let grad = |t: &Tensor<2>| t.grad(&grads).unwrap().into_data().try_to_vec::<f32>().unwrap();
+            (values(y.inner()), grad(&x), grad(&a), grad(&b))
+        };
+        let ((y, gx, ga, gb), (y0, gx0, ga0, gb0)) = (run(true), run(false));
+        let what = format!("{n}×{k}, rank {r}, out {m}");
+        assert_close(&format!("{what}: values"), &y, &y0, 1e-5);
+        assert_close(&format!("{what}: x's gradient"), &gx, &gx0, 1e-5);
+        assert_close(&format!("{what}: A's gradient"), &ga, &ga0, 1e-5);
+        assert_close(&format!("{what}: B's gradient"), &gb, &gb0, 1e-5);
+        let plain = |t: &Tensor<2>| t.clone().inner();
+        let y1 = lora_linear(plain(&x0), plain(&w), plain(&a0), plain(&b0), 1.5);
+        assert_close(&format!("{what}: values without autodiff"), &values(y1), &y0, 1e-5);
+    }
+}
