@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
-"""The matmul shapes of one LoRA training step of the 24M Llama, side by side in one run:
-tinytune's CPU engine (burn flex; `cargo bench --bench gemm_shapes`), numpy (OpenBLAS) and
+"""The matmul shapes of one LoRA training step of the 24M Llama, and of decoding, side by side
+in one run: tinytune's CPU engine (`cargo bench --bench gemm_shapes`: burn flex's own product,
+and the model's `fused::matmul`, which takes a BLAS when one is installed), numpy (OpenBLAS) and
 PyTorch, all on the same threads. Prints a Markdown table of GFLOPS; asserts nothing.
 
     ~/.cache/tinytune/fixtures-venv/bin/python benches/gemm_shapes.py [--threads 2]
@@ -37,8 +38,8 @@ def main():
     import torch
     torch.set_num_threads(a.threads)
     print(f"GFLOPS, median of 7 calls, {a.threads} threads, {time.strftime('%Y-%m-%d')}\n")
-    print("| shape | batch × m × k × n | tinytune (burn flex) | numpy (OpenBLAS) | PyTorch | tinytune ÷ PyTorch |")
-    print("|---|---|---|---|---|---|")
+    print("| shape | batch × m × k × n | burn flex | tinytune's model path | numpy (OpenBLAS) | PyTorch | model path ÷ PyTorch |")
+    print("|---|---|---|---|---|---|---|")
     for r in rows:
         b, m, k, n = r["batch"], r["m"], r["k"], r["n"]
         flops = 2.0 * b * m * k * n
@@ -52,7 +53,9 @@ def main():
         if r["transposed"]:
             bt = bt.transpose(1, 2)
         pt = flops / median_seconds(lambda: torch.matmul(at, bt)) / 1e9
-        print(f"| {r['name']} | {b} × {m} × {k} × {n} | {r['gflops']:.0f} | {npy:.0f} | {pt:.0f} | {r['gflops'] / pt:.2f}× |")
+        ours = r["gflops_model"] if r.get("gflops_model") is not None else r["gflops"]
+        model = f"{r['gflops_model']:.0f}" if r.get("gflops_model") is not None else "(burn flex)"
+        print(f"| {r['name']} | {b} × {m} × {k} × {n} | {r['gflops']:.0f} | {model} | {npy:.0f} | {pt:.0f} | {ours / pt:.2f}× |")
 
 
 if __name__ == "__main__":

@@ -522,8 +522,11 @@ impl Trainer {
         }
         set_training(model, false);
         // One read per step: the token-mean loss and the global gradient norm.
-        let sq: Vec<Tensor<1>> = grads_acc.iter().flatten().map(|g| g.clone().square().sum()).collect();
-        let norm_sq = if sq.is_empty() { Tensor::<1>::zeros([1], &self.device) } else { Tensor::cat(sq, 0).sum() };
+        // The squares summed tensor by tensor into one value (one dispatch each on a GPU).
+        let norm_sq = grads_acc.iter().flatten().fold(None, |acc: Option<Tensor<1>>, g| {
+            Some(crate::model::fused::sum_squares_add(g.clone(), acc.unwrap_or_else(|| Tensor::zeros([1], &g.device()))))
+        });
+        let norm_sq = norm_sq.unwrap_or_else(|| Tensor::<1>::zeros([1], &self.device));
         let loss_mean = loss_acc.ok_or_else(|| Error::input("a step needs at least one micro-batch"))?;
         let mut read = vec![loss_mean, norm_sq.sqrt()];
         read.extend(stats_acc);

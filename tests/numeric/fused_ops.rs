@@ -57,3 +57,72 @@ fn adamw_on_the_device_matches_the_formula() {
         }
     }
 }
+
+/// RMSNorm and SiLU·gate on the device under autodiff (the WGSL kernels forward and backward on
+/// wgpu) against their formulas in f64: values and the gradients to every input. Rows longer
+/// than a workgroup and not a multiple of it.
+#[test]
+fn rms_norm_and_silu_mul_on_the_device_match_their_formulas_forward_and_backward() {
+    use tinytune::model::fused::{rms_norm, silu_mul};
+    let opened = device_under_test();
+    let device = opened.device.clone().autodiff();
+    let (rows, cols) = (37, 300);
+    let n = rows * cols;
+    let (x, w, u, up) = (values(n, 5, 2.0), values(cols, 6, 1.0), values(n, 7, 1.0), values(n, 8, 3.0));
+    let t = |v: &Vec<f32>, shape: [usize; 2]| Tensor::<2>::from_data(TensorData::new(v.clone(), shape), &device).require_grad();
+    let read = |t: Tensor<2>| t.into_data().try_to_vec::<f32>().unwrap();
+    let f = |x: f32| x as f64;
+    let check = |what: &str, got: &[f32], want: &[f64]| {
+        let scale = want.iter().fold(0f64, |m, v| m.max(v.abs()));
+        for (i, (&g, &w)) in got.iter().zip(want).enumerate() {
+            assert!((f(g) - w).abs() <= 2e-5 * scale.max(1e-3), "{}: {what}[{i}] = {g}, want {w}", opened.info.summary());
+        }
+    };
+
+    // RMSNorm: y = x·r·w, r = 1 / √(mean(x²) + eps); the loss Σ y·u.
+    let eps = 1e-5;
+    let (xt, wt) = (t(&x, [rows, cols]), Tensor::<1>::from_data(TensorData::new(w.clone(), [cols]), &device).require_grad());
+    let y = rms_norm(xt.clone(), wt.clone(), eps);
+    let grads = (y.clone() * Tensor::<2>::from_data(TensorData::new(u.clone(), [rows, cols]), &device)).sum().backward();
+    let (mut want_y, mut want_dx, mut want_dw) = (vec![0f64; n], vec![0f64; n], vec![0f64; cols]);
+    for i in 0..rows {
+        let row = i * cols..(i + 1) * cols;
+        let r = 1.0 / (x[row.clone()].iter().map(|&v| f(v) * f(v)).sum::<f64>() / cols as f64 + eps).sqrt();
+        let dot: f64 = row.clone().map(|k| f(u[k]) * f(w[k - i * cols]) * f(x[k])).sum();
+        for k in row {
+            let j = k - i * cols;
+            want_y[k] = f(x[k]) * r * f(w[j]);
+            want_dx[k] = r * f(w[j]) * f(u[k]) - f(x[k]) * r * r * r * dot / cols as f64;
+            want_dw[j] += f(u[k]) * f(x[k]) * r;
+        }
+    }
+    check("rms_norm", &read(y.inner()), &want_y);
+    check("rms_norm's x gradient", &read(xt.grad(&grads).unwrap()), &want_dx);
+    check("rms_norm's weight gradient", &wt.grad(&grads).unwrap().into_data().try_to_vec::<f32>().unwrap(), &want_dw);
+
+    // SiLU·gate: y = g·σ(g)·up; the loss Σ y·u.
+    let (gt, ut) = (t(&x, [rows, cols]), t(&up, [rows, cols]));
+    let y = silu_mul(gt.clone(), ut.clone());
+    let grads = (y.clone() * Tensor::<2>::from_data(TensorData::new(u.clone(), [rows, cols]), &device)).sum().backward();
+    let sig = |g: f64| 1.0 / (1.0 + (-g).exp());
+    let want_y: Vec<f64> = (0..n).map(|k| f(x[k]) * sig(f(x[k])) * f(up[k])).collect();
+    let want_dg: Vec<f64> = (0..n).map(|k| f(u[k]) * f(up[k]) * sig(f(x[k])) * (1.0 + f(x[k]) * (1.0 - sig(f(x[k]))))).collect();
+    let want_du: Vec<f64> = (0..n).map(|k| f(u[k]) * f(x[k]) * sig(f(x[k]))).collect();
+    check("silu_mul", &read(y.inner()), &want_y);
+    check("silu_mul's gate gradient", &read(gt.grad(&grads).unwrap()), &want_dg);
+    check("silu_mul's up gradient", &read(ut.grad(&grads).unwrap()), &want_du);
+}
+
+/// The gradient norm's running sum of squares on the device against f64, over a tensor longer
+/// than a workgroup and not a multiple of it.
+#[test]
+fn sum_squares_add_on_the_device_matches_f64() {
+    use tinytune::model::fused::sum_squares_add;
+    let opened = device_under_test();
+    let x = values(300 * 37, 9, 0.5);
+    let want = 1.25 + x.iter().map(|&v| v as f64 * v as f64).sum::<f64>();
+    let t = Tensor::<2>::from_data(TensorData::new(x, [300, 37]), &opened.device);
+    let acc = Tensor::<1>::from_data(TensorData::new(vec![1.25f32], [1]), &opened.device);
+    let got = sum_squares_add(t, acc).into_data().try_to_vec::<f32>().unwrap()[0] as f64;
+    assert!((got - want).abs() <= 1e-5 * want, "{}: {got}, want {want}", opened.info.summary());
+}

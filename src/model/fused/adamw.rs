@@ -7,12 +7,8 @@
 //! `shaders/adamw.wgsl` on wgpu. Other cubecl runtimes run the composed ops.
 
 use burn::backend::tensor::FloatTensor;
-use burn::backend::wgpu::{CubeBackend, CubeTensor, KernelSource, SourceKernel, SourceTemplate};
+use burn::backend::wgpu::{CubeBackend, CubeTensor};
 use burn::backend::{Backend, Flex, TensorMetadata};
-use burn::tensor::DType;
-use cubecl::prelude::KernelId;
-use cubecl::server::{KernelArguments, MetadataBindingInfo};
-use cubecl::{CubeCount, CubeDim};
 pub use tinytune_kernels::AdamwStep;
 
 use super::{flex_f32, flex_tensor};
@@ -49,56 +45,9 @@ pub(super) fn flex_adamw(p: FloatTensor<Flex>, g: FloatTensor<Flex>, m: FloatTen
     [flex_tensor(pn, &p), flex_tensor(mn, &p), flex_tensor(vn, &p)]
 }
 
-struct AdamwKernel;
-
-impl KernelSource for AdamwKernel {
-    fn source(&self) -> SourceTemplate {
-        SourceTemplate::new(include_str!("../../../shaders/adamw.wgsl"))
-    }
-    fn id(&self) -> KernelId {
-        KernelId::new::<Self>()
-    }
-    fn lang(&self) -> &'static str {
-        "wgsl"
-    }
-}
-
-/// Invocations a workgroup, as the shader's `WG`.
-const WG: usize = 64;
-
 pub(super) fn cube_adamw(p: CubeTensor, g: CubeTensor, m: CubeTensor, v: CubeTensor, s: AdamwStep) -> [CubeTensor; 3] {
-    let shape = p.shape();
-    let n = shape.num_elements();
-    let f32_only = [&p, &g, &m, &v].iter().all(|t| t.dtype() == DType::F32 && t.shape() == shape);
-    if !matches!(p.device, cubecl::Device::Wgpu(_)) || !f32_only || n == 0 || n > u32::MAX as usize {
-        return composed_adamw::<CubeBackend>(p, g, m, v, s);
+    match super::wgsl::adamw(&p, &g, &m, &v, s) {
+        Some(out) => out,
+        None => composed_adamw::<CubeBackend>(p, g, m, v, s),
     }
-    let [p, g, m, v] = [p, g, m, v].map(burn::backend::wgpu::into_contiguous);
-    let client = p.client.clone();
-    let fresh = || CubeTensor::new_contiguous(client.clone(), p.device.clone(), shape.clone(), client.empty(n * 4), DType::F32);
-    let outs = [fresh(), fresh(), fresh()];
-    let groups = n.div_ceil(WG);
-    let x = groups.min(65535);
-    let y = groups.div_ceil(x);
-    let words: [u32; 12] = [
-        n as u32,
-        x as u32,
-        s.clip.to_bits(),
-        s.beta1.to_bits(),
-        s.one_minus_beta1.to_bits(),
-        s.beta2.to_bits(),
-        s.one_minus_beta2.to_bits(),
-        s.sqrt_bc2.to_bits(),
-        s.eps.to_bits(),
-        s.decay.to_bits(),
-        s.step.to_bits(),
-        0,
-    ];
-    let mut args = KernelArguments::new();
-    for t in [&p, &g, &m, &v, &outs[0], &outs[1], &outs[2]] {
-        args = args.with_buffer(t.handle.clone().binding());
-    }
-    args.info = MetadataBindingInfo::custom(words.chunks(2).map(|w| w[0] as u64 | ((w[1] as u64) << 32)).collect());
-    client.launch(Box::new(SourceKernel::new(AdamwKernel, CubeDim::new_1d(WG as u32))), CubeCount::Static(x as u32, y as u32, 1), args);
-    outs
 }

@@ -72,6 +72,19 @@ pub trait FusedOps: Backend {
     /// One AdamW update of a parameter `p` with gradient `g` and moments `m`, `v` (all of one
     /// shape, none tracked by autodiff): the new `[p, m, v]`.
     fn adamw(p: FloatTensor<Self>, g: FloatTensor<Self>, m: FloatTensor<Self>, v: FloatTensor<Self>, step: AdamwStep) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>);
+    /// `acc + Σ x²` with `acc` of one value (none tracked): the gradient norm's running sum,
+    /// one op a trained tensor.
+    fn sum_squares_add(x: FloatTensor<Self>, acc: FloatTensor<Self>) -> FloatTensor<Self>;
+}
+
+/// `acc + Σ x²`, `acc` one value, through whichever backend the tensors live on.
+pub fn sum_squares_add<const D: usize>(x: Tensor<D>, acc: Tensor<1>) -> Tensor<1> {
+    assert_eq!(acc.dims(), [1], "sum_squares_add accumulates into one value");
+    Tensor::from_dispatch(<Dispatch as FusedOps>::sum_squares_add(x.into_dispatch(), acc.into_dispatch()))
+}
+
+fn composed_sum_squares_add<B: Backend>(x: FloatTensor<B>, acc: FloatTensor<B>) -> FloatTensor<B> {
+    B::float_add(acc, B::float_sum(B::float_mul(x.clone(), x)))
 }
 
 /// A linear layer with one LoRA adapter: `x [N, in] · W [in, out] + s·((x·A)·B)`, A `[in, r]`,
@@ -193,10 +206,10 @@ fn composed_softmax_grad<B: Backend>(y: FloatTensor<B>, grad: FloatTensor<B>) ->
 
 impl FusedOps for burn::backend::wgpu::CubeBackend {
     fn silu_mul(gate: FloatTensor<Self>, up: FloatTensor<Self>) -> FloatTensor<Self> {
-        composed_silu_mul::<Self>(gate, up)
+        wgsl::silu_mul(&gate, &up).unwrap_or_else(|| composed_silu_mul::<Self>(gate, up))
     }
     fn silu_mul_grad_gate(gate: FloatTensor<Self>, up: FloatTensor<Self>, grad: FloatTensor<Self>) -> FloatTensor<Self> {
-        composed_grad_gate::<Self>(gate, up, grad)
+        wgsl::silu_mul_grad_gate(&gate, &up, &grad).unwrap_or_else(|| composed_grad_gate::<Self>(gate, up, grad))
     }
     fn target_logprobs(logits: FloatTensor<Self>, targets: IntTensor<Self>) -> FloatTensor<Self> {
         composed_target_logprobs::<Self>(logits, targets)
@@ -205,13 +218,13 @@ impl FusedOps for burn::backend::wgpu::CubeBackend {
         composed_target_logprobs_grad::<Self>(logits, targets, grad)
     }
     fn rms_norm(x: FloatTensor<Self>, w: FloatTensor<Self>, eps: f64) -> FloatTensor<Self> {
-        composed_rms_norm::<Self>(x, w, eps)
+        wgsl::rms_norm(&x, &w, eps).unwrap_or_else(|| composed_rms_norm::<Self>(x, w, eps))
     }
     fn rms_norm_grad_x(x: FloatTensor<Self>, w: FloatTensor<Self>, grad: FloatTensor<Self>, eps: f64) -> FloatTensor<Self> {
-        composed_rms_norm_grad_x::<Self>(x, w, grad, eps)
+        wgsl::rms_norm_grad_x(&x, &w, &grad, eps).unwrap_or_else(|| composed_rms_norm_grad_x::<Self>(x, w, grad, eps))
     }
     fn rms_norm_grad_w(x: FloatTensor<Self>, grad: FloatTensor<Self>, eps: f64) -> FloatTensor<Self> {
-        composed_rms_norm_grad_w::<Self>(x, grad, eps)
+        wgsl::rms_norm_grad_w(&x, &grad, eps).unwrap_or_else(|| composed_rms_norm_grad_w::<Self>(x, grad, eps))
     }
     fn softmax_rows(x: FloatTensor<Self>) -> FloatTensor<Self> {
         Self::softmax(x, 1)
@@ -244,6 +257,9 @@ impl FusedOps for burn::backend::wgpu::CubeBackend {
     fn adamw(p: FloatTensor<Self>, g: FloatTensor<Self>, m: FloatTensor<Self>, v: FloatTensor<Self>, step: AdamwStep) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
         let [p, m, v] = adamw::cube_adamw(p, g, m, v, step);
         (p, m, v)
+    }
+    fn sum_squares_add(x: FloatTensor<Self>, acc: FloatTensor<Self>) -> FloatTensor<Self> {
+        wgsl::sum_squares_add(&x, &acc).unwrap_or_else(|| composed_sum_squares_add::<Self>(x, acc))
     }
 }
 
@@ -451,6 +467,10 @@ impl FusedOps for Flex {
         let [p, m, v] = adamw::flex_adamw(p, g, m, v, step);
         (p, m, v)
     }
+
+    fn sum_squares_add(x: FloatTensor<Self>, acc: FloatTensor<Self>) -> FloatTensor<Self> {
+        composed_sum_squares_add::<Self>(x, acc)
+    }
 }
 
 // --- autodiff ------------------------------------------------------------------------------------
@@ -618,11 +638,16 @@ impl<B: Backend + FusedOps, C: CheckpointStrategy> FusedOps for Autodiff<B, C> {
         let (p, m, v) = B::adamw(inner(p), inner(g), inner(m), inner(v), step);
         (from(p), from(m), from(v))
     }
+
+    fn sum_squares_add(x: FloatTensor<Self>, acc: FloatTensor<Self>) -> FloatTensor<Self> {
+        <Self as burn::backend::AutodiffBackend>::from_inner(B::sum_squares_add(x.into_primitive(), acc.into_primitive()))
+    }
 }
 
 mod adamw;
 mod attention;
 mod matmul;
+mod wgsl;
 pub use adamw::AdamwStep;
 
 #[cfg(test)]
