@@ -65,6 +65,33 @@ pub fn exp(x: f32) -> f32 {
     exp_inline(x)
 }
 
+simd_fn! {
+    /// One row of the rotary position embedding over the row's two halves x₁, x₂:
+    /// `out = x·cos + (−x₂, x₁)·sin`, as transformers' `x·cos + rotate_half(x)·sin`. With
+    /// `transpose`, the transposed map (the gradient given the output's): `out = x·cos +
+    /// (x₂·sin₂, −x₁·sin₁)`.
+    pub fn rotary(x: &[f32], cos: &[f32], sin: &[f32], transpose: bool, out: &mut [f32]) {
+        let n = x.len();
+        assert!(n % 2 == 0 && cos.len() == n && sin.len() == n && out.len() == n);
+        let half = n / 2;
+        let (x1, x2) = x.split_at(half);
+        let (c1, c2) = cos.split_at(half);
+        let (s1, s2) = sin.split_at(half);
+        let (o1, o2) = out.split_at_mut(half);
+        if transpose {
+            for j in 0..half {
+                o1[j] = x1[j] * c1[j] + x2[j] * s2[j];
+                o2[j] = x2[j] * c2[j] - x1[j] * s1[j];
+            }
+        } else {
+            for j in 0..half {
+                o1[j] = x1[j] * c1[j] - x2[j] * s1[j];
+                o2[j] = x2[j] * c2[j] + x1[j] * s2[j];
+            }
+        }
+    }
+}
+
 /// One AdamW update's constants, each rounded to f32 as a tensor op rounds a scalar operand.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct AdamwStep {

@@ -192,12 +192,8 @@ impl Rotary {
 impl RopeTables {
     /// `[B, heads, T, hs]` rotated.
     pub fn apply(&self, x: Tensor<4>) -> Tensor<4> {
-        let [b, h, t, hs] = x.dims();
-        let half = hs / 2;
-        let x1 = x.clone().slice([0..b, 0..h, 0..t, 0..half]);
-        let x2 = x.clone().slice([0..b, 0..h, 0..t, half..hs]);
-        let rotated = Tensor::cat(vec![x2.neg(), x1], 3);
-        x * self.cos.clone() + rotated * self.sin.clone()
+        // x·cos + rotate_half(x)·sin, one fused op.
+        super::fused::rotary(x, self.cos.clone(), self.sin.clone())
     }
 }
 

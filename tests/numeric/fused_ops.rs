@@ -126,3 +126,38 @@ fn sum_squares_add_on_the_device_matches_f64() {
     let got = sum_squares_add(t, acc).into_data().try_to_vec::<f32>().unwrap()[0] as f64;
     assert!((got - want).abs() <= 1e-5 * want, "{}: {got}, want {want}", opened.info.summary());
 }
+
+/// The rotary embedding on the device under autodiff (the WGSL kernel and its transpose on wgpu)
+/// against the formula in f64, values and x's gradient, with tables one per batch row.
+#[test]
+fn rotary_on_the_device_matches_the_formula_forward_and_backward() {
+    use tinytune::model::fused::rotary;
+    let opened = device_under_test();
+    let device = opened.device.clone().autodiff();
+    let (b, h, t, hs) = (2, 3, 11, 8);
+    let n = b * h * t * hs;
+    let half = hs / 2;
+    let (x, cos, sin, u) = (values(n, 11, 2.0), values(b * t * hs, 12, 1.0), values(b * t * hs, 13, 1.0), values(n, 14, 1.0));
+    let t4 = |v: &Vec<f32>, shape: [usize; 4]| Tensor::<4>::from_data(TensorData::new(v.clone(), shape), &device);
+    let xt = t4(&x, [b, h, t, hs]).require_grad();
+    let y = rotary(xt.clone(), t4(&cos, [b, 1, t, hs]), t4(&sin, [b, 1, t, hs]));
+    let grads = (y.clone() * t4(&u, [b, h, t, hs])).sum().backward();
+    let (got_y, got_g) = (y.inner().into_data().try_to_vec::<f32>().unwrap(), xt.grad(&grads).unwrap().into_data().try_to_vec::<f32>().unwrap());
+    let f = |v: f32| v as f64;
+    let (mut want_y, mut want_g) = (vec![0f64; n], vec![0f64; n]);
+    for r in 0..b * h * t {
+        let c = ((r / (h * t)) * t + r % t) * hs;
+        for j in 0..hs {
+            let (i, partner, sign) = if j < half { (r * hs + j, r * hs + j + half, -1.0) } else { (r * hs + j, r * hs + j - half, 1.0) };
+            want_y[i] = f(x[i]) * f(cos[c + j]) + sign * f(x[partner]) * f(sin[c + j]);
+            // y[partner] holds x[i] · sin at the partner's column with the opposite sign.
+            let pj = if j < half { j + half } else { j - half };
+            want_g[i] = f(u[i]) * f(cos[c + j]) - sign * f(u[partner]) * f(sin[c + pj]);
+        }
+    }
+    for (what, got, want) in [("rotary", &got_y, &want_y), ("rotary's gradient", &got_g, &want_g)] {
+        for (i, (&g, &w)) in got.iter().zip(want).enumerate() {
+            assert!((f(g) - w).abs() <= 1e-5 * w.abs().max(1.0), "{}: {what}[{i}] = {g}, want {w}", opened.info.summary());
+        }
+    }
+}

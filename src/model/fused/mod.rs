@@ -75,6 +75,17 @@ pub trait FusedOps: Backend {
     /// `acc + Σ x²` with `acc` of one value (none tracked): the gradient norm's running sum,
     /// one op a trained tensor.
     fn sum_squares_add(x: FloatTensor<Self>, acc: FloatTensor<Self>) -> FloatTensor<Self>;
+    /// The rotary position embedding `x·cos + rotate_half(x)·sin` of x `[B, heads, T, hs]` with
+    /// tables `[1 or B, 1, T, hs]`; with `transpose`, the transposed map (its gradient given the
+    /// output's).
+    fn rotary(x: FloatTensor<Self>, cos: FloatTensor<Self>, sin: FloatTensor<Self>, transpose: bool) -> FloatTensor<Self>;
+}
+
+/// The rotary position embedding of `x [B, heads, T, hs]` with cos and sin `[1 or B, 1, T, hs]`,
+/// through whichever backend the tensors live on.
+pub fn rotary(x: Tensor<4>, cos: Tensor<4>, sin: Tensor<4>) -> Tensor<4> {
+    rotary::rotary_dims(&x.shape(), &cos.shape(), &sin.shape());
+    Tensor::from_dispatch(<Dispatch as FusedOps>::rotary(x.into_dispatch(), cos.into_dispatch(), sin.into_dispatch(), false))
 }
 
 /// `acc + Σ x²`, `acc` one value, through whichever backend the tensors live on.
@@ -260,6 +271,9 @@ impl FusedOps for burn::backend::wgpu::CubeBackend {
     }
     fn sum_squares_add(x: FloatTensor<Self>, acc: FloatTensor<Self>) -> FloatTensor<Self> {
         wgsl::sum_squares_add(&x, &acc).unwrap_or_else(|| composed_sum_squares_add::<Self>(x, acc))
+    }
+    fn rotary(x: FloatTensor<Self>, cos: FloatTensor<Self>, sin: FloatTensor<Self>, transpose: bool) -> FloatTensor<Self> {
+        wgsl::rotary(&x, &cos, &sin, transpose).unwrap_or_else(|| rotary::composed_rotary::<Self>(x, cos, sin, transpose))
     }
 }
 
@@ -471,6 +485,10 @@ impl FusedOps for Flex {
     fn sum_squares_add(x: FloatTensor<Self>, acc: FloatTensor<Self>) -> FloatTensor<Self> {
         composed_sum_squares_add::<Self>(x, acc)
     }
+
+    fn rotary(x: FloatTensor<Self>, cos: FloatTensor<Self>, sin: FloatTensor<Self>, transpose: bool) -> FloatTensor<Self> {
+        rotary::flex_rotary(x, cos, sin, transpose)
+    }
 }
 
 // --- autodiff ------------------------------------------------------------------------------------
@@ -642,11 +660,16 @@ impl<B: Backend + FusedOps, C: CheckpointStrategy> FusedOps for Autodiff<B, C> {
     fn sum_squares_add(x: FloatTensor<Self>, acc: FloatTensor<Self>) -> FloatTensor<Self> {
         <Self as burn::backend::AutodiffBackend>::from_inner(B::sum_squares_add(x.into_primitive(), acc.into_primitive()))
     }
+
+    fn rotary(x: FloatTensor<Self>, cos: FloatTensor<Self>, sin: FloatTensor<Self>, transpose: bool) -> FloatTensor<Self> {
+        rotary::autodiff_rotary::<B, C>(x, cos, sin, transpose)
+    }
 }
 
 mod adamw;
 mod attention;
 mod matmul;
+mod rotary;
 mod wgsl;
 pub use adamw::AdamwStep;
 

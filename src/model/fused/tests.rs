@@ -355,3 +355,34 @@ fn lora_linear_matches_the_ops_one_by_one_forward_and_backward() {
         assert_close(&format!("{what}: values without autodiff"), &values(y1), &y0, 1e-5);
     }
 }
+
+/// The fused rotary embedding against the composed form (`x·cos + cat(−x₂, x₁)·sin`, as the layer
+/// computed it before): values and x's gradient under autodiff, with tables shared by the batch
+/// and one per batch row, and with x a strided view (as q and k arrive from their heads' swap).
+#[test]
+fn rotary_matches_the_composed_form_forward_and_backward() {
+    let device = burn::tensor::Device::flex().autodiff();
+    let (b, h, t, hs) = (3, 4, 37, 16);
+    for per_row in [false, true] {
+        let bc = if per_row { b } else { 1 };
+        let table = |seed| Tensor::<4>::from_data(TensorData::new(noise(bc * t * hs, seed, 1.0), [bc, 1, t, hs]), &device);
+        let (cos, sin) = (table(41), table(42));
+        let x0 = Tensor::<4>::from_data(TensorData::new(noise(b * t * h * hs, 43, 2.0), [b, t, h, hs]), &device).swap_dims(1, 2);
+        let w = Tensor::<4>::from_data(TensorData::new(noise(b * h * t * hs, 44, 1.0), [b, h, t, hs]), &device);
+        let run = |fused: bool| {
+            let x = x0.clone().detach().require_grad();
+            let y = if fused {
+                rotary(x.clone(), cos.clone(), sin.clone())
+            } else {
+                let x1 = x.clone().slice([0..b, 0..h, 0..t, 0..hs / 2]);
+                let x2 = x.clone().slice([0..b, 0..h, 0..t, hs / 2..hs]);
+                x.clone() * cos.clone() + Tensor::cat(vec![x2.neg(), x1], 3) * sin.clone()
+            };
+            let grads = (y.clone() * w.clone()).sum().backward();
+            (read4(y.inner()), x.grad(&grads).unwrap().into_data().try_to_vec::<f32>().unwrap())
+        };
+        let ((y, g), (y0, g0)) = (run(true), run(false));
+        assert_close(&format!("rotary (tables per row {per_row}): values"), &y, &y0, 1e-6);
+        assert_close(&format!("rotary (tables per row {per_row}): x's gradient"), &g, &g0, 1e-6);
+    }
+}

@@ -1,6 +1,6 @@
 //! The fused ops' WGSL kernels (`shaders/`), launched on burn's cubecl backend when it runs on
 //! wgpu: AdamW, RMSNorm and its two gradients, SiLU·gate and its gradient, the gradient norm's
-//! sum of squares. Each replaces a chain
+//! sum of squares, the rotary embedding and its transpose. Each replaces a chain
 //! of burn's element-wise and reduction kernels with one dispatch (two for RMSNorm's weight
 //! gradient). Each returns None where it does not apply (another cubecl runtime, another dtype),
 //! and the caller runs the composed ops.
@@ -39,6 +39,7 @@ shader!(RmsNormGradW, "rms_norm_grad_w.wgsl");
 shader!(SiluMul, "silu_mul.wgsl");
 shader!(SiluMulGradGate, "silu_mul_grad_gate.wgsl");
 shader!(SumSquaresAdd, "sum_squares_add.wgsl");
+shader!(Rotary, "rotary.wgsl");
 
 /// Invocations a workgroup: the shaders' `WG` and the size of their workgroup arrays.
 const WG: usize = 64;
@@ -155,5 +156,19 @@ pub fn sum_squares_add(x: &CubeTensor, acc: &CubeTensor) -> Option<CubeTensor> {
     let [x, acc] = inputs([x.clone(), acc.clone()])?;
     let out = fresh(&x, acc.shape());
     launch(SumSquaresAdd, &[&x, &acc, &out], vec![n as u32, 0], 1, 1);
+    Some(out)
+}
+
+pub fn rotary(x: &CubeTensor, cos: &CubeTensor, sin: &CubeTensor, transpose: bool) -> Option<CubeTensor> {
+    let shape = x.shape();
+    if shape.num_dims() != 4 || cos.shape().num_dims() != 4 {
+        return None;
+    }
+    let (h, t, hs, bc) = (shape[1], shape[2], shape[3], cos.shape()[0]);
+    let n = shape.num_elements();
+    let [x, cos, sin] = inputs([x.clone(), cos.clone(), sin.clone()])?;
+    let out = fresh(&x, shape);
+    let info = vec![n as u32, 0, hs as u32, t as u32, (h * t) as u32, (bc > 1) as u32, transpose as u32, 0];
+    launch(Rotary, &[&x, &cos, &sin, &out], info, 1, n.div_ceil(WG));
     Some(out)
 }
