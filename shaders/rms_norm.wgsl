@@ -1,7 +1,7 @@
 // RMSNorm over the rows of x [rows, cols] with weight w [cols]: out = x · r · w, where
 // r = 1 / √(mean(x²) + eps); `rms_norm` in kernels/src/lib.rs. One workgroup a row: the
-// invocations sum strided squares, then a tree in workgroup memory. Every storage binding is
-// read_write (see adamw.wgsl).
+// invocations sum strided squares, then `workgroup_sum` (workgroup_sum.wgsl, appended). Every
+// storage binding is read_write (see adamw.wgsl).
 
 @group(0) @binding(0) var<storage, read_write> x: array<f32>;
 @group(0) @binding(1) var<storage, read_write> w: array<f32>;
@@ -9,10 +9,8 @@
 // rows, cols, workgroups along x, the f32 bits of eps.
 @group(0) @binding(3) var<uniform> info: array<vec4<u32>, 1>;
 
-// The launch uses 64 invocations (`WG` in src/model/fused/wgsl.rs), the size of `partial`.
+// The launch uses 64 invocations (`WG` in src/model/fused/wgsl.rs).
 override WG: u32 = 64u;
-
-var<workgroup> partial: array<f32, 64>;
 
 @compute @workgroup_size(WG)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) t: u32) {
@@ -28,15 +26,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
         let v = x[base + j];
         s += v * v;
     }
-    partial[t] = s;
-    workgroupBarrier();
-    for (var half = WG / 2u; half > 0u; half /= 2u) {
-        if (t < half) {
-            partial[t] += partial[t + half];
-        }
-        workgroupBarrier();
-    }
-    let r = 1.0 / sqrt(partial[0] / f32(cols) + bitcast<f32>(info[0].w));
+    let r = 1.0 / sqrt(workgroup_sum(t, s) / f32(cols) + bitcast<f32>(info[0].w));
     for (var j = t; j < cols; j += WG) {
         out[base + j] = x[base + j] * r * w[j];
     }

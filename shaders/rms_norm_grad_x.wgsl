@@ -1,7 +1,7 @@
 // The gradient of RMSNorm with respect to x, given the output's gradient g: for each row,
 // r·w·g − x · r³ · mean(w·g·x), r = 1 / √(mean(x²) + eps); `rms_norm_grad` in
-// kernels/src/lib.rs. One workgroup a row, two sums reduced together in workgroup memory.
-// Every storage binding is read_write (see adamw.wgsl).
+// kernels/src/lib.rs. One workgroup a row, its two sums reduced by `workgroup_sum`
+// (workgroup_sum.wgsl, appended). Every storage binding is read_write (see adamw.wgsl).
 
 @group(0) @binding(0) var<storage, read_write> x: array<f32>;
 @group(0) @binding(1) var<storage, read_write> w: array<f32>;
@@ -10,11 +10,8 @@
 // rows, cols, workgroups along x, the f32 bits of eps.
 @group(0) @binding(4) var<uniform> info: array<vec4<u32>, 1>;
 
-// The launch uses 64 invocations, the size of the arrays.
+// The launch uses 64 invocations.
 override WG: u32 = 64u;
-
-var<workgroup> squares: array<f32, 64>;
-var<workgroup> dots: array<f32, 64>;
 
 @compute @workgroup_size(WG)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) t: u32) {
@@ -32,19 +29,11 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
         s += v * v;
         d += v * g[base + j] * w[j];
     }
-    squares[t] = s;
-    dots[t] = d;
-    workgroupBarrier();
-    for (var half = WG / 2u; half > 0u; half /= 2u) {
-        if (t < half) {
-            squares[t] += squares[t + half];
-            dots[t] += dots[t + half];
-        }
-        workgroupBarrier();
-    }
+    let squares = workgroup_sum(t, s);
+    let dot = workgroup_sum(t, d);
     let n = f32(cols);
-    let r = 1.0 / sqrt(squares[0] / n + bitcast<f32>(info[0].w));
-    let k = r * r * r * dots[0] / n;
+    let r = 1.0 / sqrt(squares / n + bitcast<f32>(info[0].w));
+    let k = r * r * r * dot / n;
     for (var j = t; j < cols; j += WG) {
         out[base + j] = r * w[j] * g[base + j] - x[base + j] * k;
     }

@@ -1,16 +1,14 @@
 // Each row's RMSNorm scale r = 1 / √(mean(x²) + eps) of x [rows, cols], for
-// `rms_norm_grad_w.wgsl`. One workgroup a row, as in rms_norm.wgsl. Every storage binding is
-// read_write (see adamw.wgsl).
+// `rms_norm_grad_w.wgsl`. One workgroup a row, as in rms_norm.wgsl (with workgroup_sum.wgsl
+// appended). Every storage binding is read_write (see adamw.wgsl).
 
 @group(0) @binding(0) var<storage, read_write> x: array<f32>;
 @group(0) @binding(1) var<storage, read_write> out: array<f32>;
 // rows, cols, workgroups along x, the f32 bits of eps.
 @group(0) @binding(2) var<uniform> info: array<vec4<u32>, 1>;
 
-// The launch uses 64 invocations, the size of `partial`.
+// The launch uses 64 invocations.
 override WG: u32 = 64u;
-
-var<workgroup> partial: array<f32, 64>;
 
 @compute @workgroup_size(WG)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) t: u32) {
@@ -26,15 +24,8 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
         let v = x[base + j];
         s += v * v;
     }
-    partial[t] = s;
-    workgroupBarrier();
-    for (var half = WG / 2u; half > 0u; half /= 2u) {
-        if (t < half) {
-            partial[t] += partial[t + half];
-        }
-        workgroupBarrier();
-    }
+    let total = workgroup_sum(t, s);
     if (t == 0u) {
-        out[row] = 1.0 / sqrt(partial[0] / f32(cols) + bitcast<f32>(info[0].w));
+        out[row] = 1.0 / sqrt(total / f32(cols) + bitcast<f32>(info[0].w));
     }
 }

@@ -1,7 +1,7 @@
 // acc + Σ x², one number: the trainer's global gradient norm, accumulated over the trained
 // tensors one dispatch each (rather than a square, a sum and a concatenation each). One
-// workgroup: the invocations sum strided squares, then a tree in workgroup memory. Every storage
-// binding is read_write (see adamw.wgsl).
+// workgroup: the invocations sum strided squares, then `workgroup_sum` (workgroup_sum.wgsl,
+// appended). Every storage binding is read_write (see adamw.wgsl).
 
 @group(0) @binding(0) var<storage, read_write> x: array<f32>;
 @group(0) @binding(1) var<storage, read_write> acc: array<f32>;
@@ -9,10 +9,8 @@
 // n (then unused words).
 @group(0) @binding(3) var<uniform> info: array<vec4<u32>, 1>;
 
-// The launch uses 64 invocations, the size of `partial`.
+// The launch uses 64 invocations.
 override WG: u32 = 64u;
-
-var<workgroup> partial: array<f32, 64>;
 
 @compute @workgroup_size(WG)
 fn main(@builtin(local_invocation_index) t: u32) {
@@ -22,15 +20,8 @@ fn main(@builtin(local_invocation_index) t: u32) {
         let v = x[i];
         s += v * v;
     }
-    partial[t] = s;
-    workgroupBarrier();
-    for (var half = WG / 2u; half > 0u; half /= 2u) {
-        if (t < half) {
-            partial[t] += partial[t + half];
-        }
-        workgroupBarrier();
-    }
+    let total = workgroup_sum(t, s);
     if (t == 0u) {
-        out[0] = acc[0] + partial[0];
+        out[0] = acc[0] + total;
     }
 }

@@ -15,11 +15,11 @@ use cubecl::{CubeCount, CubeDim};
 use tinytune_kernels::AdamwStep;
 
 macro_rules! shader {
-    ($name:ident, $file:literal) => {
+    (@source $name:ident, $source:expr) => {
         struct $name;
         impl KernelSource for $name {
             fn source(&self) -> SourceTemplate {
-                SourceTemplate::new(include_str!(concat!("../../../shaders/", $file)))
+                SourceTemplate::new($source)
             }
             fn id(&self) -> KernelId {
                 KernelId::new::<Self>()
@@ -29,16 +29,23 @@ macro_rules! shader {
             }
         }
     };
+    ($name:ident, $file:literal) => {
+        shader!(@source $name, include_str!(concat!("../../../shaders/", $file)));
+    };
+    // A shader that reduces over its workgroup, with workgroup_sum.wgsl appended.
+    ($name:ident, $file:literal, workgroup_sum) => {
+        shader!(@source $name, concat!(include_str!(concat!("../../../shaders/", $file)), "\n", include_str!("../../../shaders/workgroup_sum.wgsl")));
+    };
 }
 
 shader!(Adamw, "adamw.wgsl");
-shader!(RmsNorm, "rms_norm.wgsl");
-shader!(RmsNormGradX, "rms_norm_grad_x.wgsl");
-shader!(RmsScales, "rms_scales.wgsl");
+shader!(RmsNorm, "rms_norm.wgsl", workgroup_sum);
+shader!(RmsNormGradX, "rms_norm_grad_x.wgsl", workgroup_sum);
+shader!(RmsScales, "rms_scales.wgsl", workgroup_sum);
 shader!(RmsNormGradW, "rms_norm_grad_w.wgsl");
 shader!(SiluMul, "silu_mul.wgsl");
 shader!(SiluMulGradGate, "silu_mul_grad_gate.wgsl");
-shader!(SumSquaresAdd, "sum_squares_add.wgsl");
+shader!(SumSquaresAdd, "sum_squares_add.wgsl", workgroup_sum);
 shader!(Rotary, "rotary.wgsl");
 
 /// Invocations a workgroup: the shaders' `WG` and the size of their workgroup arrays.
