@@ -149,6 +149,37 @@ simd_fn! {
     }
 }
 
+simd_fn! {
+    /// `out [m, n] = x [m, k] · wᵀ` with `w [n, k]` in bfloat16 (its raw bits, row-major: a
+    /// Hugging Face `nn.Linear` weight as stored). Decoding is bound by how fast the weights
+    /// stream from memory, and this reads them once, front to back, at half the bytes of f32.
+    /// A bfloat16 value is the top half of the f32 with the same value, so widening is exact;
+    /// every product and sum is in f32. Each row of `w` (a few KiB) serves every row of `x`
+    /// while it is in L1. Meant for a few rows of `x`.
+    pub fn matmul_bf16(x: &[f32], w: &[u16], m: usize, k: usize, n: usize, out: &mut [f32]) {
+        assert!(x.len() >= m * k && w.len() >= k * n && out.len() >= m * n, "matmul_bf16: [{m}, {k}] by [{n}, {k}]ᵀ with slices of {}, {} and {}", x.len(), w.len(), out.len());
+        const ACC: usize = 4 * LANES;
+        let widen = |b: u16| f32::from_bits((b as u32) << 16);
+        let body = k - k % ACC;
+        for (j, wj) in w.chunks_exact(k).take(n).enumerate() {
+            for r in 0..m {
+                let xr = &x[r * k..][..k];
+                let mut sums = [0f32; ACC];
+                for (c, d) in xr[..body].chunks_exact(ACC).zip(wj[..body].chunks_exact(ACC)) {
+                    for l in 0..ACC {
+                        sums[l] += c[l] * widen(d[l]);
+                    }
+                }
+                let mut total = sums.iter().sum::<f32>();
+                for (a, &b) in xr[body..].iter().zip(&wj[body..]) {
+                    total += a * widen(b);
+                }
+                out[r * n + j] = total;
+            }
+        }
+    }
+}
+
 /// Independent accumulators for the row reductions: one f32 accumulator must be summed in order,
 /// eight can be a vector.
 const LANES: usize = 8;

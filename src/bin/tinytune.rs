@@ -871,6 +871,10 @@ fn run(command: Command) -> tinytune::Result<()> {
             use std::io::Write;
             let opened = open_device(&device)?;
             let mut model = load_model(&model, adapter.as_deref(), None, &opened)?;
+            let kept = model.keep_bf16_weights();
+            if kept > 0 {
+                eprintln!("model: {kept} weight matrices kept in bf16 as stored ({:.1} MiB), computed in f32", model.summary.base_bytes as f64 / 1048576.0);
+            }
             let sampling = Sampling { max_new_tokens, temperature, top_k, top_p, seed, stop_at_eos: !ignore_eos };
             if adapters.is_some() || prompt.len() > 1 {
                 return generate_batch(&mut model, adapters.as_deref(), route.as_deref(), &prompt, &sampling, chat);

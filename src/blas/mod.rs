@@ -10,6 +10,7 @@
 use burn::backend::Flex;
 use burn::backend::ops::FloatTensorOps;
 use burn::backend::tensor::FloatTensor;
+use burn::tensor::DType;
 
 #[cfg(not(target_arch = "wasm32"))]
 mod library;
@@ -33,6 +34,9 @@ pub fn describe() -> String {
 /// `a [M, K] · b [K, N]` on burn flex: through the BLAS where one is loaded and the operands
 /// suit it, else burn flex's own product.
 pub fn flex_matmul(a: FloatTensor<Flex>, b: FloatTensor<Flex>) -> FloatTensor<Flex> {
+    if b.dtype() == DType::BF16 {
+        return bf16_matmul(a, b);
+    }
     #[cfg(not(target_arch = "wasm32"))]
     if let Some(blas) = library::get()
         && let Some(out) = blas_matmul(blas, &a, &b)
@@ -40,6 +44,31 @@ pub fn flex_matmul(a: FloatTensor<Flex>, b: FloatTensor<Flex>) -> FloatTensor<Fl
         return out;
     }
     Flex::float_matmul(a, b)
+}
+
+/// Rows up to which a product with bfloat16 weights streams them once through
+/// `tinytune_kernels::matmul_bf16`; past it (a prompt's prefill) the weights are widened to f32
+/// for one product, whose GEMM reuses each weight across many rows.
+pub const BF16_MAX_ROWS: usize = 8;
+
+/// `a [M, K] · b [K, N]` with `b` in bfloat16: the weights of a bf16 checkpoint kept as stored
+/// for decoding (`Model::keep_bf16_weights`), `b` the transposed view of a contiguous `[N, K]`. Exact up to the order of the f32 sums: widening a
+/// bfloat16 to f32 loses nothing.
+fn bf16_matmul(a: FloatTensor<Flex>, b: FloatTensor<Flex>) -> FloatTensor<Flex> {
+    let (sa, sb) = (a.layout().shape().clone(), b.layout().shape().clone());
+    let (m, k, n) = (sa[0], sa[1], sb[1]);
+    let a = if a.dtype() == DType::F32 { a } else { Flex::float_cast(a, burn::tensor::FloatDType::F32) };
+    // The kernel takes the weight as `nn.Linear` stores it, `[N, K]`: b is then its transposed view.
+    let bt = Flex::float_transpose(b.clone());
+    let rows = if bt.is_contiguous() { bt.as_slice::<half::bf16>() } else { None };
+    let (Some(w), true) = (rows, m <= BF16_MAX_ROWS) else {
+        return flex_matmul(a, Flex::float_cast(b, burn::tensor::FloatDType::F32));
+    };
+    let a = if a.is_contiguous() { a } else { a.to_contiguous() };
+    let x = a.as_slice::<f32>().expect("a contiguous f32 tensor");
+    let mut out = vec![0f32; m * n];
+    tinytune_kernels::matmul_bf16(x, half::slice::HalfFloatSliceExt::reinterpret_cast(w), m, k, n, &mut out);
+    Flex::float_from_data(burn::tensor::TensorData::new(out, [m, n]), &Default::default())
 }
 
 /// `c + a · b` on burn flex. Through the BLAS, when `c` is a tensor no one else holds, the

@@ -336,6 +336,44 @@ impl Model {
         })
     }
 
+    /// Keep the linear weights and an untied output head in bfloat16, as the checkpoint stores
+    /// them, when it stores them so and the model runs on the CPU engine. Decoding reads every
+    /// weight once a token and is bound by memory bandwidth, so half the bytes is up to twice
+    /// the tokens/s; the products widen each weight to f32 and sum in f32, so the values are
+    /// the checkpoint's own and only the order of the sums changes. For generation: training,
+    /// merging and saving take f32 bases. Returns how many tensors it kept (0 when it does not
+    /// apply: another dtype on disk, or a GPU).
+    pub fn keep_bf16_weights(&mut self) -> usize {
+        let cpu = matches!(self.device.as_dispatch().clone().inner(), burn::backend::DispatchDevice::Flex(_));
+        if self.source.dtype != safetensors::Dtype::BF16 || !cpu {
+            return 0;
+        }
+        // `[in, out]` views of `[out, in]` buffers, as the checkpoint stores them: decoding's
+        // kernel streams each output's weights front to back (`blas::bf16_matmul`).
+        let device = self.device.clone();
+        let bf16 = |w: &mut Tensor<2>| {
+            if w.dtype() == burn::tensor::DType::BF16 {
+                return 0;
+            }
+            let stored = Tensor::<2>::from_data(w.clone().transpose().into_data(), &device);
+            *w = stored.cast(burn::tensor::FloatDType::BF16).transpose();
+            1
+        };
+        let mut count = 0;
+        for (_, linear) in self.arch.linears_mut() {
+            if let layers::Base::Dense(w) = &mut linear.base {
+                count += bf16(w);
+            }
+        }
+        let head = match &mut self.arch {
+            Arch::Llama(l) => l.lm_head.as_mut(),
+            Arch::Gpt2(g) => g.lm_head.as_mut(),
+        };
+        count += head.map_or(0, bf16);
+        self.refresh_summary();
+        count
+    }
+
     /// Store every linear weight (not the embeddings or the output head, as bitsandbytes +
     /// transformers leave them) in 4 bits. Weights already in 4 bits stay as they are.
     /// Returns how many were quantized.
@@ -484,8 +522,8 @@ fn base_bytes(arch: &Arch) -> usize {
     let mut total = 0;
     for (_, saved) in load::checkpoint_tensors(arch) {
         total += match saved {
-            load::Saved::Vector(t) => 4 * t.dims()[0],
-            load::Saved::Matrix(t) | load::Saved::Transposed(t) => 4 * t.dims().iter().product::<usize>(),
+            load::Saved::Vector(t) => t.dtype().size() * t.dims()[0],
+            load::Saved::Matrix(t) | load::Saved::Transposed(t) => t.dtype().size() * t.dims().iter().product::<usize>(),
             load::Saved::Quant(q) => q.layout.bytes(),
         };
     }

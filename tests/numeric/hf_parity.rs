@@ -92,6 +92,56 @@ fn greedy_continuations_equal_transformers_token_for_token() {
     }
 }
 
+/// The bf16 checkpoint with its weights kept in bf16 (what `tinytune generate` does on the CPU
+/// engine): the same logits as transformers within 1e-4 and the same greedy tokens, through
+/// the one-row kernel (decoding) and the widened product (prompts longer than its row limit).
+#[test]
+fn bf16_weights_kept_as_stored_match_transformers() {
+    let device = device_under_test();
+    let name = "tiny-llama-bf16";
+    let mut model = Model::load_dir(&fixture(name), &device.device).unwrap();
+    let f32_bytes = model.summary.base_bytes;
+    let kept = model.keep_bf16_weights();
+    if device.info.kind != "cpu" {
+        assert_eq!(kept, 0, "only the CPU engine keeps bf16 weights");
+        return;
+    }
+    // 7 linear layers in each of 2 blocks, and the untied head.
+    assert_eq!(kept, 15);
+    // Each kept weight takes 2 bytes a value instead of 4; the embeddings and norms stay f32.
+    let head = model.config.vocab_size() * model.config.hidden();
+    let saved: usize = model.arch.linears().iter().map(|(_, l)| 2 * l.d_in() * l.d_out()).sum::<usize>() + 2 * head;
+    assert_eq!(f32_bytes - model.summary.base_bytes, saved);
+    let r = reference(name);
+    let bytes = std::fs::read(fixture(name).join(r["logits"]["file"].as_str().unwrap())).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let mut lengths = Vec::new();
+    for prompt in r["logits"]["prompts"].as_array().unwrap() {
+        let prompt_ids = ids(&prompt["ids"]);
+        lengths.push(prompt_ids.len());
+        let view = st.tensor(prompt["tensor"].as_str().unwrap()).unwrap();
+        let want: Vec<f32> = view.data().chunks_exact(4).map(|b| f32::from_le_bytes(b.try_into().unwrap())).collect();
+        let got = block_on(read_f32(model.forward(model.ids(&[prompt_ids]), None, None))).unwrap();
+        let diff = got.iter().zip(&want).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+        assert!(diff <= 1e-4, "{}: logits max |Δ| {diff}", prompt["text"]);
+    }
+    // The prompts fit the one-pass kernel; the eval texts' batches are past its row limit.
+    assert!(lengths.iter().all(|&l| l <= tinytune::blas::BF16_MAX_ROWS), "prompts of {lengths:?} tokens");
+    let got = block_on(tinytune::eval::eval_loss(&model, &eval_texts(), 1024, |_, _| {})).unwrap();
+    assert!(got.tokens > tinytune::blas::BF16_MAX_ROWS);
+    let loss = r["eval"]["loss"].as_f64().unwrap();
+    assert!((got.loss - loss).abs() < 1e-4, "loss {} vs transformers {loss}", got.loss);
+    for case in r["greedy"].as_array().unwrap() {
+        let mut want = ids(&case["new_ids"]);
+        if case["stopped_at_eos"].as_bool().unwrap() {
+            want.pop();
+        }
+        let sampling = Sampling { max_new_tokens: case["max_new_tokens"].as_u64().unwrap() as usize, temperature: 0.0, ..Sampling::default() };
+        let (got, _) = block_on(generate(&model, &ids(&case["prompt_ids"]), &sampling, |_, _| true)).unwrap();
+        assert_eq!(got, want, "greedy after {:?}", case["prompt"]);
+    }
+}
+
 #[test]
 fn decoding_with_the_kv_cache_equals_a_full_forward() {
     let device = device_under_test();

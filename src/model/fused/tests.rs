@@ -386,3 +386,27 @@ fn rotary_matches_the_composed_form_forward_and_backward() {
         assert_close(&format!("rotary (tables per row {per_row}): x's gradient"), &g, &g0, 1e-6);
     }
 }
+
+/// Products with bfloat16 weights (a bf16 checkpoint kept as stored for decoding) against f64
+/// sums of the same values widened: through the one-pass kernel for up to
+/// `BF16_MAX_ROWS` rows, through a widened f32 product past it, with every tail of the
+/// four-row blocks and a strided `x`.
+#[test]
+fn bf16_weight_products_equal_f64_sums_of_the_widened_weights() {
+    let device = burn::tensor::Device::flex();
+    for (m, k, n, transposed_x) in [(1, 512, 1376, false), (3, 7, 5, false), (8, 6, 33, true), (2, 1, 9, false), (9, 13, 17, false), (40, 30, 20, true)] {
+        let x: Vec<f32> = crate::quant::nf4::test_noise(m * k, 11, 2.0);
+        let w: Vec<f32> = crate::quant::nf4::test_noise(k * n, 12, 0.5);
+        let widened: Vec<f32> = w.iter().map(|&v| half::bf16::from_f32(v).to_f32()).collect();
+        let xt = if transposed_x {
+            Tensor::<2>::from_data(TensorData::new(crate::model::load::transpose(&x, m, k), [k, m]), &device).transpose()
+        } else {
+            Tensor::<2>::from_data(TensorData::new(x.clone(), [m, k]), &device)
+        };
+        let wt = Tensor::<2>::from_data(TensorData::new(w, [k, n]), &device).cast(burn::tensor::FloatDType::BF16);
+        assert_eq!(wt.dtype(), DType::BF16);
+        let got = values(matmul(xt, wt));
+        let want: Vec<f32> = (0..m * n).map(|i| (0..k).map(|j| x[i / n * k + j] as f64 * widened[j * n + i % n] as f64).sum::<f64>() as f32).collect();
+        assert_close(&format!("{m}×{k}·{k}×{n}"), &got, &want, 1e-5);
+    }
+}
