@@ -340,6 +340,38 @@ pub struct AttentionBlock {
     pub scale: f32,
 }
 
+simd_fn! {
+    /// One new token's attention for one key/value head (decoding): `q` is the `rows × hs`
+    /// query heads that share the head, `k` and `v` its `s × hs` cached keys and values (read
+    /// where the cache holds them, no copy), `mask` the `s` additive mask values. `out` gets
+    /// `softmax(scale · q·kᵀ + mask) · v`, `rows × hs`; `scores` is room for `s` values. The
+    /// arithmetic is the composed ops' (every key scored, then the mask added), row by row.
+    pub fn attention_decode(q: &[f32], k: &[f32], v: &[f32], mask: &[f32], hs: usize, scale: f32, out: &mut [f32], scores: &mut [f32]) {
+        let s = mask.len();
+        assert!(hs > 0 && k.len() >= s * hs && v.len() >= s * hs && scores.len() >= s && q.len() == out.len() && q.len() % hs == 0, "attention_decode: slices do not fit {s} keys of {hs}");
+        let scores = &mut scores[..s];
+        for (qr, o) in q.chunks_exact(hs).zip(out.chunks_exact_mut(hs)) {
+            for ((x, kj), &m) in scores.iter_mut().zip(k.chunks_exact(hs)).zip(mask) {
+                *x = scale * dot(qr, kj) + m;
+            }
+            let max = row_max(scores);
+            let mut sum = 0f32;
+            for x in scores.iter_mut() {
+                *x = exp_inline(*x - max);
+                sum += *x;
+            }
+            let inv = 1.0 / sum;
+            o.fill(0.0);
+            for (&p, vj) in scores.iter().zip(v.chunks_exact(hs)) {
+                let p = p * inv;
+                for (a, &b) in o.iter_mut().zip(vj) {
+                    *a += p * b;
+                }
+            }
+        }
+    }
+}
+
 /// The head sizes the attention kernels are built for (loops of fixed length, so that the
 /// accumulators stay in registers); others take burn's composed ops.
 pub const ATTENTION_HEAD_SIZES: [usize; 6] = [8, 16, 32, 64, 80, 128];

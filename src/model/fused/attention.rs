@@ -14,7 +14,7 @@ use burn::backend::autodiff::grads::Gradients;
 use burn::backend::autodiff::ops::{Backward, Ops};
 use burn::backend::tensor::FloatTensor;
 use burn::backend::{Autodiff, Backend, Flex, TensorMetadata};
-use burn::tensor::Shape;
+use burn::tensor::{DType, Shape};
 use tinytune_kernels::AttentionBlock;
 
 use super::{FusedOps, flex_f32, flex_tensor};
@@ -125,7 +125,48 @@ impl<'a> FlexAttention<'a> {
     }
 }
 
+/// A `[B, heads, S, hs]` f32 tensor whose key rows are `hs` contiguous values, one after the
+/// other (the KV cache's first S slots): its storage from its offset, and the strides of its
+/// batch and head dimensions.
+fn cache_rows(t: &FloatTensor<Flex>) -> Option<(&[f32], [usize; 2])> {
+    let layout = t.layout();
+    if t.dtype() != DType::F32 || layout.num_dims() != 4 {
+        return None;
+    }
+    let (shape, strides) = (layout.shape(), layout.strides());
+    let fits = |d: usize, want: usize| shape[d] <= 1 || usize::try_from(strides[d]).ok() == Some(want);
+    if !fits(3, 1) || !fits(2, shape[3]) {
+        return None;
+    }
+    let stride = |d: usize| if shape[d] <= 1 { Some(0) } else { usize::try_from(strides[d]).ok() };
+    Some((t.storage::<f32>().get(layout.start_offset()..)?, [stride(0)?, stride(1)?]))
+}
+
+/// Decoding one token (T = 1): each key/value head's query heads against its keys and values
+/// where the cache holds them, with no copy of the cache and no batched matmul
+/// (`tinytune_kernels::attention_decode`). None where it does not apply.
+fn flex_attention_decode(q: &FloatTensor<Flex>, k: &FloatTensor<Flex>, v: &FloatTensor<Flex>, mask: &FloatTensor<Flex>, scale: f64) -> Option<FloatTensor<Flex>> {
+    let [b, nh, nkv, t, s, hs] = attention_dims(&q.shape(), &k.shape(), &v.shape(), &mask.shape());
+    if t != 1 || s == 0 || hs == 0 {
+        return None;
+    }
+    let ((kd, ks), (vd, vs)) = (cache_rows(k)?, cache_rows(v)?);
+    let (qv, mv) = (flex_f32(q)?, flex_f32(mask)?);
+    let group = nh / nkv * hs;
+    let mut out = vec![0f32; b * nh * hs];
+    let mut scores = vec![0f32; s];
+    for (i, o) in out.chunks_exact_mut(group).enumerate() {
+        let (row, head) = (i / nkv, i % nkv);
+        let (kh, vh) = (&kd[row * ks[0] + head * ks[1]..][..s * hs], &vd[row * vs[0] + head * vs[1]..][..s * hs]);
+        tinytune_kernels::attention_decode(&qv[i * group..][..group], kh, vh, &mv[row * s..][..s], hs, scale as f32, o, &mut scores);
+    }
+    Some(flex_tensor(out, q))
+}
+
 pub(super) fn flex_attention(q: FloatTensor<Flex>, k: FloatTensor<Flex>, v: FloatTensor<Flex>, mask: FloatTensor<Flex>, scale: f64) -> FloatTensor<Flex> {
+    if let Some(out) = flex_attention_decode(&q, &k, &v, &mask, scale) {
+        return out;
+    }
     let Some(a) = FlexAttention::new(&q, &k, &v, &mask, scale) else { return composed_attention::<Flex>(q, k, v, mask, scale) };
     let mut out = vec![0f32; a.q.len()];
     let chunk = a.block.rows * a.block.hs;

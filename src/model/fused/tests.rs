@@ -219,7 +219,7 @@ fn reference(q: Tensor<4>, k: Tensor<4>, v: Tensor<4>, mask: Tensor<4>, scale: f
 fn attention_matches_the_composed_reference_forward_and_backward() {
     let device = burn::tensor::Device::flex().autodiff();
     // (batch, query heads, kv heads, new positions, cached positions, head size, padded, strided q)
-    let cases = [(2, 4, 2, 16, 0, 8, false, false), (3, 4, 2, 9, 0, 5, true, false), (2, 6, 3, 1, 6, 8, false, false), (1, 2, 2, 7, 3, 16, false, true), (4, 8, 4, 128, 0, 32, false, false)];
+    let cases = [(2, 4, 2, 16, 0, 8, false, false), (3, 4, 2, 9, 0, 5, true, false), (2, 6, 3, 1, 6, 8, false, false), (1, 2, 2, 7, 3, 16, false, true), (4, 8, 4, 128, 0, 32, false, false), (3, 4, 2, 1, 7, 16, true, false), (2, 4, 4, 1, 5, 5, true, true)];
     for (b, nh, nkv, t, past, hs, padded, strided) in cases {
         let s = past + t;
         let what = format!("b {b}, heads {nh}/{nkv}, t {t}, past {past}, hs {hs}{}{}", if padded { ", padded" } else { "" }, if strided { ", strided q" } else { "" });
@@ -246,6 +246,28 @@ fn attention_matches_the_composed_reference_forward_and_backward() {
             assert!(a.iter().all(|x| x.is_finite()), "{what} {name}: not finite");
             assert_close(&format!("{what} {name}"), a, r, 2e-5);
         }
+    }
+}
+
+/// Decoding's attention (one new position) reads the keys and values where the KV cache holds
+/// them: views of the first S slots of larger buffers, grouped heads, a padded batch. Against
+/// the composed reference on contiguous copies.
+#[test]
+fn decoding_attention_on_views_of_the_cache_matches_the_composed_reference() {
+    let device = burn::tensor::Device::flex();
+    for (b, nh, nkv, s, capacity, hs, padded) in [(1, 8, 4, 37, 64, 64, false), (3, 6, 2, 10, 16, 8, true), (2, 4, 4, 1, 4, 5, false), (2, 9, 3, 70, 128, 80, true)] {
+        let what = format!("b {b}, heads {nh}/{nkv}, s {s} of {capacity}, hs {hs}{}", if padded { ", padded" } else { "" });
+        let pad: Vec<Vec<bool>> = (0..b).map(|r| (0..s).map(|j| j >= r.min(s - 1)).collect()).collect();
+        let mask = crate::model::layers::attention_mask(1, s - 1, padded.then_some(&pad[..]), b, &device);
+        let q = Tensor::<4>::from_data(TensorData::new(noise(b * nh * hs, 1, 2.0), [b, nh, 1, hs]), &device);
+        let buffer = |seed| Tensor::<4>::from_data(TensorData::new(noise(b * nkv * capacity * hs, seed, 2.0), [b, nkv, capacity, hs]), &device);
+        let (k, v) = (buffer(2).slice([0..b, 0..nkv, 0..s, 0..hs]), buffer(3).slice([0..b, 0..nkv, 0..s, 0..hs]));
+        let copy = |t: &Tensor<4>| Tensor::<4>::from_data(t.clone().into_data(), &device);
+        let scale = 1.0 / (hs as f64).sqrt();
+        let got = read4(attention(q.clone(), k.clone(), v.clone(), mask.clone(), scale));
+        let want = read4(reference(q, copy(&k), copy(&v), mask, scale));
+        assert!(got.iter().all(|x| x.is_finite()), "{what}: not finite");
+        assert_close(&what, &got, &want, 2e-5);
     }
 }
 
