@@ -873,7 +873,12 @@ fn run(command: Command) -> tinytune::Result<()> {
             let mut model = load_model(&model, adapter.as_deref(), None, &opened)?;
             let kept = model.keep_bf16_weights();
             if kept > 0 {
-                eprintln!("model: {kept} weight matrices kept in bf16 as stored ({:.1} MiB), computed in f32", model.summary.base_bytes as f64 / 1048576.0);
+                let mib = |b: usize| b as f64 / 1048576.0;
+                eprintln!(
+                    "model: {kept} weight matrices kept in bf16 as stored, computed in f32 ({:.1} MiB of weights; {:.1} MiB in f32)",
+                    mib(model.summary.base_bytes),
+                    mib(model.summary.f32_bytes)
+                );
             }
             let sampling = Sampling { max_new_tokens, temperature, top_k, top_p, seed, stop_at_eos: !ignore_eos };
             if adapters.is_some() || prompt.len() > 1 {

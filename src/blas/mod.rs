@@ -52,8 +52,8 @@ pub fn flex_matmul(a: FloatTensor<Flex>, b: FloatTensor<Flex>) -> FloatTensor<Fl
 pub const BF16_MAX_ROWS: usize = 8;
 
 /// `a [M, K] · b [K, N]` with `b` in bfloat16: the weights of a bf16 checkpoint kept as stored
-/// for decoding (`Model::keep_bf16_weights`), `b` the transposed view of a contiguous `[N, K]`. Exact up to the order of the f32 sums: widening a
-/// bfloat16 to f32 loses nothing.
+/// for decoding (`Model::keep_bf16_weights`), `b` the transposed view of a contiguous `[N, K]`.
+/// Exact up to the order of the f32 sums: widening a bfloat16 to f32 loses nothing.
 fn bf16_matmul(a: FloatTensor<Flex>, b: FloatTensor<Flex>) -> FloatTensor<Flex> {
     let (sa, sb) = (a.layout().shape().clone(), b.layout().shape().clone());
     let (m, k, n) = (sa[0], sa[1], sb[1]);

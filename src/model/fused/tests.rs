@@ -410,13 +410,15 @@ fn rotary_matches_the_composed_form_forward_and_backward() {
 }
 
 /// Products with bfloat16 weights (a bf16 checkpoint kept as stored for decoding) against f64
-/// sums of the same values widened: through the one-pass kernel for up to
-/// `BF16_MAX_ROWS` rows, through a widened f32 product past it, with every tail of the
-/// four-row blocks and a strided `x`.
+/// sums of the same values widened. Weights kept as `Model::keep_bf16_weights` keeps them (the
+/// transposed view of `[out, in]` rows) take the one-pass kernel up to `BF16_MAX_ROWS` rows,
+/// with every tail of its 32-value blocks and a strided `x`; more rows, and a bf16 weight in any
+/// other layout, take a widened f32 product.
 #[test]
 fn bf16_weight_products_equal_f64_sums_of_the_widened_weights() {
     let device = burn::tensor::Device::flex();
-    for (m, k, n, transposed_x) in [(1, 512, 1376, false), (3, 7, 5, false), (8, 6, 33, true), (2, 1, 9, false), (9, 13, 17, false), (40, 30, 20, true)] {
+    let cases = [(1, 512, 1376, false), (3, 7, 5, false), (8, 45, 33, true), (2, 1, 9, false), (9, 13, 17, false), (40, 30, 20, true), (1, 64, 3, false)];
+    for ((m, k, n, transposed_x), as_kept) in cases.into_iter().flat_map(|c| [(c, true), (c, false)]) {
         let x: Vec<f32> = crate::quant::nf4::test_noise(m * k, 11, 2.0);
         let w: Vec<f32> = crate::quant::nf4::test_noise(k * n, 12, 0.5);
         let widened: Vec<f32> = w.iter().map(|&v| half::bf16::from_f32(v).to_f32()).collect();
@@ -425,10 +427,15 @@ fn bf16_weight_products_equal_f64_sums_of_the_widened_weights() {
         } else {
             Tensor::<2>::from_data(TensorData::new(x.clone(), [m, k]), &device)
         };
-        let wt = Tensor::<2>::from_data(TensorData::new(w, [k, n]), &device).cast(burn::tensor::FloatDType::BF16);
-        assert_eq!(wt.dtype(), DType::BF16);
+        let wt = if as_kept {
+            let rows = crate::model::load::transpose(&w, k, n);
+            Tensor::<2>::from_data(TensorData::new(rows, [n, k]), &device).cast(burn::tensor::FloatDType::BF16).transpose()
+        } else {
+            Tensor::<2>::from_data(TensorData::new(w, [k, n]), &device).cast(burn::tensor::FloatDType::BF16)
+        };
+        assert_eq!((wt.dtype(), wt.dims()), (DType::BF16, [k, n]));
         let got = values(matmul(xt, wt));
         let want: Vec<f32> = (0..m * n).map(|i| (0..k).map(|j| x[i / n * k + j] as f64 * widened[j * n + i % n] as f64).sum::<f64>() as f32).collect();
-        assert_close(&format!("{m}×{k}·{k}×{n}"), &got, &want, 1e-5);
+        assert_close(&format!("{m}×{k}·{k}×{n}, as kept {as_kept}"), &got, &want, 1e-5);
     }
 }
