@@ -43,7 +43,34 @@ pub fn flex_matmul(a: FloatTensor<Flex>, b: FloatTensor<Flex>) -> FloatTensor<Fl
     {
         return out;
     }
-    Flex::float_matmul(a, b)
+    gemm_matmul(&a, &b).unwrap_or_else(|| Flex::float_matmul(a, b))
+}
+
+/// Threads for a gemm crate product only when it is worth them, as burn flex decides (about 7M
+/// multiply-adds); none in the browser.
+fn gemm_parallelism(m: usize, n: usize, k: usize) -> gemm::Parallelism {
+    #[cfg(not(target_arch = "wasm32"))]
+    if m.saturating_mul(n).saturating_mul(k) >= 192 * 192 * 192 {
+        return gemm::Parallelism::Rayon(0);
+    }
+    let _ = (m, n, k);
+    gemm::Parallelism::None
+}
+
+/// `a · b` by the gemm crate into a buffer it fills: burn flex's own product, without the
+/// zeroing of its output and the copy of those zeros into an aligned buffer that burn flex's
+/// `matmul` does first (3% of a 24M model's training step). None for other dtypes and ranks.
+fn gemm_matmul(a: &FloatTensor<Flex>, b: &FloatTensor<Flex>) -> Option<FloatTensor<Flex>> {
+    let ((pa, m, k, a_rs, a_cs), (pb, kb, n, b_rs, b_cs)) = (gemm_operand(a)?, gemm_operand(b)?);
+    assert_eq!(k, kb, "matmul: [{m}, {k}] by [{kb}, {n}]");
+    let mut out = Vec::<f32>::with_capacity(m * n);
+    // Safety: as in `gemm_matmul_add`; with `read_dst` false gemm writes every one of the m·n
+    // values (zeros when k is 0) without reading them, so they are initialised before set_len.
+    unsafe {
+        gemm::gemm(m, n, k, out.as_mut_ptr(), 1, n as isize, false, pa, a_cs, a_rs, pb, b_cs, b_rs, 0.0f32, 1.0f32, false, false, false, gemm_parallelism(m, n, k));
+        out.set_len(m * n);
+    }
+    Some(Flex::float_from_data(burn::tensor::TensorData::new(out, [m, n]), &Default::default()))
 }
 
 /// Rows up to which a product with bfloat16 weights streams them once through
@@ -83,7 +110,51 @@ pub fn flex_matmul_add(a: FloatTensor<Flex>, b: FloatTensor<Flex>, c: FloatTenso
         },
         None => c,
     };
-    Flex::float_add(c, flex_matmul(a, b))
+    match gemm_matmul_add(&a, &b, c) {
+        Ok(out) => out,
+        Err(c) => Flex::float_add(c, flex_matmul(a, b)),
+    }
+}
+
+/// A 2-d f32 tensor as the gemm crate takes it: a pointer to its first element, its rows and
+/// columns, and its row and column strides (any strides: a transposed view is a pair of strides).
+fn gemm_operand(t: &FloatTensor<Flex>) -> Option<(*const f32, usize, usize, isize, isize)> {
+    let layout = t.layout();
+    if t.dtype() != DType::F32 || layout.num_dims() != 2 {
+        return None;
+    }
+    let data = t.storage::<f32>();
+    if layout.start_offset() > data.len() {
+        return None;
+    }
+    let (shape, strides) = (layout.shape(), layout.strides());
+    Some((data[layout.start_offset()..].as_ptr(), shape[0], shape[1], strides[0], strides[1]))
+}
+
+/// `c + a · b` added into `c`'s buffer by the gemm crate (burn flex's own GEMM), for the products
+/// the BLAS does not take (a rank-r LoRA factor's, or all of them without a BLAS): no output to
+/// allocate, zero and copy into place (burn flex's `matmul` does all three) and no separate add.
+/// `Err(c)` when `c` is shared or not a contiguous f32 `[M, N]`, or an operand is not 2-d f32.
+fn gemm_matmul_add(a: &FloatTensor<Flex>, b: &FloatTensor<Flex>, mut c: FloatTensor<Flex>) -> Result<FloatTensor<Flex>, FloatTensor<Flex>> {
+    let (Some((pa, m, k, a_rs, a_cs)), Some((pb, kb, n, b_rs, b_cs))) = (gemm_operand(a), gemm_operand(b)) else { return Err(c) };
+    if k != kb
+        || c.dtype() != DType::F32
+        || !(c.layout().num_dims() == 2 && c.layout().shape()[0] == m && c.layout().shape()[1] == n)
+        || !c.is_unique()
+        || c.layout().contiguous_offsets() != Some((0, m * n))
+    {
+        return Err(c);
+    }
+    let parallelism = gemm_parallelism(m, n, k);
+    let Some(out) = c.try_storage_mut::<f32>() else { return Err(c) };
+    // Safety: the operands' pointers and strides are their layouts', which burn flex keeps
+    // inside their storage; `out` is c's own buffer (c is unique, so it shares no storage with
+    // a or b), exactly m·n values, row-major. gemm computes out = 1·out + 1·(a·b), reading out
+    // first (`read_dst`), and keeps no pointer after the call.
+    unsafe {
+        gemm::gemm(m, n, k, out.as_mut_ptr(), 1, n as isize, true, pa, a_cs, a_rs, pb, b_cs, b_rs, 1.0f32, 1.0f32, false, false, false, parallelism);
+    }
+    Ok(c)
 }
 
 #[cfg(not(target_arch = "wasm32"))]

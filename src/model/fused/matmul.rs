@@ -57,13 +57,14 @@ pub(super) fn composed_lora_linear<B: FusedOps>(x: FloatTensor<B>, w: FloatTenso
     B::float_add(y, delta)
 }
 
-/// The forward pass as the fused op runs it: the adapter's `[N, out]` product first, then the
-/// base product added into its buffer (with a BLAS: no zeroed output and no separate add).
+/// The forward pass as the fused op runs it: the base product first (with a BLAS, into a
+/// fresh buffer it fills, never zeroed), then the adapter's rank-r product added into that
+/// buffer in place (no `[N, out]` buffer of its own, no separate add).
 /// Returns the output and `s·(x·A)`, which B's gradient needs.
 fn lora_forward<B: FusedOps>(x: FloatTensor<B>, w: FloatTensor<B>, a: FloatTensor<B>, b: FloatTensor<B>, scale: f64) -> (FloatTensor<B>, FloatTensor<B>) {
     let t = B::float_mul_scalar(B::matmul(x.clone(), a), scale.into());
-    let delta = B::matmul(t.clone(), b);
-    (B::matmul_add(x, w, delta), t)
+    let base = B::matmul(x, w);
+    (B::matmul_add(t.clone(), b, base), t)
 }
 
 pub(super) fn flex_lora_linear(x: FloatTensor<Flex>, w: FloatTensor<Flex>, a: FloatTensor<Flex>, b: FloatTensor<Flex>, scale: f64) -> FloatTensor<Flex> {
@@ -92,9 +93,9 @@ impl<B: Backend + FusedOps> Backward<B, 3> for LoraLinear {
         if let Some(node) = pa {
             grads.register::<B>(node.id, B::matmul(B::float_transpose(x), dh.clone()));
         }
-        // ∂/∂x = g·Wᵀ + dh·Aᵀ, the base product added into the adapter's.
+        // ∂/∂x = g·Wᵀ + dh·Aᵀ, the adapter's rank-r product added into the base product's buffer.
         if let Some(node) = px {
-            grads.register::<B>(node.id, B::matmul_add(g, B::float_transpose(w), B::matmul(dh, B::float_transpose(a))));
+            grads.register::<B>(node.id, B::matmul_add(dh, B::float_transpose(a), B::matmul(g, B::float_transpose(w))));
         }
     }
 }

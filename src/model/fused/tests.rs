@@ -330,6 +330,29 @@ fn matmul_matches_burn_s_matmul_forward_and_backward() {
     }
 }
 
+/// `c + a·b` against f64 sums, for the paths it takes: added into c's buffer by the BLAS (long
+/// sides) or by the gemm crate (a side under 16: the rank-r LoRA products), with transposed and
+/// sliced operands; and, when c is shared, a new tensor that leaves c as it was.
+#[test]
+fn matmul_add_equals_f64_sums_in_place_or_not() {
+    let t = |v: Vec<f32>, shape: [usize; 2]| Flex::float_from_data(TensorData::new(v, shape), &Default::default());
+    let read = |x: FloatTensor<Flex>| futures_lite::future::block_on(Flex::float_into_data(x)).unwrap().try_to_vec::<f32>().unwrap();
+    // (m, k, n, a transposed, b a slice of wider rows)
+    for (m, k, n, ta, sb) in [(40, 8, 33, false, false), (40, 8, 33, true, true), (64, 48, 40, true, false), (1, 24, 9, false, true), (5, 0, 3, false, false)] {
+        let (av, bv, cv) = (noise(m * k, 1, 1.0), noise(k * (n + 3), 2, 1.0), noise(m * n, 3, 1.0));
+        let a = if ta { Flex::float_transpose(t(crate::model::load::transpose(&av, m, k), [k, m])) } else { t(av.clone(), [m, k]) };
+        let b = if sb { Flex::float_slice(t(bv.clone(), [k, n + 3]), &[burn::tensor::Slice::from(0..k), burn::tensor::Slice::from(2..2 + n)]) } else { t(bv[..k * n].to_vec(), [k, n]) };
+        let bat = |i: usize, j: usize| if sb { bv[i * (n + 3) + 2 + j] } else { bv[i * n + j] };
+        let want: Vec<f32> = (0..m * n).map(|e| cv[e] as f64 + (0..k).map(|i| av[e / n * k + i] as f64 * bat(i, e % n) as f64).sum::<f64>()).map(|x| x as f32).collect();
+        let what = format!("{m}×{k} by {k}×{n}{}{}", if ta { ", a transposed" } else { "" }, if sb { ", b sliced" } else { "" });
+        assert_close(&format!("{what}: in place"), &read(crate::blas::flex_matmul_add(a.clone(), b.clone(), t(cv.clone(), [m, n]))), &want, 1e-5);
+        let shared = t(cv.clone(), [m, n]);
+        let sum = crate::blas::flex_matmul_add(a, b, shared.clone());
+        assert_close(&format!("{what}: c shared"), &read(sum), &want, 1e-5);
+        assert_eq!(read(shared), cv, "{what}: a shared c must keep its values");
+    }
+}
+
 /// The AdamW kernel against the composed ops (what a cubecl runtime without the WGSL kernel
 /// runs), bit for bit: the same operations in the same order, one rounding each. Large enough to
 /// split across threads; with clipping and weight decay.
