@@ -142,6 +142,36 @@ fn bf16_weights_kept_as_stored_match_transformers() {
     }
 }
 
+/// With a LoRA adapter attached (`tinytune generate --adapter`), the bf16-kept model computes
+/// what the same model widened to f32 does: the fused LoRA layer over a bf16 base, for a prompt
+/// (one-pass kernel) and for every decoded token.
+#[test]
+fn bf16_weights_kept_as_stored_serve_an_adapter_as_f32_does() {
+    let device = device_under_test();
+    if device.info.kind != "cpu" {
+        return;
+    }
+    let adapter = tinytune::lora::peft::PeftAdapter::read_dir(&fixture("tiny-llama/adapter")).unwrap();
+    let load = || {
+        let mut model = Model::load_dir(&fixture("tiny-llama-bf16"), &device.device).unwrap();
+        assert!(adapter.load_into(&mut model, "default").unwrap() > 0);
+        model
+    };
+    let (f32_model, mut kept) = (load(), load());
+    assert_eq!(kept.keep_bf16_weights(), 15);
+    let prompt = kept.tokenizer.encode("The old", true).unwrap();
+    let logits = |m: &Model| block_on(read_f32(m.forward(m.ids(&[prompt.clone()]), None, None))).unwrap();
+    let (a, b) = (logits(&f32_model), logits(&kept));
+    let diff = a.iter().zip(&b).map(|(x, y)| (x - y).abs()).fold(0f32, f32::max);
+    assert!(diff <= 1e-4, "logits with the adapter: max |Δ| {diff}");
+    let bare = Model::load_dir(&fixture("tiny-llama-bf16"), &device.device).unwrap();
+    let moved = logits(&bare).iter().zip(&b).map(|(x, y)| (x - y).abs()).fold(0f32, f32::max);
+    assert!(moved > 1e-2, "the adapter should move the logits (max |Δ| {moved} from the bare model)");
+    let sampling = Sampling { max_new_tokens: 24, temperature: 0.0, stop_at_eos: false, ..Sampling::default() };
+    let run = |m: &Model| block_on(generate(m, &prompt, &sampling, |_, _| true)).unwrap().0;
+    assert_eq!(run(&kept), run(&f32_model), "greedy with the adapter");
+}
+
 #[test]
 fn decoding_with_the_kv_cache_equals_a_full_forward() {
     let device = device_under_test();
