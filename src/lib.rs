@@ -1,7 +1,7 @@
 //! tinytune: LoRA and QLoRA finetuning of small transformers, in the browser on WebGPU and
 //! natively on Vulkan, Metal, DX12, CUDA or the CPU. One core, two builds (see DESIGN.md).
 //!
-//! The library is the whole engine; `src/bin/tinytune.rs` (native) and `src/web/` (wasm32)
+//! The library is the whole engine; `src/bin/tinytune/` (native) and `src/web/` (wasm32)
 //! are thin shells over it.
 
 pub mod blas;
