@@ -342,7 +342,8 @@ impl Model {
     /// the tokens/s; the products widen each weight to f32 and sum in f32, so the values are
     /// the checkpoint's own and only the order of the sums changes. For generation: training,
     /// merging and saving take f32 bases. Returns how many tensors it kept (0 when it does not
-    /// apply: another dtype on disk, or a GPU).
+    /// apply: another dtype on disk, or a GPU); a weight with any value a bf16 cannot hold
+    /// exactly (a tensor stored in f32 beside bf16 ones) stays f32.
     pub fn keep_bf16_weights(&mut self) -> usize {
         let cpu = matches!(self.device.as_dispatch().clone().inner(), burn::backend::DispatchDevice::Flex(_));
         if self.source.dtype != safetensors::Dtype::BF16 || !cpu {
@@ -355,8 +356,14 @@ impl Model {
             if w.dtype() == burn::tensor::DType::BF16 {
                 return 0;
             }
-            let stored = Tensor::<2>::from_data(w.clone().transpose().into_data(), &device);
-            *w = stored.cast(burn::tensor::FloatDType::BF16).transpose();
+            let rows = w.clone().transpose().into_data();
+            // Only weights every value of which a bf16 holds exactly: a checkpoint mostly in
+            // bf16 may keep some tensors in f32, and those stay f32 rather than be rounded.
+            let exact = rows.as_slice::<f32>().is_ok_and(|v| v.iter().all(|x| x.to_bits() & 0xFFFF == 0));
+            if !exact {
+                return 0;
+            }
+            *w = Tensor::<2>::from_data(rows, &device).cast(burn::tensor::FloatDType::BF16).transpose();
             1
         };
         let mut count = 0;

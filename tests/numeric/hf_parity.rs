@@ -142,6 +142,30 @@ fn bf16_weights_kept_as_stored_match_transformers() {
     }
 }
 
+/// A weight with values a bf16 cannot hold (a tensor kept in f32 beside bf16 ones) stays f32:
+/// keeping it would round it.
+#[test]
+fn bf16_weights_are_kept_only_where_exact() {
+    use tinytune::model::layers::Base;
+    let device = device_under_test();
+    if device.info.kind != "cpu" {
+        return;
+    }
+    let mut model = Model::load_dir(&fixture("tiny-llama-bf16"), &device.device).unwrap();
+    if let Some((_, linear)) = model.arch.linears_mut().into_iter().next()
+        && let Base::Dense(w) = &mut linear.base
+    {
+        *w = w.clone() + 1e-3;
+    }
+    assert_eq!(model.keep_bf16_weights(), 14);
+    let dtypes: Vec<_> = model.arch.linears().iter().map(|(_, l)| match &l.base {
+        Base::Dense(w) => w.dtype(),
+        Base::Quant(_) => unreachable!("a bf16 checkpoint"),
+    }).collect();
+    assert_eq!(dtypes[0], burn::tensor::DType::F32);
+    assert!(dtypes[1..].iter().all(|d| *d == burn::tensor::DType::BF16), "{dtypes:?}");
+}
+
 /// With a LoRA adapter attached (`tinytune generate --adapter`), the bf16-kept model computes
 /// what the same model widened to f32 does: the fused LoRA layer over a bf16 base, for a prompt
 /// (one-pass kernel) and for every decoded token.
