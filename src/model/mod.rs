@@ -336,19 +336,20 @@ impl Model {
         })
     }
 
-    /// Keep the linear weights and an untied output head in bfloat16, as the checkpoint stores
-    /// them, when it stores them so and the model runs on the CPU engine. Decoding reads every
-    /// weight once a token and is bound by memory bandwidth, so half the bytes is up to twice
-    /// the tokens/s; the products widen each weight to f32 and sum in f32, so the values are
-    /// the checkpoint's own and only the order of the sums changes. For generation: training,
-    /// merging and saving take f32 bases. Returns how many tensors it kept (0 when it does not
-    /// apply: another dtype on disk, or a GPU); a weight with any value a bf16 cannot hold
-    /// exactly (a tensor stored in f32 beside bf16 ones) stays f32.
+    /// Keep the linear weights and an untied output head in bfloat16 where every value of them
+    /// is a bfloat16 (a checkpoint stored in bf16, or in f32 upcast from bf16, as many are) and
+    /// the model runs on the CPU engine. Decoding reads every weight once a token and is bound
+    /// by memory bandwidth, so half the bytes is up to twice the tokens/s; the products widen
+    /// each weight to f32 and sum in f32, so the values are the checkpoint's own and only the
+    /// order of the sums changes. A weight with any other value stays f32: nothing is rounded.
+    /// For generation: training, merging and saving take f32 bases. Returns how many tensors it
+    /// kept (0 on a GPU).
     pub fn keep_bf16_weights(&mut self) -> usize {
         let cpu = matches!(self.device.as_dispatch().clone().inner(), burn::backend::DispatchDevice::Flex(_));
-        if self.source.dtype != safetensors::Dtype::BF16 || !cpu {
+        if !cpu {
             return 0;
         }
+        let is_bf16 = |v: &[f32]| v.iter().all(|x| x.to_bits() & 0xFFFF == 0);
         // `[in, out]` views of `[out, in]` buffers, as the checkpoint stores them: decoding's
         // kernel streams each output's weights front to back (`blas::bf16_matmul`).
         let device = self.device.clone();
@@ -356,11 +357,14 @@ impl Model {
             if w.dtype() == burn::tensor::DType::BF16 {
                 return 0;
             }
+            // One row first, so that an f32 model costs no copy of its weights.
+            let [d_in, d_out] = w.dims();
+            let first = w.clone().slice([0..d_in.min(1), 0..d_out]).into_data();
+            if !first.as_slice::<f32>().is_ok_and(is_bf16) {
+                return 0;
+            }
             let rows = w.clone().transpose().into_data();
-            // Only weights every value of which a bf16 holds exactly: a checkpoint mostly in
-            // bf16 may keep some tensors in f32, and those stay f32 rather than be rounded.
-            let exact = rows.as_slice::<f32>().is_ok_and(|v| v.iter().all(|x| x.to_bits() & 0xFFFF == 0));
-            if !exact {
+            if !rows.as_slice::<f32>().is_ok_and(is_bf16) {
                 return 0;
             }
             *w = Tensor::<2>::from_data(rows, &device).cast(burn::tensor::FloatDType::BF16).transpose();

@@ -142,8 +142,8 @@ fn bf16_weights_kept_as_stored_match_transformers() {
     }
 }
 
-/// A weight with values a bf16 cannot hold (a tensor kept in f32 beside bf16 ones) stays f32:
-/// keeping it would round it.
+/// A weight with values a bf16 cannot hold (a tensor kept in f32 beside bf16 ones, a model
+/// trained in f32) stays f32: keeping it would round it. bf16 values stored as f32 are kept.
 #[test]
 fn bf16_weights_are_kept_only_where_exact() {
     use tinytune::model::layers::Base;
@@ -158,6 +158,14 @@ fn bf16_weights_are_kept_only_where_exact() {
         *w = w.clone() + 1e-3;
     }
     assert_eq!(model.keep_bf16_weights(), 14);
+    // A model trained in f32 keeps nothing; the same bf16 values saved as f32 keep everything.
+    let mut trained = Model::load_dir(&fixture("tiny-llama"), &device.device).unwrap();
+    assert_eq!(trained.keep_bf16_weights(), 0);
+    let bf16 = Model::load_dir(&fixture("tiny-llama-bf16"), &device.device).unwrap();
+    let files = block_on(bf16.save_files_as(safetensors::Dtype::F32)).unwrap();
+    let mut upcast = Model::load(&tinytune::model::load::ModelFiles::from_named(files).unwrap(), &device.device).unwrap();
+    assert_eq!(upcast.source.dtype, safetensors::Dtype::F32);
+    assert_eq!(upcast.keep_bf16_weights(), 15);
     let dtypes: Vec<_> = model.arch.linears().iter().map(|(_, l)| match &l.base {
         Base::Dense(w) => w.dtype(),
         Base::Quant(_) => unreachable!("a bf16 checkpoint"),

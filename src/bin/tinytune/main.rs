@@ -135,7 +135,7 @@ fn run(command: Command) -> tinytune::Result<()> {
             if kept > 0 {
                 let mib = |b: usize| b as f64 / 1048576.0;
                 eprintln!(
-                    "model: {kept} weight matrices kept in bf16 as stored, computed in f32 ({:.1} MiB of weights; {:.1} MiB in f32)",
+                    "model: {kept} weight matrices kept in bf16 (every value of them is one), computed in f32 ({:.1} MiB of weights; {:.1} MiB in f32)",
                     mib(model.summary.base_bytes),
                     mib(model.summary.f32_bytes)
                 );
