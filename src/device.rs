@@ -165,6 +165,11 @@ pub struct OpenedDevice {
 }
 
 /// The CPU device. Always available, natively and in wasm.
+/// Whether tensors on `device` live on the CPU engine (burn flex), natively or in the page.
+pub fn is_cpu(device: &Device) -> bool {
+    matches!(device.as_dispatch().clone().inner(), burn::backend::DispatchDevice::Flex(_))
+}
+
 pub fn cpu() -> OpenedDevice {
     OpenedDevice { device: Device::flex(), info: DeviceInfo::cpu() }
 }

@@ -61,16 +61,35 @@ fn gemm_parallelism(m: usize, n: usize, k: usize) -> gemm::Parallelism {
 /// zeroing of its output and the copy of those zeros into an aligned buffer that burn flex's
 /// `matmul` does first (3% of a 24M model's training step). None for other dtypes and ranks.
 fn gemm_matmul(a: &FloatTensor<Flex>, b: &FloatTensor<Flex>) -> Option<FloatTensor<Flex>> {
-    let ((pa, m, k, a_rs, a_cs), (pb, kb, n, b_rs, b_cs)) = (gemm_operand(a)?, gemm_operand(b)?);
-    assert_eq!(k, kb, "matmul: [{m}, {k}] by [{kb}, {n}]");
+    let (oa, ob) = (gemm_operand(a)?, gemm_operand(b)?);
+    let (m, n) = (oa.1, ob.2);
     let mut out = Vec::<f32>::with_capacity(m * n);
-    // Safety: as in `gemm_matmul_add`; with `read_dst` false gemm writes every one of the m·n
-    // values (zeros when k is 0) without reading them, so they are initialised before set_len.
+    // Safety: `out` has room for m·n values; with `read_dst` false gemm writes every one of
+    // them (zeros when k is 0) without reading them, so they are initialised before set_len.
     unsafe {
-        gemm::gemm(m, n, k, out.as_mut_ptr(), 1, n as isize, false, pa, a_cs, a_rs, pb, b_cs, b_rs, 0.0f32, 1.0f32, false, false, false, gemm_parallelism(m, n, k));
+        gemm_into(oa, ob, out.as_mut_ptr(), false);
         out.set_len(m * n);
     }
     Some(Flex::float_from_data(burn::tensor::TensorData::new(out, [m, n]), &Default::default()))
+}
+
+/// A 2-d f32 tensor as the gemm crate takes it: a pointer to its first element, its rows and
+/// columns, and its row and column strides (any strides: a transposed view is a pair of strides).
+type GemmOperand = (*const f32, usize, usize, isize, isize);
+
+/// `out = a · b`, or `out += a · b` with `read_dst`, for a row-major `out` of `[M, N]`, by the
+/// gemm crate; threads only for products worth them.
+///
+/// # Safety
+/// `out` must point to m·n writable f32 values (initialised when `read_dst`) that no operand
+/// shares; the operands' pointers and strides must stay inside their storage (burn flex's
+/// layouts do). gemm keeps no pointer after the call.
+unsafe fn gemm_into(a: GemmOperand, b: GemmOperand, out: *mut f32, read_dst: bool) {
+    let ((pa, m, k, a_rs, a_cs), (pb, kb, n, b_rs, b_cs)) = (a, b);
+    assert_eq!(k, kb, "matmul: [{m}, {k}] by [{kb}, {n}]");
+    let keep = if read_dst { 1.0f32 } else { 0.0 };
+    // Safety: the caller's contract above.
+    unsafe { gemm::gemm(m, n, k, out, 1, n as isize, read_dst, pa, a_cs, a_rs, pb, b_cs, b_rs, keep, 1.0f32, false, false, false, gemm_parallelism(m, n, k)) }
 }
 
 /// Rows up to which a product with bfloat16 weights streams them once through
@@ -116,9 +135,8 @@ pub fn flex_matmul_add(a: FloatTensor<Flex>, b: FloatTensor<Flex>, c: FloatTenso
     }
 }
 
-/// A 2-d f32 tensor as the gemm crate takes it: a pointer to its first element, its rows and
-/// columns, and its row and column strides (any strides: a transposed view is a pair of strides).
-fn gemm_operand(t: &FloatTensor<Flex>) -> Option<(*const f32, usize, usize, isize, isize)> {
+/// A 2-d f32 tensor as a `GemmOperand`, or None for other dtypes and ranks.
+fn gemm_operand(t: &FloatTensor<Flex>) -> Option<GemmOperand> {
     let layout = t.layout();
     if t.dtype() != DType::F32 || layout.num_dims() != 2 {
         return None;
@@ -136,7 +154,8 @@ fn gemm_operand(t: &FloatTensor<Flex>) -> Option<(*const f32, usize, usize, isiz
 /// allocate, zero and copy into place (burn flex's `matmul` does all three) and no separate add.
 /// `Err(c)` when `c` is shared or not a contiguous f32 `[M, N]`, or an operand is not 2-d f32.
 fn gemm_matmul_add(a: &FloatTensor<Flex>, b: &FloatTensor<Flex>, mut c: FloatTensor<Flex>) -> Result<FloatTensor<Flex>, FloatTensor<Flex>> {
-    let (Some((pa, m, k, a_rs, a_cs)), Some((pb, kb, n, b_rs, b_cs))) = (gemm_operand(a), gemm_operand(b)) else { return Err(c) };
+    let (Some(oa), Some(ob)) = (gemm_operand(a), gemm_operand(b)) else { return Err(c) };
+    let (m, k, kb, n) = (oa.1, oa.2, ob.1, ob.2);
     if k != kb
         || c.dtype() != DType::F32
         || !(c.layout().num_dims() == 2 && c.layout().shape()[0] == m && c.layout().shape()[1] == n)
@@ -145,15 +164,10 @@ fn gemm_matmul_add(a: &FloatTensor<Flex>, b: &FloatTensor<Flex>, mut c: FloatTen
     {
         return Err(c);
     }
-    let parallelism = gemm_parallelism(m, n, k);
     let Some(out) = c.try_storage_mut::<f32>() else { return Err(c) };
-    // Safety: the operands' pointers and strides are their layouts', which burn flex keeps
-    // inside their storage; `out` is c's own buffer (c is unique, so it shares no storage with
-    // a or b), exactly m·n values, row-major. gemm computes out = 1·out + 1·(a·b), reading out
-    // first (`read_dst`), and keeps no pointer after the call.
-    unsafe {
-        gemm::gemm(m, n, k, out.as_mut_ptr(), 1, n as isize, true, pa, a_cs, a_rs, pb, b_cs, b_rs, 1.0f32, 1.0f32, false, false, false, parallelism);
-    }
+    // Safety: `out` is c's own buffer (c is unique, so it shares no storage with a or b),
+    // exactly m·n initialised values, row-major.
+    unsafe { gemm_into(oa, ob, out.as_mut_ptr(), true) };
     Ok(c)
 }
 

@@ -279,8 +279,7 @@ pub fn attention_mask(t: usize, past: usize, pad: Option<&[Vec<bool>]>, batch: u
     // a finite -1e30 took its underflow path, errno and all, for half the scores of every causal
     // attention (2.9% of a training step's samples in xflowf and with_errnof alone). GPUs keep
     // the finite value: WGSL lets a compiler assume there are no infinities.
-    let cpu = matches!(device.as_dispatch().clone().inner(), burn::backend::DispatchDevice::Flex(_));
-    let hidden: f32 = if cpu && pad.is_none() { f32::NEG_INFINITY } else { -1e30 };
+    let hidden: f32 = if crate::device::is_cpu(device) && pad.is_none() { f32::NEG_INFINITY } else { -1e30 };
     let s = past + t;
     let mut m = vec![0f32; batch * t * s];
     for b in 0..batch {

@@ -345,8 +345,7 @@ impl Model {
     /// For generation: training, merging and saving take f32 bases. Returns how many tensors it
     /// kept (0 on a GPU).
     pub fn keep_bf16_weights(&mut self) -> usize {
-        let cpu = matches!(self.device.as_dispatch().clone().inner(), burn::backend::DispatchDevice::Flex(_));
-        if !cpu {
+        if !crate::device::is_cpu(&self.device) {
             return 0;
         }
         let is_bf16 = |v: &[f32]| v.iter().all(|x| x.to_bits() & 0xFFFF == 0);
