@@ -1,6 +1,6 @@
 //! tinytune's fused element-wise kernels for the CPU engine: plain loops over `f32` slices that
-//! the compiler vectorises (natively AVX2 and FMA where the CPU has them, chosen at run time,
-//! else SSE2; simd128 in wasm). They live in a crate of their own so
+//! the compiler vectorises (natively AVX-512, or AVX2 and FMA, where the CPU has them, chosen at
+//! run time, else SSE2; simd128 in wasm). They live in a crate of their own so
 //! that the dev profile builds them at opt-level 3, as it does every dependency (`Cargo.toml`):
 //! tinytune itself is built at opt-level 1, where these loops stay scalar. Threads, tensors and
 //! gradients are tinytune's business (`src/model/fused/`); nothing here allocates.
@@ -27,10 +27,55 @@ fn exp_inline(x: f32) -> f32 {
     if x < -87.3 { 0.0 } else { e }
 }
 
-/// A kernel compiled twice: for AVX2 and FMA, taken where the CPU has them (every x86-64 of the
-/// last decade), and as built (SSE2, the x86-64 baseline; simd128 in wasm). What the body calls
-/// must be `#[inline(always)]` so that it is compiled inside the AVX2 copy. The gemm kernels pick
-/// their instruction set the same way, at run time.
+/// The widest vector instructions the kernels use on this CPU (x86-64): AVX-512 (F, VL, BW, DQ,
+/// with AVX2 and FMA), else AVX2 and FMA, else the baseline the crate is built for (SSE2).
+/// Found once; `TINYTUNE_SIMD=avx2` or `=baseline` caps it (to compare them on one machine).
+#[cfg(target_arch = "x86_64")]
+#[derive(Clone, Copy, PartialEq, PartialOrd, Debug)]
+pub enum Simd {
+    Baseline = 1,
+    Avx2 = 2,
+    Avx512 = 3,
+}
+
+#[cfg(target_arch = "x86_64")]
+pub fn simd() -> Simd {
+    use std::sync::atomic::{AtomicU8, Ordering};
+    static LEVEL: AtomicU8 = AtomicU8::new(0);
+    match LEVEL.load(Ordering::Relaxed) {
+        1 => Simd::Baseline,
+        2 => Simd::Avx2,
+        3 => Simd::Avx512,
+        _ => {
+            let avx2 = std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma");
+            let avx512 = avx2
+                && std::is_x86_feature_detected!("avx512f")
+                && std::is_x86_feature_detected!("avx512vl")
+                && std::is_x86_feature_detected!("avx512bw")
+                && std::is_x86_feature_detected!("avx512dq");
+            let found = if avx512 { Simd::Avx512 } else if avx2 { Simd::Avx2 } else { Simd::Baseline };
+            let level = match std::env::var("TINYTUNE_SIMD").ok().as_deref() {
+                Some("baseline" | "sse2") => Simd::Baseline,
+                Some("avx2") => found.min_with(Simd::Avx2),
+                _ => found,
+            };
+            LEVEL.store(level as u8, Ordering::Relaxed);
+            level
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+impl Simd {
+    fn min_with(self, other: Simd) -> Simd {
+        if self <= other { self } else { other }
+    }
+}
+
+/// A kernel compiled three times: for AVX-512, for AVX2 and FMA, and as built (SSE2, the x86-64
+/// baseline; simd128 in wasm), the widest the CPU has taken at run time (`simd`). What the body
+/// calls must be `#[inline(always)]` so that it is compiled inside each copy. The gemm kernels
+/// pick their instruction set the same way, at run time.
 macro_rules! simd_fn {
     ($(#[$m:meta])* pub fn $name:ident($($a:ident: $t:ty),* $(,)?) $(-> $r:ty)? $body:block) => {
         $(#[$m])*
@@ -40,14 +85,21 @@ macro_rules! simd_fn {
             fn body($($a: $t),*) $(-> $r)? $body
             #[cfg(target_arch = "x86_64")]
             {
+                #[target_feature(enable = "avx512f,avx512vl,avx512bw,avx512dq,avx2,fma")]
+                #[allow(clippy::too_many_arguments)]
+                unsafe fn avx512($($a: $t),*) $(-> $r)? {
+                    body($($a),*)
+                }
                 #[target_feature(enable = "avx2,fma")]
                 #[allow(clippy::too_many_arguments)]
                 unsafe fn avx2($($a: $t),*) $(-> $r)? {
                     body($($a),*)
                 }
-                if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
-                    // Safety: the CPU has both features, which is all `avx2` requires.
-                    return unsafe { avx2($($a),*) };
+                match crate::simd() {
+                    // Safety: `simd` found every feature each copy is compiled for.
+                    crate::Simd::Avx512 => return unsafe { avx512($($a),*) },
+                    crate::Simd::Avx2 => return unsafe { avx2($($a),*) },
+                    crate::Simd::Baseline => {}
                 }
             }
             body($($a),*)

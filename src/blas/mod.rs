@@ -150,7 +150,7 @@ fn gemm_operand(t: &FloatTensor<Flex>) -> Option<GemmOperand> {
 }
 
 /// `c + a · b` added into `c`'s buffer by the gemm crate (burn flex's own GEMM), for the products
-/// the BLAS does not take (a rank-r LoRA factor's, or all of them without a BLAS): no output to
+/// the BLAS does not take (a LoRA factor's of rank under 8, or all of them without a BLAS): no output to
 /// allocate, zero and copy into place (burn flex's `matmul` does all three) and no separate add.
 /// `Err(c)` when `c` is shared or not a contiguous f32 `[M, N]`, or an operand is not 2-d f32.
 fn gemm_matmul_add(a: &FloatTensor<Flex>, b: &FloatTensor<Flex>, mut c: FloatTensor<Flex>) -> Result<FloatTensor<Flex>, FloatTensor<Flex>> {
@@ -191,10 +191,12 @@ fn blas_matmul_add(blas: &library::Blas, a: &FloatTensor<Flex>, b: &FloatTensor<
 
 /// Products with a side shorter than this stay on burn flex, whose kernels win there
 /// (`benches/gemm_shapes.rs`, 2 threads): decoding's one row (19 against 6 GFLOPS) and four
-/// (45 against 19), and the rank-8 LoRA products (52 against 42); from 16 rows on the BLAS wins
-/// (89 against 63; 150–180 against 70–180 at 1,024 rows).
+/// (45 against 19). The rank-8 LoRA products go to the BLAS: alone, burn flex's kernel was
+/// faster on them (52 against 42 GFLOPS on an AMD EPYC), but in a training step, where burn
+/// flex runs them on one thread and the BLAS on two, the BLAS made steps 3.3% faster on an
+/// Intel Xeon (benches/README.md, "Steps taking turns") and no slower on the EPYC.
 #[cfg(not(target_arch = "wasm32"))]
-const BLAS_MIN_SIDE: usize = 16;
+const BLAS_MIN_SIDE: usize = 8;
 
 #[cfg(not(target_arch = "wasm32"))]
 fn blas_matmul(blas: &library::Blas, a: &FloatTensor<Flex>, b: &FloatTensor<Flex>) -> Option<FloatTensor<Flex>> {

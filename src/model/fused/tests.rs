@@ -13,6 +13,21 @@ fn assert_close(what: &str, got: &[f32], want: &[f32], tol: f32) {
     }
 }
 
+/// scripts/test runs these tests again with `TINYTUNE_SIMD` capping the kernels' instruction
+/// set, so that each compiled copy meets the references: the cap must then be in force.
+#[cfg(target_arch = "x86_64")]
+#[test]
+fn the_kernels_run_the_instruction_set_asked_for() {
+    use tinytune_kernels::{Simd, simd};
+    match std::env::var("TINYTUNE_SIMD").ok().as_deref() {
+        Some("baseline") => assert_eq!(simd(), Simd::Baseline),
+        Some("avx2") => assert!(simd() <= Simd::Avx2, "{:?}", simd()),
+        _ if std::is_x86_feature_detected!("avx512f") && std::is_x86_feature_detected!("avx512bw") => assert_eq!(simd(), Simd::Avx512),
+        _ if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") => assert_eq!(simd(), Simd::Avx2),
+        _ => assert_eq!(simd(), Simd::Baseline),
+    }
+}
+
 #[test]
 fn the_vectorised_exp_is_within_2_5e_7_of_the_exact_value() {
     use tinytune_kernels::exp;
