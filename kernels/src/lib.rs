@@ -30,7 +30,6 @@ fn exp_inline(x: f32) -> f32 {
 /// The widest vector instructions the kernels use on this CPU (x86-64): AVX-512 (F, VL, BW, DQ,
 /// with AVX2 and FMA), else AVX2 and FMA, else the baseline the crate is built for (SSE2).
 /// Found once; `TINYTUNE_SIMD=avx2` or `=baseline` caps it (to compare them on one machine).
-#[cfg(target_arch = "x86_64")]
 #[derive(Clone, Copy, PartialEq, PartialOrd, Debug)]
 pub enum Simd {
     Baseline = 1,
@@ -74,7 +73,8 @@ impl Simd {
 
 /// A kernel compiled three times: for AVX-512, for AVX2 and FMA, and as built (SSE2, the x86-64
 /// baseline; simd128 in wasm), the widest the CPU has taken at run time (`simd`). What the body
-/// calls must be `#[inline(always)]` so that it is compiled inside each copy. The gemm kernels
+/// calls must be `#[inline(always)]` so that it is compiled inside each copy. The body sees
+/// `ISA`, the copy's `Simd` level as a number (for `madd`, and for register tiles sized to it). The gemm kernels
 /// pick their instruction set the same way, at run time.
 macro_rules! simd_fn {
     ($(#[$m:meta])* pub fn $name:ident($($a:ident: $t:ty),* $(,)?) $(-> $r:ty)? $body:block) => {
@@ -82,18 +82,18 @@ macro_rules! simd_fn {
         pub fn $name($($a: $t),*) $(-> $r)? {
             #[inline(always)]
             #[allow(clippy::too_many_arguments)]
-            fn body($($a: $t),*) $(-> $r)? $body
+            fn body<const ISA: u8>($($a: $t),*) $(-> $r)? $body
             #[cfg(target_arch = "x86_64")]
             {
                 #[target_feature(enable = "avx512f,avx512vl,avx512bw,avx512dq,avx2,fma")]
                 #[allow(clippy::too_many_arguments)]
                 unsafe fn avx512($($a: $t),*) $(-> $r)? {
-                    body($($a),*)
+                    body::<{ Simd::Avx512 as u8 }>($($a),*)
                 }
                 #[target_feature(enable = "avx2,fma")]
                 #[allow(clippy::too_many_arguments)]
                 unsafe fn avx2($($a: $t),*) $(-> $r)? {
-                    body($($a),*)
+                    body::<{ Simd::Avx2 as u8 }>($($a),*)
                 }
                 match crate::simd() {
                     // Safety: `simd` found every feature each copy is compiled for.
@@ -102,9 +102,17 @@ macro_rules! simd_fn {
                     crate::Simd::Baseline => {}
                 }
             }
-            body($($a),*)
+            body::<{ Simd::Baseline as u8 }>($($a),*)
         }
     };
+}
+
+/// `a·b + c`, fused into one instruction (one rounding) in the copies compiled with FMA, as
+/// two where there is none (SSE2, wasm), where a fused multiply-add would be a slow library call.
+/// A plain `a * b + c` is never fused: Rust does not contract floating-point expressions.
+#[inline(always)]
+fn madd<const ISA: u8>(a: f32, b: f32, c: f32) -> f32 {
+    if ISA >= Simd::Avx2 as u8 { a.mul_add(b, c) } else { a * b + c }
 }
 
 #[inline(always)]
@@ -428,14 +436,16 @@ simd_fn! {
 /// accumulators stay in registers); others take burn's composed ops.
 pub const ATTENTION_HEAD_SIZES: [usize; 6] = [8, 16, 32, 64, 80, 128];
 
-/// Keys, padded to whole tiles of 8 in the score matrices.
+/// Keys and values a tile of `at_b` covers.
 const TILE: usize = 8;
+/// Keys a score tile of `a_bt` covers; the score matrices' rows are padded to whole tiles.
+const KT: usize = 16;
 /// Query rows a score tile covers.
 const TILE_ROWS: usize = 4;
 
 impl AttentionBlock {
     fn s8(&self) -> usize {
-        self.s.div_ceil(TILE) * TILE
+        self.s.div_ceil(KT) * KT
     }
 
     /// The scratch `attention_forward` and `attention_backward` need, in f32s.
@@ -467,46 +477,71 @@ fn transpose_into(from: &[f32], rows: usize, cols: usize, to: &mut [f32], stride
 }
 
 /// `out[r][j] = Σ_d a[r][d] · bt[d][j]` for each row r (`a` `[rows, H]`) and the keys j below its
-/// end, in tiles of 4 rows × 8 keys held in registers (`bt` `[H, s8]`, `out` `[rows, s8]`).
+/// end, in tiles of 4 rows × 16 keys held in registers (`bt` `[H, s8]`, `out` `[rows, s8]`).
 /// Past a row's end, up to its tile's, the values are left for the caller to overwrite.
 #[inline(always)]
-fn a_bt<const H: usize>(a: &[f32], bt: &[f32], s8: usize, ends: &[f32], out: &mut [f32]) {
+fn a_bt<const H: usize, const ISA: u8>(a: &[f32], bt: &[f32], s8: usize, ends: &[f32], out: &mut [f32]) {
     let rows = ends.len();
     for r in (0..rows).step_by(TILE_ROWS) {
         let n = (rows - r).min(TILE_ROWS);
         let end = ends[r..r + n].iter().fold(0f32, |m, &e| m.max(e)) as usize;
-        for j in (0..end).step_by(TILE) {
-            let mut acc = [[0f32; TILE]; TILE_ROWS];
+        for j in (0..end).step_by(KT) {
+            let mut acc = [[0f32; KT]; TILE_ROWS];
             for d in 0..H {
-                let bv: &[f32; TILE] = bt[d * s8 + j..d * s8 + j + TILE].try_into().unwrap();
+                let bv: &[f32; KT] = bt[d * s8 + j..d * s8 + j + KT].try_into().unwrap();
                 for (i, acc) in acc.iter_mut().enumerate() {
                     let av = a[(r + i.min(n - 1)) * H + d];
-                    for l in 0..TILE {
-                        acc[l] += av * bv[l];
+                    for l in 0..KT {
+                        acc[l] = madd::<ISA>(av, bv[l], acc[l]);
                     }
                 }
             }
             for (i, acc) in acc.iter().enumerate().take(n) {
-                out[(r + i) * s8 + j..(r + i) * s8 + j + TILE].copy_from_slice(acc);
+                out[(r + i) * s8 + j..(r + i) * s8 + j + KT].copy_from_slice(acc);
             }
         }
     }
 }
 
 /// `out[r] = Σ_j p[r][j] · v[j]` over each row's first `ends[r]` columns (`p` rows of `stride`,
-/// `v` `[_, H]`, `out` `[rows, H]`).
+/// `v` `[_, H]`, `out` `[rows, H]`), two rows at a time where registers allow: past a row's end,
+/// up to its partner's, `p` must hold zeros (the probabilities and their gradient do).
 #[inline(always)]
-fn p_v<const H: usize>(p: &[f32], stride: usize, ends: &[f32], v: &[f32], out: &mut [f32]) {
-    let (n, end) = (ends.len(), |r: usize| ends[r] as usize);
-    for (r, o) in out.chunks_exact_mut(H).enumerate().take(n) {
-        let mut acc = [0f32; H];
-        for (j, &pj) in p[r * stride..r * stride + end(r)].iter().enumerate() {
+fn p_v<const H: usize, const ISA: u8>(p: &[f32], stride: usize, ends: &[f32], v: &[f32], out: &mut [f32]) {
+    let n = ends.len();
+    // Two rows a pass where both rows' accumulators fit the vector registers (2 × H values:
+    // AVX-512's 32 registers of 16 hold them up to H = 128, AVX2's 16 of 8 up to H = 32).
+    if !(H <= 32 || ISA == Simd::Avx512 as u8) {
+        for (r, o) in out.chunks_exact_mut(H).enumerate().take(n) {
+            let mut acc = [0f32; H];
+            for (j, &pj) in p[r * stride..][..ends[r] as usize].iter().enumerate() {
+                let vj: &[f32; H] = v[j * H..(j + 1) * H].try_into().unwrap();
+                for d in 0..H {
+                    acc[d] = madd::<ISA>(pj, vj[d], acc[d]);
+                }
+            }
+            o.copy_from_slice(&acc);
+        }
+        return;
+    }
+    for r in (0..n).step_by(2) {
+        // The last row of an odd count pairs with itself, its sums written once.
+        let two = r + 1 < n;
+        let end = if two { ends[r].max(ends[r + 1]) } else { ends[r] } as usize;
+        let (p0, p1) = (&p[r * stride..][..end], &p[(r + usize::from(two)) * stride..][..end]);
+        let (mut a0, mut a1) = ([0f32; H], [0f32; H]);
+        for j in 0..end {
             let vj: &[f32; H] = v[j * H..(j + 1) * H].try_into().unwrap();
+            let (x0, x1) = (p0[j], p1[j]);
             for d in 0..H {
-                acc[d] += pj * vj[d];
+                a0[d] = madd::<ISA>(x0, vj[d], a0[d]);
+                a1[d] = madd::<ISA>(x1, vj[d], a1[d]);
             }
         }
-        o.copy_from_slice(&acc);
+        out[r * H..(r + 1) * H].copy_from_slice(&a0);
+        if two {
+            out[(r + 1) * H..(r + 2) * H].copy_from_slice(&a1);
+        }
     }
 }
 
@@ -514,7 +549,7 @@ fn p_v<const H: usize>(p: &[f32], stride: usize, ends: &[f32], v: &[f32], out: &
 /// `[s, H]`), over the rows that see key j (`ends[r] > j`), in tiles of 8 keys × 8 values held in
 /// registers: each row adds an outer product. H is a multiple of 8.
 #[inline(always)]
-fn at_b<const H: usize>(a: &[f32], s8: usize, s: usize, ends: &[f32], b: &[f32], out: &mut [f32]) {
+fn at_b<const H: usize, const ISA: u8>(a: &[f32], s8: usize, s: usize, ends: &[f32], b: &[f32], out: &mut [f32]) {
     for j in (0..s).step_by(TILE) {
         let keys = (s - j).min(TILE);
         for d in (0..H).step_by(TILE) {
@@ -526,7 +561,7 @@ fn at_b<const H: usize>(a: &[f32], s8: usize, s: usize, ends: &[f32], b: &[f32],
                     let av: &[f32; TILE] = a[r * s8 + j..r * s8 + j + TILE].try_into().unwrap();
                     for (acc, &x) in acc.iter_mut().zip(av) {
                         for l in 0..TILE {
-                            acc[l] += x * bv[l];
+                            acc[l] = madd::<ISA>(x, bv[l], acc[l]);
                         }
                     }
                 }
@@ -585,20 +620,20 @@ fn split_scratch<'a>(b: &AttentionBlock, scratch: &'a mut [f32]) -> [&'a mut [f3
 }
 
 #[inline(always)]
-fn forward<const H: usize>(b: &AttentionBlock, q: &[f32], k: &[f32], v: &[f32], mask: &[f32], out: &mut [f32], scratch: &mut [f32]) {
+fn forward<const H: usize, const ISA: u8>(b: &AttentionBlock, q: &[f32], k: &[f32], v: &[f32], mask: &[f32], out: &mut [f32], scratch: &mut [f32]) {
     let s8 = b.s8();
     let [kt, _, p, _, ends] = split_scratch(b, scratch);
     b.ends(mask, ends);
     kt.fill(0.0);
     transpose_into(k, b.s, H, kt, s8);
-    a_bt::<H>(q, kt, s8, ends, p);
+    a_bt::<H, ISA>(q, kt, s8, ends, p);
     softmax_rows(b, mask, ends, p);
-    p_v::<H>(p, s8, ends, v, out);
+    p_v::<H, ISA>(p, s8, ends, v, out);
 }
 
 #[allow(clippy::too_many_arguments)]
 #[inline(always)]
-fn backward<const H: usize>(b: &AttentionBlock, q: &[f32], k: &[f32], v: &[f32], mask: &[f32], g: &[f32], dq: &mut [f32], dk: &mut [f32], dv: &mut [f32], scratch: &mut [f32]) {
+fn backward<const H: usize, const ISA: u8>(b: &AttentionBlock, q: &[f32], k: &[f32], v: &[f32], mask: &[f32], g: &[f32], dq: &mut [f32], dk: &mut [f32], dv: &mut [f32], scratch: &mut [f32]) {
     let s8 = b.s8();
     let [kt, vt, p, ds, ends] = split_scratch(b, scratch);
     b.ends(mask, ends);
@@ -608,9 +643,9 @@ fn backward<const H: usize>(b: &AttentionBlock, q: &[f32], k: &[f32], v: &[f32],
     transpose_into(v, b.s, H, vt, s8);
     // The probabilities again, then dp = g·vᵀ, then the softmax's gradient in place:
     // ds = p · (dp − Σ p·dp) · scale, 0 past each row's end.
-    a_bt::<H>(q, kt, s8, ends, p);
+    a_bt::<H, ISA>(q, kt, s8, ends, p);
     softmax_rows(b, mask, ends, p);
-    a_bt::<H>(g, vt, s8, ends, ds);
+    a_bt::<H, ISA>(g, vt, s8, ends, ds);
     for r in 0..b.rows {
         let end = ends[r] as usize;
         let (pr, dr) = (&p[r * s8..r * s8 + end], &mut ds[r * s8..(r + 1) * s8]);
@@ -621,20 +656,20 @@ fn backward<const H: usize>(b: &AttentionBlock, q: &[f32], k: &[f32], v: &[f32],
         dr[end..].fill(0.0);
     }
     // dq = ds·k, dk = dsᵀ·q, dv = pᵀ·g.
-    p_v::<H>(ds, s8, ends, k, dq);
-    at_b::<H>(ds, s8, b.s, ends, q, dk);
-    at_b::<H>(p, s8, b.s, ends, g, dv);
+    p_v::<H, ISA>(ds, s8, ends, k, dq);
+    at_b::<H, ISA>(ds, s8, b.s, ends, q, dk);
+    at_b::<H, ISA>(p, s8, b.s, ends, g, dv);
 }
 
 macro_rules! by_head_size {
     ($hs:expr, $f:ident, $($arg:expr),*) => {
         match $hs {
-            8 => $f::<8>($($arg),*),
-            16 => $f::<16>($($arg),*),
-            32 => $f::<32>($($arg),*),
-            64 => $f::<64>($($arg),*),
-            80 => $f::<80>($($arg),*),
-            128 => $f::<128>($($arg),*),
+            8 => $f::<8, ISA>($($arg),*),
+            16 => $f::<16, ISA>($($arg),*),
+            32 => $f::<32, ISA>($($arg),*),
+            64 => $f::<64, ISA>($($arg),*),
+            80 => $f::<80, ISA>($($arg),*),
+            128 => $f::<128, ISA>($($arg),*),
             hs => panic!("no attention kernel for a head size of {hs} (see ATTENTION_HEAD_SIZES)"),
         }
     };
