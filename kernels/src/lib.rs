@@ -74,8 +74,8 @@ impl Simd {
 /// A kernel compiled three times: for AVX-512, for AVX2 and FMA, and as built (SSE2, the x86-64
 /// baseline; simd128 in wasm), the widest the CPU has taken at run time (`simd`). What the body
 /// calls must be `#[inline(always)]` so that it is compiled inside each copy. The body sees
-/// `ISA`, the copy's `Simd` level as a number (for `madd`, and for register tiles sized to it). The gemm kernels
-/// pick their instruction set the same way, at run time.
+/// `ISA`, the copy's `Simd` level as a number (for `madd`, and for register tiles sized to it).
+/// The gemm kernels pick their instruction set the same way, at run time.
 macro_rules! simd_fn {
     ($(#[$m:meta])* pub fn $name:ident($($a:ident: $t:ty),* $(,)?) $(-> $r:ty)? $body:block) => {
         $(#[$m])*
