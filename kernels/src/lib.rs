@@ -30,7 +30,7 @@ fn exp_inline(x: f32) -> f32 {
 /// The widest vector instructions the kernels use on this CPU (x86-64): AVX-512 (F, VL, BW, DQ,
 /// with AVX2 and FMA), else AVX2 and FMA, else the baseline the crate is built for (SSE2).
 /// Found once; `TINYTUNE_SIMD=avx2` or `=baseline` caps it (to compare them on one machine).
-#[derive(Clone, Copy, PartialEq, PartialOrd, Debug)]
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Debug)]
 pub enum Simd {
     Baseline = 1,
     Avx2 = 2,
@@ -55,19 +55,12 @@ pub fn simd() -> Simd {
             let found = if avx512 { Simd::Avx512 } else if avx2 { Simd::Avx2 } else { Simd::Baseline };
             let level = match std::env::var("TINYTUNE_SIMD").ok().as_deref() {
                 Some("baseline" | "sse2") => Simd::Baseline,
-                Some("avx2") => found.min_with(Simd::Avx2),
+                Some("avx2") => found.min(Simd::Avx2),
                 _ => found,
             };
             LEVEL.store(level as u8, Ordering::Relaxed);
             level
         }
-    }
-}
-
-#[cfg(target_arch = "x86_64")]
-impl Simd {
-    fn min_with(self, other: Simd) -> Simd {
-        if self <= other { self } else { other }
     }
 }
 

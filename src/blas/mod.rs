@@ -150,8 +150,9 @@ fn gemm_operand(t: &FloatTensor<Flex>) -> Option<GemmOperand> {
 }
 
 /// `c + a · b` added into `c`'s buffer by the gemm crate (burn flex's own GEMM), for the products
-/// the BLAS does not take (a LoRA factor's of rank under 8, or all of them without a BLAS): no output to
-/// allocate, zero and copy into place (burn flex's `matmul` does all three) and no separate add.
+/// the BLAS does not take (a LoRA factor's of rank under 8, or all of them without a BLAS): no
+/// output to allocate, zero and copy into place (burn flex's `matmul` does all three) and no
+/// separate add.
 /// `Err(c)` when `c` is shared or not a contiguous f32 `[M, N]`, or an operand is not 2-d f32.
 fn gemm_matmul_add(a: &FloatTensor<Flex>, b: &FloatTensor<Flex>, mut c: FloatTensor<Flex>) -> Result<FloatTensor<Flex>, FloatTensor<Flex>> {
     let (Some(oa), Some(ob)) = (gemm_operand(a), gemm_operand(b)) else { return Err(c) };
