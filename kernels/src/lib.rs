@@ -56,7 +56,11 @@ pub fn simd() -> Simd {
             let level = match std::env::var("TINYTUNE_SIMD").ok().as_deref() {
                 Some("baseline" | "sse2") => Simd::Baseline,
                 Some("avx2") => found.min(Simd::Avx2),
-                _ => found,
+                None | Some("") => found,
+                Some(other) => {
+                    eprintln!("warning: TINYTUNE_SIMD={other} is not a cap the kernels know; give avx2 or baseline, or unset it (using {found:?}, the widest this CPU has)");
+                    found
+                }
             };
             LEVEL.store(level as u8, Ordering::Relaxed);
             level
