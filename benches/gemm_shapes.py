@@ -43,13 +43,17 @@ def main():
     for r in rows:
         b, m, k, n = r["batch"], r["m"], r["k"], r["n"]
         flops = 2.0 * b * m * k * n
-        an = np.random.rand(b, m, k).astype(np.float32)
+        # The left side likewise: `[m, k]`, or a transposed view of `[k, m]` (the tokens' sums).
+        a_stored = (np.random.rand(b, k, m) if r.get("a_transposed") else np.random.rand(b, m, k)).astype(np.float32)
+        an = a_stored.transpose(0, 2, 1) if r.get("a_transposed") else a_stored
         # The right side as the engine holds it: `[k, n]`, or a transposed view of `[n, k]`.
         stored = np.random.rand(b, n, k) if r["transposed"] else np.random.rand(b, k, n)
         stored = stored.astype(np.float32)
         bn = stored.transpose(0, 2, 1) if r["transposed"] else stored
         npy = flops / median_seconds(lambda: np.matmul(an, bn)) / 1e9
-        at, bt = torch.from_numpy(an), torch.from_numpy(stored)
+        at, bt = torch.from_numpy(a_stored), torch.from_numpy(stored)
+        if r.get("a_transposed"):
+            at = at.transpose(1, 2)
         if r["transposed"]:
             bt = bt.transpose(1, 2)
         pt = flops / median_seconds(lambda: torch.matmul(at, bt)) / 1e9

@@ -2,8 +2,10 @@
 //! batch 8 × 128 = 1024 rows, rank 8), timed through burn's tensor API on the CPU engine (burn
 //! flex, the gemm crate), and for the 2-d products also through `fused::matmul`, which the
 //! model calls (a BLAS when one is installed). Then the rows of decoding and short prompts, where
-//! the two part ways. Prints one JSON line per shape (`name`, `m`, `k`, `n`, `batch`, `gflops`,
-//! `gflops_model`: the model's path, or null for the batched products), the median of 7 timed
+//! the two part ways. Each side is held as the model holds it: the backward pass's weights and
+//! the token-summed gradients' left sides as transposed views. Prints one JSON line per shape
+//! (`name`, `m`, `k`, `n`, `batch`, `transposed` and `a_transposed` for the right and left
+//! sides, `gflops`, `gflops_model`: the model's path, or null for the batched products), the median of 7 timed
 //! calls after one untimed. `benches/gemm_shapes.py` runs it beside numpy (OpenBLAS) and PyTorch
 //! on the same shapes and prints the table; asserts nothing.
 //!
@@ -15,24 +17,27 @@ use burn::tensor::{Device, Tensor};
 use futures_lite::future::block_on;
 use tinytune::model::read_f32;
 
-/// (name, batch, m, k, n, whether the right side is a transposed view as in the backward pass)
-const SHAPES: &[(&str, usize, usize, usize, usize, bool)] = &[
-    ("base q/o forward", 1, 1024, 512, 512, false),
-    ("base k/v forward", 1, 1024, 512, 256, false),
-    ("base gate/up forward", 1, 1024, 512, 1376, false),
-    ("base down forward", 1, 1024, 1376, 512, false),
-    ("base gate/up input grad (W transposed)", 1, 1024, 1376, 512, true),
-    ("base down input grad (W transposed)", 1, 1024, 512, 1376, true),
-    ("LoRA x·A (r 8)", 1, 1024, 512, 8, false),
-    ("LoRA (x·A)·B (r 8)", 1, 1024, 8, 512, false),
-    ("LoRA grad of A: xᵀ·g (r 8)", 1, 512, 1024, 8, false),
-    ("attention q·kᵀ per head (64 heads)", 64, 128, 64, 128, true),
-    ("attention p·v per head (64 heads)", 64, 128, 128, 64, false),
-    ("decode: q/o, 1 row", 1, 1, 512, 512, false),
-    ("decode: gate/up, 1 row", 1, 1, 512, 1376, false),
-    ("prompt: q/o, 4 rows", 1, 4, 512, 512, false),
-    ("prompt: q/o, 16 rows", 1, 16, 512, 512, false),
-    ("prompt: q/o, 64 rows", 1, 64, 512, 512, false),
+/// (name, batch, m, k, n, whether the right side is a transposed view as in the backward pass,
+/// whether the left side is)
+const SHAPES: &[(&str, usize, usize, usize, usize, bool, bool)] = &[
+    ("base q/o forward", 1, 1024, 512, 512, false, false),
+    ("base k/v forward", 1, 1024, 512, 256, false, false),
+    ("base gate/up forward", 1, 1024, 512, 1376, false, false),
+    ("base down forward", 1, 1024, 1376, 512, false, false),
+    ("base gate/up input grad (W transposed)", 1, 1024, 1376, 512, true, false),
+    ("base down input grad (W transposed)", 1, 1024, 512, 1376, true, false),
+    ("LoRA x·A (r 8)", 1, 1024, 512, 8, false, false),
+    ("LoRA (x·A)·B (r 8)", 1, 1024, 8, 512, false, false),
+    ("LoRA g·Bᵀ (r 8)", 1, 1024, 1376, 8, true, false),
+    ("LoRA grad of A: xᵀ·(g·Bᵀ) (r 8)", 1, 512, 1024, 8, false, true),
+    ("LoRA grad of B: (x·A)ᵀ·g (r 8)", 1, 8, 1024, 1376, false, true),
+    ("attention q·kᵀ per head (64 heads)", 64, 128, 64, 128, true, false),
+    ("attention p·v per head (64 heads)", 64, 128, 128, 64, false, false),
+    ("decode: q/o, 1 row", 1, 1, 512, 512, false, false),
+    ("decode: gate/up, 1 row", 1, 1, 512, 1376, false, false),
+    ("prompt: q/o, 4 rows", 1, 4, 512, 512, false, false),
+    ("prompt: q/o, 16 rows", 1, 16, 512, 512, false, false),
+    ("prompt: q/o, 64 rows", 1, 64, 512, 512, false, false),
 ];
 
 /// The median seconds of 7 calls of `f` after one untimed. Reading one value of the result
@@ -53,8 +58,12 @@ fn median_seconds(f: impl Fn() -> Tensor<3>) -> f64 {
 fn main() {
     eprintln!("{}", tinytune::blas::describe());
     let device = Device::flex();
-    for &(name, batch, m, k, n, transposed) in SHAPES {
-        let a = Tensor::<3>::random([batch, m, k], burn::tensor::Distribution::Default, &device);
+    for &(name, batch, m, k, n, transposed, a_transposed) in SHAPES {
+        let a = if a_transposed {
+            Tensor::<3>::random([batch, k, m], burn::tensor::Distribution::Default, &device).swap_dims(1, 2)
+        } else {
+            Tensor::<3>::random([batch, m, k], burn::tensor::Distribution::Default, &device)
+        };
         let b = if transposed {
             Tensor::<3>::random([batch, n, k], burn::tensor::Distribution::Default, &device).swap_dims(1, 2)
         } else {
@@ -67,6 +76,6 @@ fn main() {
             flops / median_seconds(|| tinytune::model::fused::matmul(a.clone(), b.clone()).unsqueeze::<3>()) / 1e9
         });
         let model = model.map_or("null".to_string(), |g| format!("{g:.2}"));
-        println!("{{\"name\": \"{name}\", \"batch\": {batch}, \"m\": {m}, \"k\": {k}, \"n\": {n}, \"transposed\": {transposed}, \"gflops\": {gflops:.2}, \"gflops_model\": {model}}}");
+        println!("{{\"name\": \"{name}\", \"batch\": {batch}, \"m\": {m}, \"k\": {k}, \"n\": {n}, \"transposed\": {transposed}, \"a_transposed\": {a_transposed}, \"gflops\": {gflops:.2}, \"gflops_model\": {model}}}");
     }
 }
