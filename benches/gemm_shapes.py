@@ -25,6 +25,19 @@ def median_seconds(f, reps=7):
     return sorted(times)[len(times) // 2]
 
 
+def held(batch, rows, cols, transposed):
+    """Random f32 values as numpy and torch views of `[batch, rows, cols]`, stored that way or
+    as `[batch, cols, rows]` and transposed."""
+    import numpy as np
+    import torch
+
+    if not transposed:
+        x = np.random.rand(batch, rows, cols).astype(np.float32)
+        return x, torch.from_numpy(x)
+    x = np.random.rand(batch, cols, rows).astype(np.float32)
+    return x.transpose(0, 2, 1), torch.from_numpy(x).transpose(1, 2)
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--threads", type=int, default=2)
@@ -43,19 +56,11 @@ def main():
     for r in rows:
         b, m, k, n = r["batch"], r["m"], r["k"], r["n"]
         flops = 2.0 * b * m * k * n
-        # The left side likewise: `[m, k]`, or a transposed view of `[k, m]` (the tokens' sums).
-        a_stored = (np.random.rand(b, k, m) if r.get("a_transposed") else np.random.rand(b, m, k)).astype(np.float32)
-        an = a_stored.transpose(0, 2, 1) if r.get("a_transposed") else a_stored
-        # The right side as the engine holds it: `[k, n]`, or a transposed view of `[n, k]`.
-        stored = np.random.rand(b, n, k) if r["transposed"] else np.random.rand(b, k, n)
-        stored = stored.astype(np.float32)
-        bn = stored.transpose(0, 2, 1) if r["transposed"] else stored
+        # Each side as the engine holds it: `[rows, cols]`, or a transposed view of `[cols, rows]`
+        # (the backward pass's weights on the right, the tokens' sums on the left).
+        an, at = held(b, m, k, r.get("a_transposed"))
+        bn, bt = held(b, k, n, r["transposed"])
         npy = flops / median_seconds(lambda: np.matmul(an, bn)) / 1e9
-        at, bt = torch.from_numpy(a_stored), torch.from_numpy(stored)
-        if r.get("a_transposed"):
-            at = at.transpose(1, 2)
-        if r["transposed"]:
-            bt = bt.transpose(1, 2)
         pt = flops / median_seconds(lambda: torch.matmul(at, bt)) / 1e9
         ours = r["gflops_model"] if r.get("gflops_model") is not None else r["gflops"]
         model = f"{r['gflops_model']:.0f}" if r.get("gflops_model") is not None else "(burn flex)"

@@ -5,9 +5,9 @@
 //! the two part ways. Each side is held as the model holds it: the backward pass's weights and
 //! the token-summed gradients' left sides as transposed views. Prints one JSON line per shape
 //! (`name`, `m`, `k`, `n`, `batch`, `transposed` and `a_transposed` for the right and left
-//! sides, `gflops`, `gflops_model`: the model's path, or null for the batched products), the median of 7 timed
-//! calls after one untimed. `benches/gemm_shapes.py` runs it beside numpy (OpenBLAS) and PyTorch
-//! on the same shapes and prints the table; asserts nothing.
+//! sides, `gflops`, `gflops_model`: the model's path, or null for the batched products), the
+//! median of 7 timed calls after one untimed. `benches/gemm_shapes.py` runs it beside numpy
+//! (OpenBLAS) and PyTorch on the same shapes and prints the table; asserts nothing.
 //!
 //!     cargo bench --profile dev --bench gemm_shapes
 
@@ -59,16 +59,12 @@ fn main() {
     eprintln!("{}", tinytune::blas::describe());
     let device = Device::flex();
     for &(name, batch, m, k, n, transposed, a_transposed) in SHAPES {
-        let a = if a_transposed {
-            Tensor::<3>::random([batch, k, m], burn::tensor::Distribution::Default, &device).swap_dims(1, 2)
-        } else {
-            Tensor::<3>::random([batch, m, k], burn::tensor::Distribution::Default, &device)
+        // `[batch, rows, cols]` random values, or a transposed view of `[batch, cols, rows]`.
+        let held = |rows: usize, cols: usize, transposed: bool| {
+            let random = |d1, d2| Tensor::<3>::random([batch, d1, d2], burn::tensor::Distribution::Default, &device);
+            if transposed { random(cols, rows).swap_dims(1, 2) } else { random(rows, cols) }
         };
-        let b = if transposed {
-            Tensor::<3>::random([batch, n, k], burn::tensor::Distribution::Default, &device).swap_dims(1, 2)
-        } else {
-            Tensor::<3>::random([batch, k, n], burn::tensor::Distribution::Default, &device)
-        };
+        let (a, b) = (held(m, k, a_transposed), held(k, n, transposed));
         let flops = 2.0 * (batch * m * k * n) as f64;
         let gflops = flops / median_seconds(|| a.clone().matmul(b.clone())) / 1e9;
         let model = (batch == 1).then(|| {
