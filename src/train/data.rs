@@ -554,6 +554,37 @@ pub fn batches(examples: &[Example], batch_size: usize, pack: bool, seq_len: usi
     rows.chunks(batch_size.max(1)).map(|chunk| rows_batch(chunk, pad_id)).collect()
 }
 
+impl Batch {
+    /// The same rows right-padded to `t` inputs each (no shorter than they are), with `pad_id`
+    /// and weight 0 in the new places. The loss is the same: the added tokens come after every
+    /// real one, so causal attention never lets a real token see them, and they carry no weight.
+    pub fn padded_to(&self, t: usize, pad_id: u32) -> Batch {
+        let grow = |row: &Vec<u32>| -> Vec<u32> { row.iter().copied().chain(std::iter::repeat_n(pad_id, t.saturating_sub(row.len()))).collect() };
+        Batch {
+            ids: self.ids.iter().map(grow).collect(),
+            targets: self.targets.iter().map(grow).collect(),
+            weights: self.weights.iter().map(|r| r.iter().copied().chain(std::iter::repeat_n(0.0, t.saturating_sub(r.len()))).collect()).collect(),
+            pad: self.pad.iter().map(|r| r.iter().copied().chain(std::iter::repeat_n(false, t.saturating_sub(r.len()))).collect()).collect(),
+        }
+    }
+}
+
+/// How many inputs a row of `t` is padded to on a GPU: the next multiple of [`GPU_LENGTH_STEP`],
+/// but never past `context` (unless `t` already is).
+///
+/// A GPU backend compiles a kernel for each vector width and tiling it meets, and chooses them
+/// from the shapes, the sequence length among them. Rows padded to the longest in their batch
+/// change length from step to step: on lavapipe the first steps of a tiny model each compiled a
+/// new set (1–3 s a step where its later steps took 0.3–0.4 s). Rounded up, a run meets a few
+/// lengths, all divisible by 16, and its later steps took 0.18 s (benches/README.md, "Rows
+/// padded to a multiple of 16 on a GPU").
+pub fn gpu_length(t: usize, context: usize) -> usize {
+    t.next_multiple_of(GPU_LENGTH_STEP).min(context.max(t))
+}
+
+/// The granularity of [`gpu_length`].
+pub const GPU_LENGTH_STEP: usize = 16;
+
 /// Rows (ids, target flags) as one batch, right-padded with `pad_id` to the longest.
 pub(crate) fn rows_batch(rows: &[(Vec<u32>, Vec<bool>)], pad_id: u32) -> Batch {
     let t = rows.iter().map(|(ids, _)| ids.len() - 1).max().unwrap_or(0);
@@ -665,6 +696,31 @@ mod tests {
         // The flags of tokens 2 3 4 and 6 7 8: 4 starts the second example and 8 the third.
         assert_eq!(b[0].weights, [vec![1.0, 1.0, 0.0], vec![1.0, 1.0, 0.0]]);
         assert_eq!(b[0].pad, [vec![true; 3], vec![true; 3]]);
+    }
+
+    #[test]
+    fn padding_a_batch_adds_weightless_hidden_tokens_after_each_row() {
+        let examples = [example(&[1, 2, 3], &[false, true, true]), example(&[4, 5, 6, 7, 8], &[true; 5])];
+        let b = batches(&examples, 2, false, 64, 0);
+        let p = b[0].padded_to(6, 9);
+        assert_eq!(p.ids, [vec![1, 2, 0, 0, 9, 9], vec![4, 5, 6, 7, 9, 9]]);
+        assert_eq!(p.targets, [vec![2, 3, 0, 0, 9, 9], vec![5, 6, 7, 8, 9, 9]]);
+        assert_eq!(p.weights, [vec![1.0, 1.0, 0.0, 0.0, 0.0, 0.0], vec![1.0, 1.0, 1.0, 1.0, 0.0, 0.0]]);
+        assert_eq!(p.pad, [vec![true, true, false, false, false, false], vec![true, true, true, true, false, false]]);
+        // A length the batch already has changes nothing.
+        assert_eq!(b[0].padded_to(4, 9).ids, b[0].ids);
+    }
+
+    #[test]
+    fn gpu_lengths_round_up_to_the_step_but_not_past_the_context() {
+        assert_eq!(gpu_length(1, 128), 16);
+        assert_eq!(gpu_length(16, 128), 16);
+        assert_eq!(gpu_length(17, 128), 32);
+        assert_eq!(gpu_length(120, 128), 128);
+        assert_eq!(gpu_length(99, 100), 100);
+        assert_eq!(gpu_length(100, 100), 100);
+        // A row already past the context (refused elsewhere) is not cut here.
+        assert_eq!(gpu_length(130, 100), 130);
     }
 
     #[test]

@@ -21,7 +21,7 @@ use crate::lora::LoraConfig;
 use crate::quant::QuantType;
 use crate::quant::bnb::QuantConfig;
 use crate::model::{Model, read_f32};
-use crate::train::data::{Batch, Example, batches};
+use crate::train::data::{Batch, Example, batches, gpu_length};
 use crate::train::preference::{self, DpoReport};
 use crate::rng::Rng;
 use crate::{Error, Result};
@@ -761,6 +761,16 @@ pub fn weighted_target_logps(model: &Model, batch: &Batch) -> Result<Tensor<2>> 
     }
     let v = model.config.vocab_size();
     let device = &model.device;
+    // On a GPU, a few lengths compiled once rather than a new one nearly every step (`gpu_length`).
+    let padded;
+    let (batch, t) = match gpu_length(t, model.context()) {
+        longer if longer > t && !crate::device::is_cpu(device) => {
+            let pad_id = model.tokenizer.eos_ids.first().copied().unwrap_or(0);
+            padded = batch.padded_to(longer, pad_id);
+            (&padded, longer)
+        }
+        _ => (batch, t),
+    };
     let pad = if batch.pad.iter().flatten().all(|p| *p) { None } else { Some(batch.pad.as_slice()) };
     let logits = model.forward(model.ids(&batch.ids), None, pad);
     let targets: Vec<i32> = batch.targets.iter().flatten().map(|&x| x as i32).collect();

@@ -3,8 +3,9 @@
 use futures_lite::future::block_on;
 use tinytune::lora::{self, LoraConfig};
 use tinytune::model::Model;
-use tinytune::train::data::{DataOptions, OnBadLine, read_dataset};
-use tinytune::train::trainer::{TrainConfig, Trainer};
+use tinytune::model::read_f32;
+use tinytune::train::data::{DataOptions, OnBadLine, batches, read_dataset};
+use tinytune::train::trainer::{TrainConfig, Trainer, batch_loss};
 
 use crate::{device_under_test, fixture};
 
@@ -35,4 +36,20 @@ fn the_first_five_losses_match_the_cpu_within_1e_3() {
         assert!((a - b).abs() < TOLERANCE, "step {}: {} on {} vs {b} on the CPU", i + 1, a, device.info.summary());
     }
     assert!(cpu[4] < cpu[0], "the loss falls: {cpu:?}");
+}
+
+/// Rows padded past their batch's longest (as a GPU pads them to a length it has compiled for)
+/// give the same loss: the added tokens follow every real one and carry no weight.
+#[test]
+fn padding_the_rows_further_leaves_the_loss_unchanged() {
+    let device = device_under_test();
+    let m = Model::load_dir(&fixture("tiny-llama"), &device.device).unwrap();
+    let opts = DataOptions { seq_len: 64, train_on_prompt: false, on_bad_line: OnBadLine::Stop };
+    let examples = read_dataset(&fixture("corpus/eval.jsonl"), &m.tokenizer, &opts).unwrap().examples;
+    for batch in batches(&examples, 3, false, 64, 0) {
+        let t = batch.ids[0].len();
+        let loss = |b| block_on(read_f32(batch_loss(&m, b).unwrap())).unwrap()[0];
+        let (plain, padded) = (loss(&batch), loss(&batch.padded_to(t + 21, 0)));
+        assert!((plain - padded).abs() < 1e-5, "T = {t}: {plain} unpadded, {padded} padded to {}", t + 21);
+    }
 }
