@@ -256,7 +256,7 @@ pub async fn generate_batch(
     }
     let b = prompts.len();
     let offsets: Vec<usize> = prompts.iter().map(|p| longest - p.len()).collect();
-    let pad_id = model.tokenizer.eos_ids.first().copied().unwrap_or(0);
+    let pad_id = model.pad_id();
     let mut cache = crate::model::KvCache::with_offsets(model.config.layers(), offsets.clone());
     let mut rngs: Vec<Rng> = (0..b).map(|_| Rng::new(s.seed)).collect();
     let v = model.config.vocab_size();

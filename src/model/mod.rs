@@ -138,6 +138,12 @@ impl Model {
         Model::load(&ModelFiles::from_dir(dir)?, device)
     }
 
+    /// The token that pads a row out to its batch's length: the first end-of-sequence id (0 when
+    /// the tokenizer names none). It carries no loss, and the attention mask hides it.
+    pub fn pad_id(&self) -> u32 {
+        self.tokenizer.eos_ids.first().copied().unwrap_or(0)
+    }
+
     /// The longest sequence this model can process.
     pub fn context(&self) -> usize {
         self.summary.context

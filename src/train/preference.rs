@@ -138,7 +138,7 @@ pub fn dpo_loss(model: &mut Model, batch: &Batch, beta: f64) -> Result<(Tensor<1
 pub async fn prefers_chosen(model: &Model, prompt: &str, chosen: &str, rejected: &str) -> Result<bool> {
     let seq_len = model.context().saturating_sub(1).max(1);
     let example = pair(&model.tokenizer, prompt, chosen, rejected, seq_len).map_err(crate::Error::input)?;
-    let pad = model.tokenizer.eos_ids.first().copied().unwrap_or(0);
+    let pad = model.pad_id();
     let batch = batches(&[example], 1, seq_len, pad).remove(0);
     let logps = crate::model::read_f32(row_logps(model, &batch)?.detach()).await?;
     Ok(logps[0] > logps[1])
@@ -147,7 +147,7 @@ pub async fn prefers_chosen(model: &Model, prompt: &str, chosen: &str, rejected:
 /// The DPO loss and statistics of `examples` (pairs), batch by batch, without updating
 /// anything: means over the pairs, `[loss, chosen reward, rejected reward, accuracy, margin]`.
 pub async fn evaluate(model: &mut Model, examples: &[Example], batch_size: usize, seq_len: usize, beta: f64) -> Result<Vec<f64>> {
-    let pad_id = model.tokenizer.eos_ids.first().copied().unwrap_or(0);
+    let pad_id = model.pad_id();
     let mut sums = vec![0.0; 5];
     let mut count = 0usize;
     for batch in batches(examples, batch_size, seq_len, pad_id) {

@@ -411,7 +411,7 @@ impl Trainer {
                 model.weight_keys(Some(layers - cfg.partial_layers)).into_iter().map(ParamRef::Weight).collect()
             }
         };
-        let pad_id = model.tokenizer.eos_ids.first().copied().unwrap_or(0);
+        let pad_id = model.pad_id();
         let per_epoch = if cfg.method == Method::Dpo {
             train.len().div_ceil(cfg.batch_size)
         } else {
@@ -733,7 +733,7 @@ fn set_training(model: &mut Model, on: bool) {
 /// Token-weighted mean loss over the target tokens of `examples`, in batches as the trainer
 /// makes them (unpacked, padded with the EOS id). Returns (loss, target tokens).
 pub async fn evaluate_examples(model: &Model, examples: &[Example], batch_size: usize, seq_len: usize) -> Result<(f64, f64)> {
-    let pad_id = model.tokenizer.eos_ids.first().copied().unwrap_or(0);
+    let pad_id = model.pad_id();
     let mut nll = 0.0;
     let mut count = 0.0;
     for batch in batches(examples, batch_size.max(1), false, seq_len, pad_id) {
@@ -765,8 +765,7 @@ pub fn weighted_target_logps(model: &Model, batch: &Batch) -> Result<Tensor<2>> 
     let padded;
     let (batch, t) = match gpu_length(t, model.context()) {
         longer if longer > t && !crate::device::is_cpu(device) => {
-            let pad_id = model.tokenizer.eos_ids.first().copied().unwrap_or(0);
-            padded = batch.padded_to(longer, pad_id);
+            padded = batch.padded_to(longer, model.pad_id());
             (&padded, longer)
         }
         _ => (batch, t),
