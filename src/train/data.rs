@@ -559,14 +559,13 @@ impl Batch {
     /// and weight 0 in the new places. The loss is the same: the added tokens come after every
     /// real one, so causal attention never lets a real token see them, and they carry no weight.
     pub fn padded_to(&self, t: usize, pad_id: u32) -> Batch {
-        let grow = |row: &Vec<u32>| -> Vec<u32> { row.iter().copied().chain(std::iter::repeat_n(pad_id, t.saturating_sub(row.len()))).collect() };
-        Batch {
-            ids: self.ids.iter().map(grow).collect(),
-            targets: self.targets.iter().map(grow).collect(),
-            weights: self.weights.iter().map(|r| r.iter().copied().chain(std::iter::repeat_n(0.0, t.saturating_sub(r.len()))).collect()).collect(),
-            pad: self.pad.iter().map(|r| r.iter().copied().chain(std::iter::repeat_n(false, t.saturating_sub(r.len()))).collect()).collect(),
-        }
+        Batch { ids: extend(&self.ids, t, pad_id), targets: extend(&self.targets, t, pad_id), weights: extend(&self.weights, t, 0.0), pad: extend(&self.pad, t, false) }
     }
+}
+
+/// Each row extended with `fill` to `t` values (a longer row is left as it is).
+fn extend<T: Copy>(rows: &[Vec<T>], t: usize, fill: T) -> Vec<Vec<T>> {
+    rows.iter().map(|r| r.iter().copied().chain(std::iter::repeat_n(fill, t.saturating_sub(r.len()))).collect()).collect()
 }
 
 /// How many inputs a row of `t` is padded to on a GPU: the next multiple of [`GPU_LENGTH_STEP`],
