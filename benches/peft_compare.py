@@ -58,8 +58,12 @@ def pytorch_peft(args, windows):
 
 
 def tinytune(args):
+    with tempfile.TemporaryDirectory(prefix="tinytune-bench-") as work:
+        return tinytune_in(args, work)
+
+
+def tinytune_in(args, work):
     binary = args.tinytune
-    work = tempfile.mkdtemp(prefix="tinytune-bench-")
     model = os.path.join(work, "model")
     subprocess.run([binary, "init", "--config", args.config, "--tokenizer", args.tokenizer, "--out", model], check=True, capture_output=True)
     cmd = [binary, "train", "--device", "cpu", "--model", model, "--data", args.data, "--out", os.path.join(work, "out"),

@@ -1,6 +1,9 @@
 //! The shipped base model and a task: a short LoRA on the json task lifts the task metric well
 //! above the base model's. (The full-length numbers are in www/assets/builtin/model/MODEL_CARD.md.)
 
+mod common;
+use common::Scratch;
+
 use std::path::Path;
 use std::process::Command;
 
@@ -22,8 +25,8 @@ fn json_task_score(adapter: Option<&str>) -> f64 {
 #[test]
 fn a_short_lora_on_the_json_task_beats_the_base_model() {
     assert!(Path::new(env!("CARGO_MANIFEST_DIR")).join("www/assets/builtin/model/model.safetensors").exists());
-    let out = std::env::temp_dir().join(format!("tinytune-builtin-json-{}", std::process::id()));
-    let out = out.to_str().unwrap();
+    let scratch = Scratch::path("builtin-json");
+    let out = scratch.to_str().unwrap();
     let before = json_task_score(None);
     run(&[
         "train", "--device", "cpu", "--model", "www/assets/builtin/model", "--data", "www/assets/builtin/tasks/json/train.jsonl",

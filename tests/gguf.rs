@@ -5,6 +5,9 @@
 //! (`from_pretrained(..., gguf_file=...)`): the same token ids, the same eval loss within 1e-4,
 //! the same greedy tokens; and the K-quants dequantized exactly as gguf-py does.
 
+mod common;
+use common::Scratch;
+
 use std::path::{Path, PathBuf};
 
 use futures_lite::future::block_on;
@@ -119,9 +122,7 @@ fn a_damaged_or_unsupported_gguf_is_a_clear_error() {
 fn exported_gguf_files_are_what_gguf_py_and_transformers_checked() {
     let reference = reference();
     let exports = reference["exports"].as_object().expect("make_gguf_fixtures.py --tinytune wrote the exports");
-    let tmp = std::env::temp_dir().join(format!("tinytune-gguf-export-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&tmp);
-    std::fs::create_dir_all(&tmp).unwrap();
+    let tmp = Scratch::dir("gguf-export");
     let export = |args: &[&str], out: &Path| {
         let o = std::process::Command::new(env!("CARGO_BIN_EXE_tinytune"))
             .args(["export-gguf", "--model"])

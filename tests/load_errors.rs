@@ -1,5 +1,8 @@
 //! Each broken model folder or data file gives a clear error, never a panic.
 
+mod common;
+use common::Scratch;
+
 use std::path::{Path, PathBuf};
 
 use tinytune::model::Model;
@@ -9,10 +12,8 @@ fn fixture(name: &str) -> PathBuf {
 }
 
 /// A copy of the tiny Llama fixture, changed by `edit`.
-fn broken_copy(tag: &str, edit: impl FnOnce(&Path)) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("tinytune-broken-{tag}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
+fn broken_copy(tag: &str, edit: impl FnOnce(&Path)) -> Scratch {
+    let dir = Scratch::dir(&format!("broken-{tag}"));
     for f in ["config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json", "generation_config.json"] {
         std::fs::copy(fixture("tiny-llama").join(f), dir.join(f)).unwrap();
     }
@@ -91,7 +92,8 @@ fn a_missing_folder_says_what_it_should_hold() {
 
 #[test]
 fn eval_names_the_line_that_is_not_json() {
-    let path = std::env::temp_dir().join(format!("tinytune-bad-{}.jsonl", std::process::id()));
+    let dir = Scratch::dir("bad-jsonl");
+    let path = dir.join("bad.jsonl");
     std::fs::write(&path, "{\"text\": \"fine\"}\n{\"text\": \"also fine\"}\nnot json at all\n").unwrap();
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_tinytune"))
         .args(["eval", "--device", "cpu", "--model"])
@@ -166,9 +168,7 @@ fn a_chat_template_jinja_file_is_read_when_tokenizer_config_has_none() {
 
 #[test]
 fn an_untied_gpt2_without_its_head_is_refused_rather_than_silently_tied() {
-    let dir = std::env::temp_dir().join(format!("tinytune-untied-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = Scratch::dir("untied");
     let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/edge/gpt2-relu-unscaled");
     for f in ["config.json", "tokenizer.json"] {
         std::fs::copy(src.join(f), dir.join(f)).unwrap();
@@ -179,7 +179,6 @@ fn an_untied_gpt2_without_its_head_is_refused_rather_than_silently_tied() {
     std::fs::write(dir.join("model.safetensors"), safetensors::serialize(kept, None).unwrap()).unwrap();
     let err = tinytune::model::Model::load_dir(&dir, &burn::tensor::Device::flex()).err().unwrap().to_string();
     assert!(err.contains("lm_head.weight") && err.contains("tie_word_embeddings false"), "{err}");
-    let _ = std::fs::remove_dir_all(dir);
 }
 
 #[test]

@@ -1,6 +1,9 @@
 //! Merging against its references: PEFT's `add_weighted_adapter` (fixtures from
 //! `tests/fixtures/make_merge_fixtures.py`), compared as the merged ΔW = s·B·A per module.
 
+mod common;
+use common::Scratch;
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
@@ -107,10 +110,8 @@ fn tinytune(args: &[&str]) -> String {
     String::from_utf8_lossy(&o.stdout).to_string() + &String::from_utf8_lossy(&o.stderr)
 }
 
-fn temp(tag: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("tinytune-merge-{tag}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    d
+fn temp(tag: &str) -> Scratch {
+    Scratch::path(&format!("merge-{tag}"))
 }
 
 #[test]

@@ -1,5 +1,8 @@
 //! PEFT files in and out: round trips, strict refusals, and `tinytune merge`.
 
+mod common;
+use common::Scratch;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -15,11 +18,8 @@ fn cpu() -> burn::tensor::Device {
     burn::tensor::Device::flex()
 }
 
-fn temp(tag: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("tinytune-peft-{tag}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
+fn temp(tag: &str) -> Scratch {
+    Scratch::dir(&format!("peft-{tag}"))
 }
 
 #[test]
@@ -52,7 +52,7 @@ fn import_then_export_reproduces_the_tensors_and_an_equivalent_config() {
     }
 }
 
-fn adapter_copy(tag: &str, model: &str, edit_config: impl FnOnce(&mut serde_json::Value), drop_key: Option<&str>) -> PathBuf {
+fn adapter_copy(tag: &str, model: &str, edit_config: impl FnOnce(&mut serde_json::Value), drop_key: Option<&str>) -> Scratch {
     let out = temp(tag);
     let src = fixture(model).join("adapter");
     let mut config: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(src.join(peft::CONFIG_FILE)).unwrap()).unwrap();
@@ -244,9 +244,7 @@ fn chat_prompts_render_with_the_model_s_template_as_transformers_does() {
 
 #[test]
 fn a_saved_model_keeps_its_chat_template_jinja() {
-    let dir = std::env::temp_dir().join(format!("tinytune-jinja-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = Scratch::dir("jinja");
     for f in ["config.json", "model.safetensors", "tokenizer.json"] {
         std::fs::copy(fixture("tiny-llama").join(f), dir.join(f)).unwrap();
     }
@@ -255,7 +253,6 @@ fn a_saved_model_keeps_its_chat_template_jinja() {
     let files = block_on(m.save_files()).unwrap();
     let jinja = files.iter().find(|(n, _)| n == "chat_template.jinja").expect("chat_template.jinja is written back");
     assert_eq!(String::from_utf8_lossy(&jinja.1), "{% for m in messages %}{{ m['content'] }}\n{% endfor %}");
-    let _ = std::fs::remove_dir_all(dir);
 }
 
 fn weights_of(m: &mut Model) -> Vec<(String, Vec<f32>)> {

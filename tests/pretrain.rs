@@ -1,6 +1,9 @@
 //! `tinytune pretrain` on a very small config: the loss falls, and the output is a model folder
 //! that `tinytune eval` and `tinytune generate` load.
 
+mod common;
+use common::Scratch;
+
 use std::path::Path;
 use std::process::Command;
 
@@ -11,9 +14,7 @@ fn run(args: &[&str]) -> (bool, String, String) {
 
 #[test]
 fn pretraining_a_tiny_llama_lowers_the_loss_and_writes_a_loadable_model() {
-    let dir = std::env::temp_dir().join(format!("tinytune-pretrain-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = Scratch::dir("pretrain");
     let config = dir.join("config.json");
     std::fs::write(&config, r#"{"model_type": "llama", "vocab_size": 0, "hidden_size": 64, "intermediate_size": 128,
         "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2, "max_position_embeddings": 128,

@@ -5,6 +5,9 @@
 //! computes differently, the tests below predict each difference from the CPU build's own
 //! arithmetic and require every other code to be equal, byte for byte.
 
+mod common;
+use common::Scratch;
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -190,10 +193,8 @@ fn tinytune() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_tinytune"))
 }
 
-fn temp(tag: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("tinytune-quant-{tag}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    dir
+fn temp(tag: &str) -> Scratch {
+    Scratch::path(&format!("quant-{tag}"))
 }
 
 fn run(args: &[&str]) -> String {

@@ -1,6 +1,9 @@
 //! `tinytune serve`: headers, content types, and that no request reaches a file outside the
 //! root, whatever the spelling of the path.
 
+mod common;
+use common::Scratch;
+
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::PathBuf;
@@ -11,14 +14,14 @@ use tinytune::serve::Server;
 struct Site {
     root: PathBuf,
     addr: String,
+    _scratch: Scratch,
 }
 
 const SECRET: &str = "top-secret-outside-the-root";
 
 /// A temp folder `<tmp>/site` with `www/` as the root, a secret beside it, and symlinks.
 fn site(name: &str) -> Site {
-    let base = std::env::temp_dir().join(format!("tinytune-serve-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&base);
+    let base = Scratch::path(&format!("serve-{name}"));
     let root = base.join("www");
     std::fs::create_dir_all(root.join("pkg")).unwrap();
     std::fs::write(root.join("index.html"), "<!doctype html><title>t</title>").unwrap();
@@ -34,7 +37,7 @@ fn site(name: &str) -> Site {
     let server = Server::bind("127.0.0.1", 0, &root).unwrap();
     let addr = server.local_addr();
     std::thread::spawn(move || server.run());
-    Site { root, addr }
+    Site { root, addr, _scratch: base }
 }
 
 /// Send a raw request line, exactly as written (like `curl --path-as-is`).
@@ -312,8 +315,7 @@ fn on_loopback_only_loopback_host_names_are_answered() {
 
 #[test]
 fn the_model_folder_is_offered_read_only_gguf_files_only() {
-    let base = std::env::temp_dir().join(format!("tinytune-serve-models-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&base);
+    let base = Scratch::path("serve-models");
     let (root, models) = (base.join("www"), base.join("models"));
     std::fs::create_dir_all(&root).unwrap();
     std::fs::create_dir_all(&models).unwrap();

@@ -1,6 +1,9 @@
 //! The trainer on the CPU: what moves, what must not, exact resume, the NaN guard, and the
 //! `tinytune train` command end to end.
 
+mod common;
+use common::Scratch;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -14,10 +17,8 @@ fn fixture(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name)
 }
 
-fn temp(tag: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("tinytune-train-{tag}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    d
+fn temp(tag: &str) -> Scratch {
+    Scratch::path(&format!("train-{tag}"))
 }
 
 fn model() -> Model {

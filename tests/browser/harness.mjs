@@ -1,11 +1,26 @@
 // Shared by the browser tests: start `tinytune serve` on a free port, launch Debian's Chromium.
 import { spawn } from 'node:child_process';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { chromium } from 'playwright-core';
 
 export const CHROMIUM = process.env.CHROMIUM || '/usr/bin/chromium';
 // DESIGN.md: WebGPU on, and nothing that makes Chromium call home.
 export const FLAGS = ['--enable-unsafe-webgpu', '--no-sandbox', '--disable-background-networking',
   '--disable-component-update', '--disable-sync', '--no-first-run', '--disable-dev-shm-usage'];
+
+// Scratch folders of this test file, removed when its process exits, pass or fail, so repeated
+// runs leave nothing behind in the temp folder.
+const scratch = [];
+process.once('exit', () => scratch.forEach((dir) => rmSync(dir, { recursive: true, force: true })));
+
+/** A new empty folder `<temp>/<prefix>XXXXXX` that lives as long as this test file's process. */
+export function scratchDir(prefix) {
+  const dir = mkdtempSync(join(tmpdir(), prefix));
+  scratch.push(dir);
+  return dir;
+}
 
 export async function startServer() {
   const bin = process.env.TINYTUNE_BIN;

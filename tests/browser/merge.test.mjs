@@ -5,10 +5,8 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
-import { mkdtempSync } from 'node:fs';
-import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
-import { serverAndBrowser } from './harness.mjs';
+import { scratchDir, serverAndBrowser } from './harness.mjs';
 
 const env = serverAndBrowser({ before, after });
 
@@ -81,7 +79,7 @@ test('train two adapters, merge them with TIES, measure interference, export the
     await page.getByRole('button', { name: 'Export merged adapter' }).click();
     for (let i = 0; i < 50 && downloads.length < 2; i++) await page.waitForTimeout(100);
     assert.deepEqual(downloads.map((d) => d.suggestedFilename()).sort(), ['adapter_config.json', 'adapter_model.safetensors']);
-    const dir = mkdtempSync(join(tmpdir(), 'tinytune-merged-'));
+    const dir = scratchDir('tinytune-merged-');
     for (const d of downloads) await d.saveAs(join(dir, d.suggestedFilename()));
     const out = execFileSync(resolve(process.env.TINYTUNE_BIN), ['eval', '--device', 'cpu', '--model', resolve('www/assets/builtin/model'),
       '--adapter', dir, '--data', resolve('tests/fixtures/corpus/eval.jsonl'), '--json'], { encoding: 'utf8' });

@@ -12,10 +12,9 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
-import { mkdtempSync, readFileSync, writeFileSync, symlinkSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { readFileSync, writeFileSync, symlinkSync } from 'node:fs';
 import { join, resolve } from 'node:path';
-import { serverAndBrowser } from './harness.mjs';
+import { scratchDir, serverAndBrowser } from './harness.mjs';
 
 const env = serverAndBrowser({ before, after });
 const SHOTS = process.env.SCREENSHOT_DIR;
@@ -82,7 +81,7 @@ test('train on a built-in task in the page, watch it, export it, and find it aga
     await shot(page, 'memory', '#memory-section');
 
     // Export the run config and the adapter; the CLI scores the run's held-out split.
-    const dir = mkdtempSync(join(tmpdir(), 'tinytune-playground-'));
+    const dir = scratchDir('tinytune-playground-');
     const [configDownload] = await Promise.all([page.waitForEvent('download'), page.getByRole('button', { name: 'Export run config' }).click()]);
     const toml = readFileSync(await configDownload.path(), 'utf8');
     writeFileSync(join(dir, 'run.toml'), toml);

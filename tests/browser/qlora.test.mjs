@@ -5,10 +5,9 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
-import { mkdtempSync, readFileSync, readdirSync, symlinkSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { readFileSync, readdirSync, symlinkSync } from 'node:fs';
 import { join, resolve } from 'node:path';
-import { serverAndBrowser } from './harness.mjs';
+import { scratchDir, serverAndBrowser } from './harness.mjs';
 
 const MODEL = 'tests/fixtures/tiny-llama';
 const DATA = 'tests/fixtures/corpus/eval.jsonl';
@@ -31,7 +30,7 @@ function nativeLosses(tomlPath) {
   const toml = readFileSync(tomlPath, 'utf8');
   const value = (key) => JSON.parse(new RegExp(`^${key} = (.*)$`, 'm').exec(toml)[1]);
   assert.equal(value('method'), 'qlora');
-  const dir = mkdtempSync(join(tmpdir(), 'tinytune-native-qlora-'));
+  const dir = scratchDir('tinytune-native-qlora-');
   symlinkSync(resolve(MODEL), join(dir, value('model')));
   symlinkSync(resolve(DATA), join(dir, value('data')));
   execFileSync('cp', [tomlPath, join(dir, 'run.toml')]);

@@ -4,10 +4,8 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
-import { mkdtempSync } from 'node:fs';
-import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
-import { serverAndBrowser } from './harness.mjs';
+import { scratchDir, serverAndBrowser } from './harness.mjs';
 
 const env = serverAndBrowser({ before, after });
 const MODEL = 'www/assets/builtin/model';
@@ -18,7 +16,7 @@ function cli(args) {
 }
 
 test('the page scores a CLI-trained adapter on a built-in task as the CLI does', async () => {
-  const out = mkdtempSync(join(tmpdir(), 'tinytune-task-parity-'));
+  const out = scratchDir('tinytune-task-parity-');
   cli(['train', '--device', 'cpu', '--model', MODEL, '--data', 'www/assets/builtin/tasks/json/train.jsonl', '--out', out,
     '--steps', '40', '--batch-size', '8', '--seq-len', '128', '--rank', '8', '--alpha', '16', '--lr', '3e-3', '--seed', '0']);
   const score = (extra) => JSON.parse(cli(['eval', '--device', 'cpu', '--model', MODEL, '--task', 'json', '--limit', String(LIMIT), '--json', ...extra]))

@@ -3,10 +3,9 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
-import { mkdtempSync, readFileSync, readdirSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { readFileSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
-import { serverAndBrowser } from './harness.mjs';
+import { scratchDir, serverAndBrowser } from './harness.mjs';
 
 const TOLERANCE = 1e-3;
 const MODEL = 'tests/fixtures/tiny-llama';
@@ -17,7 +16,7 @@ const toml = (o) => Object.entries(o).map(([k, v]) => `${k} = ${typeof v === 'st
 const env = serverAndBrowser({ before, after });
 
 function nativeLosses() {
-  const out = mkdtempSync(join(tmpdir(), 'tinytune-native-'));
+  const out = scratchDir('tinytune-native-');
   execFileSync(process.env.TINYTUNE_BIN, ['train', '--device', 'cpu', '--model', MODEL, '--data', DATA, '--out', out,
     '--rank', '4', '--alpha', '8', '--steps', '3', '--batch-size', '4', '--seq-len', '64', '--lr', '0.01', '--seed', '5'],
   { stdio: ['ignore', 'ignore', 'inherit'] });

@@ -4,10 +4,9 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
-import { mkdtempSync, readFileSync, readdirSync, symlinkSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { readFileSync, readdirSync, symlinkSync } from 'node:fs';
 import { join, resolve } from 'node:path';
-import { serverAndBrowser } from './harness.mjs';
+import { scratchDir, serverAndBrowser } from './harness.mjs';
 
 const MODEL = 'tests/fixtures/tiny-llama';
 const DATA = 'tests/fixtures/corpus/eval.jsonl';
@@ -43,7 +42,7 @@ test('the Train button trains, the chart fills, and the exports work', async () 
     const toml = readFileSync(await configDownload.path(), 'utf8');
     assert.equal(tomlValue(toml, 'rank'), 4);
     assert.equal(tomlValue(toml, 'steps'), 5);
-    const dir = mkdtempSync(join(tmpdir(), 'tinytune-ui-run-'));
+    const dir = scratchDir('tinytune-ui-run-');
     symlinkSync(resolve(MODEL), join(dir, tomlValue(toml, 'model')));
     symlinkSync(resolve(DATA), join(dir, tomlValue(toml, 'data')));
     execFileSync('cp', [await configDownload.path(), join(dir, 'run.toml')]);
