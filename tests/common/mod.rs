@@ -11,8 +11,8 @@ use std::path::{Path, PathBuf};
 pub struct Scratch(PathBuf);
 
 impl Scratch {
-    /// The path, not created (for a command that creates its output folder itself). Whatever a
-    /// killed run left there is removed first.
+    /// The path, not created (for a command that creates its output folder itself). Whatever is
+    /// already there (a killed run of the same process id) is removed first.
     pub fn path(tag: &str) -> Scratch {
         let path = std::env::temp_dir().join(format!("tinytune-{tag}-{}", std::process::id()));
         remove(&path);
