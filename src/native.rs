@@ -10,7 +10,8 @@ use std::time::Instant;
 use futures_lite::future::block_on;
 use serde::Serialize;
 
-use crate::train::data::{read_dataset, split};
+use crate::train::batch::split;
+use crate::train::data::read_dataset;
 use crate::train::run::RunConfig;
 use crate::train::checkpoint::{BEST_DIR, CHECKPOINT, OPTIMIZER_FILE, STATE_FILE, TrainerState, checkpoint_files, parse_optimizer, result_files};
 use crate::train::trainer::{Method, Trainer};

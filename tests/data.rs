@@ -7,7 +7,8 @@
 use std::path::{Path, PathBuf};
 
 use tinytune::model::Tokenizer;
-use tinytune::train::data::{ChatTemplate, DataOptions, Dataset, Format, Message, OnBadLine, load_dataset, split};
+use tinytune::train::batch::split;
+use tinytune::train::data::{ChatTemplate, DataOptions, Dataset, Format, Message, OnBadLine, load_dataset};
 
 fn fixture(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name)

@@ -10,7 +10,7 @@ use tinytune::lora::peft::PeftAdapter;
 use tinytune::model::load::transpose;
 use tinytune::lora::LoraConfig;
 use tinytune::model::{Model, read_f32};
-use tinytune::train::data::Batch;
+use tinytune::train::batch::Batch;
 use tinytune::train::trainer::{Method, Optimizer, Schedule, TrainConfig, Trainer};
 
 fn fixture(name: &str) -> PathBuf {

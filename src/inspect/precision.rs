@@ -112,7 +112,7 @@ pub async fn ptq_loss(model: &mut Model, format: Format, examples: &[Example], b
     for ((_, l), w) in model.arch.linears_mut().into_iter().zip(rounded) {
         l.base = Base::Dense(w);
     }
-    let result = crate::train::trainer::evaluate_examples(model, examples, batch, seq_len).await;
+    let result = crate::train::loss::evaluate_examples(model, examples, batch, seq_len).await;
     for ((_, l), base) in model.arch.linears_mut().into_iter().zip(originals) {
         l.base = base;
     }

@@ -9,6 +9,7 @@ mod gguf_tokenizer;
 pub mod gguf_write;
 pub mod gpt2;
 pub mod init;
+pub mod keys;
 pub mod layers;
 pub mod llama;
 pub mod load;
@@ -303,19 +304,19 @@ impl Model {
     /// Checkpoint keys of the weights that train in full (`None`) or partial finetuning (blocks
     /// from `from_layer` on, and the final norm).
     pub fn weight_keys(&mut self, from_layer: Option<usize>) -> Vec<String> {
-        load::weights_mut(&mut self.arch, from_layer).into_iter().map(|(k, _)| k).collect()
+        keys::weights_mut(&mut self.arch, from_layer).into_iter().map(|(k, _)| k).collect()
     }
 
     /// Apply `f` to the weight `key`, seen as a matrix (a vector as `[1, n]`).
     pub fn with_weight_mut<R>(&mut self, key: &str, f: impl FnOnce(&mut Tensor<2>) -> R) -> Result<R> {
-        for (k, w) in load::weights_mut(&mut self.arch, None) {
+        for (k, w) in keys::weights_mut(&mut self.arch, None) {
             if k == key {
                 return Ok(match w {
-                    load::WeightMut::Quant(_) => {
+                    keys::WeightMut::Quant(_) => {
                         return Err(Error::input(format!("the weight \"{key}\" is stored in 4 bits and cannot be changed in place")));
                     }
-                    load::WeightMut::Matrix(t) => f(t),
-                    load::WeightMut::Vector(t) => {
+                    keys::WeightMut::Matrix(t) => f(t),
+                    keys::WeightMut::Vector(t) => {
                         let n = t.dims()[0];
                         let mut as_matrix = t.clone().reshape([1, n]);
                         let r = f(&mut as_matrix);
@@ -426,8 +427,8 @@ impl Model {
     }
 
     /// Every weight by checkpoint key, mutably (what full finetuning trains).
-    pub fn weights_mut(&mut self) -> Vec<(String, load::WeightMut<'_>)> {
-        load::weights_mut(&mut self.arch, None)
+    pub fn weights_mut(&mut self) -> Vec<(String, keys::WeightMut<'_>)> {
+        keys::weights_mut(&mut self.arch, None)
     }
 
     /// The model as a Hugging Face folder's files (config.json, model.safetensors, tokenizer
@@ -443,24 +444,24 @@ impl Model {
     pub async fn save_files_as(&self, dtype: safetensors::Dtype) -> Result<Vec<(String, Vec<u8>)>> {
         let mut tensors: Vec<(String, safetensors::Dtype, Vec<usize>, Vec<u8>)> = Vec::new();
         let mut quant: Option<crate::quant::bnb::QuantConfig> = None;
-        for (key, saved) in load::checkpoint_tensors(&self.arch) {
+        for (key, saved) in keys::checkpoint_tensors(&self.arch) {
             let (values, shape) = match saved {
-                load::Saved::Quant(q) => {
+                keys::Saved::Quant(q) => {
                     let q = q.to_quant4().await?;
                     quant = Some(crate::quant::bnb::QuantConfig { quant_type: q.quant_type, double_quant: q.double_quant() });
                     let prefix = key.strip_suffix(".weight").unwrap_or(&key);
                     tensors.extend(crate::quant::bnb::write(prefix, &q));
                     continue;
                 }
-                load::Saved::Vector(t) => {
+                keys::Saved::Vector(t) => {
                     let n = t.dims()[0];
                     (read_f32(t).await?, vec![n])
                 }
-                load::Saved::Matrix(t) => {
+                keys::Saved::Matrix(t) => {
                     let [r, c] = t.dims();
                     (read_f32(t).await?, vec![r, c])
                 }
-                load::Saved::Transposed(t) => {
+                keys::Saved::Transposed(t) => {
                     let [r, c] = t.dims();
                     (load::transpose(&read_f32(t).await?, r, c), vec![c, r])
                 }
@@ -536,11 +537,11 @@ fn count_parameters(arch: &Arch) -> usize {
 /// weights at the size of their packed buffers.
 fn base_bytes(arch: &Arch) -> usize {
     let mut total = 0;
-    for (_, saved) in load::checkpoint_tensors(arch) {
+    for (_, saved) in keys::checkpoint_tensors(arch) {
         total += match saved {
-            load::Saved::Vector(t) => t.dtype().size() * t.dims()[0],
-            load::Saved::Matrix(t) | load::Saved::Transposed(t) => t.dtype().size() * t.dims().iter().product::<usize>(),
-            load::Saved::Quant(q) => q.layout.bytes(),
+            keys::Saved::Vector(t) => t.dtype().size() * t.dims()[0],
+            keys::Saved::Matrix(t) | keys::Saved::Transposed(t) => t.dtype().size() * t.dims().iter().product::<usize>(),
+            keys::Saved::Quant(q) => q.layout.bytes(),
         };
     }
     total

@@ -20,8 +20,9 @@ use serde::Serialize;
 use crate::Result;
 use crate::model::Model;
 use crate::model::tokenizer::Tokenizer;
-use crate::train::data::{Batch, Example, rows_batch};
-use crate::train::trainer::weighted_target_logps;
+use crate::train::batch::{Batch, rows_batch};
+use crate::train::data::Example;
+use crate::train::loss::weighted_target_logps;
 
 /// The default β, TRL's.
 pub const DEFAULT_BETA: f64 = 0.1;

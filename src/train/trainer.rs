@@ -14,187 +14,18 @@
 //! - Determinism: data order comes from (seed, epoch) and dropout from the device seeded with
 //!   (seed, step), so a run resumed from a checkpoint continues exactly (on CPU).
 
-use burn::tensor::{Device, Int, Tensor, TensorData};
+use burn::tensor::{Device, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
 
-use crate::lora::LoraConfig;
-use crate::quant::QuantType;
-use crate::quant::bnb::QuantConfig;
 use crate::model::{Model, read_f32};
-use crate::train::data::{Batch, Example, batches, gpu_length};
+use crate::train::batch::{Batch, batches};
+use crate::train::data::Example;
+use crate::train::loss::{batch_loss, evaluate_examples};
 use crate::train::preference::{self, DpoReport};
 use crate::rng::Rng;
 use crate::{Error, Result};
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Method {
-    /// Low-rank adapters on the targeted layers; the base is frozen.
-    Lora,
-    /// LoRA over a base whose linear weights are stored in 4 bits (NF4 or FP4, Dettmers et al.
-    /// 2023); gradients flow through the dequantized weights to the adapters.
-    Qlora,
-    /// Every parameter trains.
-    Full,
-    /// Only the last `partial_layers` blocks (and the final norm) train.
-    Partial,
-    /// Preference finetuning: a LoRA adapter trained with DPO on `{"prompt", "chosen",
-    /// "rejected"}` pairs, against the base with the adapter off (`crate::train::preference`).
-    Dpo,
-}
-
-impl Method {
-    /// LoRA, QLoRA or DPO: an adapter trains, the base stays frozen.
-    pub fn is_adapter(self) -> bool {
-        matches!(self, Method::Lora | Method::Qlora | Method::Dpo)
-    }
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Optimizer {
-    Adamw,
-    Sgd,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Schedule {
-    Constant,
-    Linear,
-    Cosine,
-}
-
-/// Everything that shapes the optimisation, with transformers' defaults where it has one.
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
-#[serde(default)]
-pub struct TrainConfig {
-    pub method: Method,
-    pub lora: LoraConfig,
-    /// How QLoRA stores the base's linear weights.
-    pub quant: QuantConfig,
-    pub partial_layers: usize,
-    pub optimizer: Optimizer,
-    pub lr: f64,
-    pub beta1: f64,
-    pub beta2: f64,
-    pub eps: f64,
-    pub weight_decay: f64,
-    pub schedule: Schedule,
-    pub warmup: usize,
-    /// Optimizer steps; 0 means "from epochs".
-    pub steps: usize,
-    pub epochs: f64,
-    pub batch_size: usize,
-    pub grad_accum: usize,
-    pub seq_len: usize,
-    pub pack: bool,
-    pub max_grad_norm: f64,
-    pub seed: u64,
-    pub eval_every: usize,
-    /// Stop after this many evaluations without a better valid loss (0: never).
-    pub patience: usize,
-    /// Give up after this many skipped (non-finite) steps in a row.
-    pub nan_patience: usize,
-    /// DPO's β: how far the policy may move from the reference (higher: less far).
-    pub dpo_beta: f64,
-}
-
-impl Default for TrainConfig {
-    fn default() -> Self {
-        TrainConfig {
-            method: Method::Lora,
-            lora: LoraConfig::default(),
-            quant: QuantConfig { quant_type: QuantType::Nf4, double_quant: true },
-            partial_layers: 1,
-            optimizer: Optimizer::Adamw,
-            lr: 2e-4,
-            beta1: 0.9,
-            beta2: 0.999,
-            eps: 1e-8,
-            weight_decay: 0.0,
-            schedule: Schedule::Linear,
-            warmup: 0,
-            steps: 0,
-            epochs: 1.0,
-            batch_size: 8,
-            grad_accum: 1,
-            seq_len: 256,
-            pack: false,
-            max_grad_norm: 1.0,
-            seed: 0,
-            eval_every: 0,
-            patience: 0,
-            nan_patience: 5,
-            dpo_beta: crate::train::preference::DEFAULT_BETA,
-        }
-    }
-}
-
-impl TrainConfig {
-    pub fn validate(&self) -> Result<()> {
-        let bad = |m: String| Err(Error::input(m));
-        if self.batch_size == 0 || self.grad_accum == 0 || self.seq_len < 2 {
-            return bad("batch size and grad accumulation must be at least 1, and seq len at least 2".into());
-        }
-        if self.method == Method::Dpo && !(self.dpo_beta > 0.0 && self.dpo_beta.is_finite()) {
-            return bad(format!("DPO's beta must be positive, not {}", self.dpo_beta));
-        }
-        if !(self.lr > 0.0 && self.lr.is_finite()) {
-            return bad(format!("learning rate must be positive, not {}", self.lr));
-        }
-        if self.steps == 0 && !(self.epochs > 0.0) {
-            return bad("give --steps N or a positive --epochs".into());
-        }
-        use crate::limits::*;
-        let sizes = [
-            ("batch size", self.batch_size, MAX_BATCH),
-            ("grad accumulation", self.grad_accum, MAX_GRAD_ACCUM),
-            ("seq len", self.seq_len, MAX_SEQ_LEN),
-            ("steps", self.steps, MAX_STEPS),
-            ("warmup", self.warmup, MAX_STEPS),
-            ("batch size × seq len", self.batch_size.saturating_mul(self.seq_len), MAX_BATCH_TOKENS),
-        ];
-        for (name, value, max) in sizes {
-            if value > max {
-                return bad(format!("{name} {value} is over tinytune's limit of {max}"));
-            }
-        }
-        if !(self.epochs.is_finite() && self.epochs <= MAX_EPOCHS) {
-            return bad(format!("epochs {} is over tinytune's limit of {MAX_EPOCHS}", self.epochs));
-        }
-        if !((0.0..1.0).contains(&self.beta1) && (0.0..1.0).contains(&self.beta2)) {
-            return bad(format!("AdamW's betas must be in [0, 1), not {} and {}", self.beta1, self.beta2));
-        }
-        if !(self.eps > 0.0 && self.eps.is_finite()) {
-            return bad(format!("AdamW's eps must be positive, not {}", self.eps));
-        }
-        if !(self.weight_decay >= 0.0 && self.weight_decay.is_finite()) {
-            return bad(format!("weight decay must be 0 or positive, not {}", self.weight_decay));
-        }
-        if !(self.max_grad_norm >= 0.0 && self.max_grad_norm.is_finite()) {
-            return bad(format!("max grad norm must be 0 (no clipping) or positive, not {}", self.max_grad_norm));
-        }
-        if self.method.is_adapter() {
-            self.lora.validate()?;
-        }
-        Ok(())
-    }
-
-    /// Learning rate at optimizer step `step` (0-based) of `total`.
-    pub fn lr_at(&self, step: usize, total: usize) -> f64 {
-        if step < self.warmup {
-            return self.lr * step as f64 / self.warmup.max(1) as f64;
-        }
-        let span = total.saturating_sub(self.warmup).max(1) as f64;
-        let progress = ((step - self.warmup) as f64 / span).min(1.0);
-        match self.schedule {
-            Schedule::Constant => self.lr,
-            Schedule::Linear => self.lr * (1.0 - progress),
-            Schedule::Cosine => self.lr * 0.5 * (1.0 + (std::f64::consts::PI * progress).cos()),
-        }
-    }
-}
+pub use crate::train::config::{Method, Optimizer, Schedule, TrainConfig};
 
 /// A trainable tensor inside the model, by name.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -308,10 +139,10 @@ fn slots<'a>(model: &'a mut Model, params: &[ParamRef]) -> Result<Vec<Slot<'a>>>
     } else {
         for (key, w) in model.weights_mut() {
             let slot = match w {
-                crate::model::load::WeightMut::Matrix(t) => Slot::Matrix(t),
-                crate::model::load::WeightMut::Vector(t) => Slot::Vector(t),
+                crate::model::keys::WeightMut::Matrix(t) => Slot::Matrix(t),
+                crate::model::keys::WeightMut::Vector(t) => Slot::Vector(t),
                 // Frozen in 4 bits; `Trainer::new` dequantizes before full or partial training.
-                crate::model::load::WeightMut::Quant(_) => continue,
+                crate::model::keys::WeightMut::Quant(_) => continue,
             };
             found.insert(ParamRef::Weight(key), slot);
         }
@@ -728,62 +559,4 @@ fn set_training(model: &mut Model, on: bool) {
             a.training = on;
         }
     }
-}
-
-/// Token-weighted mean loss over the target tokens of `examples`, in batches as the trainer
-/// makes them (unpacked, padded with the EOS id). Returns (loss, target tokens).
-pub async fn evaluate_examples(model: &Model, examples: &[Example], batch_size: usize, seq_len: usize) -> Result<(f64, f64)> {
-    let pad_id = model.pad_id();
-    let mut nll = 0.0;
-    let mut count = 0.0;
-    for batch in batches(examples, batch_size.max(1), false, seq_len, pad_id) {
-        let n: f64 = batch.weights.iter().flatten().map(|&w| w as f64).sum();
-        if n == 0.0 {
-            continue;
-        }
-        let loss = read_f32(batch_loss(model, &batch)?.detach()).await?[0] as f64;
-        nll += loss * n;
-        count += n;
-    }
-    if count == 0.0 {
-        return Err(Error::input("the validation data has no target tokens"));
-    }
-    Ok((nll / count, count))
-}
-
-/// Each target token's log-probability times its weight (0 where it carries no loss):
-/// `[rows, T]`. The cross-entropy of SFT and the sequence log-probabilities of DPO both start here.
-pub fn weighted_target_logps(model: &Model, batch: &Batch) -> Result<Tensor<2>> {
-    let b = batch.ids.len();
-    let t = batch.ids.first().map_or(0, |r| r.len());
-    if b == 0 || t == 0 {
-        return Err(Error::input("an empty batch"));
-    }
-    let v = model.config.vocab_size();
-    let device = &model.device;
-    // On a GPU, a few lengths compiled once rather than a new one nearly every step (`gpu_length`).
-    let padded;
-    let (batch, t) = match gpu_length(t, model.context()) {
-        longer if longer > t && !crate::device::is_cpu(device) => {
-            padded = batch.padded_to(longer, model.pad_id());
-            (&padded, longer)
-        }
-        _ => (batch, t),
-    };
-    let pad = if batch.pad.iter().flatten().all(|p| *p) { None } else { Some(batch.pad.as_slice()) };
-    let logits = model.forward(model.ids(&batch.ids), None, pad);
-    let targets: Vec<i32> = batch.targets.iter().flatten().map(|&x| x as i32).collect();
-    let targets = Tensor::<2, Int>::from_data(TensorData::new(targets, [b * t, 1]), device);
-    let weights: Vec<f32> = batch.weights.iter().flatten().copied().collect();
-    let weights = Tensor::<2>::from_data(TensorData::new(weights, [b * t, 1]), device);
-    // log_softmax over the vocabulary and the target's entry, one fused op (one pass a row on
-    // the CPU engine instead of a dozen over the whole [rows, vocab] matrix).
-    let logp = crate::model::fused::target_logprobs(logits.reshape([b * t, v]), targets);
-    Ok((logp * weights).reshape([b, t]))
-}
-
-/// Mean cross-entropy over the target tokens of a batch (a 1-element tensor).
-pub fn batch_loss(model: &Model, batch: &Batch) -> Result<Tensor<1>> {
-    let count: f32 = batch.weights.iter().flatten().sum::<f32>().max(1.0);
-    Ok(weighted_target_logps(model, batch)?.sum().neg() / count as f64)
 }

@@ -4,8 +4,10 @@ use futures_lite::future::block_on;
 use tinytune::lora::{self, LoraConfig};
 use tinytune::model::Model;
 use tinytune::model::read_f32;
-use tinytune::train::data::{DataOptions, OnBadLine, batches, read_dataset};
-use tinytune::train::trainer::{TrainConfig, Trainer, batch_loss};
+use tinytune::train::batch::batches;
+use tinytune::train::data::{DataOptions, OnBadLine, read_dataset};
+use tinytune::train::loss::batch_loss;
+use tinytune::train::trainer::{TrainConfig, Trainer};
 
 use crate::{device_under_test, fixture};
 

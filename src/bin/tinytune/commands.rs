@@ -49,7 +49,8 @@ pub(crate) fn generate_batch(model: &mut Model, adapters: Option<&str>, route: O
 
 pub(crate) fn merge_models(config: &std::path::Path, out: &std::path::Path, seed: u64) -> tinytune::Result<()> {
     use tinytune::Error;
-    use tinytune::merge::models::{Checkpoint, MergeConfig, merge};
+    use tinytune::merge::models::{Checkpoint, merge};
+    use tinytune::merge::recipe::MergeConfig;
     let text = std::fs::read_to_string(config).map_err(|e| Error::io(config, e))?;
     let cfg = MergeConfig::from_yaml(&text)?;
     let beside = config.parent().unwrap_or(std::path::Path::new("."));

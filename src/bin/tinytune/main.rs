@@ -84,8 +84,8 @@ fn run(command: Command) -> tinytune::Result<()> {
                 }
                 let model = load_model(&model, adapter.as_deref(), quantize, &opened)?;
                 let data = tinytune::train::data::read_dataset(std::path::Path::new(&run.data), &model.tokenizer, &run.data_options())?;
-                let (_, valid) = tinytune::train::data::split(data.examples, run.valid_fraction, run.seed);
-                let (loss, tokens) = block_on(tinytune::train::trainer::evaluate_examples(&model, &valid, run.batch_size, run.seq_len))?;
+                let (_, valid) = tinytune::train::batch::split(data.examples, run.valid_fraction, run.seed);
+                let (loss, tokens) = block_on(tinytune::train::loss::evaluate_examples(&model, &valid, run.batch_size, run.seq_len))?;
                 if json {
                     println!("{}", serde_json::json!({ "loss": loss, "perplexity": loss.exp(), "tokens": tokens, "examples": valid.len() }));
                 } else {
