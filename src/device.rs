@@ -259,6 +259,32 @@ pub fn keep_freed_memory() {
     }
 }
 
+/// Keep Mesa's Vulkan device-select layer quiet on a machine with no display. Before it lists
+/// the GPUs, the layer (an implicit layer wherever Mesa's Vulkan drivers are installed, lavapipe
+/// included) asks a Wayland compositor which GPU is the default, and without `XDG_RUNTIME_DIR`
+/// libwayland prints "error: XDG_RUNTIME_DIR is invalid or not set in the environment." once
+/// per instance: four such lines before `tinytune check --device wgpu` on a headless server, none
+/// of them ours and none of them a failure. Where no display of either kind can answer, the
+/// layer has nothing to learn, so it is switched off (`NODEVICE_SELECT=1`; wgpu still picks the
+/// adapter by its own preference). Left alone whenever a display is reachable or the user set
+/// either of the layer's variables. Native only; call it first, before any thread starts.
+#[cfg(all(target_os = "linux", not(target_arch = "wasm32")))]
+pub fn quiet_vulkan_layer_without_display() {
+    let set = |name: &str| std::env::var_os(name).is_some_and(|v| !v.is_empty());
+    let absolute = |name: &str| std::env::var_os(name).is_some_and(|v| std::path::Path::new(&v).is_absolute());
+    // libwayland needs XDG_RUNTIME_DIR unless WAYLAND_DISPLAY is a full path or a socket is handed over.
+    let wayland = absolute("XDG_RUNTIME_DIR") || absolute("WAYLAND_DISPLAY") || set("WAYLAND_SOCKET");
+    let chosen = set("NODEVICE_SELECT") || set("MESA_VK_DEVICE_SELECT");
+    if !wayland && !set("DISPLAY") && !chosen {
+        // SAFETY: called at the top of main, before any thread reads or writes the environment.
+        unsafe { std::env::set_var("NODEVICE_SELECT", "1") };
+    }
+}
+
+/// Elsewhere there is no Mesa layer to quiet.
+#[cfg(not(all(target_os = "linux", not(target_arch = "wasm32"))))]
+pub fn quiet_vulkan_layer_without_display() {}
+
 /// Peak resident memory of this process, for the last line of a run and the CPU's measured
 /// memory: `getrusage`'s `ru_maxrss` (KiB on Linux, bytes on macOS), so it works on both; `None`
 /// elsewhere (Windows).

@@ -91,6 +91,16 @@ fn a_missing_folder_says_what_it_should_hold() {
 }
 
 #[test]
+fn a_folder_that_holds_the_model_folder_names_it() {
+    let outer = Scratch::dir("outer");
+    let inner = outer.join("model");
+    std::fs::create_dir(&inner).unwrap();
+    std::fs::copy(fixture("tiny-llama").join("config.json"), inner.join("config.json")).unwrap();
+    let err = load_error(&outer);
+    assert!(err.contains("config.json is missing") && err.contains(&inner.display().to_string()), "{err}");
+}
+
+#[test]
 fn eval_names_the_line_that_is_not_json() {
     let dir = Scratch::dir("bad-jsonl");
     let path = dir.join("bad.jsonl");

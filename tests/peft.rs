@@ -291,6 +291,14 @@ fn a_pissa_adapter_gives_in_peft_on_the_original_base_the_loss_of_its_run() {
 }
 
 #[test]
+fn targets_that_match_no_layer_are_named_as_written_beside_the_models_layers() {
+    let mut m = Model::load_dir(&fixture("tiny-llama"), &cpu()).unwrap();
+    let cfg = tinytune::lora::LoraConfig { targets: tinytune::lora::Targets::parse("qproj, attn"), ..Default::default() };
+    let err = block_on(tinytune::lora::attach(&mut m, "default", &cfg, 7)).unwrap_err().to_string();
+    assert!(err.contains("no layer matches the LoRA targets qproj, attn; this llama model has down_proj, gate_proj"), "{err}");
+}
+
+#[test]
 fn removing_a_pissa_adapter_gives_the_base_back() {
     let mut m = Model::load_dir(&fixture("tiny-llama"), &cpu()).unwrap();
     let before = weights_of(&mut m);

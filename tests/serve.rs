@@ -182,6 +182,32 @@ fn the_cli_rejects_an_unknown_subcommand_and_has_help_for_each() {
 }
 
 /// A normal request, timed from connect to the whole answer.
+#[test]
+fn a_device_check_without_a_display_prints_only_its_own_lines() {
+    // With no display to ask, Mesa's device-select layer had libwayland print "error:
+    // XDG_RUNTIME_DIR is invalid or not set in the environment." once per Vulkan instance, four
+    // lines before the check's own (src/device.rs, `quiet_vulkan_layer_without_display`).
+    let out = Command::new(env!("CARGO_BIN_EXE_tinytune"))
+        .args(["check", "--device", "wgpu"])
+        .env_remove("XDG_RUNTIME_DIR")
+        .env_remove("WAYLAND_DISPLAY")
+        .env_remove("WAYLAND_SOCKET")
+        .env_remove("DISPLAY")
+        .env_remove("NODEVICE_SELECT")
+        .env_remove("MESA_VK_DEVICE_SELECT")
+        .output()
+        .unwrap();
+    // The results go to stdout; stderr holds the device line, or the one error, and nothing else.
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    if out.status.success() {
+        assert!(stderr.starts_with("device: wgpu ") && stderr.lines().count() == 1, "stderr:\n{stderr}");
+        assert!(String::from_utf8_lossy(&out.stdout).starts_with("loss "));
+    } else {
+        // No Vulkan driver on this machine (scripts/setup installs lavapipe): the one error is ours.
+        assert!(stderr.starts_with("error: no wgpu adapter could be opened") && stderr.lines().count() == 1, "stderr:\n{stderr}");
+    }
+}
+
 fn timed_get(addr: &str) -> (std::time::Duration, String) {
     let start = std::time::Instant::now();
     let mut s = TcpStream::connect(addr).unwrap();

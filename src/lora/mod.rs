@@ -40,6 +40,14 @@ impl Targets {
             Targets::Names(names) => names.iter().any(|n| path == n || path.ends_with(&format!(".{n}"))),
         }
     }
+    /// As the user wrote them: `q_proj, v_proj` or `all-linear`.
+    pub fn describe(&self) -> String {
+        match self {
+            Targets::All(_) => "all-linear".into(),
+            Targets::Names(names) if names.is_empty() => "(none given)".into(),
+            Targets::Names(names) => names.join(", "),
+        }
+    }
     /// The names PEFT writes in `target_modules`.
     pub fn names(&self, paths: &[String]) -> Vec<String> {
         let mut out: Vec<String> = paths
@@ -198,8 +206,8 @@ pub async fn attach(model: &mut Model, name: &str, cfg: &LoraConfig, seed: u64) 
     if targeted.is_empty() {
         let names: Vec<String> = Targets::All(String::new()).names(&paths);
         return Err(Error::input(format!(
-            "no layer matches the LoRA targets {:?}; this {} model has {}",
-            cfg.targets,
+            "no layer matches the LoRA targets {}; this {} model has {}",
+            cfg.targets.describe(),
             model.config.model_type(),
             names.join(", ")
         )));

@@ -47,6 +47,24 @@ impl ModelFiles {
                 dir.display()
             )));
         }
+        if !dir.join("config.json").is_file() {
+            // A folder one level up from the model (a download's outer folder, www/assets/builtin):
+            // name the folders inside that hold one.
+            let mut inside: Vec<String> = std::fs::read_dir(dir)
+                .map_err(|e| Error::io(dir, e))?
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| p.join("config.json").is_file())
+                .map(|p| p.display().to_string())
+                .collect();
+            if !inside.is_empty() {
+                inside.sort();
+                return Err(Error::input(format!(
+                    "{}: config.json is missing from the model files; the folder inside it that holds one is the model: {}",
+                    dir.display(),
+                    inside.join(", ")
+                )));
+            }
+        }
         let read = |name: &str| std::fs::read(dir.join(name)).map_err(|e| Error::io(dir.join(name), e));
         let optional = |name: &str| -> Result<Option<Vec<u8>>> {
             let p = dir.join(name);

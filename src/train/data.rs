@@ -45,7 +45,20 @@ pub fn parse_texts(name: &str, contents: &str) -> Result<Vec<String>> {
             Some(other) => {
                 return Err(Error::input(format!("{name} line {n}: \"text\" must be a string, not {}", kind(other))));
             }
-            None => return Err(Error::input(format!("{name} line {n}: missing the \"text\" field"))),
+            None => {
+                // A training file handed to eval: say what it is and what scores it.
+                let record = if obj.contains_key("messages") {
+                    Some("a chat record")
+                } else if obj.contains_key("prompt") || obj.contains_key("completion") {
+                    Some("a prompt/completion record")
+                } else {
+                    None
+                };
+                let hint = record.map_or(String::new(), |r| {
+                    format!(" ({r}, a training format: eval reads {{\"text\"}} records; the held-out split of a run trained on this file is scored, target tokens only, by `tinytune eval --valid-of <run>/run.toml`)")
+                });
+                return Err(Error::input(format!("{name} line {n}: missing the \"text\" field{hint}")));
+            }
         }
     }
     if out.is_empty() {
@@ -503,6 +516,14 @@ mod tests {
         assert!(err.contains("line 1: missing the \"text\" field"), "{err}");
         let err = parse_texts("d.jsonl", "{\"text\": 3}").unwrap_err().to_string();
         assert!(err.contains("must be a string, not a number"), "{err}");
+    }
+
+    #[test]
+    fn a_training_record_given_for_text_says_what_it_is() {
+        let err = parse_texts("d.jsonl", "{\"prompt\": \"a\", \"completion\": \"b\"}").unwrap_err().to_string();
+        assert!(err.contains("missing the \"text\" field (a prompt/completion record") && err.contains("--valid-of"), "{err}");
+        let err = parse_texts("d.jsonl", "{\"messages\": []}").unwrap_err().to_string();
+        assert!(err.contains("(a chat record"), "{err}");
     }
 
     #[test]

@@ -17,6 +17,7 @@ use commands::*;
 
 fn main() -> ExitCode {
     tinytune::device::keep_freed_memory();
+    tinytune::device::quiet_vulkan_layer_without_display();
     let cli = Cli::parse();
     match run(cli.command) {
         Ok(()) => ExitCode::SUCCESS,
