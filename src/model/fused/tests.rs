@@ -319,6 +319,12 @@ fn matmul_matches_burn_s_matmul_forward_and_backward() {
         "no BLAS library was found ({}); install OpenBLAS (scripts/setup installs Debian's libopenblas0-pthread), or set TINYTUNE_BLAS=off to test without one",
         crate::blas::describe()
     );
+    // A kind asked for by name is the one loaded (scripts/test runs these tests under each).
+    for (kind, name) in [("mkl", "oneMKL"), ("openblas", "OpenBLAS")] {
+        if std::env::var("TINYTUNE_BLAS").is_ok_and(|v| v == kind) {
+            assert!(crate::blas::describe().contains(name), "TINYTUNE_BLAS={kind} loaded {}", crate::blas::describe());
+        }
+    }
     let device = burn::tensor::Device::flex().autodiff();
     // (m, k, n, how a is held, how b is held): 0 row-major, 1 a transposed view, 2 a slice of
     // wider rows.
