@@ -66,7 +66,8 @@ fn intel_cpu() -> bool {
 
 pub struct Blas {
     sgemm: Sgemm,
-    /// What the library says it is (OpenBLAS's build configuration), else the name it was found by.
+    /// What the library says it is (OpenBLAS's build configuration, oneMKL's version), else the
+    /// name it was found by.
     pub name: String,
     _library: libloading::Library,
 }
