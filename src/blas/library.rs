@@ -145,7 +145,7 @@ pub fn get() -> Option<&'static Blas> {
         Some(path) if !path.is_empty() => {
             let found = load(path);
             if let Err(e) = &found {
-                eprintln!("warning: TINYTUNE_BLAS={path}: {e}; matrix products use the built-in GEMM");
+                eprintln!("warning: TINYTUNE_BLAS={path}: {e}; matrix products use the built-in GEMM (TINYTUNE_BLAS takes off, mkl, openblas or a library's path)");
             }
             found.ok()
         }
