@@ -544,7 +544,8 @@ fn p_v<const H: usize, const ISA: u8>(p: &[f32], stride: usize, ends: &[f32], v:
 
 /// `out[j] = Σ_r a[r][j] · b[r]` for the keys j < s (`a` `[rows, s8]`, `b` `[rows, H]`, `out`
 /// `[s, H]`), over the rows that see key j (`ends[r] > j`), in tiles of 8 keys × 8 values held in
-/// registers: each row adds an outer product. H is a multiple of 8.
+/// registers (8 × 16 in the AVX-512 copy, `at_b_avx512`): each row adds an outer product. H is a
+/// multiple of 8.
 #[inline(always)]
 fn at_b<const H: usize, const ISA: u8>(a: &[f32], s8: usize, s: usize, ends: &[f32], b: &[f32], out: &mut [f32]) {
     #[cfg(target_arch = "x86_64")]
@@ -593,8 +594,7 @@ fn at_b_avx512<const H: usize>(a: &[f32], s8: usize, s: usize, ends: &[f32], b: 
             let key = j as f32;
             for (r, &end) in ends.iter().enumerate() {
                 if end > key {
-                    // Safety: r < rows and d + 16 ≤ H, so the 16 values lie in b's rows·H; j + 8 ≤ s8
-                    // (s8 is a multiple of 8 and j < s ≤ s8), so the 8 lie in a's rows·s8.
+                    // Safety: r < rows and d + 16 ≤ H, so the 16 values lie in b's rows·H (asserted).
                     let bv = unsafe { _mm512_loadu_ps(b.as_ptr().add(r * H + d)) };
                     let av = &a[r * s8 + j..r * s8 + j + TILE];
                     for (acc, &x) in acc.iter_mut().zip(av) {
