@@ -14,6 +14,17 @@ use burn::tensor::DType;
 
 #[cfg(not(target_arch = "wasm32"))]
 mod library;
+#[cfg(not(target_arch = "wasm32"))]
+pub mod team;
+
+/// `f(task)` once for every task in `0..tasks`: natively on several threads (`team.rs`: oneMKL's
+/// OpenMP team where it is loaded, else rayon's pool), one after another in the browser.
+pub fn for_each_task(tasks: usize, f: &(dyn Fn(usize) + Sync)) {
+    #[cfg(not(target_arch = "wasm32"))]
+    team::for_each_task(tasks, f);
+    #[cfg(target_arch = "wasm32")]
+    (0..tasks).for_each(f);
+}
 
 /// Whether the CPU engine's products go to a BLAS (never in the browser).
 pub fn uses_blas() -> bool {

@@ -33,9 +33,11 @@ pub(super) fn flex_adamw(p: FloatTensor<Flex>, g: FloatTensor<Flex>, m: FloatTen
     let (mut pn, mut mn, mut vn) = (pv.into_owned(), mv.into_owned(), vv.into_owned());
     #[cfg(not(target_arch = "wasm32"))]
     {
-        use rayon::prelude::*;
         const CHUNK: usize = 64 * 1024;
-        pn.par_chunks_mut(CHUNK).zip(mn.par_chunks_mut(CHUNK)).zip(vn.par_chunks_mut(CHUNK)).enumerate().for_each(|(c, ((p, m), v))| {
+        let (pc, mc, vc) = (super::Chunks::new(&mut pn, CHUNK), super::Chunks::new(&mut mn, CHUNK), super::Chunks::new(&mut vn, CHUNK));
+        crate::blas::for_each_task(pc.count(), &|c| {
+            // Safety: for_each_task runs each task index once.
+            let (p, m, v) = unsafe { (pc.get(c), mc.get(c), vc.get(c)) };
             let start = c * CHUNK;
             tinytune_kernels::adamw(p, m, v, &gv[start..start + p.len()], &s);
         });

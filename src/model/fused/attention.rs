@@ -163,6 +163,23 @@ fn flex_attention_decode(q: &FloatTensor<Flex>, k: &FloatTensor<Flex>, v: &Float
     Some(flex_tensor(out, q))
 }
 
+/// `f(scratch)` with this thread's scratch for the attention kernels, at least `len` values:
+/// one buffer a thread, kept between calls, not one a block (for the 24M model's heads a block
+/// needs 328 KB, which was allocated and zeroed 256 times a step). The kernels write every value
+/// of it they read, so what an earlier block left there does not matter.
+fn with_scratch<R>(len: usize, f: impl FnOnce(&mut [f32]) -> R) -> R {
+    thread_local! {
+        static SCRATCH: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
+    }
+    SCRATCH.with(|s| {
+        let mut s = s.borrow_mut();
+        if s.len() < len {
+            s.resize(len, 0.0);
+        }
+        f(&mut s[..len])
+    })
+}
+
 pub(super) fn flex_attention(q: FloatTensor<Flex>, k: FloatTensor<Flex>, v: FloatTensor<Flex>, mask: FloatTensor<Flex>, scale: f64) -> FloatTensor<Flex> {
     if let Some(out) = flex_attention_decode(&q, &k, &v, &mask, scale) {
         return out;
@@ -170,22 +187,16 @@ pub(super) fn flex_attention(q: FloatTensor<Flex>, k: FloatTensor<Flex>, v: Floa
     let Some(a) = FlexAttention::new(&q, &k, &v, &mask, scale) else { return composed_attention::<Flex>(q, k, v, mask, scale) };
     let mut out = vec![0f32; a.q.len()];
     let chunk = a.block.rows * a.block.hs;
-    // One scratch for each run of blocks on a thread, not one a block: the kernel writes every
-    // value of it it reads (for the 24M model's heads that is 328 KB a block, which otherwise
-    // were allocated and zeroed 256 times a step).
-    let scratch = || vec![0f32; a.block.scratch_len()];
-    let run = |scratch: &mut Vec<f32>, (i, o): (usize, &mut [f32])| {
+    let run = |i: usize, o: &mut [f32]| {
         let (q, k, v, m) = a.block(i);
-        tinytune_kernels::attention_forward(&a.block, q, k, v, m, o, scratch);
+        with_scratch(a.block.scratch_len(), |scratch| tinytune_kernels::attention_forward(&a.block, q, k, v, m, o, scratch));
     };
     #[cfg(not(target_arch = "wasm32"))]
     if a.parallel() {
-        use rayon::prelude::*;
-        out.par_chunks_mut(chunk.max(1)).enumerate().for_each_init(scratch, run);
+        super::par_chunks(&mut out, chunk, run);
         return flex_tensor(out, &q);
     }
-    let mut one = scratch();
-    out.chunks_mut(chunk.max(1)).enumerate().for_each(|b| run(&mut one, b));
+    out.chunks_mut(chunk.max(1)).enumerate().for_each(|(i, o)| run(i, o));
     flex_tensor(out, &q)
 }
 
@@ -202,20 +213,21 @@ pub(super) fn flex_attention_grad(
     };
     let (mut dq, mut dk, mut dv) = (vec![0f32; a.q.len()], vec![0f32; a.k.len()], vec![0f32; a.v.len()]);
     let (qc, kc) = ((a.block.rows * a.block.hs).max(1), (a.block.s * a.block.hs).max(1));
-    // One scratch for each run of blocks on a thread, as in `flex_attention`.
-    let scratch = || vec![0f32; a.block.scratch_len()];
-    let run = |scratch: &mut Vec<f32>, (i, ((dq, dk), dv)): (usize, ((&mut [f32], &mut [f32]), &mut [f32]))| {
+    let run = |i: usize, dq: &mut [f32], dk: &mut [f32], dv: &mut [f32]| {
         let (q, k, v, m) = a.block(i);
-        tinytune_kernels::attention_backward(&a.block, q, k, v, m, &g[i * qc..(i + 1) * qc], dq, dk, dv, scratch);
+        with_scratch(a.block.scratch_len(), |scratch| tinytune_kernels::attention_backward(&a.block, q, k, v, m, &g[i * qc..(i + 1) * qc], dq, dk, dv, scratch));
     };
     #[cfg(not(target_arch = "wasm32"))]
     if a.parallel() {
-        use rayon::prelude::*;
-        dq.par_chunks_mut(qc).zip(dk.par_chunks_mut(kc)).zip(dv.par_chunks_mut(kc)).enumerate().for_each_init(scratch, run);
+        let (dqc, dkc, dvc) = (super::Chunks::new(&mut dq, qc), super::Chunks::new(&mut dk, kc), super::Chunks::new(&mut dv, kc));
+        crate::blas::for_each_task(dqc.count(), &|i| {
+            // Safety: for_each_task runs each task index once.
+            let (dq, dk, dv) = unsafe { (dqc.get(i), dkc.get(i), dvc.get(i)) };
+            run(i, dq, dk, dv)
+        });
         return (flex_tensor(dq, &q), flex_tensor(dk, &k), flex_tensor(dv, &v));
     }
-    let mut one = scratch();
-    dq.chunks_mut(qc).zip(dk.chunks_mut(kc)).zip(dv.chunks_mut(kc)).enumerate().for_each(|b| run(&mut one, b));
+    dq.chunks_mut(qc).zip(dk.chunks_mut(kc)).zip(dv.chunks_mut(kc)).enumerate().for_each(|(i, ((dq, dk), dv))| run(i, dq, dk, dv));
     (flex_tensor(dq, &q), flex_tensor(dk, &k), flex_tensor(dv, &v))
 }
 

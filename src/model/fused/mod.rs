@@ -280,15 +280,57 @@ impl FusedOps for burn::backend::wgpu::CubeBackend {
 #[cfg(not(target_arch = "wasm32"))]
 const CHUNK: usize = 16 * 1024;
 
-/// Run `f(out_chunk, start)` over `out` in chunks, on rayon's threads natively when it is large.
+/// A slice cut into `size`-long chunks (the last may be shorter) for tasks on several threads
+/// to fill, each task its own chunk (`crate::blas::for_each_task` runs each task once).
+#[cfg(not(target_arch = "wasm32"))]
+pub(super) struct Chunks<'a> {
+    ptr: *mut f32,
+    len: usize,
+    size: usize,
+    _out: std::marker::PhantomData<&'a mut [f32]>,
+}
+
+#[cfg(not(target_arch = "wasm32"))]
+// Safety: a `Chunks` hands out disjoint parts of one `&mut [f32]` (see `get`), as
+// `par_chunks_mut` does.
+unsafe impl Sync for Chunks<'_> {}
+
+#[cfg(not(target_arch = "wasm32"))]
+impl<'a> Chunks<'a> {
+    pub(super) fn new(out: &'a mut [f32], size: usize) -> Self {
+        Chunks { ptr: out.as_mut_ptr(), len: out.len(), size: size.max(1), _out: std::marker::PhantomData }
+    }
+    pub(super) fn count(&self) -> usize {
+        self.len.div_ceil(self.size)
+    }
+    /// Chunk `i`.
+    ///
+    /// # Safety
+    /// Each `i` may be taken once only while the chunks live (one task each).
+    pub(super) unsafe fn get(&self, i: usize) -> &'a mut [f32] {
+        let start = i * self.size;
+        assert!(start < self.len, "chunk {i} of {} values in chunks of {}", self.len, self.size);
+        // Safety: start + the chunk's length ≤ len, inside the slice `new` took; chunks do not
+        // overlap, and the caller takes each once.
+        unsafe { std::slice::from_raw_parts_mut(self.ptr.add(start), self.size.min(self.len - start)) }
+    }
+}
+
+#[cfg(not(target_arch = "wasm32"))]
+/// `f(c, chunk)` for the `size`-long chunks of `out`, each chunk once, on several threads
+/// natively (`crate::blas::for_each_task`).
+pub(super) fn par_chunks(out: &mut [f32], size: usize, f: impl Fn(usize, &mut [f32]) + Sync) {
+    let chunks = Chunks::new(out, size);
+    // Safety: for_each_task runs each task index once.
+    crate::blas::for_each_task(chunks.count(), &|c| f(c, unsafe { chunks.get(c) }));
+}
+
+/// Run `f(out_chunk, start)` over `out` in chunks, on several threads natively when it is large.
 fn chunked(out: &mut [f32], f: impl Fn(&mut [f32], usize) + Sync) {
     #[cfg(not(target_arch = "wasm32"))]
-    {
-        use rayon::prelude::*;
-        if out.len() >= 2 * CHUNK {
-            out.par_chunks_mut(CHUNK).enumerate().for_each(|(c, o)| f(o, c * CHUNK));
-            return;
-        }
+    if out.len() >= 2 * CHUNK {
+        par_chunks(out, CHUNK, |c, o| f(o, c * CHUNK));
+        return;
     }
     f(out, 0);
 }
@@ -348,17 +390,14 @@ fn flex_logits<'a>(logits: &'a FloatTensor<Flex>, targets: &IntTensor<Flex>) -> 
 fn by_rows(out: &mut [f32], width: usize, cost: usize, f: impl Fn(usize, &mut [f32]) + Sync) {
     let rows_count = out.len() / width.max(1);
     #[cfg(not(target_arch = "wasm32"))]
-    {
-        use rayon::prelude::*;
-        if rows_count * cost >= 2 * CHUNK && width > 0 {
-            let rows = (CHUNK / cost.max(1)).max(1);
-            out.par_chunks_mut(rows * width).enumerate().for_each(|(c, block)| {
-                for (i, row) in block.chunks_mut(width).enumerate() {
-                    f(c * rows + i, row);
-                }
-            });
-            return;
-        }
+    if rows_count * cost >= 2 * CHUNK && width > 0 {
+        let rows = (CHUNK / cost.max(1)).max(1);
+        par_chunks(out, rows * width, |c, block| {
+            for (i, row) in block.chunks_mut(width).enumerate() {
+                f(c * rows + i, row);
+            }
+        });
+        return;
     }
     let _ = (rows_count, cost);
     for (i, row) in out.chunks_mut(width.max(1)).enumerate() {

@@ -375,6 +375,61 @@ fn matmul_add_equals_f64_sums_in_place_or_not() {
     }
 }
 
+/// The CPU engine's loops run on oneMKL's OpenMP team where oneMKL is the BLAS (`blas::team`),
+/// else on rayon: every task once, a task's panic raised on the caller (and the next loop runs),
+/// and the fused attention (forward and backward), SiLU·gate and AdamW give the same bits either
+/// way, at sizes that split across threads.
+#[cfg(not(target_arch = "wasm32"))]
+#[test]
+fn loops_on_onemkl_s_team_equal_rayon_s_and_pass_a_panic_on() {
+    use crate::blas::{for_each_task, team};
+    use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
+    if crate::blas::describe().contains("oneMKL") {
+        assert!(team::on_team(), "oneMKL with Intel OpenMP is loaded, so the loops should run on its team");
+    }
+    let hits: Vec<AtomicUsize> = (0..1000).map(|_| AtomicUsize::new(0)).collect();
+    for_each_task(1000, &|t| {
+        hits[t].fetch_add(1, Relaxed);
+    });
+    assert!(hits.iter().all(|h| h.load(Relaxed) == 1), "a task ran other than once");
+    let caught = std::panic::catch_unwind(|| for_each_task(64, &|t| assert!(t != 37, "task 37 failed")));
+    let payload = caught.expect_err("a task panicked, so the loop must");
+    let message = payload.downcast_ref::<String>().cloned().or_else(|| payload.downcast_ref::<&str>().map(|m| m.to_string())).unwrap_or_default();
+    assert!(message.contains("task 37 failed"), "the caller got {message:?}");
+    let sum = AtomicUsize::new(0);
+    for_each_task(100, &|t| {
+        sum.fetch_add(t, Relaxed);
+    });
+    assert_eq!(sum.load(Relaxed), 4950, "the loop after a panic");
+
+    let f = |v: Vec<f32>, shape: [usize; 4]| Flex::float_from_data(TensorData::new(v, shape), &Default::default());
+    let flat = |x: FloatTensor<Flex>| futures_lite::future::block_on(Flex::float_into_data(x)).unwrap().try_to_vec::<f32>().unwrap();
+    let (b, nh, nkv, t, hs) = (4, 4, 2, 64, 32);
+    let causal = (0..b * t * t).map(|i| if i % t > (i / t) % t { f32::NEG_INFINITY } else { 0.0 }).collect();
+    let mask = f(causal, [b, 1, t, t]);
+    let (q, k, v, g) = (noise(b * nh * t * hs, 5, 2.0), noise(b * nkv * t * hs, 6, 2.0), noise(b * nkv * t * hs, 7, 1.0), noise(b * nh * t * hs, 8, 1.0));
+    let x = noise(100_000, 9, 3.0);
+    let two = |v: &Vec<f32>| Flex::float_from_data(TensorData::new(v.clone(), [v.len() / 100, 100]), &Default::default());
+    let step = AdamwStep { clip: 0.5, beta1: 0.9, one_minus_beta1: 0.1, beta2: 0.95, one_minus_beta2: 0.05, sqrt_bc2: 0.3, eps: 1e-8, decay: 0.999, step: 1e-3 };
+    let (p, m, va) = (noise(300_000, 10, 1.0), noise(300_000, 11, 0.01), noise(300_000, 12, 1e-3).iter().map(|x| x.abs()).collect::<Vec<f32>>());
+    let run = |on: bool| {
+        team::set_enabled(on);
+        let out = f(q.clone(), [b, nh, t, hs]);
+        let mut all = flat(attention::flex_attention(out, f(k.clone(), [b, nkv, t, hs]), f(v.clone(), [b, nkv, t, hs]), mask.clone(), 0.2));
+        let (dq, dk, dv) = attention::flex_attention_grad(f(q.clone(), [b, nh, t, hs]), f(k.clone(), [b, nkv, t, hs]), f(v.clone(), [b, nkv, t, hs]), mask.clone(), 0.2, f(g.clone(), [b, nh, t, hs]));
+        all.extend(flat(dq).into_iter().chain(flat(dk)).chain(flat(dv)));
+        all.extend(flat(Flex::silu_mul(two(&x), two(&x[..].iter().map(|v| v * 0.5).collect()))));
+        let (np, nm, nv) = Flex::adamw(two(&p), two(&m), two(&m), two(&va), step);
+        all.extend(flat(np).into_iter().chain(flat(nm)).chain(flat(nv)));
+        team::set_enabled(true);
+        all
+    };
+    let (on, off) = (run(true), run(false));
+    assert_eq!(on.len(), off.len());
+    assert!(on.iter().zip(&off).all(|(a, b)| a.to_bits() == b.to_bits()), "the loops gave other values on oneMKL's team than on rayon");
+    assert!(on.iter().all(|v| v.is_finite()) && on.iter().any(|&v| v != 0.0));
+}
+
 /// The AdamW kernel against the composed ops (what a cubecl runtime without the WGSL kernel
 /// runs), bit for bit: the same operations in the same order, one rounding each. Large enough to
 /// split across threads; with clipping and weight decay.
