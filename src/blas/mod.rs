@@ -75,6 +75,11 @@ fn gemm_matmul(a: &FloatTensor<Flex>, b: &FloatTensor<Flex>) -> Option<FloatTens
     let (oa, ob) = (gemm_operand(a)?, gemm_operand(b)?);
     let (m, n) = (oa.1, ob.2);
     let mut out = Vec::<f32>::with_capacity(m * n);
+    #[cfg(not(target_arch = "wasm32"))]
+    if let Some(tasks) = decode_split(m, oa.2, n) {
+        decode_product(oa, ob, tasks, &mut out);
+        return Some(Flex::float_from_data(burn::tensor::TensorData::new(out, [m, n]), &Default::default()));
+    }
     // Safety: `out` has room for m·n values; with `read_dst` false gemm writes every one of
     // them (zeros when k is 0) without reading them, so they are initialised before set_len.
     unsafe {
@@ -82,6 +87,106 @@ fn gemm_matmul(a: &FloatTensor<Flex>, b: &FloatTensor<Flex>) -> Option<FloatTens
         out.set_len(m * n);
     }
     Some(Flex::float_from_data(burn::tensor::TensorData::new(out, [m, n]), &Default::default()))
+}
+
+/// How many tasks a product of a few rows by a large matrix (a decoding step's linear layers:
+/// one row, a weight of `k × n`) is split into across oneMKL's OpenMP team, or None to keep it on
+/// one thread. Such a product streams the weight once and is bound by memory, and a second core
+/// adds bandwidth (`decode_bandwidth`: 12.6 against 7.3 GB/s on the Xeon). On rayon each
+/// product's hand-off woke a sleeping worker and the gain was lost ("Two more, one kept" in
+/// benches/README.md); the team's worker spins between products, so it is split only there. Two
+/// tasks a thread, each at least 32K weights (128 KB).
+#[cfg(not(target_arch = "wasm32"))]
+fn decode_split(m: usize, k: usize, n: usize) -> Option<usize> {
+    if m > DECODE_ROWS || !team::on_team() {
+        return None;
+    }
+    let tasks = (2 * rayon::current_num_threads()).min(k.saturating_mul(n) >> 15);
+    (tasks >= 2).then_some(tasks)
+}
+
+/// `out = a · b` (`out` with room for m·n values) in `tasks` parts on oneMKL's team, each a
+/// contiguous part of the weight: when b's rows are contiguous (the weights as the model holds
+/// them, `[in, out]`), a range of its rows, whose partial sums are added after; when its columns
+/// are (a transposed view of `nn.Linear`'s `[out, in]`), a range of columns. (Columns of a
+/// row-major weight would be read as short strided pieces, which gained nothing.)
+#[cfg(not(target_arch = "wasm32"))]
+fn decode_product(oa: GemmOperand, ob: GemmOperand, tasks: usize, out: &mut Vec<f32>) {
+    let ((pa, m, k, a_rs, a_cs), (pb, _, n, b_rs, b_cs)) = (oa, ob);
+    let (a, b) = (Shared(oa), Shared(ob));
+    if b_cs == 1 && k >= tasks {
+        let rows = k.div_ceil(tasks);
+        let parts = k.div_ceil(rows);
+        let mut partial = vec![0f32; parts * m * n];
+        let dst = SharedMut(partial.as_mut_ptr());
+        for_each_task(parts, &|t| {
+            let (k0, kw) = (t * rows, rows.min(k - t * rows));
+            let ((pa, _, _, a_rs, a_cs), (pb, _, _, b_rs, b_cs)) = (a.get(), b.get());
+            // Safety: a's columns and b's rows [k0, k0 + kw) lie inside them (gemm_operand's
+            // strides); each task writes its own m·n values of `partial`.
+            unsafe { gemm_block((pa.wrapping_offset(k0 as isize * a_cs), m, kw, a_rs, a_cs), (pb.wrapping_offset(k0 as isize * b_rs), kw, n, b_rs, b_cs), dst.get().add(t * m * n), n) };
+        });
+        let (first, rest) = partial.split_at(m * n);
+        out.extend_from_slice(first);
+        for part in rest.chunks_exact(m * n) {
+            out.iter_mut().zip(part).for_each(|(o, p)| *o += p);
+        }
+        return;
+    }
+    let _ = (pa, a_rs, a_cs, pb, b_rs);
+    let width = n.div_ceil(tasks);
+    let dst = SharedMut(out.as_mut_ptr());
+    for_each_task(n.div_ceil(width), &|t| {
+        let (c0, w) = (t * width, width.min(n - t * width));
+        let (pb, k, _, b_rs, b_cs) = b.get();
+        // Safety: b's columns [c0, c0 + w) lie inside it; each task writes the columns
+        // [c0, c0 + w) of the m rows of `out`, which has room for m·n values.
+        unsafe { gemm_block(a.get(), (pb.wrapping_offset(c0 as isize * b_cs), k, w, b_rs, b_cs), dst.get().add(c0), n) };
+    });
+    // Safety: the blocks together wrote every one of the m·n values.
+    unsafe { out.set_len(m * n) };
+}
+
+/// Rows up to which a product counts as decoding's for `decode_split`.
+#[cfg(not(target_arch = "wasm32"))]
+const DECODE_ROWS: usize = 4;
+
+/// A gemm operand shared by the tasks that read it.
+#[cfg(not(target_arch = "wasm32"))]
+struct Shared(GemmOperand);
+// Safety: the tasks only read through it while the caller holds the tensor.
+#[cfg(not(target_arch = "wasm32"))]
+unsafe impl Sync for Shared {}
+#[cfg(not(target_arch = "wasm32"))]
+impl Shared {
+    fn get(&self) -> GemmOperand {
+        self.0
+    }
+}
+/// An output the tasks write disjoint columns of.
+#[cfg(not(target_arch = "wasm32"))]
+struct SharedMut(*mut f32);
+// Safety: each task writes its own columns only (`gemm_matmul`).
+#[cfg(not(target_arch = "wasm32"))]
+unsafe impl Sync for SharedMut {}
+#[cfg(not(target_arch = "wasm32"))]
+impl SharedMut {
+    fn get(&self) -> *mut f32 {
+        self.0
+    }
+}
+
+/// `out = a · b` for `b` a block of columns, into `out` with rows `ld` apart, by the gemm crate
+/// on the calling thread.
+///
+/// # Safety
+/// As `gemm_into`, for an `out` of rows `ld` apart.
+#[cfg(not(target_arch = "wasm32"))]
+unsafe fn gemm_block(a: GemmOperand, b: GemmOperand, out: *mut f32, ld: usize) {
+    let ((pa, m, k, a_rs, a_cs), (pb, kb, n, b_rs, b_cs)) = (a, b);
+    assert_eq!(k, kb, "matmul: [{m}, {k}] by [{kb}, {n}]");
+    // Safety: the caller's contract above.
+    unsafe { gemm::gemm(m, n, k, out, 1, ld as isize, false, pa, a_cs, a_rs, pb, b_cs, b_rs, 0.0f32, 1.0f32, false, false, false, gemm::Parallelism::None) }
 }
 
 /// A 2-d f32 tensor as the gemm crate takes it: a pointer to its first element, its rows and
@@ -124,7 +229,23 @@ fn bf16_matmul(a: FloatTensor<Flex>, b: FloatTensor<Flex>) -> FloatTensor<Flex> 
     let a = if a.is_contiguous() { a } else { a.to_contiguous() };
     let x = a.as_slice::<f32>().expect("a contiguous f32 tensor");
     let mut out = vec![0f32; m * n];
-    tinytune_kernels::matmul_bf16(x, half::slice::HalfFloatSliceExt::reinterpret_cast(w), m, k, n, &mut out);
+    let w: &[u16] = half::slice::HalfFloatSliceExt::reinterpret_cast(w);
+    // One row (decoding): the weight's rows in parts on oneMKL's team, as `decode_split` says.
+    #[cfg(not(target_arch = "wasm32"))]
+    if m == 1
+        && let Some(tasks) = decode_split(m, k, n)
+    {
+        let width = n.div_ceil(tasks);
+        let dst = SharedMut(out.as_mut_ptr());
+        for_each_task(n.div_ceil(width), &|t| {
+            let (j0, jw) = (t * width, width.min(n - t * width));
+            // Safety: each task writes its own jw values of the n in `out`, from j0.
+            let o = unsafe { std::slice::from_raw_parts_mut(dst.get().add(j0), jw) };
+            tinytune_kernels::matmul_bf16(x, &w[j0 * k..(j0 + jw) * k], 1, k, jw, o);
+        });
+        return Flex::float_from_data(burn::tensor::TensorData::new(out, [m, n]), &Default::default());
+    }
+    tinytune_kernels::matmul_bf16(x, w, m, k, n, &mut out);
     Flex::float_from_data(burn::tensor::TensorData::new(out, [m, n]), &Default::default())
 }
 

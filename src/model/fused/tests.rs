@@ -430,6 +430,33 @@ fn loops_on_onemkl_s_team_equal_rayon_s_and_pass_a_panic_on() {
     assert!(on.iter().all(|v| v.is_finite()) && on.iter().any(|&v| v != 0.0));
 }
 
+/// Decoding's products (a few rows by a large weight) split across oneMKL's OpenMP team where it
+/// is loaded (`blas::decode_split`): by the weight's rows, whose partial sums are added, when its
+/// rows are contiguous (the model's `[in, out]`), by columns when it is a transposed view (of
+/// `nn.Linear`'s `[out, in]`); parts of unequal length among them. Against f64 sums, with the
+/// team and without (one thread).
+#[cfg(not(target_arch = "wasm32"))]
+#[test]
+fn decoding_products_split_across_the_team_equal_f64_sums() {
+    let device = burn::tensor::Device::flex();
+    for (m, k, n, transposed) in [(1, 300, 520, false), (1, 300, 520, true), (3, 1100, 130, false), (4, 130, 1100, true), (1, 77, 2000, false), (2, 2001, 70, true)] {
+        let (x, w) = (noise(m * k, 21, 1.0), noise(k * n, 22, 1.0));
+        let xt = Tensor::<2>::from_data(TensorData::new(x.clone(), [m, k]), &device);
+        let wt = if transposed {
+            Tensor::<2>::from_data(TensorData::new(crate::model::load::transpose(&w, k, n), [n, k]), &device).transpose()
+        } else {
+            Tensor::<2>::from_data(TensorData::new(w.clone(), [k, n]), &device)
+        };
+        let want: Vec<f32> = (0..m * n).map(|i| (0..k).map(|j| x[i / n * k + j] as f64 * w[j * n + i % n] as f64).sum::<f64>() as f32).collect();
+        for on in [true, false] {
+            crate::blas::team::set_enabled(on);
+            let got = values(matmul(xt.clone(), wt.clone()));
+            crate::blas::team::set_enabled(true);
+            assert_close(&format!("{m}×{k}·{k}×{n}, weight transposed {transposed}, team {on}"), &got, &want, 1e-5);
+        }
+    }
+}
+
 /// The AdamW kernel against the composed ops (what a cubecl runtime without the WGSL kernel
 /// runs), bit for bit: the same operations in the same order, one rounding each. Large enough to
 /// split across threads; with clipping and weight decay.
@@ -514,7 +541,8 @@ fn rotary_matches_the_composed_form_forward_and_backward() {
 /// Products with bfloat16 weights (a bf16 checkpoint kept as stored for decoding) against f64
 /// sums of the same values widened. Weights kept as `Model::keep_bf16_weights` keeps them (the
 /// transposed view of `[out, in]` rows) take the one-pass kernel up to `BF16_MAX_ROWS` rows,
-/// with every tail of its 32-value blocks and a strided `x`; more rows, and a bf16 weight in any
+/// with every tail of its 32-value blocks and a strided `x` (one row of 512 by 1376 split across
+/// oneMKL's team where it is loaded, as decoding's are); more rows, and a bf16 weight in any
 /// other layout, take a widened f32 product.
 #[test]
 fn bf16_weight_products_equal_f64_sums_of_the_widened_weights() {
