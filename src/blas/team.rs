@@ -40,9 +40,9 @@ fn team() -> Option<&'static Team> {
         if !blas.name.starts_with("oneMKL") {
             return None;
         }
-        // Only the Intel OpenMP oneMKL has loaded (setting its threads at load time loads its
-        // threading layer): with oneMKL on GNU OpenMP, or none loaded yet, the loops stay on
-        // rayon rather than start a second OpenMP runtime.
+        // Only the Intel OpenMP oneMKL has loaded (its first product, made when it is loaded,
+        // loads its threading layer): with oneMKL on GNU OpenMP the loops stay on rayon rather
+        // than start a second OpenMP runtime.
         #[cfg(unix)]
         // Safety: RTLD_NOLOAD opens nothing new; it finds the library oneMKL loaded, whose
         // initialisers have run. The symbol is looked up by its name in the GNU OpenMP ABI,
