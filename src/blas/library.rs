@@ -178,10 +178,6 @@ fn load(name: &str) -> Result<Blas, String> {
         if let Ok(set) = library.get::<unsafe extern "C" fn(*const i32)>(b"MKL_Set_Num_Threads\0") {
             mkl_complete(sgemm as *const std::ffi::c_void)?;
             set(&(rayon::current_num_threads() as i32));
-            // A first product loads oneMKL's threading layer and Intel OpenMP, which the CPU
-            // engine's loops then find (`team.rs`) whichever comes first.
-            let (one, mut out) = (1f32, 0f32);
-            sgemm(ROW_MAJOR, NO_TRANS, NO_TRANS, 1, 1, 1, 1.0, &one, 1, &one, 1, 0.0, &mut out, 1);
             let mut version = [0u8; 198];
             if let Ok(get) = library.get::<unsafe extern "C" fn(*mut std::ffi::c_char, i32)>(b"MKL_Get_Version_String\0") {
                 get(version.as_mut_ptr().cast(), version.len() as i32);

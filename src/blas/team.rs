@@ -13,7 +13,7 @@ use std::any::Any;
 use std::ffi::c_void;
 use std::sync::Mutex;
 use std::sync::OnceLock;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 /// `GOMP_parallel(fn, data, num_threads, flags)`: runs `fn(data)` on a team of `num_threads`
 /// threads, the caller among them, and returns when all have.
@@ -24,12 +24,20 @@ struct Team {
     _library: libloading::Library,
 }
 
-static ENABLED: AtomicBool = AtomicBool::new(true);
+thread_local! {
+    static ENABLED: std::cell::Cell<bool> = const { std::cell::Cell::new(true) };
+}
 
-/// Whether the loops may use oneMKL's OpenMP team (on by default): off, they stay on rayon.
-/// For benches and tests that compare the two in one process.
+/// Whether the loops this thread starts may use oneMKL's OpenMP team (on by default): off, they
+/// stay on rayon. For benches and tests that compare the two in one process; a setting of this
+/// thread's own, so that tests running side by side do not switch each other's.
 pub fn set_enabled(on: bool) {
-    ENABLED.store(on, Ordering::Relaxed);
+    ENABLED.with(|e| e.set(on));
+}
+
+/// Whether oneMKL's OpenMP team is there to be used (oneMKL is the BLAS, with Intel OpenMP).
+pub fn available() -> bool {
+    team().is_some()
 }
 
 /// Intel OpenMP as oneMKL loaded it, when the BLAS in use is oneMKL.
@@ -40,9 +48,9 @@ fn team() -> Option<&'static Team> {
         if !blas.name.starts_with("oneMKL") {
             return None;
         }
-        // Only the Intel OpenMP oneMKL has loaded (its first product, made when it is loaded,
-        // loads its threading layer): with oneMKL on GNU OpenMP the loops stay on rayon rather
-        // than start a second OpenMP runtime.
+        // Only the Intel OpenMP oneMKL has loaded (setting its threads when it is loaded loads
+        // its threading layer; the team test checks that it is found before any product): with
+        // oneMKL on GNU OpenMP the loops stay on rayon rather than start a second OpenMP runtime.
         #[cfg(unix)]
         // Safety: RTLD_NOLOAD opens nothing new; it finds the library oneMKL loaded, whose
         // initialisers have run. The symbol is looked up by its name in the GNU OpenMP ABI,
@@ -60,7 +68,7 @@ fn team() -> Option<&'static Team> {
 
 /// Whether `for_each_task` runs on oneMKL's OpenMP team from this thread.
 pub fn on_team() -> bool {
-    ENABLED.load(Ordering::Relaxed) && rayon::current_thread_index().is_none() && team().is_some()
+    ENABLED.with(|e| e.get()) && rayon::current_thread_index().is_none() && team().is_some()
 }
 
 /// The work of one `for_each_task` call, shared by the team's threads.

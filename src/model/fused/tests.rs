@@ -385,7 +385,7 @@ fn loops_on_onemkl_s_team_equal_rayon_s_and_pass_a_panic_on() {
     use crate::blas::{for_each_task, team};
     use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
     if crate::blas::describe().contains("oneMKL") {
-        assert!(team::on_team(), "oneMKL with Intel OpenMP is loaded, so the loops should run on its team");
+        assert!(team::available() && team::on_team(), "oneMKL with Intel OpenMP is loaded, so the loops should run on its team");
     }
     let hits: Vec<AtomicUsize> = (0..1000).map(|_| AtomicUsize::new(0)).collect();
     for_each_task(1000, &|t| {
