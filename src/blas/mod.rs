@@ -112,7 +112,7 @@ fn decode_split(m: usize, k: usize, n: usize) -> Option<usize> {
 /// row-major weight would be read as short strided pieces, which gained nothing.)
 #[cfg(not(target_arch = "wasm32"))]
 fn decode_product(oa: GemmOperand, ob: GemmOperand, tasks: usize, out: &mut Vec<f32>) {
-    let ((pa, m, k, a_rs, a_cs), (pb, _, n, b_rs, b_cs)) = (oa, ob);
+    let (m, k, n, b_cs) = (oa.1, oa.2, ob.2, ob.4);
     let (a, b) = (Shared(oa), Shared(ob));
     if b_cs == 1 && k >= tasks {
         let rows = k.div_ceil(tasks);
@@ -133,7 +133,6 @@ fn decode_product(oa: GemmOperand, ob: GemmOperand, tasks: usize, out: &mut Vec<
         }
         return;
     }
-    let _ = (pa, a_rs, a_cs, pb, b_rs);
     let width = n.div_ceil(tasks);
     let dst = SharedMut(out.as_mut_ptr());
     for_each_task(n.div_ceil(width), &|t| {
@@ -163,10 +162,10 @@ impl Shared {
         self.0
     }
 }
-/// An output the tasks write disjoint columns of.
+/// An output the tasks write disjoint parts of.
 #[cfg(not(target_arch = "wasm32"))]
 struct SharedMut(*mut f32);
-// Safety: each task writes its own columns only (`gemm_matmul`).
+// Safety: each task writes its own part only (`decode_product`, `bf16_matmul`).
 #[cfg(not(target_arch = "wasm32"))]
 unsafe impl Sync for SharedMut {}
 #[cfg(not(target_arch = "wasm32"))]
