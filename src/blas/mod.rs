@@ -16,6 +16,8 @@ use burn::tensor::DType;
 mod library;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod team;
+#[cfg(not(target_arch = "wasm32"))]
+pub(crate) use team::{Chunks, par_chunks};
 
 /// `f(task)` once for every task in `0..tasks`: natively on several threads (`team.rs`: oneMKL's
 /// OpenMP team where it is loaded, else rayon's pool), one after another in the browser.
@@ -83,7 +85,7 @@ fn gemm_matmul(a: &FloatTensor<Flex>, b: &FloatTensor<Flex>) -> Option<FloatTens
     // Safety: `out` has room for m·n values; with `read_dst` false gemm writes every one of
     // them (zeros when k is 0) without reading them, so they are initialised before set_len.
     unsafe {
-        gemm_into(oa, ob, out.as_mut_ptr(), false);
+        gemm_into(oa, ob, out.as_mut_ptr(), n, false, gemm_parallelism(m, n, oa.2));
         out.set_len(m * n);
     }
     Some(Flex::float_from_data(burn::tensor::TensorData::new(out, [m, n]), &Default::default()))
@@ -118,13 +120,12 @@ fn decode_product(oa: GemmOperand, ob: GemmOperand, tasks: usize, out: &mut Vec<
         let rows = k.div_ceil(tasks);
         let parts = k.div_ceil(rows);
         let mut partial = vec![0f32; parts * m * n];
-        let dst = SharedMut(partial.as_mut_ptr());
-        for_each_task(parts, &|t| {
+        par_chunks(&mut partial, m * n, |t, part| {
             let (k0, kw) = (t * rows, rows.min(k - t * rows));
             let ((pa, _, _, a_rs, a_cs), (pb, _, _, b_rs, b_cs)) = (a.get(), b.get());
             // Safety: a's columns and b's rows [k0, k0 + kw) lie inside them (gemm_operand's
-            // strides); each task writes its own m·n values of `partial`.
-            unsafe { gemm_block((pa.wrapping_offset(k0 as isize * a_cs), m, kw, a_rs, a_cs), (pb.wrapping_offset(k0 as isize * b_rs), kw, n, b_rs, b_cs), dst.get().add(t * m * n), n) };
+            // strides); `part` holds this task's m·n values.
+            unsafe { gemm_into((pa.wrapping_offset(k0 as isize * a_cs), m, kw, a_rs, a_cs), (pb.wrapping_offset(k0 as isize * b_rs), kw, n, b_rs, b_cs), part.as_mut_ptr(), n, false, gemm::Parallelism::None) };
         });
         let (first, rest) = partial.split_at(m * n);
         out.extend_from_slice(first);
@@ -140,7 +141,7 @@ fn decode_product(oa: GemmOperand, ob: GemmOperand, tasks: usize, out: &mut Vec<
         let (pb, k, _, b_rs, b_cs) = b.get();
         // Safety: b's columns [c0, c0 + w) lie inside it; each task writes the columns
         // [c0, c0 + w) of the m rows of `out`, which has room for m·n values.
-        unsafe { gemm_block(a.get(), (pb.wrapping_offset(c0 as isize * b_cs), k, w, b_rs, b_cs), dst.get().add(c0), n) };
+        unsafe { gemm_into(a.get(), (pb.wrapping_offset(c0 as isize * b_cs), k, w, b_rs, b_cs), dst.get().add(c0), n, false, gemm::Parallelism::None) };
     });
     // Safety: the blocks together wrote every one of the m·n values.
     unsafe { out.set_len(m * n) };
@@ -162,10 +163,10 @@ impl Shared {
         self.0
     }
 }
-/// An output the tasks write disjoint parts of.
+/// An output the tasks write disjoint columns of (rows apart, so not `Chunks`).
 #[cfg(not(target_arch = "wasm32"))]
 struct SharedMut(*mut f32);
-// Safety: each task writes its own part only (`decode_product`, `bf16_matmul`).
+// Safety: each task writes its own columns only (`decode_product`).
 #[cfg(not(target_arch = "wasm32"))]
 unsafe impl Sync for SharedMut {}
 #[cfg(not(target_arch = "wasm32"))]
@@ -175,36 +176,23 @@ impl SharedMut {
     }
 }
 
-/// `out = a · b` for `b` a block of columns, into `out` with rows `ld` apart, by the gemm crate
-/// on the calling thread.
-///
-/// # Safety
-/// As `gemm_into`, for an `out` of rows `ld` apart.
-#[cfg(not(target_arch = "wasm32"))]
-unsafe fn gemm_block(a: GemmOperand, b: GemmOperand, out: *mut f32, ld: usize) {
-    let ((pa, m, k, a_rs, a_cs), (pb, kb, n, b_rs, b_cs)) = (a, b);
-    assert_eq!(k, kb, "matmul: [{m}, {k}] by [{kb}, {n}]");
-    // Safety: the caller's contract above.
-    unsafe { gemm::gemm(m, n, k, out, 1, ld as isize, false, pa, a_cs, a_rs, pb, b_cs, b_rs, 0.0f32, 1.0f32, false, false, false, gemm::Parallelism::None) }
-}
-
 /// A 2-d f32 tensor as the gemm crate takes it: a pointer to its first element, its rows and
 /// columns, and its row and column strides (any strides: a transposed view is a pair of strides).
 type GemmOperand = (*const f32, usize, usize, isize, isize);
 
-/// `out = a · b`, or `out += a · b` with `read_dst`, for a row-major `out` of `[M, N]`, by the
-/// gemm crate; threads only for products worth them.
+/// `out = a · b`, or `out += a · b` with `read_dst`, for `out` `[M, N]` with rows `ld` apart, by
+/// the gemm crate with `parallelism`.
 ///
 /// # Safety
-/// `out` must point to m·n writable f32 values (initialised when `read_dst`) that no operand
-/// shares; the operands' pointers and strides must stay inside their storage (burn flex's
-/// layouts do). gemm keeps no pointer after the call.
-unsafe fn gemm_into(a: GemmOperand, b: GemmOperand, out: *mut f32, read_dst: bool) {
+/// `out` must point to M rows of N writable f32 values, `ld` apart (initialised when `read_dst`),
+/// that no operand shares; the operands' pointers and strides must stay inside their storage
+/// (burn flex's layouts do). gemm keeps no pointer after the call.
+unsafe fn gemm_into(a: GemmOperand, b: GemmOperand, out: *mut f32, ld: usize, read_dst: bool, parallelism: gemm::Parallelism) {
     let ((pa, m, k, a_rs, a_cs), (pb, kb, n, b_rs, b_cs)) = (a, b);
     assert_eq!(k, kb, "matmul: [{m}, {k}] by [{kb}, {n}]");
     let keep = if read_dst { 1.0f32 } else { 0.0 };
     // Safety: the caller's contract above.
-    unsafe { gemm::gemm(m, n, k, out, 1, n as isize, read_dst, pa, a_cs, a_rs, pb, b_cs, b_rs, keep, 1.0f32, false, false, false, gemm_parallelism(m, n, k)) }
+    unsafe { gemm::gemm(m, n, k, out, 1, ld as isize, read_dst, pa, a_cs, a_rs, pb, b_cs, b_rs, keep, 1.0f32, false, false, false, parallelism) }
 }
 
 /// Rows up to which a product with bfloat16 weights streams them once through
@@ -235,12 +223,9 @@ fn bf16_matmul(a: FloatTensor<Flex>, b: FloatTensor<Flex>) -> FloatTensor<Flex> 
         && let Some(tasks) = decode_split(m, k, n)
     {
         let width = n.div_ceil(tasks);
-        let dst = SharedMut(out.as_mut_ptr());
-        for_each_task(n.div_ceil(width), &|t| {
-            let (j0, jw) = (t * width, width.min(n - t * width));
-            // Safety: each task writes its own jw values of the n in `out`, from j0.
-            let o = unsafe { std::slice::from_raw_parts_mut(dst.get().add(j0), jw) };
-            tinytune_kernels::matmul_bf16(x, &w[j0 * k..(j0 + jw) * k], 1, k, jw, o);
+        par_chunks(&mut out, width, |t, o| {
+            let j0 = t * width;
+            tinytune_kernels::matmul_bf16(x, &w[j0 * k..(j0 + o.len()) * k], 1, k, o.len(), o);
         });
         return Flex::float_from_data(burn::tensor::TensorData::new(out, [m, n]), &Default::default());
     }
@@ -299,7 +284,7 @@ fn gemm_matmul_add(a: &FloatTensor<Flex>, b: &FloatTensor<Flex>, mut c: FloatTen
     let Some(out) = c.try_storage_mut::<f32>() else { return Err(c) };
     // Safety: `out` is c's own buffer (c is unique, so it shares no storage with a or b),
     // exactly m·n initialised values, row-major.
-    unsafe { gemm_into(oa, ob, out.as_mut_ptr(), true) };
+    unsafe { gemm_into(oa, ob, out.as_mut_ptr(), n, true, gemm_parallelism(m, n, k)) };
     Ok(c)
 }
 

@@ -119,3 +119,44 @@ pub fn for_each_task(tasks: usize, f: &(dyn Fn(usize) + Sync)) {
     use rayon::prelude::*;
     (0..tasks).into_par_iter().for_each(f);
 }
+
+/// A slice cut into `size`-long chunks (the last may be shorter) for tasks on several threads
+/// to fill, each task its own chunk (`for_each_task` runs each task once).
+pub struct Chunks<'a> {
+    ptr: *mut f32,
+    len: usize,
+    size: usize,
+    _out: std::marker::PhantomData<&'a mut [f32]>,
+}
+
+// Safety: a `Chunks` hands out disjoint parts of one `&mut [f32]` (see `get`), as
+// `par_chunks_mut` does.
+unsafe impl Sync for Chunks<'_> {}
+
+impl<'a> Chunks<'a> {
+    pub fn new(out: &'a mut [f32], size: usize) -> Self {
+        Chunks { ptr: out.as_mut_ptr(), len: out.len(), size: size.max(1), _out: std::marker::PhantomData }
+    }
+    pub fn count(&self) -> usize {
+        self.len.div_ceil(self.size)
+    }
+    /// Chunk `i`.
+    ///
+    /// # Safety
+    /// Each `i` may be taken once only while the chunks live (one task each).
+    pub unsafe fn get(&self, i: usize) -> &'a mut [f32] {
+        let start = i * self.size;
+        assert!(start < self.len, "chunk {i} of {} values in chunks of {}", self.len, self.size);
+        // Safety: start + the chunk's length ≤ len, inside the slice `new` took; chunks do not
+        // overlap, and the caller takes each once.
+        unsafe { std::slice::from_raw_parts_mut(self.ptr.add(start), self.size.min(self.len - start)) }
+    }
+}
+
+/// `f(c, chunk)` for the `size`-long chunks of `out`, each chunk once, on several threads
+/// (`for_each_task`).
+pub fn par_chunks(out: &mut [f32], size: usize, f: impl Fn(usize, &mut [f32]) + Sync) {
+    let chunks = Chunks::new(out, size);
+    // Safety: for_each_task runs each task index once.
+    for_each_task(chunks.count(), &|c| f(c, unsafe { chunks.get(c) }));
+}

@@ -34,7 +34,7 @@ pub(super) fn flex_adamw(p: FloatTensor<Flex>, g: FloatTensor<Flex>, m: FloatTen
     #[cfg(not(target_arch = "wasm32"))]
     {
         const CHUNK: usize = 64 * 1024;
-        let (pc, mc, vc) = (super::Chunks::new(&mut pn, CHUNK), super::Chunks::new(&mut mn, CHUNK), super::Chunks::new(&mut vn, CHUNK));
+        let (pc, mc, vc) = (crate::blas::Chunks::new(&mut pn, CHUNK), crate::blas::Chunks::new(&mut mn, CHUNK), crate::blas::Chunks::new(&mut vn, CHUNK));
         crate::blas::for_each_task(pc.count(), &|c| {
             // Safety: for_each_task runs each task index once.
             let (p, m, v) = unsafe { (pc.get(c), mc.get(c), vc.get(c)) };

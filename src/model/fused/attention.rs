@@ -193,7 +193,7 @@ pub(super) fn flex_attention(q: FloatTensor<Flex>, k: FloatTensor<Flex>, v: Floa
     };
     #[cfg(not(target_arch = "wasm32"))]
     if a.parallel() {
-        super::par_chunks(&mut out, chunk, run);
+        crate::blas::par_chunks(&mut out, chunk, run);
         return flex_tensor(out, &q);
     }
     out.chunks_mut(chunk.max(1)).enumerate().for_each(|(i, o)| run(i, o));
@@ -219,7 +219,7 @@ pub(super) fn flex_attention_grad(
     };
     #[cfg(not(target_arch = "wasm32"))]
     if a.parallel() {
-        let (dqc, dkc, dvc) = (super::Chunks::new(&mut dq, qc), super::Chunks::new(&mut dk, kc), super::Chunks::new(&mut dv, kc));
+        let (dqc, dkc, dvc) = (crate::blas::Chunks::new(&mut dq, qc), crate::blas::Chunks::new(&mut dk, kc), crate::blas::Chunks::new(&mut dv, kc));
         crate::blas::for_each_task(dqc.count(), &|i| {
             // Safety: for_each_task runs each task index once.
             let (dq, dk, dv) = unsafe { (dqc.get(i), dkc.get(i), dvc.get(i)) };

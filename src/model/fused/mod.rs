@@ -280,56 +280,11 @@ impl FusedOps for burn::backend::wgpu::CubeBackend {
 #[cfg(not(target_arch = "wasm32"))]
 const CHUNK: usize = 16 * 1024;
 
-/// A slice cut into `size`-long chunks (the last may be shorter) for tasks on several threads
-/// to fill, each task its own chunk (`crate::blas::for_each_task` runs each task once).
-#[cfg(not(target_arch = "wasm32"))]
-pub(super) struct Chunks<'a> {
-    ptr: *mut f32,
-    len: usize,
-    size: usize,
-    _out: std::marker::PhantomData<&'a mut [f32]>,
-}
-
-#[cfg(not(target_arch = "wasm32"))]
-// Safety: a `Chunks` hands out disjoint parts of one `&mut [f32]` (see `get`), as
-// `par_chunks_mut` does.
-unsafe impl Sync for Chunks<'_> {}
-
-#[cfg(not(target_arch = "wasm32"))]
-impl<'a> Chunks<'a> {
-    pub(super) fn new(out: &'a mut [f32], size: usize) -> Self {
-        Chunks { ptr: out.as_mut_ptr(), len: out.len(), size: size.max(1), _out: std::marker::PhantomData }
-    }
-    pub(super) fn count(&self) -> usize {
-        self.len.div_ceil(self.size)
-    }
-    /// Chunk `i`.
-    ///
-    /// # Safety
-    /// Each `i` may be taken once only while the chunks live (one task each).
-    pub(super) unsafe fn get(&self, i: usize) -> &'a mut [f32] {
-        let start = i * self.size;
-        assert!(start < self.len, "chunk {i} of {} values in chunks of {}", self.len, self.size);
-        // Safety: start + the chunk's length ≤ len, inside the slice `new` took; chunks do not
-        // overlap, and the caller takes each once.
-        unsafe { std::slice::from_raw_parts_mut(self.ptr.add(start), self.size.min(self.len - start)) }
-    }
-}
-
-#[cfg(not(target_arch = "wasm32"))]
-/// `f(c, chunk)` for the `size`-long chunks of `out`, each chunk once, on several threads
-/// natively (`crate::blas::for_each_task`).
-pub(super) fn par_chunks(out: &mut [f32], size: usize, f: impl Fn(usize, &mut [f32]) + Sync) {
-    let chunks = Chunks::new(out, size);
-    // Safety: for_each_task runs each task index once.
-    crate::blas::for_each_task(chunks.count(), &|c| f(c, unsafe { chunks.get(c) }));
-}
-
 /// Run `f(out_chunk, start)` over `out` in chunks, on several threads natively when it is large.
 fn chunked(out: &mut [f32], f: impl Fn(&mut [f32], usize) + Sync) {
     #[cfg(not(target_arch = "wasm32"))]
     if out.len() >= 2 * CHUNK {
-        par_chunks(out, CHUNK, |c, o| f(o, c * CHUNK));
+        crate::blas::par_chunks(out, CHUNK, |c, o| f(o, c * CHUNK));
         return;
     }
     f(out, 0);
@@ -392,7 +347,7 @@ fn by_rows(out: &mut [f32], width: usize, cost: usize, f: impl Fn(usize, &mut [f
     #[cfg(not(target_arch = "wasm32"))]
     if rows_count * cost >= 2 * CHUNK && width > 0 {
         let rows = (CHUNK / cost.max(1)).max(1);
-        par_chunks(out, rows * width, |c, block| {
+        crate::blas::par_chunks(out, rows * width, |c, block| {
             for (i, row) in block.chunks_mut(width).enumerate() {
                 f(c * rows + i, row);
             }
