@@ -75,17 +75,17 @@ fn gemm_parallelism(m: usize, n: usize, k: usize) -> gemm::Parallelism {
 /// `matmul` does first (3% of a 24M model's training step). None for other dtypes and ranks.
 fn gemm_matmul(a: &FloatTensor<Flex>, b: &FloatTensor<Flex>) -> Option<FloatTensor<Flex>> {
     let (oa, ob) = (gemm_operand(a)?, gemm_operand(b)?);
-    let (m, n) = (oa.1, ob.2);
+    let (m, k, n) = (oa.1, oa.2, ob.2);
     let mut out = Vec::<f32>::with_capacity(m * n);
     #[cfg(not(target_arch = "wasm32"))]
-    if let Some(tasks) = decode_split(m, oa.2, n) {
+    if let Some(tasks) = decode_split(m, k, n) {
         decode_product(oa, ob, tasks, &mut out);
         return Some(Flex::float_from_data(burn::tensor::TensorData::new(out, [m, n]), &Default::default()));
     }
     // Safety: `out` has room for m·n values; with `read_dst` false gemm writes every one of
     // them (zeros when k is 0) without reading them, so they are initialised before set_len.
     unsafe {
-        gemm_into(oa, ob, out.as_mut_ptr(), n, false, gemm_parallelism(m, n, oa.2));
+        gemm_into(oa, ob, out.as_mut_ptr(), n, false, gemm_parallelism(m, n, k));
         out.set_len(m * n);
     }
     Some(Flex::float_from_data(burn::tensor::TensorData::new(out, [m, n]), &Default::default()))
