@@ -54,6 +54,15 @@ fn main() {
     (0..REPS).for_each(|_| pass(&mut y));
     let one = start.elapsed().as_secs_f64() / REPS as f64;
 
+    // The same pass through tinytune's own one-row kernel (what decoding runs on weights held
+    // `[in, out]`), checked against the same sum.
+    let rows = |y: &mut Vec<f32>| weights.iter().for_each(|w| tinytune_kernels::matmul_rows(&x, K, 1, K, w, N, N, false, y, N));
+    rows(&mut y);
+    assert!((y[7] as f64 - want).abs() < 1e-3 * want.abs().max(1.0), "{} against {want}", y[7]);
+    let start = Instant::now();
+    (0..REPS).for_each(|_| rows(&mut y));
+    let own = start.elapsed().as_secs_f64() / REPS as f64;
+
     // The helper takes columns N/2.. of product number `go`; `done` says it finished.
     let (go, done) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
     let helper = {
@@ -96,6 +105,7 @@ fn main() {
     let best = (bytes / one).max(bytes / two);
     println!("one thread:  {:.2} ms for {:.0} MB of weights, {:.1} GB/s", one * 1e3, bytes / 1e6, bytes / one / 1e9);
     println!("two threads: {:.2} ms, {:.1} GB/s ({:.2}x one thread)", two * 1e3, bytes / two / 1e9, one / two);
+    println!("one thread, tinytune's matmul_rows: {:.2} ms, {:.1} GB/s ({:.2}x the gemm crate's)", own * 1e3, bytes / own / 1e9, one / own);
     println!(
         "24M Llama: {:.1} MB of f32 weights a token, so at most {:.0} tokens/s at {:.1} GB/s",
         WEIGHTS_24M / 1e6,

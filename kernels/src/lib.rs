@@ -237,6 +237,52 @@ simd_fn! {
     }
 }
 
+simd_fn! {
+    /// `out [m, n] = a [m, k] · w [k, n]`, or `+=` with `add`, for a few rows of `a` and a
+    /// row-major `w` (its rows `ldw` apart; `a`'s `lda`, `out`'s `ldo`): decoding's one-row
+    /// products over weights held `[in, out]`. Such a product is bound by how fast `w` streams
+    /// from memory; this reads it once, front to back, eight rows a pass, and updates each
+    /// output value once a pass (the gemm crate's kernel, built for many rows, streamed at two
+    /// thirds of this rate: `benches/decode_bandwidth.rs`). Each output value sums its k
+    /// products in order of k, two chains of four a pass.
+    pub fn matmul_rows(a: &[f32], lda: usize, m: usize, k: usize, w: &[f32], ldw: usize, n: usize, add: bool, out: &mut [f32], ldo: usize) {
+        assert!(
+            m == 0 || n == 0 || (a.len() >= (m - 1) * lda + k && out.len() >= (m - 1) * ldo + n && (k == 0 || w.len() >= (k - 1) * ldw + n)),
+            "matmul_rows: [{m}, {k}] by [{k}, {n}] with slices of {}, {} and {} (strides {lda}, {ldw}, {ldo})", a.len(), w.len(), out.len()
+        );
+        for i in 0..m {
+            let x = &a[i * lda..][..k];
+            let o = &mut out[i * ldo..][..n];
+            if !add {
+                o.fill(0.0);
+            }
+            let mut r = 0;
+            while r + 8 <= k {
+                let row = |t: usize| &w[(r + t) * ldw..][..n];
+                let (w0, w1, w2, w3, w4, w5, w6, w7) = (row(0), row(1), row(2), row(3), row(4), row(5), row(6), row(7));
+                let xs = &x[r..r + 8];
+                for j in 0..n {
+                    let mut s = madd::<ISA>(xs[0], w0[j], o[j]);
+                    let mut t = xs[1] * w1[j];
+                    s = madd::<ISA>(xs[2], w2[j], s);
+                    t = madd::<ISA>(xs[3], w3[j], t);
+                    s = madd::<ISA>(xs[4], w4[j], s);
+                    t = madd::<ISA>(xs[5], w5[j], t);
+                    s = madd::<ISA>(xs[6], w6[j], s);
+                    t = madd::<ISA>(xs[7], w7[j], t);
+                    o[j] = s + t;
+                }
+                r += 8;
+            }
+            for (r, &xr) in x.iter().enumerate().skip(r) {
+                for (oj, &wj) in o.iter_mut().zip(&w[r * ldw..][..n]) {
+                    *oj = madd::<ISA>(xr, wj, *oj);
+                }
+            }
+        }
+    }
+}
+
 /// Independent accumulators for the row reductions: one f32 accumulator must be summed in order,
 /// eight can be a vector.
 const LANES: usize = 8;

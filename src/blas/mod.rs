@@ -190,6 +190,32 @@ type GemmOperand = (*const f32, usize, usize, isize, isize);
 unsafe fn gemm_into(a: GemmOperand, b: GemmOperand, out: *mut f32, ld: usize, read_dst: bool, parallelism: gemm::Parallelism) {
     let ((pa, m, k, a_rs, a_cs), (pb, kb, n, b_rs, b_cs)) = (a, b);
     assert_eq!(k, kb, "matmul: [{m}, {k}] by [{kb}, {n}]");
+    // Decoding's few rows by a row-major weight: tinytune's own kernel streams the weight at
+    // 1.36× the gemm crate's rate (`benches/decode_bandwidth.rs`). Products big enough for
+    // threads stay on gemm's.
+    #[cfg(not(target_arch = "wasm32"))]
+    if (1..=DECODE_ROWS).contains(&m)
+        && k > 0
+        && n > 0
+        && matches!(parallelism, gemm::Parallelism::None)
+        && b_cs == 1
+        && b_rs >= n as isize
+        && a_cs == 1
+        && (m == 1 || a_rs >= k as isize)
+    {
+        let lda = if m == 1 { k } else { a_rs as usize };
+        // Safety: the caller's contract: a's m rows of k (columns adjacent, rows lda apart), b's
+        // k rows of n (rows b_rs apart) and out's m rows of n (ld apart) lie inside their storage.
+        let (a, w, out) = unsafe {
+            (
+                std::slice::from_raw_parts(pa, (m - 1) * lda + k),
+                std::slice::from_raw_parts(pb, (k - 1) * b_rs as usize + n),
+                std::slice::from_raw_parts_mut(out, (m - 1) * ld + n),
+            )
+        };
+        tinytune_kernels::matmul_rows(a, lda, m, k, w, b_rs as usize, n, read_dst, out, ld);
+        return;
+    }
     let keep = if read_dst { 1.0f32 } else { 0.0 };
     // Safety: the caller's contract above.
     unsafe { gemm::gemm(m, n, k, out, 1, ld as isize, read_dst, pa, a_cs, a_rs, pb, b_cs, b_rs, keep, 1.0f32, false, false, false, parallelism) }

@@ -457,6 +457,27 @@ fn decoding_products_split_across_the_team_equal_f64_sums() {
     }
 }
 
+/// The one-row kernel decoding runs on row-major weights (`tinytune_kernels::matmul_rows`) on its
+/// own: rows of a, w and out further apart than they are long, depths that are and are not
+/// multiples of its eight rows a pass, written over and added into. Against f64 sums.
+#[test]
+fn matmul_rows_equals_f64_sums_with_strides_and_adding() {
+    for (m, k, n, add) in [(1, 8, 16, false), (1, 77, 130, false), (3, 64, 50, true), (4, 13, 7, true), (2, 1, 33, false)] {
+        let (lda, ldw, ldo) = (k + 3, n + 5, n + 2);
+        let (a, w, start) = (noise(m * lda, 31, 1.0), noise(k * ldw, 32, 1.0), noise(m * ldo, 33, 1.0));
+        let mut out = start.clone();
+        tinytune_kernels::matmul_rows(&a, lda, m, k, &w, ldw, n, add, &mut out, ldo);
+        for i in 0..m {
+            let want: Vec<f32> = (0..n)
+                .map(|j| ((if add { start[i * ldo + j] as f64 } else { 0.0 }) + (0..k).map(|r| a[i * lda + r] as f64 * w[r * ldw + j] as f64).sum::<f64>()) as f32)
+                .collect();
+            assert_close(&format!("{m}×{k}·{k}×{n}, add {add}, row {i}"), &out[i * ldo..i * ldo + n], &want, 1e-5);
+            let gap = i * ldo + n..(i + 1) * ldo;
+            assert!(out[gap.clone()].iter().zip(&start[gap]).all(|(x, y)| x.to_bits() == y.to_bits()), "the kernel wrote past row {i}'s n values");
+        }
+    }
+}
+
 /// The AdamW kernel against the composed ops (what a cubecl runtime without the WGSL kernel
 /// runs), bit for bit: the same operations in the same order, one rounding each. Large enough to
 /// split across threads; with clipping and weight decay.
