@@ -190,30 +190,23 @@ type GemmOperand = (*const f32, usize, usize, isize, isize);
 unsafe fn gemm_into(a: GemmOperand, b: GemmOperand, out: *mut f32, ld: usize, read_dst: bool, parallelism: gemm::Parallelism) {
     let ((pa, m, k, a_rs, a_cs), (pb, kb, n, b_rs, b_cs)) = (a, b);
     assert_eq!(k, kb, "matmul: [{m}, {k}] by [{kb}, {n}]");
-    // Decoding's few rows by a row-major weight: tinytune's own kernel streams the weight at
+    // Decoding's one row by a row-major weight: tinytune's own kernel streams the weight at
     // 1.36× the gemm crate's rate (`benches/decode_bandwidth.rs`). Products big enough for
-    // threads stay on gemm's.
+    // threads stay on gemm's, and so do products of more rows (the kernel reads the weight once
+    // a row; gemm's register tiles read it once for all of them).
     #[cfg(not(target_arch = "wasm32"))]
-    if (1..=DECODE_ROWS).contains(&m)
+    if m == 1
         && k > 0
         && n > 0
         && matches!(parallelism, gemm::Parallelism::None)
         && b_cs == 1
         && b_rs >= n as isize
         && a_cs == 1
-        && (m == 1 || a_rs >= k as isize)
     {
-        let lda = if m == 1 { k } else { a_rs as usize };
-        // Safety: the caller's contract: a's m rows of k (columns adjacent, rows lda apart), b's
-        // k rows of n (rows b_rs apart) and out's m rows of n (ld apart) lie inside their storage.
-        let (a, w, out) = unsafe {
-            (
-                std::slice::from_raw_parts(pa, (m - 1) * lda + k),
-                std::slice::from_raw_parts(pb, (k - 1) * b_rs as usize + n),
-                std::slice::from_raw_parts_mut(out, (m - 1) * ld + n),
-            )
-        };
-        tinytune_kernels::matmul_rows(a, lda, m, k, w, b_rs as usize, n, read_dst, out, ld);
+        // Safety: the caller's contract: a's row of k (columns adjacent), b's k rows of n (rows
+        // b_rs apart) and out's row of n lie inside their storage.
+        let (a, w, out) = unsafe { (std::slice::from_raw_parts(pa, k), std::slice::from_raw_parts(pb, (k - 1) * b_rs as usize + n), std::slice::from_raw_parts_mut(out, n)) };
+        tinytune_kernels::matmul_rows(a, k, 1, k, w, b_rs as usize, n, read_dst, out, n);
         return;
     }
     let keep = if read_dst { 1.0f32 } else { 0.0 };
