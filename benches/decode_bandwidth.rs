@@ -3,11 +3,14 @@
 //!
 //!     cargo bench --profile dev --bench decode_bandwidth
 //!
-//! The weights are 70 matrices of 512 × 1376 f32 (197 MB, far past any cache), the shape of the
-//! 24M Llama's MLP. One thread runs `y = x·W` over all of them with the gemm crate's kernel; then two threads split every
-//! product by columns, the second a helper that spins on an atomic between products (no rayon
-//! hand-off, no sleeping: the cheapest split there is). The last line turns the measured rate
-//! into the most tokens/s any f32 decoder can reach on the 24M model here.
+//! The weights are 70 matrices of 512 × 1376 f32 (197 MB, past the caches of most machines; a
+//! machine with a larger L3 keeps part of a smaller model's weights there), the shape of the 24M
+//! Llama's MLP. One thread runs `y = x·W` over all of them with the gemm crate's kernel, and
+//! again with tinytune's own one-row kernel (`tinytune_kernels::matmul_rows`, what decoding now
+//! runs); then two threads split every gemm product by columns, the second a helper that spins
+//! on an atomic between products (no rayon hand-off, no sleeping: the cheapest split there is).
+//! The last line turns the measured rate into the most tokens/s an f32 decoder streaming from
+//! memory can reach on the 24M model here.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
