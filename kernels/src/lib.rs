@@ -283,6 +283,173 @@ simd_fn! {
     }
 }
 
+/// A 4-bit matrix `[rows, cols]` in its buffer of u32 words, as bytes (bitsandbytes' NF4 or FP4
+/// layout as tinytune packs it; its `Q4Layout`, offsets in words): two codes a byte, the first in
+/// the high nibble, from byte 0; a scale per block of `blocksize` values, an f32 at word
+/// `absmax + block`, or with double quantization (`nested` > 0) a byte at byte `4·absmax + block`
+/// that picks one of the 256 f32s at word `map`, times the f32 at word `absmax2 + block / nested`,
+/// plus the f32 at word `offset`; the 16 code values at word `code`. Value `e` of the matrix is
+/// `code[nibble e] · scale(e / blocksize)`.
+#[derive(Clone, Copy, Debug)]
+pub struct Q4View<'a> {
+    pub bytes: &'a [u8],
+    pub rows: usize,
+    pub cols: usize,
+    pub blocksize: usize,
+    pub nested: usize,
+    pub code: usize,
+    pub absmax: usize,
+    pub absmax2: usize,
+    pub map: usize,
+    pub offset: usize,
+}
+
+impl Q4View<'_> {
+    #[inline(always)]
+    fn word(&self, i: usize) -> f32 {
+        let b = &self.bytes[4 * i..4 * i + 4];
+        f32::from_le_bytes([b[0], b[1], b[2], b[3]])
+    }
+    /// Block `blk`'s scale, with the arithmetic of `dequantize_words` (and `q4_dequant.wgsl`).
+    #[inline(always)]
+    fn scale(&self, blk: usize) -> f32 {
+        if self.nested == 0 {
+            self.word(self.absmax + blk)
+        } else {
+            self.word(self.map + self.bytes[4 * self.absmax + blk] as usize) * self.word(self.absmax2 + blk / self.nested) + self.word(self.offset)
+        }
+    }
+}
+
+/// Rows of `x` `q4_rows` takes at most.
+pub const Q4_MAX_ROWS: usize = 8;
+
+/// `out[(r − r0)·m + i] = Σ_c x[i·cols + c] · W[r, c]` for the `out.len() / m` rows of the
+/// 4-bit matrix W from `r0` on: `x · Wᵀ` for a few rows of `x` (decoding) without writing W in
+/// f32. Each value of W is the product `dequantize_words` forms (a block's 16 code values scaled
+/// once, then looked up); the order of the sums is each copy's own.
+///
+/// With AVX-512, and rows and blocks in whole runs of 16 values (every model's hidden sizes, and
+/// bitsandbytes' blocks of 64), the lookup is one `vpermps` a 16 values, with the scaled codes in a
+/// register: the one kernel here written with intrinsics, since a table lookup is nothing a
+/// compiler vectorises. Elsewhere `q4_rows_portable` looks each value up in turn.
+pub fn q4_rows(q: Q4View, x: &[f32], m: usize, r0: usize, out: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    if simd() == Simd::Avx512 && q.cols % 16 == 0 && q.blocksize % 16 == 0 {
+        q4_rows_checked(q, x, m, r0, out);
+        // Safety: `simd` found AVX-512F; the bounds were checked above.
+        unsafe { q4_rows_avx512(q, x, m, r0, out) };
+        return;
+    }
+    q4_rows_portable(q, x, m, r0, out)
+}
+
+fn q4_rows_checked(q: Q4View, x: &[f32], m: usize, r0: usize, out: &[f32]) {
+    assert!(
+        m > 0 && m <= Q4_MAX_ROWS && q.blocksize > 0 && x.len() >= m * q.cols && out.len() % m == 0 && r0 + out.len() / m <= q.rows
+            && q.bytes.len() >= (q.rows * q.cols).div_ceil(2) && q.bytes.len() >= 4 * (q.code + 16),
+        "q4_rows: {m} rows of {} by rows {r0}.. of a {}×{} matrix (blocks of {}) into {} values", q.cols, q.rows, q.cols, q.blocksize, out.len()
+    );
+}
+
+/// `q4_rows` for rows and blocks in whole runs of 16 values: each row's products summed in 16
+/// lanes a row of `x`, then across the lanes.
+///
+/// # Safety
+/// The CPU has AVX-512F; `q4_rows_checked` holds, `q.cols` and `q.blocksize` are multiples of 16.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx2,fma")]
+unsafe fn q4_rows_avx512(q: Q4View, x: &[f32], m: usize, r0: usize, out: &mut [f32]) {
+    use std::arch::x86_64::*;
+    let cols = q.cols;
+    let mut code = [0f32; 16];
+    for (j, c) in code.iter_mut().enumerate() {
+        *c = q.word(q.code + j);
+    }
+    // Safety (all the loads below): the caller's bounds; a row's bytes [e/2, e/2 + cols/2) lie
+    // inside `bytes` (rows up to q.rows), x's rows inside `x`.
+    unsafe {
+        let code = _mm512_loadu_ps(code.as_ptr());
+        let low = _mm_set1_epi8(0x0f);
+        for (ri, o) in out.chunks_exact_mut(m).enumerate() {
+            let e0 = (r0 + ri) * cols;
+            let mut acc = [_mm512_setzero_ps(); Q4_MAX_ROWS];
+            // The block of value e0 and how many of its values are left from there on.
+            let (mut blk, mut left) = (e0 / q.blocksize, q.blocksize - e0 % q.blocksize);
+            let mut table = _mm512_mul_ps(code, _mm512_set1_ps(q.scale(blk)));
+            for c in (0..cols).step_by(16) {
+                if left == 0 {
+                    (blk, left) = (blk + 1, q.blocksize);
+                    table = _mm512_mul_ps(code, _mm512_set1_ps(q.scale(blk)));
+                }
+                left -= 16;
+                // 8 bytes, 16 codes: the high nibble first, as packed.
+                let v = _mm_loadl_epi64(q.bytes.as_ptr().add((e0 + c) / 2) as *const __m128i);
+                let hi = _mm_and_si128(_mm_srli_epi16::<4>(v), low);
+                let lo = _mm_and_si128(v, low);
+                let w = _mm512_permutexvar_ps(_mm512_cvtepu8_epi32(_mm_unpacklo_epi8(hi, lo)), table);
+                for (i, a) in acc.iter_mut().enumerate().take(m) {
+                    *a = _mm512_fmadd_ps(_mm512_loadu_ps(x.as_ptr().add(i * cols + c)), w, *a);
+                }
+            }
+            for (oi, a) in o.iter_mut().zip(&acc) {
+                *oi = _mm512_reduce_add_ps(*a);
+            }
+        }
+    }
+}
+
+simd_fn! {
+    /// `q4_rows` value by value, any shape: the sums run in pieces of up to 64 values, each a
+    /// dot product in eight lanes, added in order of c.
+    pub fn q4_rows_portable(q: Q4View, x: &[f32], m: usize, r0: usize, out: &mut [f32]) {
+        let (cols, bs) = (q.cols, q.blocksize);
+        q4_rows_checked(q, x, m, r0, out);
+        let mut code = [0f32; 16];
+        for (j, c) in code.iter_mut().enumerate() {
+            *c = q.word(q.code + j);
+        }
+        let mut table = [0f32; 16];
+        let mut buf = [0f32; 64];
+        for (ri, o) in out.chunks_exact_mut(m).enumerate() {
+            let e0 = (r0 + ri) * cols;
+            let mut acc = [0f32; Q4_MAX_ROWS];
+            let (mut c, mut blk) = (0, usize::MAX);
+            while c < cols {
+                let e = e0 + c;
+                if e / bs != blk {
+                    blk = e / bs;
+                    let a = q.scale(blk);
+                    for (t, &v) in table.iter_mut().zip(&code) {
+                        *t = v * a;
+                    }
+                }
+                let len = (cols - c).min(bs - e % bs).min(64);
+                let w = &mut buf[..len];
+                let mut k = 0;
+                if e % 2 == 1 {
+                    w[0] = table[(q.bytes[e / 2] & 0xf) as usize];
+                    k = 1;
+                }
+                while k + 2 <= len {
+                    let b = q.bytes[(e + k) / 2];
+                    w[k] = table[(b >> 4) as usize];
+                    w[k + 1] = table[(b & 0xf) as usize];
+                    k += 2;
+                }
+                if k < len {
+                    w[k] = table[(q.bytes[(e + k) / 2] >> 4) as usize];
+                }
+                for (i, a) in acc.iter_mut().enumerate().take(m) {
+                    *a += dot(&x[i * cols + c..][..len], w);
+                }
+                c += len;
+            }
+            o.copy_from_slice(&acc[..m]);
+        }
+    }
+}
+
 /// Independent accumulators for the row reductions: one f32 accumulator must be summed in order,
 /// eight can be a vector.
 const LANES: usize = 8;

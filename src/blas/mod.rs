@@ -59,6 +59,18 @@ pub fn flex_matmul(a: FloatTensor<Flex>, b: FloatTensor<Flex>) -> FloatTensor<Fl
     gemm_matmul(&a, &b).unwrap_or_else(|| Flex::float_matmul(a, b))
 }
 
+/// A float tensor's f32 values in row-major order (copied only when it is a strided view), or
+/// None for another dtype.
+pub(crate) fn flex_f32(t: &FloatTensor<Flex>) -> Option<std::borrow::Cow<'_, [f32]>> {
+    if t.dtype() != DType::F32 {
+        return None;
+    }
+    match t.as_slice::<f32>() {
+        Some(s) if t.is_contiguous() => Some(std::borrow::Cow::Borrowed(s)),
+        _ => Some(std::borrow::Cow::Owned(t.to_contiguous().as_slice::<f32>()?.to_vec())),
+    }
+}
+
 /// Threads for a gemm crate product only when it is worth them, as burn flex decides (about 7M
 /// multiply-adds); none in the browser.
 fn gemm_parallelism(m: usize, n: usize, k: usize) -> gemm::Parallelism {
@@ -99,7 +111,7 @@ fn gemm_matmul(a: &FloatTensor<Flex>, b: &FloatTensor<Flex>) -> Option<FloatTens
 /// benches/README.md); the team's worker spins between products, so it is split only there. Two
 /// tasks a thread, each at least 32K weights (128 KB).
 #[cfg(not(target_arch = "wasm32"))]
-fn decode_split(m: usize, k: usize, n: usize) -> Option<usize> {
+pub(crate) fn decode_split(m: usize, k: usize, n: usize) -> Option<usize> {
     if m > DECODE_ROWS || !team::on_team() {
         return None;
     }

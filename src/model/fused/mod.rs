@@ -290,17 +290,7 @@ fn chunked(out: &mut [f32], f: impl Fn(&mut [f32], usize) + Sync) {
     f(out, 0);
 }
 
-/// A float tensor's f32 values in row-major order (copied only when it is a strided view), or
-/// None for another dtype.
-fn flex_f32(t: &FloatTensor<Flex>) -> Option<std::borrow::Cow<'_, [f32]>> {
-    if t.dtype() != DType::F32 {
-        return None;
-    }
-    match t.as_slice::<f32>() {
-        Some(s) if t.is_contiguous() => Some(std::borrow::Cow::Borrowed(s)),
-        _ => Some(std::borrow::Cow::Owned(t.to_contiguous().as_slice::<f32>()?.to_vec())),
-    }
-}
+pub(crate) use crate::blas::flex_f32;
 
 /// The values of tensors of one shape, or None where the fused path does not apply.
 fn flex_values<'a>(inputs: &[&'a FloatTensor<Flex>]) -> Option<Vec<std::borrow::Cow<'a, [f32]>>> {
