@@ -3,12 +3,12 @@
 // tokens/s on the built-in model, through the same worker commands the page's buttons send.
 //
 //   TINYTUNE_BIN=<target>/debug/tinytune node benches/page.mjs [--gpu off|on] [--steps 6]
-//     [--batch-size 8] [--seq-len 128] [--new-tokens 128]
+//     [--batch-size 8] [--seq-len 128] [--new-tokens 128] [--method lora|qlora]
 //
 // Run from the repository root after scripts/build-wasm. It prints figures and asserts nothing.
 // Training: LoRA r 8 on every linear layer, batch 8 x 128 unless told, on the built-in model's own corpus
 // (continued pretraining), the first step not timed. Generation: 128 new tokens unless told,
-// greedy.
+// greedy, after the training (with --method qlora, through the 4-bit base).
 import { readFileSync } from 'node:fs';
 import { launch, startServer } from '../tests/browser/harness.mjs';
 
@@ -21,7 +21,8 @@ const steps = Number(arg('steps', '6'));
 const batch = Number(arg('batch-size', '8'));
 const seqLen = Number(arg('seq-len', '128'));
 const newTokens = Number(arg('new-tokens', '128'));
-const RUN = { method: 'lora', rank: 8, alpha: 16, steps, batch_size: batch, seq_len: seqLen, lr: 0.001, seed: 1, targets: 'all-linear' };
+const method = arg('method', 'lora');
+const RUN = { method, rank: 8, alpha: 16, steps, batch_size: batch, seq_len: seqLen, lr: 0.001, seed: 1, targets: 'all-linear' };
 const toml = (o) => Object.entries(o).map(([k, v]) => `${k} = ${typeof v === 'string' ? JSON.stringify(v) : v}`).join('\n');
 const dataText = readFileSync('www/assets/builtin/corpus/valid.txt', 'utf8');
 
@@ -48,7 +49,7 @@ try {
   const timed = stamps.slice(1);
   const seconds = (timed.at(-1).at - stamps[0].at) / 1000;
   const tokens = timed.reduce((s, x) => s + x.tokens, 0);
-  console.log(`engine: ${gpu === 'off' ? 'wasm CPU' : 'WebGPU'}; page ready in ${loadSeconds.toFixed(1)} s`);
+  console.log(`engine: ${gpu === 'off' ? 'wasm CPU' : 'WebGPU'}, ${method}; page ready in ${loadSeconds.toFixed(1)} s`);
   console.log(`training: ${timed.length} timed steps of ${batch} x ${seqLen}, ${(seconds / timed.length).toFixed(2)} s a step, ${(tokens / seconds).toFixed(0)} tokens/s` +
     ` (first step ${((stamps[0].at - result.sent) / 1000).toFixed(2)} s after Train; losses ${result.losses.map((l) => l.toFixed(3)).join(' ')})`);
   console.log(`generation: ${result.generated.count} ids in ${result.generated.seconds.toFixed(2)} s, ${result.generated.tokensPerSecond.toFixed(1)} tokens/s`);
