@@ -382,26 +382,27 @@ pub fn encode_values(values: &[f32], dtype: Dtype) -> Vec<u8> {
 /// A safetensors file from `(key, little-endian bytes, shape)` entries all of `dtype`, with the
 /// `{"format": "pt"}` metadata PyTorch writers add. `what` names the file in errors.
 pub fn serialize_tensors(tensors: &[(String, Vec<u8>, Vec<usize>)], dtype: Dtype, what: &str) -> Result<Vec<u8>> {
-    let typed: Vec<(String, Dtype, Vec<usize>, Vec<u8>)> =
-        tensors.iter().map(|(k, b, s)| (k.clone(), dtype, s.clone(), b.clone())).collect();
-    serialize_typed(&typed, what)
+    serialize_views(tensors.iter().map(|(k, b, s)| (k.as_str(), dtype, s.as_slice(), b.as_slice())), what)
 }
 
 /// A safetensors file from `(key, dtype, shape, bytes)` entries of mixed dtypes (a 4-bit model).
 pub fn serialize_typed(tensors: &[(String, Dtype, Vec<usize>, Vec<u8>)], what: &str) -> Result<Vec<u8>> {
+    serialize_views(tensors.iter().map(|(k, dtype, s, b)| (k.as_str(), *dtype, s.as_slice(), b.as_slice())), what)
+}
+
+/// The file from views of the callers' bytes: nothing is copied but into the file itself (a copy
+/// of every tensor here made a GGUF model's load hold its f32 weights three times over).
+fn serialize_views<'a>(tensors: impl Iterator<Item = (&'a str, Dtype, &'a [usize], &'a [u8])>, what: &str) -> Result<Vec<u8>> {
     // The safetensors writer panics on a repeated key; say which one instead.
     let mut seen = std::collections::HashSet::new();
-    if let Some((k, ..)) = tensors.iter().find(|(k, ..)| !seen.insert(k.as_str())) {
-        return Err(Error::input(format!("could not write {what}: two tensors are named {k}")));
+    let mut views = Vec::new();
+    for (k, dtype, shape, bytes) in tensors {
+        if !seen.insert(k) {
+            return Err(Error::input(format!("could not write {what}: two tensors are named {k}")));
+        }
+        let view = safetensors::tensor::TensorView::new(dtype, shape.to_vec(), bytes).map_err(|e| Error::input(format!("could not write {k} into {what}: {e}")))?;
+        views.push((k.to_string(), view));
     }
-    let views = tensors
-        .iter()
-        .map(|(k, dtype, s, b)| {
-            safetensors::tensor::TensorView::new(*dtype, s.clone(), b)
-                .map(|v| (k.clone(), v))
-                .map_err(|e| Error::input(format!("could not write {k} into {what}: {e}")))
-        })
-        .collect::<Result<Vec<_>>>()?;
     let metadata: HashMap<String, String> = [("format".to_string(), "pt".to_string())].into();
     safetensors::serialize(views, Some(metadata)).map_err(|e| Error::input(format!("could not write {what}: {e}")))
 }
@@ -420,4 +421,29 @@ pub fn transpose(m: &[f32], rows: usize, cols: usize) -> Vec<f32> {
         }
     }
     t
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tensors_serialize_as_given_and_a_repeated_name_is_refused() {
+        let tensors = vec![
+            ("a.weight".to_string(), f32_bytes(&[1.0, -2.0, 3.5, 0.25, 8.0, -0.5]), vec![2, 3]),
+            ("b".to_string(), f32_bytes(&[7.0]), vec![1]),
+        ];
+        let file = serialize_tensors(&tensors, Dtype::F32, "test.safetensors").unwrap();
+        let st = SafeTensors::deserialize(&file).unwrap();
+        for (name, bytes, shape) in &tensors {
+            let t = st.tensor(name).unwrap();
+            assert_eq!((t.dtype(), t.shape(), t.data()), (Dtype::F32, &shape[..], &bytes[..]), "{name}");
+        }
+        let repeated = [tensors[0].clone(), tensors[1].clone(), tensors[0].clone()];
+        let e = serialize_tensors(&repeated, Dtype::F32, "test.safetensors").unwrap_err().to_string();
+        assert!(e.contains("two tensors are named a.weight"), "{e}");
+        let short = [("c".to_string(), f32_bytes(&[1.0]), vec![2])];
+        let e = serialize_tensors(&short, Dtype::F32, "test.safetensors").unwrap_err().to_string();
+        assert!(e.contains("could not write c into test.safetensors"), "{e}");
+    }
 }
