@@ -385,6 +385,22 @@ fn q4_rows_checked(q: Q4View, x: &[f32], m: usize, r0: usize, out: &[f32]) {
     );
 }
 
+/// The 16 codes in the 8 bytes at `p`, one a byte, in the matrix's order (the high nibble of each
+/// byte first, as packed).
+///
+/// # Safety
+/// `p` points to 8 readable bytes.
+#[cfg(target_arch = "x86_64")]
+#[inline]
+unsafe fn codes_16(p: *const u8) -> std::arch::x86_64::__m128i {
+    use std::arch::x86_64::*;
+    // Safety: the caller's 8 bytes; the rest is SSE2, which every x86-64 CPU has.
+    unsafe {
+        let (v, nibble) = (_mm_loadl_epi64(p as *const __m128i), _mm_set1_epi8(0x0f));
+        _mm_unpacklo_epi8(_mm_and_si128(_mm_srli_epi16::<4>(v), nibble), _mm_and_si128(v, nibble))
+    }
+}
+
 /// `q4_rows` for rows and blocks in whole runs of 16 values: each row's products summed in 16
 /// lanes a row of `x`, then across the lanes.
 ///
@@ -400,7 +416,6 @@ unsafe fn q4_rows_avx512(q: Q4View, x: &[f32], m: usize, r0: usize, out: &mut [f
     // inside `bytes` (rows up to q.rows), x's rows inside `x`.
     unsafe {
         let code = _mm512_loadu_ps(code.as_ptr());
-        let low = _mm_set1_epi8(0x0f);
         for (ri, o) in out.chunks_exact_mut(m).enumerate() {
             let e0 = (r0 + ri) * cols;
             let mut acc = [_mm512_setzero_ps(); Q4_MAX_ROWS];
@@ -413,11 +428,7 @@ unsafe fn q4_rows_avx512(q: Q4View, x: &[f32], m: usize, r0: usize, out: &mut [f
                     table = _mm512_mul_ps(code, _mm512_set1_ps(q.scale(blk)));
                 }
                 left -= 16;
-                // 8 bytes, 16 codes: the high nibble first, as packed.
-                let v = _mm_loadl_epi64(q.bytes.as_ptr().add((e0 + c) / 2) as *const __m128i);
-                let hi = _mm_and_si128(_mm_srli_epi16::<4>(v), low);
-                let lo = _mm_and_si128(v, low);
-                let w = _mm512_permutexvar_ps(_mm512_cvtepu8_epi32(_mm_unpacklo_epi8(hi, lo)), table);
+                let w = _mm512_permutexvar_ps(_mm512_cvtepu8_epi32(codes_16(q.bytes.as_ptr().add((e0 + c) / 2))), table);
                 for (i, a) in acc.iter_mut().enumerate().take(m) {
                     *a = _mm512_fmadd_ps(_mm512_loadu_ps(x.as_ptr().add(i * cols + c)), w, *a);
                 }
@@ -443,7 +454,6 @@ unsafe fn q4_rows_avx2(q: Q4View, x: &[f32], m: usize, r0: usize, out: &mut [f32
     // Safety (all the loads below): as in `q4_rows_avx512`.
     unsafe {
         let (code_lo, code_hi) = (_mm256_loadu_ps(code.as_ptr()), _mm256_loadu_ps(code.as_ptr().add(8)));
-        let low = _mm_set1_epi8(0x0f);
         for (ri, o) in out.chunks_exact_mut(m).enumerate() {
             let e0 = (r0 + ri) * cols;
             let mut acc = [_mm256_setzero_ps(); Q4_MAX_ROWS];
@@ -457,8 +467,7 @@ unsafe fn q4_rows_avx2(q: Q4View, x: &[f32], m: usize, r0: usize, out: &mut [f32
                     (lo, hi) = (_mm256_mul_ps(code_lo, a), _mm256_mul_ps(code_hi, a));
                 }
                 left -= 16;
-                let v = _mm_loadl_epi64(q.bytes.as_ptr().add((e0 + c) / 2) as *const __m128i);
-                let codes = _mm_unpacklo_epi8(_mm_and_si128(_mm_srli_epi16::<4>(v), low), _mm_and_si128(v, low));
+                let codes = codes_16(q.bytes.as_ptr().add((e0 + c) / 2));
                 let w0 = look_up_8(_mm256_cvtepu8_epi32(codes), lo, hi);
                 let w1 = look_up_8(_mm256_cvtepu8_epi32(_mm_srli_si128::<8>(codes)), lo, hi);
                 for (i, a) in acc.iter_mut().enumerate().take(m) {
@@ -529,7 +538,6 @@ unsafe fn q4_dequant_avx512(q: Q4View, e0: usize, out: &mut [f32]) {
     // its bytes, and `out` holds out.len() values.
     unsafe {
         let code = _mm512_loadu_ps(code.as_ptr());
-        let low = _mm_set1_epi8(0x0f);
         let (mut blk, mut left) = (e0 / q.blocksize, q.blocksize - e0 % q.blocksize);
         let mut table = _mm512_mul_ps(code, _mm512_set1_ps(q.scale(blk)));
         for k in (0..out.len()).step_by(16) {
@@ -538,8 +546,7 @@ unsafe fn q4_dequant_avx512(q: Q4View, e0: usize, out: &mut [f32]) {
                 table = _mm512_mul_ps(code, _mm512_set1_ps(q.scale(blk)));
             }
             left -= 16;
-            let v = _mm_loadl_epi64(q.bytes.as_ptr().add((e0 + k) / 2) as *const __m128i);
-            let codes = _mm_unpacklo_epi8(_mm_and_si128(_mm_srli_epi16::<4>(v), low), _mm_and_si128(v, low));
+            let codes = codes_16(q.bytes.as_ptr().add((e0 + k) / 2));
             _mm512_storeu_ps(out.as_mut_ptr().add(k), _mm512_permutexvar_ps(_mm512_cvtepu8_epi32(codes), table));
         }
     }
@@ -557,7 +564,6 @@ unsafe fn q4_dequant_avx2(q: Q4View, e0: usize, out: &mut [f32]) {
     // Safety: as in `q4_dequant_avx512`.
     unsafe {
         let (code_lo, code_hi) = (_mm256_loadu_ps(code.as_ptr()), _mm256_loadu_ps(code.as_ptr().add(8)));
-        let low = _mm_set1_epi8(0x0f);
         let (mut blk, mut left) = (e0 / q.blocksize, q.blocksize - e0 % q.blocksize);
         let a = _mm256_set1_ps(q.scale(blk));
         let (mut lo, mut hi) = (_mm256_mul_ps(code_lo, a), _mm256_mul_ps(code_hi, a));
@@ -568,8 +574,7 @@ unsafe fn q4_dequant_avx2(q: Q4View, e0: usize, out: &mut [f32]) {
                 (lo, hi) = (_mm256_mul_ps(code_lo, a), _mm256_mul_ps(code_hi, a));
             }
             left -= 16;
-            let v = _mm_loadl_epi64(q.bytes.as_ptr().add((e0 + k) / 2) as *const __m128i);
-            let codes = _mm_unpacklo_epi8(_mm_and_si128(_mm_srli_epi16::<4>(v), low), _mm_and_si128(v, low));
+            let codes = codes_16(q.bytes.as_ptr().add((e0 + k) / 2));
             _mm256_storeu_ps(out.as_mut_ptr().add(k), look_up_8(_mm256_cvtepu8_epi32(codes), lo, hi));
             _mm256_storeu_ps(out.as_mut_ptr().add(k + 8), look_up_8(_mm256_cvtepu8_epi32(_mm_srli_si128::<8>(codes)), lo, hi));
         }
