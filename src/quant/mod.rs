@@ -1,8 +1,9 @@
 //! Number formats below f32: bitsandbytes' 4-bit NF4/FP4 with double quantization (`nf4`), its
 //! serialization in checkpoints (`bnb`), the kernels that dequantize and multiply on the device
-//! (`kernels`, WGSL in `shaders/`), and the precision lab's other formats (`formats`).
+//! (`kernels`, WGSL in `shaders/`; `cpu` on the CPU engine), and the precision lab's other formats (`formats`).
 
 pub mod bnb;
+mod cpu;
 pub mod formats;
 pub mod kernels;
 pub mod nf4;
