@@ -193,8 +193,17 @@ pub async fn generate(
             return Ok((new, Stop::Context));
         }
         let t = input.len();
-        let logits = model.forward(model.ids(&[input.clone()]), Some(&mut cache), None);
-        let last = read_f32(logits.slice([0..1, t - 1..t, 0..v]).reshape([v])).await?;
+        let step = if t == 1 { model.decode_one(input[0], &mut cache) } else { None };
+        let last = match step {
+            Some(mut logits) => {
+                logits.truncate(v);
+                logits
+            }
+            None => {
+                let logits = model.forward(model.ids(&[input.clone()]), Some(&mut cache), None);
+                read_f32(logits.slice([0..1, t - 1..t, 0..v]).reshape([v])).await?
+            }
+        };
         let next = sample_checked(&last, s, &mut rng)?;
         if s.stop_at_eos && model.tokenizer.eos_ids.contains(&next) {
             return Ok((new, Stop::Eos));

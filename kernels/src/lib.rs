@@ -185,6 +185,23 @@ simd_fn! {
 }
 
 simd_fn! {
+    /// The sum of the `parts.len() / out.len()` consecutive parts of `parts`, element-wise, in
+    /// their order: `out = ((p₀ + p₁) + p₂) + …` (a product's partial sums over parts of its
+    /// inner dimension).
+    pub fn sum_parts(parts: &[f32], out: &mut [f32]) {
+        let n = out.len();
+        assert!(n > 0 && parts.len() >= n && parts.len() % n == 0, "sum_parts: {} values are not parts of {n}", parts.len());
+        let (first, rest) = parts.split_at(n);
+        out.copy_from_slice(first);
+        for part in rest.chunks_exact(n) {
+            for (o, &p) in out.iter_mut().zip(part) {
+                *o += p;
+            }
+        }
+    }
+}
+
+simd_fn! {
     /// `out = silu(gate) · up`, element-wise.
     pub fn silu_mul(gate: &[f32], up: &[f32], out: &mut [f32]) {
         assert!(gate.len() == out.len() && up.len() == out.len());

@@ -87,12 +87,19 @@ fn gemm_parallelism(m: usize, n: usize, k: usize) -> gemm::Parallelism {
 /// `matmul` does first (3% of a 24M model's training step). None for other dtypes and ranks.
 fn gemm_matmul(a: &FloatTensor<Flex>, b: &FloatTensor<Flex>) -> Option<FloatTensor<Flex>> {
     let (oa, ob) = (gemm_operand(a)?, gemm_operand(b)?);
+    let (m, n) = (oa.1, ob.2);
+    Some(Flex::float_from_data(burn::tensor::TensorData::new(gemm_product(oa, ob), [m, n]), &Default::default()))
+}
+
+/// `a · b` into a new `[M, N]` buffer: decoding's few rows split across the team
+/// (`decode_split`), anything else by the gemm crate.
+fn gemm_product(oa: GemmOperand, ob: GemmOperand) -> Vec<f32> {
     let (m, k, n) = (oa.1, oa.2, ob.2);
     let mut out = Vec::<f32>::with_capacity(m * n);
     #[cfg(not(target_arch = "wasm32"))]
     if let Some(tasks) = decode_split(m, k, n) {
         decode_product(oa, ob, tasks, &mut out);
-        return Some(Flex::float_from_data(burn::tensor::TensorData::new(out, [m, n]), &Default::default()));
+        return out;
     }
     // Safety: `out` has room for m·n values; with `read_dst` false gemm writes every one of
     // them (zeros when k is 0) without reading them, so they are initialised before set_len.
@@ -100,7 +107,17 @@ fn gemm_matmul(a: &FloatTensor<Flex>, b: &FloatTensor<Flex>) -> Option<FloatTens
         gemm_into(oa, ob, out.as_mut_ptr(), n, false, gemm_parallelism(m, n, k));
         out.set_len(m * n);
     }
-    Some(Flex::float_from_data(burn::tensor::TensorData::new(out, [m, n]), &Default::default()))
+    out
+}
+
+/// `x [M, K] · w` for `w` a `[K, N]` matrix whose element (i, j) is `data[i·rs + j·cs]` (a
+/// row-major weight, or the transpose of one): the product burn flex's `matmul` gives for the
+/// same operands (`flex_matmul` on f32 tensors without a BLAS-sized side), on plain slices. For
+/// the CPU engine's decoding step (`model::decode`).
+pub(crate) fn product(x: &[f32], m: usize, data: &[f32], k: usize, n: usize, rs: usize, cs: usize) -> Vec<f32> {
+    assert!(x.len() == m * k, "product: {} values for x [{m}, {k}]", x.len());
+    assert!(k == 0 || n == 0 || (k - 1) * rs + (n - 1) * cs < data.len(), "product: a [{k}, {n}] matrix with strides ({rs}, {cs}) does not fit in {} values", data.len());
+    gemm_product((x.as_ptr(), m, k, k as isize, 1), (data.as_ptr(), k, n, rs as isize, cs as isize))
 }
 
 /// How many tasks a product of a few rows by a large matrix (a decoding step's linear layers:
@@ -139,11 +156,8 @@ fn decode_product(oa: GemmOperand, ob: GemmOperand, tasks: usize, out: &mut Vec<
             // strides); `part` holds this task's m·n values.
             unsafe { gemm_into((pa.wrapping_offset(k0 as isize * a_cs), m, kw, a_rs, a_cs), (pb.wrapping_offset(k0 as isize * b_rs), kw, n, b_rs, b_cs), part.as_mut_ptr(), n, false, gemm::Parallelism::None) };
         });
-        let (first, rest) = partial.split_at(m * n);
-        out.extend_from_slice(first);
-        for part in rest.chunks_exact(m * n) {
-            out.iter_mut().zip(part).for_each(|(o, p)| *o += p);
-        }
+        out.resize(m * n, 0.0);
+        tinytune_kernels::sum_parts(&partial, out);
         return;
     }
     let width = n.div_ceil(tasks);
@@ -157,6 +171,76 @@ fn decode_product(oa: GemmOperand, ob: GemmOperand, tasks: usize, out: &mut Vec<
     });
     // Safety: the blocks together wrote every one of the m·n values.
     unsafe { out.set_len(m * n) };
+}
+
+/// `x · W` for one row `x` of K values and several row-major `[K, n]` weights (`(data, n)`) at
+/// once: what `product` gives for each, bit for bit, with the parts of all of them handed out
+/// on the team in one go, so that the team starts and joins once for the lot (a decoding step's
+/// q, k and v, or the MLP's gate and up; `model::decode`).
+pub(crate) fn row_products(x: &[f32], weights: &[(&[f32], usize)]) -> Vec<Vec<f32>> {
+    let k = x.len();
+    #[cfg(not(target_arch = "wasm32"))]
+    if let Some(out) = team_row_products(x, weights) {
+        return out;
+    }
+    weights.iter().map(|&(w, n)| product(x, 1, w, k, n, n, 1)).collect()
+}
+
+/// `row_products` as one job on oneMKL's team: each product cut as `decode_product` cuts it (the
+/// same parts of the weight's rows, their partial sums added in the same order). None where
+/// `decode_product` would not take every one of them.
+#[cfg(not(target_arch = "wasm32"))]
+fn team_row_products(x: &[f32], weights: &[(&[f32], usize)]) -> Option<Vec<Vec<f32>>> {
+    let k = x.len();
+    // Per product: rows a part, parts, where its partial sums start.
+    let mut cuts = Vec::with_capacity(weights.len());
+    let (mut tasks, mut values) = (0, 0);
+    for &(w, n) in weights {
+        assert!(n > 0 && w.len() >= k * n, "row_products: {} values for a [{k}, {n}] weight", w.len());
+        let split = decode_split(1, k, n)?;
+        if k < split {
+            return None;
+        }
+        let rows = k.div_ceil(split);
+        let parts = k.div_ceil(rows);
+        cuts.push((rows, parts, tasks, values));
+        tasks += parts;
+        values += parts * n;
+    }
+    let mut partial = vec![0f32; values];
+    let dst = SharedMut(partial.as_mut_ptr());
+    let operands: Vec<Shared> = weights.iter().map(|&(w, n)| Shared((w.as_ptr(), k, n, n as isize, 1))).collect();
+    let a = Shared((x.as_ptr(), 1, k, k as isize, 1));
+    for_each_task(tasks, &|t| {
+        let j = cuts.partition_point(|c| c.2 <= t) - 1;
+        let (rows, _, first, start) = cuts[j];
+        let (p, n) = (t - first, weights[j].1);
+        let (k0, kw) = (p * rows, rows.min(k - p * rows));
+        let ((pa, _, _, a_rs, a_cs), (pb, _, _, b_rs, b_cs)) = (a.get(), operands[j].get());
+        // Safety: a's columns and the weight's rows [k0, k0 + kw) lie inside them (the assert
+        // above); each task writes its own n values of `partial`, at start + p·n.
+        unsafe {
+            gemm_into(
+                (pa.wrapping_offset(k0 as isize * a_cs), 1, kw, a_rs, a_cs),
+                (pb.wrapping_offset(k0 as isize * b_rs), kw, n, b_rs, b_cs),
+                dst.get().add(start + p * n),
+                n,
+                false,
+                gemm::Parallelism::None,
+            )
+        };
+    });
+    Some(
+        weights
+            .iter()
+            .zip(&cuts)
+            .map(|(&(_, n), &(_, parts, _, start))| {
+                let mut out = vec![0f32; n];
+                tinytune_kernels::sum_parts(&partial[start..start + parts * n], &mut out);
+                out
+            })
+            .collect(),
+    )
 }
 
 /// Rows up to which a product counts as decoding's for `decode_split`.

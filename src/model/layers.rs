@@ -155,7 +155,7 @@ impl Rotary {
     }
 
     /// cos and sin rows `[positions.len(), hs]`: position·inv_freq in f32, the frequencies twice.
-    fn rows(&self, positions: &[i32]) -> (Vec<f32>, Vec<f32>) {
+    pub(crate) fn rows(&self, positions: &[i32]) -> (Vec<f32>, Vec<f32>) {
         let hs = 2 * self.half;
         let mut cos = Vec::with_capacity(positions.len() * hs);
         let mut sin = Vec::with_capacity(positions.len() * hs);
@@ -246,28 +246,66 @@ impl KvCache {
     fn append(&mut self, layer: usize, k: Tensor<4>, v: Tensor<4>) -> (Tensor<4>, Tensor<4>) {
         let [b, nkv, t, hs] = k.dims();
         let (start, end) = (self.filled, self.filled + t);
-        let grow = |buffer: Option<Tensor<4>>, like: &Tensor<4>| -> Tensor<4> {
-            let capacity = buffer.as_ref().map_or(0, |x| x.dims()[2]);
-            if end <= capacity {
-                return buffer.expect("a buffer with room");
-            }
-            let room = Tensor::<4>::zeros([b, nkv, end.max(2 * capacity).max(KV_MIN_CAPACITY) - capacity, hs], &like.device());
-            match buffer {
-                Some(old) => Tensor::cat(vec![old, room], 2),
-                None => room,
-            }
-        };
         let (pk, pv) = self.layers[layer].take().unzip();
         // Moved out of the cache first, so that the buffers are not shared and the write below
         // happens in place.
-        let keys = grow(pk, &k).slice_assign([0..b, 0..nkv, start..end, 0..hs], k);
-        let values = grow(pv, &v).slice_assign([0..b, 0..nkv, start..end, 0..hs], v);
+        let keys = grown(pk, [b, nkv, hs], end, &k.device()).slice_assign([0..b, 0..nkv, start..end, 0..hs], k);
+        let values = grown(pv, [b, nkv, hs], end, &v.device()).slice_assign([0..b, 0..nkv, start..end, 0..hs], v);
         let seen = (keys.clone().slice([0..b, 0..nkv, 0..end, 0..hs]), values.clone().slice([0..b, 0..nkv, 0..end, 0..hs]));
         self.layers[layer] = Some((keys, values));
         if layer + 1 == self.layers.len() {
             self.filled = end;
         }
         seen
+    }
+}
+
+/// A layer's buffer with room for `end` slots: as it is, or grown to twice its capacity (at least
+/// `end`, at least `KV_MIN_CAPACITY`) with zeros after what it holds.
+fn grown(buffer: Option<Tensor<4>>, [b, nkv, hs]: [usize; 3], end: usize, device: &Device) -> Tensor<4> {
+    let capacity = buffer.as_ref().map_or(0, |x| x.dims()[2]);
+    if end <= capacity {
+        return buffer.expect("a buffer with room");
+    }
+    let room = Tensor::<4>::zeros([b, nkv, end.max(2 * capacity).max(KV_MIN_CAPACITY) - capacity, hs], device);
+    match buffer {
+        Some(old) => Tensor::cat(vec![old, room], 2),
+        None => room,
+    }
+}
+
+/// What the CPU engine's decoding step (`super::decode`) does with the cache: for one sequence
+/// (no left padding) whose every layer holds keys and values, each layer's two buffers are moved
+/// out with room for one more slot (`take_one`), written and read in place, and put back
+/// (`put`); `advance` then counts the slot.
+impl KvCache {
+    /// Whether the cache holds one unpadded sequence in each of its `layers` layers, `nkv` heads
+    /// of `hs`, so that `take_one` applies.
+    pub(crate) fn is_single_filled(&self, layers: usize, nkv: usize, hs: usize) -> bool {
+        self.filled > 0
+            && self.layers.len() == layers
+            && self.offsets.iter().all(|&o| o == 0)
+            && self.layers.iter().all(|l| l.as_ref().is_some_and(|(k, v)| {
+                let [b, heads, capacity, size] = k.dims();
+                b == 1 && heads == nkv && size == hs && capacity >= self.filled && v.dims() == k.dims()
+            }))
+    }
+    /// Layer `layer`'s key and value buffers `[1, nkv, capacity, hs]`, moved out of the cache and
+    /// grown (as `append` grows them) when slot `len()` is past their capacity.
+    pub(crate) fn take_one(&mut self, layer: usize) -> (Tensor<4>, Tensor<4>) {
+        let (k, v) = self.layers[layer].take().expect("take_one: a layer the prompt filled (is_single_filled)");
+        let [b, nkv, _, hs] = k.dims();
+        let device = k.device();
+        let end = self.filled + 1;
+        (grown(Some(k), [b, nkv, hs], end, &device), grown(Some(v), [b, nkv, hs], end, &device))
+    }
+    /// Put back what `take_one` moved out.
+    pub(crate) fn put(&mut self, layer: usize, k: Tensor<4>, v: Tensor<4>) {
+        self.layers[layer] = Some((k, v));
+    }
+    /// Count the slot every layer has written.
+    pub(crate) fn advance(&mut self) {
+        self.filled += 1;
     }
 }
 

@@ -30,7 +30,7 @@ pub struct Llama {
     pub norm: RmsNorm,
     /// `[C, V]`; `None` when tied: the head is then `embed_tokensᵀ`.
     pub lm_head: Option<Tensor<2>>,
-    rotary: Rotary,
+    pub(crate) rotary: Rotary,
 }
 
 impl Llama {

@@ -2,6 +2,7 @@
 //! forward pass of each architecture. `Model::forward` is the one entry point.
 
 pub mod config;
+mod decode;
 pub mod fused;
 pub mod gguf;
 pub mod gguf_quant;
@@ -155,6 +156,16 @@ impl Model {
     }
 
     /// ids `[B, T]` → logits `[B, T, V]`. `pad[b][s]` (over cached + new tokens) hides padding.
+    /// The logits `[V]` after one more token of the one sequence `cache` holds, by the CPU
+    /// engine's decoding step on the model's buffers (`decode.rs`), equal to `forward`'s last
+    /// row; None where that step does not apply (then nothing changed: call `forward`).
+    pub fn decode_one(&self, id: u32, cache: &mut KvCache) -> Option<Vec<f32>> {
+        match &self.arch {
+            Arch::Llama(m) => m.decode_one(id, cache),
+            Arch::Gpt2(_) => None,
+        }
+    }
+
     pub fn forward(&self, ids: Tensor<2, Int>, cache: Option<&mut KvCache>, pad: Option<&[Vec<bool>]>) -> Tensor<3> {
         match &self.arch {
             Arch::Gpt2(m) => m.forward(ids, cache, pad),

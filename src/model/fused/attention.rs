@@ -152,6 +152,14 @@ fn flex_attention_decode(q: &FloatTensor<Flex>, k: &FloatTensor<Flex>, v: &Float
     }
     let ((kd, ks), (vd, vs)) = (cache_rows(k)?, cache_rows(v)?);
     let (qv, mv) = (flex_f32(q)?, flex_f32(mask)?);
+    Some(flex_tensor(decode_heads(&qv, (kd, ks), (vd, vs), &mv, [b, nh, nkv, s, hs], scale), q))
+}
+
+/// `flex_attention_decode` on slices: q `[B, nh, hs]`; each row's key/value head `h` is the `s`
+/// rows of `hs` values at `k.0[row · k.1[0] + h · k.1[1]..]` (and so for v); mask `[B, s]`.
+/// Returns `[B, nh, hs]`. Also the CPU engine's decoding step's (`model::decode`).
+pub(crate) fn decode_heads(qv: &[f32], (kd, ks): (&[f32], [usize; 2]), (vd, vs): (&[f32], [usize; 2]), mv: &[f32], [b, nh, nkv, s, hs]: [usize; 5], scale: f64) -> Vec<f32> {
+    assert!(qv.len() == b * nh * hs && mv.len() == b * s && nkv > 0 && nh % nkv == 0, "decode_heads: q of {} values, mask of {}, for [{b}, {nh}, {hs}] over {s} keys", qv.len(), mv.len());
     let per_kv = nh / nkv;
     let mut out = vec![0f32; b * nh * hs];
     // Query head i (of b·nh) against its key/value head; each head's rows are the kernel's own,
@@ -167,17 +175,17 @@ fn flex_attention_decode(q: &FloatTensor<Flex>, k: &FloatTensor<Flex>, v: &Float
     #[cfg(not(target_arch = "wasm32"))]
     if b * nh >= 2 && b * nh * s * hs >= DECODE_ATTENTION_SPLIT && crate::blas::team::on_team() {
         crate::blas::par_chunks(&mut out, hs, run);
-        return Some(flex_tensor(out, q));
+        return out;
     }
     out.chunks_exact_mut(hs).enumerate().for_each(|(i, o)| run(i, o));
-    Some(flex_tensor(out, q))
+    out
 }
 
 /// Query heads × cached positions × head size from which decoding's attention is split across
 /// threads: 8 heads of 64 from 64 positions on, where one thread took about 18 µs a layer (the 24M
 /// model).
 #[cfg(not(target_arch = "wasm32"))]
-const DECODE_ATTENTION_SPLIT: usize = 1 << 15;
+const DECODE_ATTENTION_SPLIT: usize = 1 << 13;
 
 /// `f(scratch)` with this thread's scratch for the attention kernels, at least `len` values:
 /// one buffer a thread, kept between calls, not one a block (for the 24M model's heads a block

@@ -474,6 +474,7 @@ impl FusedOps for Flex {
 
 mod adamw;
 mod attention;
+pub(crate) use attention::decode_heads;
 mod autodiff;
 use autodiff::record;
 mod matmul;

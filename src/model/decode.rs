@@ -1,0 +1,306 @@
+//! One decoding step of a Llama-family model on the CPU engine, on the weights' and the KV
+//! cache's buffers directly.
+//!
+//! Through `Llama::forward`, a token is about 20 tensor ops a layer (norms, three products and
+//! two rotations, the cache write, attention, the residual adds, the MLP's gate), each with its
+//! dispatch, its output tensor and its buffers. For the 24M model in f32 the products are 2.0 ms of
+//! a 2.9 ms token, and the team's second thread waited for the calling one through 27% of the
+//! token (perf, benches/README.md, "One decoding step outside the op-by-op path"). Here the same
+//! step runs on slices: the same kernels (`blas::product`, `tinytune_kernels::rms_norm`,
+//! `rotary`, `silu_mul`, `fused::decode_heads`) in the same order, so the logits are the ones
+//! `forward` gives, bit for bit (tested), with the ops' overhead gone.
+//!
+//! It applies to a batch of one whose cache the prompt filled, with f32 weights on the CPU engine
+//! and no adapter switched on; anything else (a GPU, bf16 or 4-bit weights, LoRA adapters,
+//! batches) takes `forward`, as before.
+
+use burn::backend::Flex;
+use burn::backend::flex::FlexTensor;
+use burn::tensor::{DType, Tensor};
+
+use super::layers::{Base, KvCache, Linear, RmsNorm};
+use super::llama::Llama;
+
+/// A CPU f32 tensor's buffer, when it is one tinytune can read as it lies.
+fn flex<const D: usize>(t: &Tensor<D>) -> Option<FlexTensor> {
+    let f = t.clone().try_into_primitive::<Flex>().ok()?;
+    (f.dtype() == DType::F32 && f.as_slice::<f32>().is_some()).then_some(f)
+}
+
+/// The values of a tensor `flex` accepted.
+fn values(t: &FlexTensor) -> &[f32] {
+    t.as_slice::<f32>().expect("a contiguous f32 tensor (checked when the step was planned)")
+}
+
+/// A linear map without adapters: its `[in, out]` weight and its bias.
+struct Lin {
+    w: FlexTensor,
+    bias: Option<FlexTensor>,
+    k: usize,
+    n: usize,
+}
+
+impl Lin {
+    fn new(l: &Linear) -> Option<Lin> {
+        let Base::Dense(w) = &l.base else { return None };
+        if l.adapters.iter().any(|a| a.enabled) {
+            return None;
+        }
+        let [k, n] = w.dims();
+        let bias = match &l.bias {
+            Some(b) => Some(flex(b)?),
+            None => None,
+        };
+        Some(Lin { w: flex(w)?, bias, k, n })
+    }
+
+    /// `x·W (+ b)` for one row, as `Linear::forward` computes it on the CPU engine.
+    fn apply(&self, x: &[f32]) -> Vec<f32> {
+        let [y] = apply_all([self], x);
+        y
+    }
+}
+
+/// `x·W (+ b)` for one row and several maps on one input, their products handed to the team
+/// together (`blas::row_products`).
+fn apply_all<const N: usize>(maps: [&Lin; N], x: &[f32]) -> [Vec<f32>; N] {
+    assert!(maps.iter().all(|m| m.k == x.len()), "a linear map's input is not the row's width");
+    let ys = crate::blas::row_products(x, &maps.map(|m| (values(&m.w), m.n)));
+    let mut ys: [Vec<f32>; N] = ys.try_into().expect("one output a map");
+    for (y, m) in ys.iter_mut().zip(maps) {
+        if let Some(b) = &m.bias {
+            y.iter_mut().zip(values(b)).for_each(|(y, b)| *y += b);
+        }
+    }
+    ys
+}
+
+struct Norm {
+    w: FlexTensor,
+    eps: f32,
+}
+
+impl Norm {
+    fn new(n: &RmsNorm) -> Option<Norm> {
+        Some(Norm { w: flex(&n.weight)?, eps: n.eps as f32 })
+    }
+    fn apply(&self, x: &[f32]) -> Vec<f32> {
+        let mut out = vec![0f32; x.len()];
+        tinytune_kernels::rms_norm(x, values(&self.w), self.eps, &mut out);
+        out
+    }
+}
+
+struct Block {
+    input_norm: Norm,
+    q: Lin,
+    k: Lin,
+    v: Lin,
+    o: Lin,
+    post_norm: Norm,
+    gate: Lin,
+    up: Lin,
+    down: Lin,
+}
+
+/// The buffers of every weight one step reads, or None when the model does not qualify.
+struct Plan {
+    /// `[V, C]`
+    embed: FlexTensor,
+    blocks: Vec<Block>,
+    norm: Norm,
+    /// `[C, V]`; None when tied (the head is then the embedding's transpose).
+    head: Option<Lin>,
+}
+
+impl Plan {
+    fn new(m: &Llama) -> Option<Plan> {
+        let blocks = m
+            .layers
+            .iter()
+            .map(|l| {
+                Some(Block {
+                    input_norm: Norm::new(&l.input_layernorm)?,
+                    q: Lin::new(&l.q_proj)?,
+                    k: Lin::new(&l.k_proj)?,
+                    v: Lin::new(&l.v_proj)?,
+                    o: Lin::new(&l.o_proj)?,
+                    post_norm: Norm::new(&l.post_attention_layernorm)?,
+                    gate: Lin::new(&l.gate_proj)?,
+                    up: Lin::new(&l.up_proj)?,
+                    down: Lin::new(&l.down_proj)?,
+                })
+            })
+            .collect::<Option<Vec<_>>>()?;
+        let head = match &m.lm_head {
+            Some(h) => Some(Lin { w: flex(h)?, bias: None, k: h.dims()[0], n: h.dims()[1] }),
+            None => None,
+        };
+        Some(Plan { embed: flex(&m.embed_tokens)?, blocks, norm: Norm::new(&m.norm)?, head })
+    }
+}
+
+/// Rotate each `hs`-long head of `x` in place by the position's cos and sin rows.
+fn rotate(x: &mut [f32], cos: &[f32], sin: &[f32]) {
+    let hs = cos.len();
+    let mut row = vec![0f32; hs];
+    for head in x.chunks_exact_mut(hs) {
+        tinytune_kernels::rotary(head, cos, sin, false, &mut row);
+        head.copy_from_slice(&row);
+    }
+}
+
+/// A cache buffer `[1, heads, capacity, hs]` as the CPU engine holds it.
+fn cache_buffer(t: Tensor<4>) -> FlexTensor {
+    let f = t.try_into_primitive::<Flex>().expect("a KV cache on the CPU engine, as the model's weights are");
+    if f.as_slice::<f32>().is_some() { f } else { f.to_contiguous() }
+}
+
+impl Llama {
+    /// The logits `[V]` after token `id`, for a cache holding one sequence, through one step on
+    /// the buffers (see the module's documentation). None where the step does not apply (nothing
+    /// was changed then): the caller runs `forward`.
+    pub(crate) fn decode_one(&self, id: u32, cache: &mut KvCache) -> Option<Vec<f32>> {
+        let c = &self.config;
+        let past = cache.len();
+        let (nh, nkv, hs) = (c.num_attention_heads, c.num_key_value_heads(), c.head_dim());
+        if !cache.is_single_filled(self.layers.len(), nkv, hs) || past + 1 > Self::context_of(c) {
+            return None;
+        }
+        let plan = Plan::new(self)?;
+        let (width, vocab) = (c.hidden_size, plan.embed.layout().shape()[0]);
+        if (id as usize) >= vocab || plan.embed.layout().shape()[1] != width {
+            return None;
+        }
+        let mut x = values(&plan.embed)[id as usize * width..][..width].to_vec();
+        let (cos, sin) = self.rotary.rows(&[past as i32]);
+        let scale = 1.0 / (hs as f64).sqrt();
+        // Every cached position is visible to the new token: an additive mask of zeros, as
+        // `attention_mask` gives for one unpadded row.
+        let mask = vec![0f32; past + 1];
+        for (i, b) in plan.blocks.iter().enumerate() {
+            let h = b.input_norm.apply(&x);
+            let [mut q, mut k, v] = apply_all([&b.q, &b.k, &b.v], &h);
+            rotate(&mut q, &cos, &sin);
+            rotate(&mut k, &cos, &sin);
+            let (kt, vt) = cache.take_one(i);
+            let (mut kf, mut vf) = (cache_buffer(kt), cache_buffer(vt));
+            let capacity = kf.layout().shape()[2];
+            for (buffer, new) in [(&mut kf, &k), (&mut vf, &v)] {
+                let (start, _) = buffer.layout().contiguous_offsets().expect("a contiguous cache buffer (cache_buffer)");
+                let slots = &mut buffer.storage_mut::<f32>()[start..];
+                for (head, row) in new.chunks_exact(hs).enumerate() {
+                    slots[(head * capacity + past) * hs..][..hs].copy_from_slice(row);
+                }
+            }
+            let heads = [0, capacity * hs];
+            let attended = crate::model::fused::decode_heads(&q, (values(&kf), heads), (values(&vf), heads), &mask, [1, nh, nkv, past + 1, hs], scale);
+            cache.put(i, Tensor::from_primitive::<Flex>(kf), Tensor::from_primitive::<Flex>(vf));
+            let o = b.o.apply(&attended);
+            x.iter_mut().zip(&o).for_each(|(x, o)| *x += o);
+            let h = b.post_norm.apply(&x);
+            let [gate, up] = apply_all([&b.gate, &b.up], &h);
+            let mut mlp = vec![0f32; gate.len()];
+            tinytune_kernels::silu_mul(&gate, &up, &mut mlp);
+            let down = b.down.apply(&mlp);
+            x.iter_mut().zip(&down).for_each(|(x, d)| *x += d);
+        }
+        cache.advance();
+        let x = plan.norm.apply(&x);
+        Some(match &plan.head {
+            Some(head) => head.apply(&x),
+            None => crate::blas::product(&x, 1, values(&plan.embed), width, vocab, 1, width),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use futures_lite::future::block_on;
+
+    use burn::tensor::Tensor;
+
+    use crate::lora::LoraAdapter;
+    use crate::model::{Arch, Model, read_f32};
+
+    fn fixture(name: &str) -> std::path::PathBuf {
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name)
+    }
+
+    /// A random Llama whose products are long enough to be split across threads (where the team
+    /// is there) and whose attention passes the split's threshold within the steps below.
+    fn split_sized(tied: bool) -> Model {
+        let config = format!(
+            r#"{{"model_type": "llama", "vocab_size": 512, "hidden_size": 256, "intermediate_size": 688,
+                "num_hidden_layers": 2, "num_attention_heads": 8, "num_key_value_heads": 2, "head_dim": 32,
+                "max_position_embeddings": 256, "rms_norm_eps": 1e-5, "rope_theta": 10000.0,
+                "tie_word_embeddings": {tied}, "bos_token_id": 510, "eos_token_id": 511}}"#
+        );
+        let tokenizer = std::fs::read(fixture("tiny-llama/tokenizer.json")).unwrap();
+        let files = crate::model::init::random_model(&config, tokenizer, 7).unwrap();
+        Model::load(&files, &crate::device::cpu().device).unwrap()
+    }
+
+    /// `steps` tokens decoded both ways from one prompt: the step on the buffers and `forward`
+    /// with its own cache give the same logits, bit for bit, and the caches the same length.
+    fn assert_steps_equal(model: &Model, steps: usize) {
+        let prompt: Vec<u32> = (0..5).map(|i| 3 + 37 * i).collect();
+        let (mut fast, mut slow) = (model.new_cache(), model.new_cache());
+        for cache in [&mut fast, &mut slow] {
+            let _ = model.forward(model.ids(&[prompt.clone()]), Some(cache), None);
+        }
+        let v = model.config.vocab_size();
+        for step in 0..steps {
+            let id = ((step * 97 + 11) % v) as u32;
+            let got = model.decode_one(id, &mut fast).expect("the step applies to an f32 Llama on the CPU engine");
+            let logits = model.forward(model.ids(&[vec![id]]), Some(&mut slow), None);
+            let want = block_on(read_f32(logits.reshape([v]))).unwrap();
+            assert_eq!(got.len(), v);
+            let first = got.iter().zip(&want).position(|(a, b)| a.to_bits() != b.to_bits());
+            assert!(first.is_none(), "step {step}: logit {first:?} differs: {:?} against {:?}", first.map(|i| got[i]), first.map(|i| want[i]));
+            assert_eq!(fast.len(), slow.len());
+        }
+    }
+
+    /// Past the cache's first 64 slots (its buffers grow), with grouped key/value heads, an untied
+    /// head (tiny-llama), and a tied one with q/k/v biases (tiny-qwen2).
+    #[test]
+    fn the_step_on_buffers_gives_forwards_logits_bit_for_bit() {
+        for name in ["tiny-llama", "tiny-qwen2"] {
+            let model = Model::load_dir(&fixture(name), &crate::device::cpu().device).unwrap();
+            assert_steps_equal(&model, 70);
+        }
+    }
+
+    /// The same where each product and the attention are split across the team (natively, with
+    /// oneMKL; `scripts/test` runs this module under each BLAS).
+    #[test]
+    fn the_step_on_buffers_equals_forward_where_products_are_split() {
+        for tied in [false, true] {
+            assert_steps_equal(&split_sized(tied), 40);
+        }
+    }
+
+    /// Where the step does not apply, it changes nothing and says so: no prompt in the cache yet,
+    /// an adapter switched on, a GPT-2.
+    #[test]
+    fn the_step_declines_what_it_does_not_cover() {
+        let device = crate::device::cpu().device;
+        let mut model = Model::load_dir(&fixture("tiny-llama"), &device).unwrap();
+        let mut empty = model.new_cache();
+        assert!(model.decode_one(5, &mut empty).is_none());
+        assert!(empty.is_empty());
+        let mut cache = model.new_cache();
+        let _ = model.forward(model.ids(&[vec![1, 2, 3]]), Some(&mut cache), None);
+        let Arch::Llama(llama) = &mut model.arch else { unreachable!("tiny-llama is a Llama") };
+        let q = &mut llama.layers[1].q_proj;
+        let (a, b) = (Tensor::<2>::ones([q.d_in(), 2], &device), Tensor::<2>::ones([2, q.d_out()], &device));
+        q.adapters.push(LoraAdapter::new("default", a, b, 0.5, 0.0));
+        assert!(model.decode_one(5, &mut cache).is_none());
+        assert_eq!(cache.len(), 3);
+        let gpt2 = Model::load_dir(&fixture("tiny-gpt2"), &device).unwrap();
+        let mut cache = gpt2.new_cache();
+        let _ = gpt2.forward(gpt2.ids(&[vec![1, 2, 3]]), Some(&mut cache), None);
+        assert!(gpt2.decode_one(5, &mut cache).is_none());
+    }
+}
