@@ -330,8 +330,15 @@ fn bf16_matmul(a: FloatTensor<Flex>, b: FloatTensor<Flex>) -> FloatTensor<Flex> 
     };
     let a = if a.is_contiguous() { a } else { a.to_contiguous() };
     let x = a.as_slice::<f32>().expect("a contiguous f32 tensor");
-    let mut out = vec![0f32; m * n];
     let w: &[u16] = half::slice::HalfFloatSliceExt::reinterpret_cast(w);
+    Flex::float_from_data(burn::tensor::TensorData::new(bf16_product(x, m, w, k, n), [m, n]), &Default::default())
+}
+
+/// `x [M, K] · wᵀ` for `w` `[N, K]` in bfloat16 (its raw bits), M up to `BF16_MAX_ROWS`:
+/// `bf16_matmul` on slices (also the CPU engine's decoding step's, `model::decode`).
+pub(crate) fn bf16_product(x: &[f32], m: usize, w: &[u16], k: usize, n: usize) -> Vec<f32> {
+    assert!(x.len() == m * k && w.len() == n * k, "bf16_product: x of {} values, w of {}, for [{m}, {k}] · [{n}, {k}]ᵀ", x.len(), w.len());
+    let mut out = vec![0f32; m * n];
     // One row (decoding): the weight's rows in parts on oneMKL's team, as `decode_split` says.
     #[cfg(not(target_arch = "wasm32"))]
     if m == 1
@@ -342,10 +349,10 @@ fn bf16_matmul(a: FloatTensor<Flex>, b: FloatTensor<Flex>) -> FloatTensor<Flex> 
             let j0 = t * width;
             tinytune_kernels::matmul_bf16(x, &w[j0 * k..(j0 + o.len()) * k], 1, k, o.len(), o);
         });
-        return Flex::float_from_data(burn::tensor::TensorData::new(out, [m, n]), &Default::default());
+        return out;
     }
     tinytune_kernels::matmul_bf16(x, w, m, k, n, &mut out);
-    Flex::float_from_data(burn::tensor::TensorData::new(out, [m, n]), &Default::default())
+    out
 }
 
 /// `c + a · b` on burn flex. Through the BLAS, when `c` is a tensor no one else holds, the

@@ -10,9 +10,10 @@
 //! `rotary`, `silu_mul`, `fused::decode_heads`) in the same order, so the logits are the ones
 //! `forward` gives, bit for bit (tested), with the ops' overhead gone.
 //!
-//! It applies to a batch of one whose cache the prompt filled, with f32 weights on the CPU engine
-//! and no adapter switched on; anything else (a GPU, bf16 or 4-bit weights, LoRA adapters,
-//! batches) takes `forward`, as before.
+//! It applies to a batch of one whose cache the prompt filled, on the CPU engine, with no adapter
+//! switched on; the weights may be f32, bf16 kept as stored, or 4-bit (a QLoRA base), each read by
+//! the kernel `forward` uses for it. Anything else (a GPU, LoRA adapters, batches, a model whose
+//! weights are tracked for training) takes `forward`, as before.
 
 use burn::backend::Flex;
 use burn::backend::flex::FlexTensor;
@@ -32,9 +33,19 @@ fn values(t: &FlexTensor) -> &[f32] {
     t.as_slice::<f32>().expect("a contiguous f32 tensor (checked when the step was planned)")
 }
 
-/// A linear map without adapters: its `[in, out]` weight and its bias.
+/// A linear map's weight as the forward pass reads it on the CPU engine.
+enum Weight {
+    /// `[in, out]` in f32.
+    F32(FlexTensor),
+    /// `[out, in]` in bfloat16, a checkpoint's weight kept as stored (`Model::keep_bf16_weights`).
+    Bf16(FlexTensor),
+    /// Packed in 4 bits (QLoRA's base), its buffer of words and their layout.
+    Q4(FlexTensor, crate::quant::Q4Layout),
+}
+
+/// A linear map without adapters: its weight and its bias.
 struct Lin {
-    w: FlexTensor,
+    w: Weight,
     bias: Option<FlexTensor>,
     k: usize,
     n: usize,
@@ -42,30 +53,68 @@ struct Lin {
 
 impl Lin {
     fn new(l: &Linear) -> Option<Lin> {
-        let Base::Dense(w) = &l.base else { return None };
         if l.adapters.iter().any(|a| a.enabled) {
             return None;
         }
-        let [k, n] = w.dims();
+        let (k, n) = (l.d_in(), l.d_out());
+        let w = match &l.base {
+            Base::Dense(w) if w.dtype() == DType::BF16 => {
+                // As `blas::bf16_matmul` reads it: the `[in, out]` view's transpose, as stored.
+                let t = w.clone().transpose().try_into_primitive::<Flex>().ok()?;
+                t.as_slice::<half::bf16>()?;
+                Weight::Bf16(t)
+            }
+            Base::Dense(w) => Weight::F32(flex(w)?),
+            Base::Quant(q) => {
+                let words = q.words.clone().try_into_primitive::<Flex>().ok()?;
+                if !matches!(words.dtype(), DType::U32 | DType::I32) {
+                    return None;
+                }
+                Weight::Q4(words, q.layout)
+            }
+        };
         let bias = match &l.bias {
             Some(b) => Some(flex(b)?),
             None => None,
         };
-        Some(Lin { w: flex(w)?, bias, k, n })
+        Some(Lin { w, bias, k, n })
     }
 
-    /// `x·W (+ b)` for one row, as `Linear::forward` computes it on the CPU engine.
+    /// `x·W` for one row, as `Linear::forward` computes it on the CPU engine (`blas::flex_matmul`
+    /// for f32 and bf16 weights, `quant::Q4Tensor::linear` with its fused kernel for 4-bit ones).
+    fn product(&self, x: &[f32]) -> Vec<f32> {
+        match &self.w {
+            Weight::F32(w) => crate::blas::product(x, 1, values(w), self.k, self.n, self.n, 1),
+            Weight::Bf16(w) => {
+                let bits: &[u16] = half::slice::HalfFloatSliceExt::reinterpret_cast(w.as_slice::<half::bf16>().expect("checked in Lin::new"));
+                crate::blas::bf16_product(x, 1, bits, self.k, self.n)
+            }
+            Weight::Q4(words, layout) => crate::quant::q4_product(x, 1, words.bytes(), layout),
+        }
+    }
+
+    /// `x·W (+ b)` for one row.
     fn apply(&self, x: &[f32]) -> Vec<f32> {
         let [y] = apply_all([self], x);
         y
     }
 }
 
-/// `x·W (+ b)` for one row and several maps on one input, their products handed to the team
-/// together (`blas::row_products`).
+/// `x·W (+ b)` for one row and several maps on one input. f32 weights' products are handed to
+/// the team together (`blas::row_products`); others go one by one.
 fn apply_all<const N: usize>(maps: [&Lin; N], x: &[f32]) -> [Vec<f32>; N] {
     assert!(maps.iter().all(|m| m.k == x.len()), "a linear map's input is not the row's width");
-    let ys = crate::blas::row_products(x, &maps.map(|m| (values(&m.w), m.n)));
+    let f32_weights: Option<Vec<(&[f32], usize)>> = maps
+        .iter()
+        .map(|m| match &m.w {
+            Weight::F32(w) => Some((values(w), m.n)),
+            _ => None,
+        })
+        .collect();
+    let ys = match f32_weights {
+        Some(weights) => crate::blas::row_products(x, &weights),
+        None => maps.iter().map(|m| m.product(x)).collect(),
+    };
     let mut ys: [Vec<f32>; N] = ys.try_into().expect("one output a map");
     for (y, m) in ys.iter_mut().zip(maps) {
         if let Some(b) = &m.bias {
@@ -133,7 +182,7 @@ impl Plan {
             })
             .collect::<Option<Vec<_>>>()?;
         let head = match &m.lm_head {
-            Some(h) => Some(Lin { w: flex(h)?, bias: None, k: h.dims()[0], n: h.dims()[1] }),
+            Some(h) => Some(Lin::new(&Linear::new(h.clone(), None))?),
             None => None,
         };
         Some(Plan { embed: flex(&m.embed_tokens)?, blocks, norm: Norm::new(&m.norm)?, head })
@@ -278,6 +327,21 @@ mod tests {
     fn the_step_on_buffers_equals_forward_where_products_are_split() {
         for tied in [false, true] {
             assert_steps_equal(&split_sized(tied), 40);
+        }
+    }
+
+    /// Weights kept in bf16 and weights packed in 4 bits (NF4 with double quantization, and FP4),
+    /// each through the kernel `forward` uses for it.
+    #[test]
+    fn the_step_on_buffers_equals_forward_for_bf16_and_4_bit_weights() {
+        let mut bf16 = Model::load_dir(&fixture("tiny-llama-bf16"), &crate::device::cpu().device).unwrap();
+        assert_eq!(bf16.keep_bf16_weights(), 15);
+        assert_steps_equal(&bf16, 20);
+        for (quant_type, double_quant) in [(crate::quant::QuantType::Nf4, true), (crate::quant::QuantType::Fp4, false)] {
+            let mut model = split_sized(false);
+            let n = block_on(model.quantize_linears(crate::quant::bnb::QuantConfig { quant_type, double_quant })).unwrap();
+            assert_eq!(n, 14);
+            assert_steps_equal(&model, 20);
         }
     }
 

@@ -51,10 +51,20 @@ fn flex_q4_rows(x: &FloatTensor<Flex>, words: &IntTensor<Flex>, l: &Q4Layout) ->
         return None;
     }
     let x = crate::blas::flex_f32(x)?;
-    let q = l.view(words.bytes());
+    let out = q4_product(&x, n, words.bytes(), l);
+    Some(Flex::float_from_data(TensorData::new(out, [n, l.rows]), &Default::default()))
+}
+
+/// `x [n, cols] · Wᵀ` → `[n, rows]` for a few rows (up to `Q4_MAX_ROWS`) and W packed in
+/// `words` (the buffer's bytes) as `l` says: `flex_q4_rows` on slices (also the CPU engine's
+/// decoding step's, `model::decode`).
+pub(crate) fn q4_product(x: &[f32], n: usize, words: &[u8], l: &Q4Layout) -> Vec<f32> {
+    let cols = l.cols;
+    assert!(n > 0 && n <= tinytune_kernels::Q4_MAX_ROWS && x.len() == n * cols, "q4_product: {} values for {n} rows of {cols}", x.len());
+    let q = l.view(words);
     // `[rows, n]`, each of W's rows its n values, so that a part of W's rows is one chunk.
     let mut by_row = vec![0f32; l.rows * n];
-    let run = |r0: usize, part: &mut [f32]| tinytune_kernels::q4_rows(q, &x, n, r0, part);
+    let run = |r0: usize, part: &mut [f32]| tinytune_kernels::q4_rows(q, x, n, r0, part);
     #[cfg(not(target_arch = "wasm32"))]
     if let Some(tasks) = crate::blas::decode_split(n, cols, l.rows) {
         let rows = l.rows.div_ceil(tasks);
@@ -64,8 +74,7 @@ fn flex_q4_rows(x: &FloatTensor<Flex>, words: &IntTensor<Flex>, l: &Q4Layout) ->
     }
     #[cfg(target_arch = "wasm32")]
     run(0, &mut by_row);
-    let out = if n == 1 { by_row } else { (0..n * l.rows).map(|j| by_row[(j % l.rows) * n + j / l.rows]).collect() };
-    Some(Flex::float_from_data(TensorData::new(out, [n, l.rows]), &Default::default()))
+    if n == 1 { by_row } else { (0..n * l.rows).map(|j| by_row[(j % l.rows) * n + j / l.rows]).collect() }
 }
 
 impl Q4Ops for Flex {

@@ -4,6 +4,7 @@
 
 pub mod bnb;
 mod cpu;
+pub(crate) use cpu::q4_product;
 pub mod formats;
 pub mod kernels;
 pub mod nf4;
