@@ -173,6 +173,18 @@ fn decode_product(oa: GemmOperand, ob: GemmOperand, tasks: usize, out: &mut Vec<
     unsafe { out.set_len(m * n) };
 }
 
+/// `out += x [M, K] · w` for one row (M = 1, which the BLAS never takes), `w` as `product`
+/// takes it: what burn flex's `matmul_add` does for the same operands (`gemm_matmul_add`), on
+/// plain slices. For the CPU engine's decoding step (`model::decode`).
+pub(crate) fn row_product_add(x: &[f32], data: &[f32], n: usize, rs: usize, cs: usize, out: &mut [f32]) {
+    let (m, k) = (1, x.len());
+    assert!(out.len() == n, "row_product_add: out of {} values for {n} columns", out.len());
+    assert!(k == 0 || n == 0 || (k - 1) * rs + (n - 1) * cs < data.len(), "row_product_add: a [{k}, {n}] matrix with strides ({rs}, {cs}) does not fit in {} values", data.len());
+    // Safety: `out` holds the m·n initialised values, row-major, and shares no storage with the
+    // operands (it is a `&mut`); the asserts keep the operands inside their slices.
+    unsafe { gemm_into((x.as_ptr(), m, k, k as isize, 1), (data.as_ptr(), k, n, rs as isize, cs as isize), out.as_mut_ptr(), n, true, gemm_parallelism(m, n, k)) };
+}
+
 /// `x · W` for one row `x` of K values and several row-major `[K, n]` weights (`(data, n)`) at
 /// once: what `product` gives for each, bit for bit, with the parts of all of them handed out
 /// on the team in one go, so that the team starts and joins once for the lot (a decoding step's

@@ -10,10 +10,11 @@
 //! `rotary`, `silu_mul`, `fused::decode_heads`) in the same order, so the logits are the ones
 //! `forward` gives, bit for bit (tested), with the ops' overhead gone.
 //!
-//! It applies to a batch of one whose cache the prompt filled, on the CPU engine, with no adapter
-//! switched on; the weights may be f32, bf16 kept as stored, or 4-bit (a QLoRA base), each read by
-//! the kernel `forward` uses for it. Anything else (a GPU, LoRA adapters, batches, a model whose
-//! weights are tracked for training) takes `forward`, as before.
+//! It applies to a batch of one whose cache the prompt filled, on the CPU engine: weights in f32,
+//! in bf16 kept as stored, or in 4 bits (a QLoRA base), each read by the kernel `forward` uses for
+//! it, and LoRA adapters switched on (`tinytune generate --adapter`), in `Linear::forward`'s
+//! order. Anything else (a GPU, adapters routed to some rows of a batch, dropout in training, a
+//! model whose tensors are tracked for training, batches) takes `forward`, as before.
 
 use burn::backend::Flex;
 use burn::backend::flex::FlexTensor;
@@ -43,19 +44,37 @@ enum Weight {
     Q4(FlexTensor, crate::quant::Q4Layout),
 }
 
-/// A linear map without adapters: its weight and its bias.
+/// A LoRA adapter switched on for every row, out of training: A `[in, r]`, B `[r, out]`, s.
+struct Adapter {
+    a: FlexTensor,
+    b: FlexTensor,
+    r: usize,
+    scale: f64,
+}
+
+/// A linear map: its weight, its bias and the adapters switched on.
 struct Lin {
     w: Weight,
     bias: Option<FlexTensor>,
+    adapters: Vec<Adapter>,
+    /// As `Linear::forward` decides: one adapter (the only one the layer has) on a bias-free
+    /// dense base goes through the fused op (`fused::lora_linear`).
+    fused: bool,
     k: usize,
     n: usize,
 }
 
 impl Lin {
     fn new(l: &Linear) -> Option<Lin> {
-        if l.adapters.iter().any(|a| a.enabled) {
-            return None;
+        let mut adapters = Vec::new();
+        for a in l.adapters.iter().filter(|a| a.enabled) {
+            // Routed to some rows (serving several adapters) or with dropout on: `forward`.
+            if a.rows.is_some() || (a.training && a.dropout > 0.0) {
+                return None;
+            }
+            adapters.push(Adapter { a: flex(&a.a)?, b: flex(&a.b)?, r: a.rank(), scale: a.scale });
         }
+        let fused = matches!(l.base, Base::Dense(_)) && l.bias.is_none() && l.adapters.len() == 1 && adapters.len() == 1;
         let (k, n) = (l.d_in(), l.d_out());
         let w = match &l.base {
             Base::Dense(w) if w.dtype() == DType::BF16 => {
@@ -77,7 +96,15 @@ impl Lin {
             Some(b) => Some(flex(b)?),
             None => None,
         };
-        Some(Lin { w, bias, k, n })
+        Some(Lin { w, bias, adapters, fused, k, n })
+    }
+
+    /// `s·(x·A)`, the adapter's rank-r intermediate, as both of `Linear::forward`'s paths form it.
+    fn down(&self, a: &Adapter, x: &[f32]) -> Vec<f32> {
+        let mut t = crate::blas::product(x, 1, values(&a.a), self.k, a.r, a.r, 1);
+        let s = a.scale as f32;
+        t.iter_mut().for_each(|v| *v *= s);
+        t
     }
 
     /// `x·W` for one row, as `Linear::forward` computes it on the CPU engine (`blas::flex_matmul`
@@ -93,29 +120,41 @@ impl Lin {
         }
     }
 
-    /// `x·W (+ b)` for one row.
+    /// `x·W (+ b) + Σ s·(x·A)·B` for one row, in `Linear::forward`'s order.
     fn apply(&self, x: &[f32]) -> Vec<f32> {
-        let [y] = apply_all([self], x);
+        if self.fused {
+            // `fused::lora_linear`: the base product, then t·B added into its buffer.
+            let a = &self.adapters[0];
+            let t = self.down(a, x);
+            let mut y = self.product(x);
+            crate::blas::row_product_add(&t, values(&a.b), self.n, self.n, 1, &mut y);
+            return y;
+        }
+        let mut y = self.product(x);
+        if let Some(b) = &self.bias {
+            y.iter_mut().zip(values(b)).for_each(|(y, b)| *y += b);
+        }
+        for a in &self.adapters {
+            let delta = crate::blas::product(&self.down(a, x), 1, values(&a.b), a.r, self.n, self.n, 1);
+            y.iter_mut().zip(&delta).for_each(|(y, d)| *y += d);
+        }
         y
     }
 }
 
-/// `x·W (+ b)` for one row and several maps on one input. f32 weights' products are handed to
-/// the team together (`blas::row_products`); others go one by one.
+/// `Lin::apply` for several maps on one input. Where all are f32 weights without adapters, their
+/// products are handed to the team together (`blas::row_products`).
 fn apply_all<const N: usize>(maps: [&Lin; N], x: &[f32]) -> [Vec<f32>; N] {
     assert!(maps.iter().all(|m| m.k == x.len()), "a linear map's input is not the row's width");
     let f32_weights: Option<Vec<(&[f32], usize)>> = maps
         .iter()
         .map(|m| match &m.w {
-            Weight::F32(w) => Some((values(w), m.n)),
+            Weight::F32(w) if m.adapters.is_empty() => Some((values(w), m.n)),
             _ => None,
         })
         .collect();
-    let ys = match f32_weights {
-        Some(weights) => crate::blas::row_products(x, &weights),
-        None => maps.iter().map(|m| m.product(x)).collect(),
-    };
-    let mut ys: [Vec<f32>; N] = ys.try_into().expect("one output a map");
+    let Some(weights) = f32_weights else { return maps.map(|m| m.apply(x)) };
+    let mut ys: [Vec<f32>; N] = crate::blas::row_products(x, &weights).try_into().expect("one output a map");
     for (y, m) in ys.iter_mut().zip(maps) {
         if let Some(b) = &m.bias {
             y.iter_mut().zip(values(b)).for_each(|(y, b)| *y += b);
@@ -345,8 +384,40 @@ mod tests {
         }
     }
 
+    /// With LoRA adapters: one on every linear map (the fused op's path), two on some of them and
+    /// one beside a disabled one (the path adapter by adapter), on a model with q/k/v biases.
+    #[test]
+    fn the_step_on_buffers_equals_forward_with_adapters() {
+        let device = crate::device::cpu().device;
+        let noise = |shape: [usize; 2], seed: u64| {
+            let mut rng = crate::rng::Rng::new(seed);
+            let n = shape[0] * shape[1];
+            Tensor::<2>::from_data(burn::tensor::TensorData::new((0..n).map(|_| (rng.next_f64() - 0.5) as f32 * 0.2).collect::<Vec<f32>>(), shape), &device)
+        };
+        let mut model = Model::load_dir(&fixture("tiny-qwen2"), &device).unwrap();
+        let mut linears = model.arch.linears_mut();
+        for (i, (_, l)) in linears.iter_mut().enumerate() {
+            let (k, n) = (l.d_in(), l.d_out());
+            l.adapters.push(LoraAdapter::new("one", noise([k, 4], i as u64), noise([4, n], 100 + i as u64), 2.0, 0.0));
+            if i % 3 == 1 {
+                l.adapters.push(LoraAdapter::new("two", noise([k, 2], 200 + i as u64), noise([2, n], 300 + i as u64), 0.5, 0.0));
+            }
+            if i % 3 == 2 {
+                l.adapters.push(LoraAdapter::new("off", noise([k, 2], 400 + i as u64), noise([2, n], 500 + i as u64), 1.0, 0.0));
+                l.adapters.last_mut().unwrap().enabled = false;
+            }
+        }
+        assert_steps_equal(&model, 12);
+        let mut model = split_sized(false);
+        for (i, (_, l)) in model.arch.linears_mut().iter_mut().enumerate() {
+            let (k, n) = (l.d_in(), l.d_out());
+            l.adapters.push(LoraAdapter::new("one", noise([k, 8], i as u64), noise([8, n], 100 + i as u64), 2.0, 0.0));
+        }
+        assert_steps_equal(&model, 12);
+    }
+
     /// Where the step does not apply, it changes nothing and says so: no prompt in the cache yet,
-    /// an adapter switched on, a GPT-2.
+    /// an adapter with dropout in training or routed to some rows, a GPT-2.
     #[test]
     fn the_step_declines_what_it_does_not_cover() {
         let device = crate::device::cpu().device;
@@ -356,11 +427,20 @@ mod tests {
         assert!(empty.is_empty());
         let mut cache = model.new_cache();
         let _ = model.forward(model.ids(&[vec![1, 2, 3]]), Some(&mut cache), None);
-        let Arch::Llama(llama) = &mut model.arch else { unreachable!("tiny-llama is a Llama") };
-        let q = &mut llama.layers[1].q_proj;
-        let (a, b) = (Tensor::<2>::ones([q.d_in(), 2], &device), Tensor::<2>::ones([2, q.d_out()], &device));
-        q.adapters.push(LoraAdapter::new("default", a, b, 0.5, 0.0));
-        assert!(model.decode_one(5, &mut cache).is_none());
+        fn q_proj(m: &mut Model) -> &mut crate::model::layers::Linear {
+            let Arch::Llama(llama) = &mut m.arch else { unreachable!("tiny-llama is a Llama") };
+            &mut llama.layers[1].q_proj
+        }
+        let linear = q_proj(&mut model);
+        let (a, b) = (Tensor::<2>::ones([linear.d_in(), 2], &device), Tensor::<2>::ones([2, linear.d_out()], &device));
+        let mut adapter = LoraAdapter::new("default", a, b, 0.5, 0.1);
+        adapter.training = true;
+        linear.adapters.push(adapter);
+        assert!(model.decode_one(5, &mut cache).is_none(), "dropout in training is forward's");
+        let linear = q_proj(&mut model);
+        linear.adapters[0].training = false;
+        linear.adapters[0].rows = Some(Tensor::<3>::ones([1, 1, 1], &device));
+        assert!(model.decode_one(5, &mut cache).is_none(), "routed rows are forward's");
         assert_eq!(cache.len(), 3);
         let gpt2 = Model::load_dir(&fixture("tiny-gpt2"), &device).unwrap();
         let mut cache = gpt2.new_cache();
