@@ -13,8 +13,9 @@
 //! It applies to a batch of one whose cache the prompt filled, on the CPU engine: weights in f32,
 //! in bf16 kept as stored, or in 4 bits (a QLoRA base), each read by the kernel `forward` uses for
 //! it, and LoRA adapters switched on (`tinytune generate --adapter`), in `Linear::forward`'s
-//! order. Anything else (a GPU, adapters routed to some rows of a batch, dropout in training, a
-//! model whose tensors are tracked for training, batches) takes `forward`, as before.
+//! order, tracked for training or not (the page's samples between steps). Anything else (a GPU,
+//! adapters routed to some rows of a batch, dropout in training, batches) takes `forward`, as
+//! before.
 
 use burn::backend::Flex;
 use burn::backend::flex::FlexTensor;
@@ -23,9 +24,10 @@ use burn::tensor::{DType, Tensor};
 use super::layers::{Base, KvCache, Linear, RmsNorm};
 use super::llama::Llama;
 
-/// A CPU f32 tensor's buffer, when it is one tinytune can read as it lies.
+/// A CPU f32 tensor's buffer, when it is one tinytune can read as it lies. A tensor tracked for
+/// training (an adapter the page is training, between steps) is read as the constant it is now.
 fn flex<const D: usize>(t: &Tensor<D>) -> Option<FlexTensor> {
-    let f = t.clone().try_into_primitive::<Flex>().ok()?;
+    let f = t.clone().inner().try_into_primitive::<Flex>().ok()?;
     (f.dtype() == DType::F32 && f.as_slice::<f32>().is_some()).then_some(f)
 }
 
@@ -79,7 +81,7 @@ impl Lin {
         let w = match &l.base {
             Base::Dense(w) if w.dtype() == DType::BF16 => {
                 // As `blas::bf16_matmul` reads it: the `[in, out]` view's transpose, as stored.
-                let t = w.clone().transpose().try_into_primitive::<Flex>().ok()?;
+                let t = w.clone().inner().transpose().try_into_primitive::<Flex>().ok()?;
                 t.as_slice::<half::bf16>()?;
                 Weight::Bf16(t)
             }
@@ -238,9 +240,10 @@ fn rotate(x: &mut [f32], cos: &[f32], sin: &[f32]) {
     }
 }
 
-/// A cache buffer `[1, heads, capacity, hs]` as the CPU engine holds it.
+/// A cache buffer `[1, heads, capacity, hs]` as the CPU engine holds it (keys and values a
+/// forward pass with tracked adapters wrote are read as the constants they are).
 fn cache_buffer(t: Tensor<4>) -> FlexTensor {
-    let f = t.try_into_primitive::<Flex>().expect("a KV cache on the CPU engine, as the model's weights are");
+    let f = t.inner().try_into_primitive::<Flex>().expect("a KV cache on the CPU engine (KvCache::is_single_filled)");
     if f.as_slice::<f32>().is_some() { f } else { f.to_contiguous() }
 }
 
@@ -408,6 +411,13 @@ mod tests {
             }
         }
         assert_steps_equal(&model, 12);
+        // Tracked for training (the page samples between steps): read as the constants they are.
+        for (_, l) in model.arch.linears_mut() {
+            for a in &mut l.adapters {
+                (a.a, a.b) = (a.a.clone().autodiff().require_grad(), a.b.clone().autodiff().require_grad());
+            }
+        }
+        assert_steps_equal(&model, 6);
         let mut model = split_sized(false);
         for (i, (_, l)) in model.arch.linears_mut().iter_mut().enumerate() {
             let (k, n) = (l.d_in(), l.d_out());

@@ -279,15 +279,15 @@ fn grown(buffer: Option<Tensor<4>>, [b, nkv, hs]: [usize; 3], end: usize, device
 /// out with room for one more slot (`take_one`), written and read in place, and put back
 /// (`put`); `advance` then counts the slot.
 impl KvCache {
-    /// Whether the cache holds one unpadded sequence in each of its `layers` layers, `nkv` heads
-    /// of `hs`, so that `take_one` applies.
+    /// Whether the cache holds one unpadded sequence on the CPU engine in each of its `layers`
+    /// layers, `nkv` heads of `hs`, so that `take_one` applies.
     pub(crate) fn is_single_filled(&self, layers: usize, nkv: usize, hs: usize) -> bool {
         self.filled > 0
             && self.layers.len() == layers
             && self.offsets.iter().all(|&o| o == 0)
             && self.layers.iter().all(|l| l.as_ref().is_some_and(|(k, v)| {
                 let [b, heads, capacity, size] = k.dims();
-                b == 1 && heads == nkv && size == hs && capacity >= self.filled && v.dims() == k.dims()
+                b == 1 && heads == nkv && size == hs && capacity >= self.filled && v.dims() == k.dims() && crate::device::is_cpu(&k.device()) && crate::device::is_cpu(&v.device())
             }))
     }
     /// Layer `layer`'s key and value buffers `[1, nkv, capacity, hs]`, moved out of the cache and
