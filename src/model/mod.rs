@@ -155,7 +155,6 @@ impl Model {
         KvCache::new(self.config.layers())
     }
 
-    /// ids `[B, T]` → logits `[B, T, V]`. `pad[b][s]` (over cached + new tokens) hides padding.
     /// The logits `[V]` after one more token of the one sequence `cache` holds, by the CPU
     /// engine's decoding step on the model's buffers (`decode.rs`), equal to `forward`'s last
     /// row; None where that step does not apply (then nothing changed: call `forward`).
@@ -166,6 +165,7 @@ impl Model {
         }
     }
 
+    /// ids `[B, T]` → logits `[B, T, V]`. `pad[b][s]` (over cached + new tokens) hides padding.
     pub fn forward(&self, ids: Tensor<2, Int>, cache: Option<&mut KvCache>, pad: Option<&[Vec<bool>]>) -> Tensor<3> {
         match &self.arch {
             Arch::Gpt2(m) => m.forward(ids, cache, pad),

@@ -182,8 +182,11 @@ pub(crate) fn decode_heads(qv: &[f32], (kd, ks): (&[f32], [usize; 2]), (vd, vs):
 }
 
 /// Query heads × cached positions × head size from which decoding's attention is split across
-/// threads: 8 heads of 64 from 64 positions on, where one thread took about 18 µs a layer (the 24M
-/// model).
+/// threads: 8 heads of 64 from 16 positions on (the 24M model). From 64 positions on, where one
+/// thread took about 18 µs a layer, the split gained at 480 tokens; with the decoding step on
+/// buffers (`model::decode`) the team's worker otherwise waits through the kernel, and splitting
+/// from 16 positions gave 328 against 308 tokens/s over 128 tokens (medians of 10 runs taking
+/// turns, benches/README.md).
 #[cfg(not(target_arch = "wasm32"))]
 const DECODE_ATTENTION_SPLIT: usize = 1 << 13;
 
