@@ -1,0 +1,348 @@
+//! 4-bit weights (bitsandbytes' NF4 and FP4 as tinytune packs them): a few rows multiplied by
+//! the packed matrix (`q4_rows`) and the matrix written out in f32 (`q4_dequant`), by vector
+//! table lookups where the CPU has them and a portable copy elsewhere.
+
+use super::*;
+
+/// A 4-bit matrix `[rows, cols]` in its buffer of u32 words, as bytes (bitsandbytes' NF4 or FP4
+/// layout as tinytune packs it; its `Q4Layout`, offsets in words): two codes a byte, the first in
+/// the high nibble, from byte 0; a scale per block of `blocksize` values, an f32 at word
+/// `absmax + block`, or with double quantization (`nested` > 0) a byte at byte `4·absmax + block`
+/// that picks one of the 256 f32s at word `map`, times the f32 at word `absmax2 + block / nested`,
+/// plus the f32 at word `offset`; the 16 code values at word `code`. Value `e` of the matrix is
+/// `code[nibble e] · scale(e / blocksize)`.
+#[derive(Clone, Copy, Debug)]
+pub struct Q4View<'a> {
+    pub bytes: &'a [u8],
+    pub rows: usize,
+    pub cols: usize,
+    pub blocksize: usize,
+    pub nested: usize,
+    pub code: usize,
+    pub absmax: usize,
+    pub absmax2: usize,
+    pub map: usize,
+    pub offset: usize,
+}
+
+impl Q4View<'_> {
+    #[inline(always)]
+    fn word(&self, i: usize) -> f32 {
+        let b = &self.bytes[4 * i..4 * i + 4];
+        f32::from_le_bytes([b[0], b[1], b[2], b[3]])
+    }
+    /// Block `blk`'s scale, with the arithmetic of `dequantize_words` (and `q4_dequant.wgsl`).
+    #[inline(always)]
+    fn scale(&self, blk: usize) -> f32 {
+        if self.nested == 0 {
+            self.word(self.absmax + blk)
+        } else {
+            self.word(self.map + self.bytes[4 * self.absmax + blk] as usize) * self.word(self.absmax2 + blk / self.nested) + self.word(self.offset)
+        }
+    }
+}
+
+impl Q4View<'_> {
+    /// The 16 code values.
+    #[inline(always)]
+    fn codes(&self) -> [f32; 16] {
+        let mut code = [0f32; 16];
+        for (j, c) in code.iter_mut().enumerate() {
+            *c = self.word(self.code + j);
+        }
+        code
+    }
+    /// `w[k]` = value `e + k` of the matrix from `table` (its block's scaled codes), any parity.
+    #[inline(always)]
+    fn look_up(&self, table: &[f32; 16], e: usize, w: &mut [f32]) {
+        let mut k = 0;
+        if e % 2 == 1 && !w.is_empty() {
+            w[0] = table[(self.bytes[e / 2] & 0xf) as usize];
+            k = 1;
+        }
+        while k + 2 <= w.len() {
+            let b = self.bytes[(e + k) / 2];
+            w[k] = table[(b >> 4) as usize];
+            w[k + 1] = table[(b & 0xf) as usize];
+            k += 2;
+        }
+        if k < w.len() {
+            w[k] = table[(self.bytes[(e + k) / 2] >> 4) as usize];
+        }
+    }
+}
+
+/// Rows of `x` `q4_rows` takes at most.
+pub const Q4_MAX_ROWS: usize = 8;
+
+/// `out[(r − r0)·m + i] = Σ_c x[i·cols + c] · W[r, c]` for the `out.len() / m` rows of the
+/// 4-bit matrix W from `r0` on: `x · Wᵀ` for a few rows of `x` (decoding) without writing W in
+/// f32. Each value of W is the product `dequantize_words` forms (a block's 16 code values scaled
+/// once, then looked up); the order of the sums is each copy's own.
+///
+/// With AVX-512, and rows and blocks in whole runs of 16 values (every model's hidden sizes, and
+/// bitsandbytes' blocks of 64), the lookup is one `vpermps` a 16 values, with the scaled codes in a
+/// register (with AVX2, two and a blend a 8): the one kernel here written with intrinsics, since a
+/// table lookup is nothing a compiler vectorises. Elsewhere `q4_rows_portable` looks each value up
+/// in turn.
+pub fn q4_rows(q: Q4View, x: &[f32], m: usize, r0: usize, out: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    if simd() >= Simd::Avx2 && q.cols % 16 == 0 && q.blocksize % 16 == 0 {
+        q4_rows_checked(q, x, m, r0, out);
+        // Safety: `simd` found the features of the copy it picks; the bounds were checked above.
+        unsafe {
+            if simd() == Simd::Avx512 { q4_rows_avx512(q, x, m, r0, out) } else { q4_rows_avx2(q, x, m, r0, out) }
+        };
+        return;
+    }
+    q4_rows_portable(q, x, m, r0, out)
+}
+
+fn q4_rows_checked(q: Q4View, x: &[f32], m: usize, r0: usize, out: &[f32]) {
+    assert!(
+        m > 0 && m <= Q4_MAX_ROWS && q.blocksize > 0 && x.len() >= m * q.cols && out.len() % m == 0 && r0 + out.len() / m <= q.rows
+            && q.bytes.len() >= (q.rows * q.cols).div_ceil(2) && q.bytes.len() >= 4 * (q.code + 16),
+        "q4_rows: {m} rows of {} by rows {r0}.. of a {}×{} matrix (blocks of {}) into {} values", q.cols, q.rows, q.cols, q.blocksize, out.len()
+    );
+}
+
+/// The 16 codes in the 8 bytes at `p`, one a byte, in the matrix's order (the high nibble of each
+/// byte first, as packed).
+///
+/// # Safety
+/// `p` points to 8 readable bytes.
+#[cfg(target_arch = "x86_64")]
+#[inline]
+unsafe fn codes_16(p: *const u8) -> std::arch::x86_64::__m128i {
+    use std::arch::x86_64::*;
+    // Safety: the caller's 8 bytes; the rest is SSE2, which every x86-64 CPU has.
+    unsafe {
+        let (v, nibble) = (_mm_loadl_epi64(p as *const __m128i), _mm_set1_epi8(0x0f));
+        _mm_unpacklo_epi8(_mm_and_si128(_mm_srli_epi16::<4>(v), nibble), _mm_and_si128(v, nibble))
+    }
+}
+
+/// `q4_rows` for rows and blocks in whole runs of 16 values: each row's products summed in 16
+/// lanes a row of `x`, then across the lanes.
+///
+/// # Safety
+/// The CPU has AVX-512F; `q4_rows_checked` holds, `q.cols` and `q.blocksize` are multiples of 16.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx2,fma")]
+unsafe fn q4_rows_avx512(q: Q4View, x: &[f32], m: usize, r0: usize, out: &mut [f32]) {
+    use std::arch::x86_64::*;
+    let cols = q.cols;
+    let code = q.codes();
+    // Safety (all the loads below): the caller's bounds; a row's bytes [e/2, e/2 + cols/2) lie
+    // inside `bytes` (rows up to q.rows), x's rows inside `x`.
+    unsafe {
+        let code = _mm512_loadu_ps(code.as_ptr());
+        for (ri, o) in out.chunks_exact_mut(m).enumerate() {
+            let e0 = (r0 + ri) * cols;
+            let mut acc = [_mm512_setzero_ps(); Q4_MAX_ROWS];
+            // The block of value e0 and how many of its values are left from there on.
+            let (mut blk, mut left) = (e0 / q.blocksize, q.blocksize - e0 % q.blocksize);
+            let mut table = _mm512_mul_ps(code, _mm512_set1_ps(q.scale(blk)));
+            for c in (0..cols).step_by(16) {
+                if left == 0 {
+                    (blk, left) = (blk + 1, q.blocksize);
+                    table = _mm512_mul_ps(code, _mm512_set1_ps(q.scale(blk)));
+                }
+                left -= 16;
+                let w = _mm512_permutexvar_ps(_mm512_cvtepu8_epi32(codes_16(q.bytes.as_ptr().add((e0 + c) / 2))), table);
+                for (i, a) in acc.iter_mut().enumerate().take(m) {
+                    *a = _mm512_fmadd_ps(_mm512_loadu_ps(x.as_ptr().add(i * cols + c)), w, *a);
+                }
+            }
+            for (oi, a) in o.iter_mut().zip(&acc) {
+                *oi = _mm512_reduce_add_ps(*a);
+            }
+        }
+    }
+}
+
+/// `q4_rows` with AVX2 for rows and blocks in whole runs of 16 values: a 16-entry lookup is two
+/// 8-entry `vpermps`, one per half of the scaled codes, and a blend on the index's bit 3.
+///
+/// # Safety
+/// The CPU has AVX2 and FMA; `q4_rows_checked` holds, `q.cols` and `q.blocksize` are multiples of 16.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn q4_rows_avx2(q: Q4View, x: &[f32], m: usize, r0: usize, out: &mut [f32]) {
+    use std::arch::x86_64::*;
+    let cols = q.cols;
+    let code = q.codes();
+    // Safety (all the loads below): as in `q4_rows_avx512`.
+    unsafe {
+        let (code_lo, code_hi) = (_mm256_loadu_ps(code.as_ptr()), _mm256_loadu_ps(code.as_ptr().add(8)));
+        for (ri, o) in out.chunks_exact_mut(m).enumerate() {
+            let e0 = (r0 + ri) * cols;
+            let mut acc = [_mm256_setzero_ps(); Q4_MAX_ROWS];
+            let (mut blk, mut left) = (e0 / q.blocksize, q.blocksize - e0 % q.blocksize);
+            let a = _mm256_set1_ps(q.scale(blk));
+            let (mut lo, mut hi) = (_mm256_mul_ps(code_lo, a), _mm256_mul_ps(code_hi, a));
+            for c in (0..cols).step_by(16) {
+                if left == 0 {
+                    (blk, left) = (blk + 1, q.blocksize);
+                    let a = _mm256_set1_ps(q.scale(blk));
+                    (lo, hi) = (_mm256_mul_ps(code_lo, a), _mm256_mul_ps(code_hi, a));
+                }
+                left -= 16;
+                let codes = codes_16(q.bytes.as_ptr().add((e0 + c) / 2));
+                let w0 = look_up_8(_mm256_cvtepu8_epi32(codes), lo, hi);
+                let w1 = look_up_8(_mm256_cvtepu8_epi32(_mm_srli_si128::<8>(codes)), lo, hi);
+                for (i, a) in acc.iter_mut().enumerate().take(m) {
+                    let xi = x.as_ptr().add(i * cols + c);
+                    *a = _mm256_fmadd_ps(_mm256_loadu_ps(xi.add(8)), w1, _mm256_fmadd_ps(_mm256_loadu_ps(xi), w0, *a));
+                }
+            }
+            for (oi, a) in o.iter_mut().zip(&acc) {
+                let s = _mm_add_ps(_mm256_castps256_ps128(*a), _mm256_extractf128_ps::<1>(*a));
+                let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+                *oi = _mm_cvtss_f32(_mm_add_ss(s, _mm_shuffle_ps::<1>(s, s)));
+            }
+        }
+    }
+}
+
+/// Values `e0..e0 + out.len()` of the 4-bit matrix in f32 (rows one after another): bit for bit
+/// what `dequantize_words` gives (a block's codes scaled once, then looked up), in parts that
+/// several threads can fill. With AVX-512 or AVX2, and the part and the blocks in whole runs of 16
+/// values, the lookups are `q4_rows`' (`vpermps`); elsewhere one value at a time.
+pub fn q4_dequant(q: Q4View, e0: usize, out: &mut [f32]) {
+    assert!(
+        q.blocksize > 0 && e0 + out.len() <= q.rows * q.cols && q.bytes.len() >= (q.rows * q.cols).div_ceil(2) && q.bytes.len() >= 4 * (q.code + 16),
+        "q4_dequant: values {e0}..{} of a {}×{} matrix", e0 + out.len(), q.rows, q.cols
+    );
+    #[cfg(target_arch = "x86_64")]
+    if simd() >= Simd::Avx2 && e0 % 16 == 0 && out.len() % 16 == 0 && q.blocksize % 16 == 0 {
+        // Safety: `simd` found the features of the copy it picks; the bounds were checked above.
+        unsafe {
+            if simd() == Simd::Avx512 { q4_dequant_avx512(q, e0, out) } else { q4_dequant_avx2(q, e0, out) }
+        };
+        return;
+    }
+    q4_dequant_portable(q, e0, out)
+}
+
+/// `q4_dequant` one value at a time, any part.
+pub fn q4_dequant_portable(q: Q4View, e0: usize, out: &mut [f32]) {
+    let (bs, code) = (q.blocksize, q.codes());
+    let mut table = [0f32; 16];
+    let (mut k, mut blk) = (0, usize::MAX);
+    while k < out.len() {
+        let e = e0 + k;
+        if e / bs != blk {
+            blk = e / bs;
+            let a = q.scale(blk);
+            for (t, &v) in table.iter_mut().zip(&code) {
+                *t = v * a;
+            }
+        }
+        let len = (out.len() - k).min(bs - e % bs);
+        q.look_up(&table, e, &mut out[k..k + len]);
+        k += len;
+    }
+}
+
+/// `q4_dequant` with AVX-512, 16 values a `vpermps`.
+///
+/// # Safety
+/// The CPU has AVX-512F; `q4_dequant`'s bounds hold; `e0`, `out.len()` and `q.blocksize` are
+/// multiples of 16.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx2,fma")]
+unsafe fn q4_dequant_avx512(q: Q4View, e0: usize, out: &mut [f32]) {
+    use std::arch::x86_64::*;
+    let code = q.codes();
+    // Safety (the loads and stores below): values e0..e0 + out.len() are inside the matrix and
+    // its bytes, and `out` holds out.len() values.
+    unsafe {
+        let code = _mm512_loadu_ps(code.as_ptr());
+        let (mut blk, mut left) = (e0 / q.blocksize, q.blocksize - e0 % q.blocksize);
+        let mut table = _mm512_mul_ps(code, _mm512_set1_ps(q.scale(blk)));
+        for k in (0..out.len()).step_by(16) {
+            if left == 0 {
+                (blk, left) = (blk + 1, q.blocksize);
+                table = _mm512_mul_ps(code, _mm512_set1_ps(q.scale(blk)));
+            }
+            left -= 16;
+            let codes = codes_16(q.bytes.as_ptr().add((e0 + k) / 2));
+            _mm512_storeu_ps(out.as_mut_ptr().add(k), _mm512_permutexvar_ps(_mm512_cvtepu8_epi32(codes), table));
+        }
+    }
+}
+
+/// `q4_dequant` with AVX2, 8 values a pair of `vpermps` and a blend.
+///
+/// # Safety
+/// As `q4_dequant_avx512`, with AVX2 and FMA.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn q4_dequant_avx2(q: Q4View, e0: usize, out: &mut [f32]) {
+    use std::arch::x86_64::*;
+    let code = q.codes();
+    // Safety: as in `q4_dequant_avx512`.
+    unsafe {
+        let (code_lo, code_hi) = (_mm256_loadu_ps(code.as_ptr()), _mm256_loadu_ps(code.as_ptr().add(8)));
+        let (mut blk, mut left) = (e0 / q.blocksize, q.blocksize - e0 % q.blocksize);
+        let a = _mm256_set1_ps(q.scale(blk));
+        let (mut lo, mut hi) = (_mm256_mul_ps(code_lo, a), _mm256_mul_ps(code_hi, a));
+        for k in (0..out.len()).step_by(16) {
+            if left == 0 {
+                (blk, left) = (blk + 1, q.blocksize);
+                let a = _mm256_set1_ps(q.scale(blk));
+                (lo, hi) = (_mm256_mul_ps(code_lo, a), _mm256_mul_ps(code_hi, a));
+            }
+            left -= 16;
+            let codes = codes_16(q.bytes.as_ptr().add((e0 + k) / 2));
+            _mm256_storeu_ps(out.as_mut_ptr().add(k), look_up_8(_mm256_cvtepu8_epi32(codes), lo, hi));
+            _mm256_storeu_ps(out.as_mut_ptr().add(k + 8), look_up_8(_mm256_cvtepu8_epi32(_mm_srli_si128::<8>(codes)), lo, hi));
+        }
+    }
+}
+
+/// The 8 values of the 16-entry table `lo`, `hi` at the indices in `idx` (0 to 15), with AVX2:
+/// each half looked up by `vpermps` (which reads the low 3 bits), then picked by bit 3.
+#[cfg(target_arch = "x86_64")]
+#[inline]
+#[target_feature(enable = "avx2,fma")]
+fn look_up_8(idx: std::arch::x86_64::__m256i, lo: std::arch::x86_64::__m256, hi: std::arch::x86_64::__m256) -> std::arch::x86_64::__m256 {
+    use std::arch::x86_64::*;
+    _mm256_blendv_ps(_mm256_permutevar8x32_ps(lo, idx), _mm256_permutevar8x32_ps(hi, idx), _mm256_castsi256_ps(_mm256_slli_epi32::<28>(idx)))
+}
+
+simd_fn! {
+    /// `q4_rows` value by value, any shape: the sums run in pieces of up to 64 values, each a
+    /// dot product in eight lanes, added in order of c.
+    pub fn q4_rows_portable(q: Q4View, x: &[f32], m: usize, r0: usize, out: &mut [f32]) {
+        let (cols, bs) = (q.cols, q.blocksize);
+        q4_rows_checked(q, x, m, r0, out);
+        let code = q.codes();
+        let mut table = [0f32; 16];
+        let mut buf = [0f32; 64];
+        for (ri, o) in out.chunks_exact_mut(m).enumerate() {
+            let e0 = (r0 + ri) * cols;
+            let mut acc = [0f32; Q4_MAX_ROWS];
+            let (mut c, mut blk) = (0, usize::MAX);
+            while c < cols {
+                let e = e0 + c;
+                if e / bs != blk {
+                    blk = e / bs;
+                    let a = q.scale(blk);
+                    for (t, &v) in table.iter_mut().zip(&code) {
+                        *t = v * a;
+                    }
+                }
+                let len = (cols - c).min(bs - e % bs).min(64);
+                let w = &mut buf[..len];
+                q.look_up(&table, e, w);
+                for (i, a) in acc.iter_mut().enumerate().take(m) {
+                    *a += dot(&x[i * cols + c..][..len], w);
+                }
+                c += len;
+            }
+            o.copy_from_slice(&acc[..m]);
+        }
+    }
+}
