@@ -15,7 +15,10 @@
 //! it, and LoRA adapters switched on (`tinytune generate --adapter`), in `Linear::forward`'s
 //! order, tracked for training or not (the page's samples between steps). Anything else (a GPU,
 //! adapters routed to some rows of a batch, dropout in training, batches) takes `forward`, as
-//! before.
+//! before. (A tracked adapter is read as the constant it is now, so the step gives what `forward`
+//! gives for it untracked. Natively that is also what `forward` gives tracked; in the page, where
+//! there is no BLAS, `forward` composes a tracked adapter's products and adds them apart
+//! (`fused::composed_lora_linear`), which can round differently in the last bits.)
 
 use burn::backend::Flex;
 use burn::backend::flex::FlexTensor;
