@@ -6,13 +6,15 @@
 // One workgroup per output feature o. Its invocations first put the absmax products of the
 // row's blocks in workgroup memory (so the offset add cannot fuse with them, as in the dequant
 // kernel), then stride over the inputs accumulating up to MAX_ROWS dot products, and finally
-// reduce across the workgroup in a tree.
+// reduce across the workgroup in a tree. A block's term (GGUF's Q4_1) is added to each weight
+// after its product, which a compiler may fuse into one rounding here: the sums' order is this
+// kernel's own anyway, and it is checked against dequantize-then-multiply within a tolerance.
 
 @group(0) @binding(0) var<storage, read_write> q: array<u32>;
 @group(0) @binding(1) var<storage, read_write> x: array<f32>;
 @group(0) @binding(2) var<storage, read_write> y: array<f32>;
 // As in q4_dequant.wgsl, then: [2].x outputs along x of the dispatch, [2].y out, [2].z in,
-// [2].w rows of x.
+// [2].w rows of x; [3].x the word offset of the per-block terms (0: none).
 @group(0) @binding(3) var<uniform> info: array<vec4<u32>, 4>;
 
 override WG: u32 = 64u;
@@ -21,6 +23,7 @@ const MAX_ROWS: u32 = 8u;
 const MAX_BLOCKS: u32 = 258u;
 
 var<workgroup> products: array<f32, MAX_BLOCKS>;
+var<workgroup> biases: array<f32, MAX_BLOCKS>;
 var<workgroup> partial: array<f32, 512>;
 
 fn byte_at(k: u32) -> u32 {
@@ -40,6 +43,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
     let outs = info[2].y;
     let cols = info[2].z;
     let rows = info[2].w;
+    let bias_at = info[3].x;
     let o = wid.x + wid.y * per_row;
     if (o >= outs) {
         return;
@@ -54,6 +58,9 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
         } else {
             let c = byte_at(absmax_at * 4u + blk);
             products[b] = bitcast<f32>(q[map_at + c]) * bitcast<f32>(q[absmax2_at + blk / nested]);
+        }
+        if (bias_at != 0u) {
+            biases[b] = bitcast<f32>(q[bias_at + blk]);
         }
     }
     workgroupBarrier();
@@ -70,7 +77,10 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
         }
         let byte = byte_at(i >> 1u);
         let nibble = select(byte & 0xfu, byte >> 4u, (i & 1u) == 0u);
-        let w = bitcast<f32>(q[code_at + nibble]) * absmax;
+        var w = bitcast<f32>(q[code_at + nibble]) * absmax;
+        if (bias_at != 0u) {
+            w = w + biases[i / blocksize - first];
+        }
         for (var r = 0u; r < rows; r = r + 1u) {
             acc[r] = acc[r] + x[r * cols + k] * w;
         }

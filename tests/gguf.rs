@@ -73,6 +73,80 @@ fn every_tensor_type_loads_as_transformers_loads_it() {
 }
 
 #[test]
+fn q4_0_and_q4_1_weights_stay_in_4_bits_as_gguf_py_quantized_them() {
+    use tinytune::quant::{QuantType, gguf4};
+    let source = std::fs::read(fixture("gguf/tiny-llama-F32.gguf")).unwrap();
+    let src = Gguf::parse(&source).unwrap();
+    for (name, qt) in [("Q4_0", QuantType::Q4_0), ("Q4_1", QuantType::Q4_1)] {
+        let path = fixture(&format!("gguf/tiny-llama-{name}.gguf"));
+        let file = std::fs::read(&path).unwrap();
+        let g = Gguf::parse(&file).unwrap();
+        // gguf-py quantized the F32 file's values into these blocks: ours from the same values
+        // are the same blocks (codes, f16 scales and minimums).
+        let mut checked = 0;
+        for t in g.tensors.iter().filter(|t| t.type_name() == name) {
+            let shape = [t.dims[1] as usize, t.dims[0] as usize];
+            let stored = gguf4::from_gguf(qt, &file[t.start..t.start + t.bytes], shape).unwrap();
+            let values = dequantize(src.tensor(&t.name).unwrap(), &source).unwrap();
+            assert_eq!(gguf4::quantize(&values, shape, qt), stored, "{name}: {}", t.name);
+            checked += 1;
+        }
+        assert!(checked >= 8, "{name}: {checked} tensors in {name}");
+        // Loaded, every linear weight of the layers stays in 4 bits: bytes on the device as stored.
+        let model = Model::load_dir(&path, &burn::tensor::Device::flex()).unwrap();
+        assert_eq!(model.summary.quantization.as_deref(), Some(qt.name()), "{name}");
+        let bits = model.linear_bits().unwrap();
+        let want = if qt == QuantType::Q4_1 { 6.0 } else { 5.0 };
+        assert!((bits - want).abs() < 1e-9, "{name}: {bits} bits a parameter");
+        // Saved as a Hugging Face folder, they are float weights again, the values the file holds.
+        let files = block_on(model.save_files()).unwrap();
+        let config = String::from_utf8(files.iter().find(|(n, _)| n == "config.json").unwrap().1.clone()).unwrap();
+        assert!(!config.contains("quantization_config"), "{name}: {config}");
+        let (_, weights) = files.iter().find(|(n, _)| n == "model.safetensors").unwrap();
+        let st = safetensors::SafeTensors::deserialize(weights).unwrap();
+        let q = st.tensor("model.layers.0.mlp.down_proj.weight").unwrap();
+        assert_eq!(q.dtype(), safetensors::Dtype::F32, "{name}");
+        let t = g.tensor("blk.0.ffn_down.weight").unwrap();
+        let want: Vec<u8> = dequantize(t, &file).unwrap().iter().flat_map(|v| v.to_le_bytes()).collect();
+        assert_eq!(q.data(), &want[..], "{name}: saved down_proj");
+    }
+}
+
+#[test]
+fn an_adapter_merged_into_a_q4_1_base_is_quantized_again_in_q4_1() {
+    // PEFT's merge into a bitsandbytes base quantizes W₀ + ΔW again; into a GGUF file's Q4_1
+    // base it is Q4_1 again (gguf-py's quantization, checked above against gguf-py's blocks).
+    let read = |t: burn::tensor::Tensor<2>| block_on(tinytune::model::read_f32(t)).unwrap();
+    let mut m = Model::load_dir(&fixture("gguf/tiny-llama-Q4_1.gguf"), &burn::tensor::Device::flex()).unwrap();
+    tinytune::lora::peft::PeftAdapter::read_dir(&fixture("tiny-llama").join("adapter")).unwrap().load_into(&mut m, "default").unwrap();
+    let wanted: Vec<(String, Vec<f32>, f32)> = m
+        .arch
+        .linears()
+        .iter()
+        .filter_map(|(p, l)| {
+            let delta = read(l.adapter("default")?.delta());
+            let sum: Vec<f32> = read(l.weight()).iter().zip(&delta).map(|(w, d)| w + d).collect();
+            let largest = delta.iter().fold(0f32, |a, d| a.max(d.abs()));
+            Some((p.clone(), sum, largest))
+        })
+        .collect();
+    assert!(!wanted.is_empty());
+    block_on(tinytune::merge::into_base(&mut m, "default")).unwrap();
+    assert_eq!(m.summary.quantization.as_deref(), Some("q4_1"));
+    for (path, l) in m.arch.linears() {
+        let Some((_, want, largest)) = wanted.iter().find(|(p, _, _)| *p == path) else { continue };
+        let got = read(l.weight());
+        // Within half a step of Q4_1's grid: a block's step is at most the matrix's range / 15.
+        let (lo, hi) = want.iter().fold((f32::MAX, f32::MIN), |(a, b), v| (a.min(*v), b.max(*v)));
+        let worst = got.iter().zip(want).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+        let bound = 0.5 * (hi - lo) / 15.0 * 1.01;
+        // The adapter moves some weight by more than that, so a merge left out would show.
+        assert!(*largest > 2.0 * bound, "{path}: ΔW up to {largest} is within the grid's half step {bound}");
+        assert!(worst <= bound, "{path}: max |Δ| {worst} against W₀ + ΔW (range {lo}..{hi}, ΔW up to {largest})");
+    }
+}
+
+#[test]
 fn k_quants_dequantize_as_gguf_py_does_bit_for_bit() {
     let bytes = std::fs::read(fixture("gguf/kquants.gguf")).unwrap();
     let g = Gguf::parse(&bytes).unwrap();

@@ -95,8 +95,11 @@ pub struct RunShape {
     pub optimizer: Optimizer,
     pub batch: usize,
     pub seq: usize,
-    /// Frozen linear weights held as NF4 (QLoRA).
+    /// Frozen linear weights held in 4 bits (QLoRA).
     pub nf4: bool,
+    /// Bits a parameter of those 4-bit weights takes as stored: the model's own where it is in
+    /// 4 bits already (GGUF's Q4_1 takes 6), otherwise NF4 with double quantization's (QLoRA's default).
+    pub quant_bits: f64,
 }
 
 impl RunShape {
@@ -111,6 +114,7 @@ impl RunShape {
             batch: cfg.batch_size,
             seq: cfg.seq_len.min(model.context()),
             nf4: model.quantization().is_some(),
+            quant_bits: model.linear_bits().unwrap_or(NF4_BITS),
         }
     }
 }
@@ -149,7 +153,7 @@ pub fn predict(shape: &ModelShape, run: &RunShape) -> Parts {
     let frozen = if run.method.is_adapter() { shape.params } else { shape.params - trainable };
     let weights = if run.nf4 {
         let linear: u64 = shape.linears.iter().map(|(_, _, i, o)| *i as u64 * *o as u64).sum();
-        linear as f64 * NF4_BITS / 8.0 + (frozen - linear) as f64 * F32
+        linear as f64 * run.quant_bits / 8.0 + (frozen - linear) as f64 * F32
     } else {
         frozen as f64 * F32
     };
@@ -324,7 +328,7 @@ pub fn ledger(shape: &ModelShape, run: &RunShape, measured: Option<Measured>, ba
         rows.push(row(format!("Same model, {}", method_name(&other)), &predict(shape, &other), false, note));
     }
     let formula = vec![
-        format!("weights = frozen parameters × 4 B (f32); QLoRA stores linear weights in NF4 at {NF4_BITS:.3} bits"),
+        format!("weights = frozen parameters × 4 B (f32); QLoRA stores linear weights in 4 bits, at {:.3} bits a parameter with their scales", run.quant_bits),
         "trainable = trained parameters × 4 B; LoRA trains Σ r·(in + out) over adapted layers".into(),
         "gradients = trainable".into(),
         "optimizer = 2 × trainable for AdamW (two moments), 0 for SGD".into(),
@@ -373,7 +377,7 @@ mod tests {
     }
 
     fn run(method: Method) -> RunShape {
-        RunShape { method, rank: 2, targets: Targets::All("all-linear".into()), partial_layers: 1, optimizer: Optimizer::Adamw, batch: 2, seq: 4, nf4: false }
+        RunShape { method, rank: 2, targets: Targets::All("all-linear".into()), partial_layers: 1, optimizer: Optimizer::Adamw, batch: 2, seq: 4, nf4: false, quant_bits: NF4_BITS }
     }
 
     #[test]

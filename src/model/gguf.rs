@@ -441,15 +441,30 @@ pub fn to_model_files(file: &[u8]) -> Result<super::load::ModelFiles> {
     }
     let (tokenizer, tokenizer_config) = super::gguf_tokenizer::tokenizer_files(&g, &tokens)?;
 
-    // The weights as f32 safetensors under transformers' names.
+    // The weights as f32 safetensors under transformers' names; a Llama-family model's linear
+    // weights in Q4_0 or Q4_1 stay in 4 bits (`packed`), as the file stores them.
     let mut tensors = Vec::with_capacity(g.tensors.len());
+    let mut packed = Vec::new();
     for t in &g.tensors {
         let renamed = if arch == "gpt2" { rename_gpt2(&t.name) } else { rename(&t.name, false).map(|n| (n, false)) };
         let Some((name, conv1d)) = renamed else {
             return Err(Error::input(format!("GGUF tensor {} has no place in a {arch} model", t.name)));
         };
-        let mut values = dequantize(t, file)?;
         let mut shape: Vec<usize> = t.dims.iter().rev().map(|&d| d as usize).collect();
+        let kept = crate::quant::gguf4::kept_type(t.type_name()).filter(|_| arch != "gpt2" && name.starts_with("model.layers.") && name.ends_with("_proj.weight"));
+        if let (Some(qt), &[rows, cols]) = (kept, &shape[..]) {
+            let mut q = crate::quant::gguf4::from_gguf(qt, &file[t.start..t.start + t.bytes], [rows, cols])
+                .map_err(|e| Error::input(format!("GGUF tensor {}: {e}", t.name)))?;
+            if arch == "llama" && (t.name.ends_with("attn_q.weight") || t.name.ends_with("attn_k.weight")) {
+                // The rows go back as `permute_rotary` moves them: applied to the row numbers.
+                let n = if t.name.ends_with("attn_q.weight") { heads } else { kv_heads } as usize;
+                let order = permute_rotary(&(0..rows).map(|r| r as f32).collect::<Vec<_>>(), rows, 1, n, false)?;
+                q = crate::quant::gguf4::gather_rows(&q, &order.iter().map(|&r| r as usize).collect::<Vec<_>>());
+            }
+            packed.push((name, q));
+            continue;
+        }
+        let mut values = dequantize(t, file)?;
         if conv1d {
             let [rows, cols] = shape[..] else {
                 return Err(Error::input(format!("GGUF tensor {} should be a matrix, not of shape {shape:?}", t.name)));
@@ -471,6 +486,7 @@ pub fn to_model_files(file: &[u8]) -> Result<super::load::ModelFiles> {
         generation_config: None,
         chat_template: None,
         weights: vec![("model.safetensors".into(), weights)],
+        packed,
     })
 }
 

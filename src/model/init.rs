@@ -109,5 +109,6 @@ pub fn random_model(config_json: &str, tokenizer_json: Vec<u8>, seed: u64) -> Re
         generation_config: None,
         chat_template: None,
         weights: vec![("model.safetensors".into(), weights)],
+        packed: Vec::new(),
     })
 }

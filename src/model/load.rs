@@ -29,6 +29,10 @@ pub struct ModelFiles {
     pub chat_template: Option<String>,
     /// Safetensors files in load order, with their file names.
     pub weights: Vec<(String, Vec<u8>)>,
+    /// Linear weights a GGUF file stores in Q4_0 or Q4_1, kept so (by checkpoint key, `[out, in]`)
+    /// rather than widened into `weights`. Empty for other sources; `widen_packed` moves them into
+    /// `weights` as f32 for what reads checkpoints as safetensors (merging whole models).
+    pub packed: Vec<(String, crate::quant::Quant4)>,
 }
 
 impl ModelFiles {
@@ -168,6 +172,11 @@ impl ModelFiles {
                 }
             }
         }
+        for (key, q) in &self.packed {
+            if q.numel() > best.1 || (q.numel() == best.1 && *key < best.0) {
+                best = (key.clone(), q.numel());
+            }
+        }
         Ok(best)
     }
 
@@ -204,7 +213,7 @@ impl ModelFiles {
                 total = total.saturating_add(if packed { view.data().len() as u64 } else { n.saturating_mul(4) });
             }
         }
-        Ok(total)
+        Ok(total + self.packed.iter().map(|(_, q)| q.storage_bytes() as u64).sum::<u64>())
     }
 
     /// Refuse, before anything is allocated, a model whose loaded weights would not fit in
@@ -223,20 +232,35 @@ impl ModelFiles {
         Ok(())
     }
 
-    /// Whether these are a quantized checkpoint (config.json has a `quantization_config`).
+    /// Whether these are a quantized checkpoint (config.json has a `quantization_config`, or a
+    /// GGUF file's weights are kept in 4 bits).
     pub fn is_quantized(&self) -> bool {
-        serde_json::from_str::<serde_json::Value>(&self.config).is_ok_and(|c| c.get("quantization_config").is_some())
+        !self.packed.is_empty() || serde_json::from_str::<serde_json::Value>(&self.config).is_ok_and(|c| c.get("quantization_config").is_some())
     }
 
-    /// Total bytes of the weight files.
+    /// Total bytes of the weight files (4-bit weights kept from a GGUF file as stored).
     pub fn weight_bytes(&self) -> usize {
-        self.weights.iter().map(|(_, b)| b.len()).sum()
+        self.weights.iter().map(|(_, b)| b.len()).sum::<usize>() + self.packed.iter().map(|(_, q)| q.storage_bytes()).sum::<usize>()
+    }
+
+    /// The 4-bit weights kept from a GGUF file, as one more f32 safetensors file: the values
+    /// `dequantize` gives, so the files are what they were before anything was kept packed.
+    pub fn widen_packed(&mut self) -> Result<()> {
+        if self.packed.is_empty() {
+            return Ok(());
+        }
+        let tensors: Vec<(String, Vec<u8>, Vec<usize>)> =
+            self.packed.drain(..).map(|(k, q)| (k, f32_bytes(&q.dequantize()), q.shape.to_vec())).collect();
+        let file = serialize_tensors(&tensors, Dtype::F32, "model-4bit.safetensors")?;
+        self.weights.push(("model-4bit.safetensors".into(), file));
+        Ok(())
     }
 }
 
 /// The tensors of all shards, by checkpoint key.
 pub struct Weights<'a> {
     tensors: HashMap<String, (&'a str, safetensors::tensor::TensorView<'a>)>,
+    packed: HashMap<&'a str, &'a crate::quant::Quant4>,
     device: Device,
 }
 
@@ -251,7 +275,8 @@ impl<'a> Weights<'a> {
                 tensors.insert(key, (name.as_str(), view));
             }
         }
-        Ok(Weights { tensors, device: device.clone() })
+        let packed = files.packed.iter().map(|(k, q)| (k.as_str(), q)).collect();
+        Ok(Weights { tensors, packed, device: device.clone() })
     }
 
     /// Find a key, allowing the prefixes checkpoints disagree on (`transformer.` for GPT-2).
@@ -262,11 +287,17 @@ impl<'a> Weights<'a> {
     }
 
     pub fn contains(&self, key: &str) -> bool {
-        self.find(key).is_some()
+        self.find(key).is_some() || self.packed.contains_key(key)
     }
 
     /// A tensor's values as f32, checked against the shape the config implies.
     pub fn values(&self, key: &str, shape: &[usize]) -> Result<Vec<f32>> {
+        if let Some(q) = self.packed.get(key).filter(|_| self.find(key).is_none()) {
+            if q.shape[..] != *shape {
+                return Err(Error::input(format!("tensor \"{key}\" has shape {:?} but config.json implies {shape:?}", q.shape)));
+            }
+            return Ok(q.dequantize());
+        }
         let (file, view) = self.find(key).ok_or_else(|| {
             Error::input(format!("the weights have no tensor \"{key}\": the files do not match config.json"))
         })?;
@@ -300,6 +331,13 @@ impl<'a> Weights<'a> {
 
     /// The 4-bit weight stored under `<prefix>.weight` (bitsandbytes' serialization), if any.
     fn quant4(&self, prefix: &str, d_in: usize, d_out: usize) -> Result<Option<Q4Tensor>> {
+        let key = format!("{prefix}.weight");
+        if let Some(q) = self.packed.get(key.as_str()) {
+            if q.shape != [d_out, d_in] {
+                return Err(Error::input(format!("tensor \"{key}\" has shape {:?} but config.json implies {:?}", q.shape, [d_out, d_in])));
+            }
+            return Ok(Some(Q4Tensor::new(q, &self.device)));
+        }
         let q = bnb::read(prefix, [d_out, d_in], |k| self.find(k).map(|(_, v)| (v.dtype(), v.shape().to_vec(), v.data())))?;
         Ok(q.map(|q| Q4Tensor::new(&q, &self.device)))
     }

@@ -74,7 +74,8 @@ pub struct ModelSummary {
     /// Bytes of the weights as the engine holds them on the device (f32, and 4-bit buffers for
     /// quantized linear weights).
     pub base_bytes: usize,
-    /// `nf4` or `fp4` (with `+dq` for double quantization) when the linear weights are 4-bit.
+    /// `nf4` or `fp4` (with `+dq` for double quantization), or a GGUF file's `q4_0` or `q4_1`, when
+    /// the linear weights are 4-bit.
     pub quantization: Option<String>,
     pub tied_embeddings: bool,
 }
@@ -354,6 +355,19 @@ impl Model {
         })
     }
 
+    /// Bits a parameter of the 4-bit linear weights takes as stored (codes and scales); `None`
+    /// when none is in 4 bits.
+    pub fn linear_bits(&self) -> Option<f64> {
+        let (mut params, mut bytes) = (0usize, 0usize);
+        for (_, l) in self.arch.linears() {
+            if let layers::Base::Quant(q) = &l.base {
+                params += q.layout.numel();
+                bytes += q.layout.storage_bytes();
+            }
+        }
+        (params > 0).then(|| 8.0 * bytes as f64 / params as f64)
+    }
+
     /// Keep the linear weights and an untied output head in bfloat16 where every value of them
     /// is a bfloat16 (a checkpoint stored in bf16, or in f32 upcast from bf16, as many are) and
     /// the model runs on the CPU engine. Decoding reads every weight once a token and is bound
@@ -446,7 +460,8 @@ impl Model {
     /// files), weights in the dtype the model was loaded from. Adapters are not included: merge
     /// them first. Refuses non-finite weights.
     /// 4-bit weights are written in bitsandbytes' serialization, and `config.json` then carries
-    /// the matching `quantization_config`.
+    /// the matching `quantization_config`; those kept from a GGUF file (Q4_0, Q4_1) are written
+    /// as float weights, their values as the file holds them.
     pub async fn save_files(&self) -> Result<Vec<(String, Vec<u8>)>> {
         self.save_files_as(self.source.dtype).await
     }
@@ -459,10 +474,16 @@ impl Model {
             let (values, shape) = match saved {
                 keys::Saved::Quant(q) => {
                     let q = q.to_quant4().await?;
-                    quant = Some(crate::quant::bnb::QuantConfig { quant_type: q.quant_type, double_quant: q.double_quant() });
-                    let prefix = key.strip_suffix(".weight").unwrap_or(&key);
-                    tensors.extend(crate::quant::bnb::write(prefix, &q));
-                    continue;
+                    if q.quant_type.is_gguf() {
+                        // GGUF's Q4_0 and Q4_1 have no safetensors serialization that transformers
+                        // reads: saved as float weights in `dtype`, the values the file holds.
+                        (q.dequantize(), q.shape.to_vec())
+                    } else {
+                        quant = Some(crate::quant::bnb::QuantConfig { quant_type: q.quant_type, double_quant: q.double_quant() });
+                        let prefix = key.strip_suffix(".weight").unwrap_or(&key);
+                        tensors.extend(crate::quant::bnb::write(prefix, &q));
+                        continue;
+                    }
                 }
                 keys::Saved::Vector(t) => {
                     let n = t.dims()[0];

@@ -113,7 +113,7 @@ pub fn read<'a>(prefix: &str, shape: [usize; 2], get: impl Fn(&str) -> Option<Ra
         }
         Absmax::F32(a)
     };
-    Ok(Some(Quant4 { quant_type, shape, blocksize, packed: packed_raw.2.to_vec(), absmax }))
+    Ok(Some(Quant4 { quant_type, shape, blocksize, packed: packed_raw.2.to_vec(), absmax, bias: None }))
 }
 
 /// The tensors that store `q` under `<prefix>.weight`: (key, dtype, shape, bytes).

@@ -31,7 +31,8 @@ pub const FUSED_MAX_ROWS: usize = 8;
 /// Where each part of a 4-bit matrix sits in its buffer of u32 words (offsets in words), and its
 /// sizes. Bytes within a word are little-endian, so byte k is `(word[k / 4] >> 8·(k % 4)) & 0xff`.
 ///
-/// `[packed codes][absmax: f32 per block, or u8 codes][absmax₂ f32…][map 256 f32][offset f32][code 16 f32]`
+/// `[packed codes][absmax: f32 per block, or u8 codes][absmax₂ f32…][map 256 f32][offset f32][bias f32 per block][code 16 f32]`
+/// (the bracketed parts after the absmaxes only where the format has them).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Q4Layout {
     /// `[out, in]`, row-major, as bitsandbytes flattens `nn.Linear.weight`.
@@ -46,6 +47,8 @@ pub struct Q4Layout {
     pub absmax2: usize,
     pub map: usize,
     pub offset: usize,
+    /// Word offset of the per-block terms added after scaling (GGUF's Q4_1); 0: none.
+    pub bias: usize,
     pub words: usize,
 }
 
@@ -63,6 +66,7 @@ impl Q4Layout {
             absmax2: self.absmax2,
             map: self.map,
             offset: self.offset,
+            bias: self.bias,
         }
     }
     pub fn numel(&self) -> usize {
@@ -81,7 +85,9 @@ impl Q4Layout {
     /// 256-value code tables every matrix's buffer also carries.
     pub fn storage_bytes(&self) -> usize {
         let blocks = self.blocks();
-        self.numel().div_ceil(2) + if self.nested > 0 { blocks + 4 * blocks.div_ceil(self.nested) + 4 } else { 4 * blocks }
+        self.numel().div_ceil(2)
+            + if self.nested > 0 { blocks + 4 * blocks.div_ceil(self.nested) + 4 } else { 4 * blocks }
+            + if self.bias > 0 { 4 * blocks } else { 0 }
     }
 
     /// The uniform the kernels read (`info` in the WGSL), as the u64 words cubecl uploads.
@@ -99,7 +105,7 @@ impl Q4Layout {
             self.rows as u32,
             self.cols as u32,
             rows_x as u32,
-            0,
+            self.bias as u32,
             0,
             0,
             0,
@@ -135,6 +141,11 @@ pub fn pack(q: &Quant4) -> (Vec<u32>, Q4Layout) {
             words.push(n.offset.to_bits());
         }
     }
+    let mut bias = 0;
+    if let Some(b) = &q.bias {
+        bias = words.len();
+        words.extend(b.iter().map(|v| v.to_bits()));
+    }
     let code = words.len();
     words.extend(q.quant_type.code().iter().map(|v| v.to_bits()));
     let layout = Q4Layout {
@@ -148,6 +159,7 @@ pub fn pack(q: &Quant4) -> (Vec<u32>, Q4Layout) {
         absmax2,
         map,
         offset,
+        bias,
         words: words.len(),
     };
     (words, layout)
@@ -169,7 +181,8 @@ pub fn unpack(words: &[u32], l: &Q4Layout) -> Quant4 {
             offset: f32::from_bits(words[l.offset]),
         })
     };
-    Quant4 { quant_type: l.quant_type, shape: [l.rows, l.cols], blocksize: l.blocksize, packed: bytes(0, l.numel().div_ceil(2)), absmax }
+    let bias = (l.bias > 0).then(|| f32s(l.bias, blocks));
+    Quant4 { quant_type: l.quant_type, shape: [l.rows, l.cols], blocksize: l.blocksize, packed: bytes(0, l.numel().div_ceil(2)), absmax, bias }
 }
 
 fn byte_at(words: &[u32], k: usize) -> u32 {
@@ -191,7 +204,8 @@ pub fn dequantize_words(words: &[u32], l: &Q4Layout) -> Vec<f32> {
         for i in blk * l.blocksize..((blk + 1) * l.blocksize).min(n) {
             let byte = byte_at(words, i >> 1);
             let nibble = if i & 1 == 0 { byte >> 4 } else { byte & 0xf };
-            out.push(f(l.code + nibble as usize) * absmax);
+            let value = f(l.code + nibble as usize) * absmax;
+            out.push(if l.bias > 0 { value + f(l.bias + blk) } else { value });
         }
     }
     out
@@ -416,7 +430,7 @@ mod tests {
     #[test]
     fn the_word_buffer_dequantizes_bit_for_bit_like_the_reference() {
         for (rows, cols) in [(16, 64), (7, 9), (33, 100)] {
-            for (qt, dq) in [(QuantType::Nf4, true), (QuantType::Nf4, false), (QuantType::Fp4, false)] {
+            for (qt, dq) in [(QuantType::Nf4, true), (QuantType::Nf4, false), (QuantType::Fp4, false), (QuantType::Q4_0, false), (QuantType::Q4_1, false)] {
                 let q = Quant4::quantize(&matrix(rows, cols, 1), [rows, cols], qt, dq).unwrap();
                 let (words, layout) = pack(&q);
                 let got: Vec<u32> = dequantize_words(&words, &layout).iter().map(|v| v.to_bits()).collect();

@@ -77,6 +77,13 @@ pub const FP4_CODE: [f32; 16] = {
 pub enum QuantType {
     Nf4,
     Fp4,
+    /// GGUF's Q4_0 (a GGUF file's own 4-bit weights, kept as stored): `d · (q − 8)`, blocks of 32.
+    /// Not a bitsandbytes format, so never read from a run configuration.
+    #[serde(rename = "q4_0", skip_deserializing)]
+    Q4_0,
+    /// GGUF's Q4_1: `d · q + m`, blocks of 32 (`m` in `Quant4::bias`).
+    #[serde(rename = "q4_1", skip_deserializing)]
+    Q4_1,
 }
 
 impl QuantType {
@@ -84,20 +91,30 @@ impl QuantType {
         match self {
             QuantType::Nf4 => "nf4",
             QuantType::Fp4 => "fp4",
+            QuantType::Q4_0 => "q4_0",
+            QuantType::Q4_1 => "q4_1",
         }
+    }
+    /// Whether this is one of GGUF's formats (kept from a GGUF file), not bitsandbytes'.
+    pub fn is_gguf(self) -> bool {
+        matches!(self, QuantType::Q4_0 | QuantType::Q4_1)
     }
     pub fn code(self) -> &'static [f32; 16] {
         match self {
             QuantType::Nf4 => &NF4_CODE,
             QuantType::Fp4 => &FP4_CODE,
+            QuantType::Q4_0 => &super::gguf4::Q4_0_CODE,
+            QuantType::Q4_1 => &super::gguf4::Q4_1_CODE,
         }
     }
     /// The code of a value already scaled into [−1, 1]: the threshold trees of `dQuantizeNF4`
-    /// and `dQuantizeFP4`. NaN takes the path of every failed comparison.
+    /// and `dQuantizeFP4`. NaN takes the path of every failed comparison. GGUF's formats pick
+    /// their codes a block at a time (`gguf4::quantize`), so they never come here.
     pub fn quantize(self, x: f32) -> u8 {
         match self {
             QuantType::Nf4 => nf4_code(x),
             QuantType::Fp4 => fp4_code(x),
+            QuantType::Q4_0 | QuantType::Q4_1 => unreachable!("GGUF's 4-bit formats are quantized by gguf4::quantize"),
         }
     }
 }
@@ -203,6 +220,9 @@ pub struct Quant4 {
     /// Two codes per byte, the first in the high nibble; `ceil(n / 2)` bytes.
     pub packed: Vec<u8>,
     pub absmax: Absmax,
+    /// A term per block added after the scaling (GGUF's Q4_1: the block's minimum); None for
+    /// bitsandbytes' formats and Q4_0.
+    pub bias: Option<Vec<f32>>,
 }
 
 impl Quant4 {
@@ -228,9 +248,13 @@ impl Quant4 {
                 shape[0], shape[1], values[i]
             )));
         }
+        if quant_type.is_gguf() {
+            // GGUF's formats have no second level; a model kept in one is merged back into it.
+            return Ok(super::gguf4::quantize(values, shape, quant_type));
+        }
         let (packed, absmax) = quantize_4bit(values, quant_type, BLOCK);
         let absmax = if double_quant { Absmax::Double(Nested::quantize(&absmax, NESTED_BLOCK)) } else { Absmax::F32(absmax) };
-        Ok(Quant4 { quant_type, shape, blocksize: BLOCK, packed, absmax })
+        Ok(Quant4 { quant_type, shape, blocksize: BLOCK, packed, absmax, bias: None })
     }
 
     /// The f32 absmax of every 4-bit block, as bitsandbytes' dequantization computes it:
@@ -242,9 +266,15 @@ impl Quant4 {
         }
     }
 
-    /// The f32 matrix, row-major `[out, in]`: `code[nibble] · absmax[block]`.
+    /// The f32 matrix, row-major `[out, in]`: `code[nibble] · absmax[block]` (`+ bias[block]`).
     pub fn dequantize(&self) -> Vec<f32> {
-        dequantize_4bit(&self.packed, &self.block_absmax(), self.quant_type, self.blocksize, self.numel())
+        let mut out = dequantize_4bit(&self.packed, &self.block_absmax(), self.quant_type, self.blocksize, self.numel());
+        if let Some(bias) = &self.bias {
+            for (i, v) in out.iter_mut().enumerate() {
+                *v += bias[i / self.blocksize];
+            }
+        }
+        out
     }
 
     /// Bytes as stored: packed codes, absmaxes (and the nested level's absmaxes and offset).
@@ -255,6 +285,7 @@ impl Quant4 {
                 Absmax::F32(a) => 4 * a.len(),
                 Absmax::Double(n) => n.codes.len() + 4 * n.absmax.len() + 4,
             }
+            + self.bias.as_ref().map_or(0, |b| 4 * b.len())
     }
 }
 

@@ -71,6 +71,7 @@ pub fn memory_calculator(config: &str, batch: usize, seq: usize, rank: usize, ta
         batch,
         seq,
         nf4: false,
+        quant_bits: crate::inspect::memory::NF4_BITS,
     };
     let a = calculator::Assumptions { bf16_activations, checkpointing };
     let rows = calculator::table(&cfg, &run, a).map_err(js_err)?;

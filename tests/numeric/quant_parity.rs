@@ -46,7 +46,7 @@ fn the_dequantization_kernel_equals_the_cpu_path_bit_for_bit() {
     // Enough blocks for a second-level block of 256 and the dispatch's second dimension.
     cases.push((matrix(300, 256, 4), [300, 256]));
     for (values, shape) in &cases {
-        for (qt, dq) in [(QuantType::Nf4, true), (QuantType::Nf4, false), (QuantType::Fp4, true), (QuantType::Fp4, false)] {
+        for (qt, dq) in [(QuantType::Nf4, true), (QuantType::Nf4, false), (QuantType::Fp4, true), (QuantType::Fp4, false), (QuantType::Q4_0, false), (QuantType::Q4_1, false)] {
             let q = Quant4::quantize(values, *shape, qt, dq).unwrap();
             let (words, layout) = pack(&q);
             let cpu: Vec<u32> = dequantize_words(&words, &layout).iter().map(|v| v.to_bits()).collect();
@@ -66,15 +66,16 @@ fn the_fused_kernel_agrees_with_dequantize_then_multiply() {
     // Summation order differs (a workgroup tree vs the matmul's tiles) and WGSL may fuse
     // multiply-adds, so this is a tolerance, relative to the output's scale.
     let device = device_under_test().device;
-    for (rows_x, out, cols) in [(1, 96, 64), (3, 130, 200), (8, 64, 256)] {
-        let q = Quant4::quantize(&matrix(out, cols, 7), [out, cols], QuantType::Nf4, true).unwrap();
+    // GGUF's Q4_1 adds a term a block of 32.
+    for (rows_x, out, cols, qt) in [(1, 96, 64, QuantType::Nf4), (3, 130, 200, QuantType::Nf4), (8, 64, 256, QuantType::Nf4), (2, 70, 320, QuantType::Q4_1)] {
+        let q = Quant4::quantize(&matrix(out, cols, 7), [out, cols], qt, true).unwrap();
         let t = Q4Tensor::new(&q, &device);
         let x = Tensor::<2>::from_data(TensorData::new(matrix(rows_x, cols, 8), [rows_x, cols]), &device);
         let fused = block_on(read_f32(t.linear(x.clone(), true))).unwrap();
         let plain = block_on(read_f32(x.matmul(t.dequantize().transpose()))).unwrap();
         let scale = plain.iter().fold(0f32, |m, v| m.max(v.abs()));
         let diff = fused.iter().zip(&plain).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
-        assert!(diff <= 1e-5 * scale.max(1.0), "[{rows_x}, {cols}]·[{out}, {cols}]ᵀ: max |Δ| {diff}");
+        assert!(diff <= 1e-5 * scale.max(1.0), "{qt:?} [{rows_x}, {cols}]·[{out}, {cols}]ᵀ: max |Δ| {diff}");
     }
 }
 

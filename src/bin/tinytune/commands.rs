@@ -61,7 +61,9 @@ pub(crate) fn merge_models(config: &std::path::Path, out: &std::path::Path, seed
     let mut models = std::collections::BTreeMap::new();
     for m in cfg.models() {
         let dir = resolve(&m);
-        let files = tinytune::model::ModelFiles::from_dir(&dir)?;
+        let mut files = tinytune::model::ModelFiles::from_dir(&dir)?;
+        // Merging whole models reads every weight as f32 (a GGUF file's 4-bit ones too).
+        files.widen_packed()?;
         eprintln!("read {} ({:.1} MiB of weights)", dir.display(), files.weight_bytes() as f64 / 1048576.0);
         models.insert(m.clone(), Checkpoint::from_files(&files.config, &files.weights, &m)?);
     }

@@ -250,6 +250,7 @@ fn run(command: Command) -> tinytune::Result<()> {
                 batch: batch_size,
                 seq: seq_len,
                 nf4: false,
+                quant_bits: tinytune::inspect::memory::NF4_BITS,
             };
             let a = calculator::Assumptions { bf16_activations, checkpointing };
             let rows = calculator::table(&cfg, &run, a)?;
