@@ -172,7 +172,13 @@ pub struct Q4Check {
     /// The fused kernel's largest difference from dequantize-then-multiply, relative to the
     /// output's largest magnitude.
     pub fused_max_rel_diff: f32,
+    /// Both hold: every dequantization equal, and the fused kernel within `FUSED_TOLERANCE`.
+    pub trusted: bool,
 }
+
+/// How far the fused kernel may stray from dequantize-then-multiply (relative to the output's
+/// largest magnitude): the two sum in different orders.
+pub const FUSED_TOLERANCE: f32 = 1e-5;
 
 #[derive(Clone, Debug, Serialize, PartialEq)]
 pub struct Q4Case {
@@ -184,8 +190,9 @@ pub struct Q4Case {
 }
 
 /// Dequantize matrices of awkward sizes (a partial last block, an odd count, an all-zero
-/// block, more than 256 blocks) in NF4 and FP4, with and without double quantization, on
-/// `device`; compare with the CPU path bit for bit; and run the fused kernel on one row.
+/// block, more than 256 blocks) in NF4 and FP4, with and without double quantization, and in
+/// GGUF's Q4_0 and Q4_1, on `device`; compare with the CPU path bit for bit; and run the fused
+/// kernel on one row, in NF4 and in Q4_1.
 pub async fn q4(device: &Device) -> Result<Q4Check> {
     use crate::quant::kernels::{dequantize_words, pack};
     use crate::quant::{Q4Tensor, QuantType, Quant4};
@@ -196,7 +203,7 @@ pub async fn q4(device: &Device) -> Result<Q4Check> {
         if v.len() >= 128 {
             v[64..128].iter_mut().for_each(|x| *x = 0.0); // an all-zero block
         }
-        for (qt, dq) in [(QuantType::Nf4, true), (QuantType::Nf4, false), (QuantType::Fp4, false)] {
+        for (qt, dq) in [(QuantType::Nf4, true), (QuantType::Nf4, false), (QuantType::Fp4, false), (QuantType::Q4_0, false), (QuantType::Q4_1, false)] {
             let q = Quant4::quantize(&v, shape, qt, dq)?;
             let (words, layout) = pack(&q);
             let want = dequantize_words(&words, &layout);
@@ -205,15 +212,19 @@ pub async fn q4(device: &Device) -> Result<Q4Check> {
             cases.push(Q4Case { shape, quant: format!("{}{}", qt.name(), if dq { "+dq" } else { "" }), values: want.len(), differing });
         }
     }
-    let q = Quant4::quantize(&values(96 * 128, 0.4), [96, 128], QuantType::Nf4, true)?;
-    let t = Q4Tensor::new(&q, device);
-    let x = Tensor::<2>::from_data(TensorData::new(values(128, 0.5), [1, 128]), device);
-    let fused = crate::model::read_f32(t.linear(x.clone(), true)).await?;
-    let plain = crate::model::read_f32(x.matmul(t.dequantize().transpose())).await?;
-    let scale = plain.iter().fold(0f32, |m, v| m.max(v.abs())).max(f32::MIN_POSITIVE);
-    let fused_max_rel_diff = fused.iter().zip(&plain).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max) / scale;
-    if fused.len() != plain.len() {
-        return Err(Error::device(format!("the fused kernel gave {} values, not {}", fused.len(), plain.len())));
+    let mut fused_max_rel_diff = 0f32;
+    for qt in [QuantType::Nf4, QuantType::Q4_1] {
+        let q = Quant4::quantize(&values(96 * 128, 0.4), [96, 128], qt, true)?;
+        let t = Q4Tensor::new(&q, device);
+        let x = Tensor::<2>::from_data(TensorData::new(values(128, 0.5), [1, 128]), device);
+        let fused = crate::model::read_f32(t.linear(x.clone(), true)).await?;
+        let plain = crate::model::read_f32(x.matmul(t.dequantize().transpose())).await?;
+        let scale = plain.iter().fold(0f32, |m, v| m.max(v.abs())).max(f32::MIN_POSITIVE);
+        if fused.len() != plain.len() {
+            return Err(Error::device(format!("the fused kernel gave {} values, not {}", fused.len(), plain.len())));
+        }
+        fused_max_rel_diff = fused_max_rel_diff.max(fused.iter().zip(&plain).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max) / scale);
     }
-    Ok(Q4Check { equal: cases.iter().all(|c| c.differing == 0), cases, fused_max_rel_diff })
+    let equal = cases.iter().all(|c| c.differing == 0);
+    Ok(Q4Check { equal, cases, fused_max_rel_diff, trusted: equal && fused_max_rel_diff <= FUSED_TOLERANCE })
 }

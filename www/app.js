@@ -492,10 +492,13 @@ async function checkQ4(kind) {
     const { result, ms } = await send('q4Check');
     const where = kind === 'wgpu' ? 'The WGSL 4-bit kernels on WebGPU' : 'The 4-bit path on the CPU';
     const n = result.cases.length;
-    setStatus(status, result.equal ? 'done' : 'failed', result.equal
-      ? `${where}: dequantization equals the CPU path bit for bit on ${n} matrices (NF4, FP4, double quantization); ` +
+    const differing = result.cases.filter((c) => c.differing).length;
+    setStatus(status, result.trusted ? 'done' : 'failed', result.trusted
+      ? `${where}: dequantization equals the CPU path bit for bit on ${n} matrices (NF4, FP4, double quantization, GGUF's Q4_0 and Q4_1); ` +
         `the fused multiply agrees within ${result.fused_max_rel_diff.toExponential(1)} (${(ms / 1000).toFixed(1)} s).`
-      : `${where} DISAGREE with the CPU path on ${result.cases.filter((c) => c.differing).length} of ${n} matrices: QLoRA on this device cannot be trusted.`);
+      : differing
+        ? `${where} DISAGREE with the CPU path on ${differing} of ${n} matrices: QLoRA on this device cannot be trusted.`
+        : `${where}: the fused multiply strays ${result.fused_max_rel_diff.toExponential(1)} from dequantize-then-multiply (more than 1e-5): QLoRA on this device cannot be trusted.`);
     $('#check-json').textContent += `\n${JSON.stringify({ q4: result }, null, 1)}`;
   } catch (e) {
     setStatus(status, 'error', `The 4-bit kernels could not run: ${e.message}`);

@@ -120,7 +120,134 @@ pub fn q4_rows(q: Q4View, x: &[f32], m: usize, r0: usize, out: &mut [f32]) {
         };
         return;
     }
+    #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+    if q.cols % 32 == 0 && q.blocksize % 32 == 0 {
+        q4_rows_checked(q, x, m, r0, out);
+        q4_rows_simd128(q, x, m, r0, out);
+        return;
+    }
     q4_rows_portable(q, x, m, r0, out)
+}
+
+/// `x` with each run of 32 values of its `m` rows rearranged: the 16 even values, then the 16 odd
+/// ones (the order of a run's high and then low nibbles).
+#[cfg(any(target_arch = "x86_64", all(target_arch = "wasm32", target_feature = "simd128")))]
+fn even_then_odd(x: &[f32], m: usize, cols: usize) -> Vec<f32> {
+    let mut xs = vec![0f32; m * cols];
+    for (to, from) in xs.chunks_exact_mut(32).zip(x[..m * cols].chunks_exact(32)) {
+        for j in 0..16 {
+            to[j] = from[2 * j];
+            to[16 + j] = from[2 * j + 1];
+        }
+    }
+    xs
+}
+
+/// `q4_rows` in wasm with SIMD (the page's CPU engine) for rows and blocks in whole runs of 32
+/// values. wasm has a byte lookup (`i8x16.swizzle`, 16 entries) but none of 32-bit values, so a
+/// block's 16 scaled codes are held as four vectors of their bytes (`byte_planes`), looked up
+/// once each and interleaved back into f32s; the nibbles and `x` are paired as in
+/// `q4_rows_avx512_32`. The portable copy looked each value up in turn, and a model kept in 4
+/// bits decoded at 0.4× its f32 original in the page.
+#[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+fn q4_rows_simd128(q: Q4View, x: &[f32], m: usize, r0: usize, out: &mut [f32]) {
+    use core::arch::wasm32::*;
+    let cols = q.cols;
+    let xs = even_then_odd(x, m, cols);
+    let code = q.codes();
+    // GGUF's codes are whole numbers in a row (q − 8, q): their values are then computed, as
+    // the table's entries are (`(q + code₀) · d`, then `+ bias`, rounded alike), with no lookup.
+    let affine = code.iter().enumerate().all(|(j, &c)| c == code[0] + j as f32);
+    let first = f32x4_splat(code[0]);
+    for (ri, o) in out.chunks_exact_mut(m).enumerate() {
+        let e0 = (r0 + ri) * cols;
+        let mut acc = [f32x4_splat(0.0); Q4_MAX_ROWS];
+        let (mut blk, mut left) = (e0 / q.blocksize, q.blocksize - e0 % q.blocksize);
+        let block = |blk: usize| if affine { [f32x4_splat(q.scale(blk)), f32x4_splat(q.bias(blk).unwrap_or(0.0)), first, first] } else { byte_planes(&q.table(&code, blk)) };
+        let mut planes = block(blk);
+        for c in (0..cols).step_by(32) {
+            if left == 0 {
+                (blk, left) = (blk + 1, q.blocksize);
+                planes = block(blk);
+            }
+            left -= 32;
+            let run = &q.bytes[(e0 + c) / 2..][..16];
+            // Safety: `run` holds the 16 bytes read (wasm loads need no alignment).
+            let v = unsafe { v128_load(run.as_ptr() as *const v128) };
+            let (hi, lo) = (u8x16_shr(v, 4), v128_and(v, u8x16_splat(0x0f)));
+            let (even, odd) = if affine {
+                let has_bias = q.bias != 0;
+                (affine_16(hi, &planes, has_bias), affine_16(lo, &planes, has_bias))
+            } else {
+                (look_up_16(&planes, hi), look_up_16(&planes, lo))
+            };
+            for (i, a) in acc.iter_mut().enumerate().take(m) {
+                let xi = &xs[i * cols + c..][..32];
+                // Safety: `xi` holds the 32 values read, 4 at a time.
+                let ld = |k: usize| unsafe { v128_load(xi.as_ptr().add(4 * k) as *const v128) };
+                let s = f32x4_add(f32x4_add(f32x4_mul(ld(0), even[0]), f32x4_mul(ld(1), even[1])), f32x4_add(f32x4_mul(ld(2), even[2]), f32x4_mul(ld(3), even[3])));
+                let t = f32x4_add(f32x4_add(f32x4_mul(ld(4), odd[0]), f32x4_mul(ld(5), odd[1])), f32x4_add(f32x4_mul(ld(6), odd[2]), f32x4_mul(ld(7), odd[3])));
+                *a = f32x4_add(*a, f32x4_add(s, t));
+            }
+        }
+        for (oi, a) in o.iter_mut().zip(&acc) {
+            *oi = (f32x4_extract_lane::<0>(*a) + f32x4_extract_lane::<1>(*a)) + (f32x4_extract_lane::<2>(*a) + f32x4_extract_lane::<3>(*a));
+        }
+    }
+}
+
+/// The 16 values of codes `idx` (bytes 0–15) of an affine code (`block`: the scale, the bias and
+/// the first code, splatted), as four f32x4 in order: `(q + code₀) · d`, then `+ bias` where the
+/// matrix has one, each rounded as the table's entries are.
+#[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+#[inline(always)]
+fn affine_16(idx: core::arch::wasm32::v128, block: &[core::arch::wasm32::v128; 4], has_bias: bool) -> [core::arch::wasm32::v128; 4] {
+    use core::arch::wasm32::*;
+    let (lo, hi) = (u16x8_extend_low_u8x16(idx), u16x8_extend_high_u8x16(idx));
+    let q = [u32x4_extend_low_u16x8(lo), u32x4_extend_high_u16x8(lo), u32x4_extend_low_u16x8(hi), u32x4_extend_high_u16x8(hi)];
+    q.map(|q| {
+        let w = f32x4_mul(f32x4_add(f32x4_convert_u32x4(q), block[2]), block[0]);
+        if has_bias { f32x4_add(w, block[1]) } else { w }
+    })
+}
+
+/// A block's 16 values as four vectors of bytes: vector k holds byte k (little-endian) of each.
+#[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+#[inline(always)]
+fn byte_planes(table: &[f32; 16]) -> [core::arch::wasm32::v128; 4] {
+    use core::arch::wasm32::*;
+    let t = |k: usize| f32x4(table[4 * k], table[4 * k + 1], table[4 * k + 2], table[4 * k + 3]);
+    // Values 0–7: bytes 0 then 1 of each (a), bytes 2 then 3 (b); values 8–15 likewise (c, d).
+    let a = i8x16_shuffle::<0, 4, 8, 12, 16, 20, 24, 28, 1, 5, 9, 13, 17, 21, 25, 29>(t(0), t(1));
+    let b = i8x16_shuffle::<2, 6, 10, 14, 18, 22, 26, 30, 3, 7, 11, 15, 19, 23, 27, 31>(t(0), t(1));
+    let c = i8x16_shuffle::<0, 4, 8, 12, 16, 20, 24, 28, 1, 5, 9, 13, 17, 21, 25, 29>(t(2), t(3));
+    let d = i8x16_shuffle::<2, 6, 10, 14, 18, 22, 26, 30, 3, 7, 11, 15, 19, 23, 27, 31>(t(2), t(3));
+    [
+        i8x16_shuffle::<0, 1, 2, 3, 4, 5, 6, 7, 16, 17, 18, 19, 20, 21, 22, 23>(a, c),
+        i8x16_shuffle::<8, 9, 10, 11, 12, 13, 14, 15, 24, 25, 26, 27, 28, 29, 30, 31>(a, c),
+        i8x16_shuffle::<0, 1, 2, 3, 4, 5, 6, 7, 16, 17, 18, 19, 20, 21, 22, 23>(b, d),
+        i8x16_shuffle::<8, 9, 10, 11, 12, 13, 14, 15, 24, 25, 26, 27, 28, 29, 30, 31>(b, d),
+    ]
+}
+
+/// The 16 values at `idx` (bytes 0–15) of the table held as `byte_planes`, as four f32x4 in
+/// order: each plane looked up (`i8x16.swizzle`), then the four bytes of each value put together.
+#[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+#[inline(always)]
+fn look_up_16(planes: &[core::arch::wasm32::v128; 4], idx: core::arch::wasm32::v128) -> [core::arch::wasm32::v128; 4] {
+    use core::arch::wasm32::*;
+    let b = planes.map(|p| u8x16_swizzle(p, idx));
+    // Byte pairs (0, 1) and (2, 3) of values 0–7 and of values 8–15.
+    let lo01 = i8x16_shuffle::<0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23>(b[0], b[1]);
+    let hi01 = i8x16_shuffle::<8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31>(b[0], b[1]);
+    let lo23 = i8x16_shuffle::<0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23>(b[2], b[3]);
+    let hi23 = i8x16_shuffle::<8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31>(b[2], b[3]);
+    [
+        i8x16_shuffle::<0, 1, 16, 17, 2, 3, 18, 19, 4, 5, 20, 21, 6, 7, 22, 23>(lo01, lo23),
+        i8x16_shuffle::<8, 9, 24, 25, 10, 11, 26, 27, 12, 13, 28, 29, 14, 15, 30, 31>(lo01, lo23),
+        i8x16_shuffle::<0, 1, 16, 17, 2, 3, 18, 19, 4, 5, 20, 21, 6, 7, 22, 23>(hi01, hi23),
+        i8x16_shuffle::<8, 9, 24, 25, 10, 11, 26, 27, 12, 13, 28, 29, 14, 15, 30, 31>(hi01, hi23),
+    ]
 }
 
 fn q4_rows_checked(q: Q4View, x: &[f32], m: usize, r0: usize, out: &[f32]) {
@@ -202,14 +329,7 @@ unsafe fn q4_rows_avx512(q: Q4View, x: &[f32], m: usize, r0: usize, out: &mut [f
 unsafe fn q4_rows_avx512_32(q: Q4View, x: &[f32], m: usize, r0: usize, out: &mut [f32]) {
     use std::arch::x86_64::*;
     let cols = q.cols;
-    // Each run of 32 values of x's rows: its 16 even values, then its 16 odd ones.
-    let mut xs = vec![0f32; m * cols];
-    for (to, from) in xs.chunks_exact_mut(32).zip(x[..m * cols].chunks_exact(32)) {
-        for j in 0..16 {
-            to[j] = from[2 * j];
-            to[16 + j] = from[2 * j + 1];
-        }
-    }
+    let xs = even_then_odd(x, m, cols);
     let code = q.codes();
     // Safety (all the loads below): the caller's bounds; a row's bytes [e/2, e/2 + cols/2) lie
     // inside `bytes` (rows up to q.rows), xs holds m rows of cols values.

@@ -1,6 +1,7 @@
 // GGUF files in the page, on its CPU engine: one offered by `tinytune serve` from the machine's
 // model folder (here the fixtures' folder) and one picked as a file, each loaded and checked
-// against transformers' numbers (tests/fixtures/make_gguf_fixtures.py).
+// against transformers' numbers (tests/fixtures/make_gguf_fixtures.py); the Q4_1 file's weights
+// kept in 4 bits, and the page's check of its 4-bit kernels on the CPU engine.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
@@ -39,10 +40,28 @@ test('a GGUF model from this machine and a picked GGUF file load, generate and s
     await page.evaluate(() => { document.querySelector('#model-status').dataset.state = 'picking'; });
     await page.setInputFiles('#model-files', 'tests/fixtures/gguf/tiny-llama-Q4_1.gguf');
     await page.waitForSelector('#model-status[data-state=ready]', { timeout: 60000 });
+    // Its linear weights stay in Q4_1 (the page's 4-bit kernels, with wasm SIMD lookups).
+    assert.match(await page.textContent('#model-summary'), /linear weights in q4_1/);
     const { report } = await send(page, 'evalLoss', { texts, seqLen: 1024 });
-    const want = reference.models['tiny-llama-Q4_1.gguf'].eval;
+    const q41 = reference.models['tiny-llama-Q4_1.gguf'];
+    const want = q41.eval;
     assert.equal(report.tokens, want.tokens);
     assert.ok(Math.abs(report.loss - want.loss) < 1e-4, `eval loss ${report.loss} vs transformers ${want.loss}`);
+    for (const g of q41.greedy) {
+      const done = await send(page, 'generate', {
+        prompt: g.prompt,
+        sampling: { max_new_tokens: reference.new_tokens, temperature: 0, top_k: 0, top_p: 1, seed: 0, stop_at_eos: true },
+      });
+      assert.deepEqual(done.ids, g.new_ids, `Q4_1 greedy after ${g.prompt}`);
+    }
+
+    // The page's own check of those kernels on its CPU engine: dequantization bit for bit, the
+    // fused multiply (NF4 and Q4_1) within 1e-5.
+    await page.click('#q4-check');
+    await page.waitForSelector('#q4-status:is([data-state=done],[data-state=failed],[data-state=error])', { timeout: 120000 });
+    const q4 = await page.textContent('#q4-status');
+    assert.equal(await page.getAttribute('#q4-status', 'data-state'), 'done', q4);
+    assert.match(q4, /4-bit path on the CPU: dequantization equals the CPU path bit for bit on 15 matrices/);
   } finally {
     await page.close();
   }

@@ -46,7 +46,7 @@ test('a QLoRA run on WebGPU: bit-exact kernels, the losses of the native CLI, an
     await page.waitForSelector('#q4-status:is([data-state=done],[data-state=failed],[data-state=error])', { timeout: 120000 });
     const q4 = await page.textContent('#q4-status');
     assert.equal(await page.getAttribute('#q4-status', 'data-state'), 'done', q4);
-    assert.match(q4, /WGSL 4-bit kernels on WebGPU: dequantization equals the CPU path bit for bit on 9 matrices/);
+    assert.match(q4, /WGSL 4-bit kernels on WebGPU: dequantization equals the CPU path bit for bit on 15 matrices/);
 
     await page.setInputFiles('#data-file', DATA);
     await page.selectOption('#method', 'qlora');

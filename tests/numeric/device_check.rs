@@ -32,7 +32,8 @@ fn a_requested_wgpu_device_reports_its_adapter_and_limits() {
 fn the_4_bit_check_the_page_shows_passes_on_the_device() {
     let opened = device_under_test();
     let q4 = futures_lite::future::block_on(check::q4(&opened.device)).expect("the 4-bit check runs");
-    assert_eq!(q4.cases.len(), 9);
+    assert_eq!(q4.cases.len(), 15);
+    assert!(q4.trusted);
     assert!(q4.equal, "{}: {:?}", opened.info.summary(), q4.cases);
     assert!(q4.fused_max_rel_diff <= 1e-5, "fused kernel off by {}", q4.fused_max_rel_diff);
     assert!(q4.cases.iter().all(|c| c.values > 0));
