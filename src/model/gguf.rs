@@ -494,6 +494,27 @@ pub fn to_model_files(file: &[u8]) -> Result<super::load::ModelFiles> {
 mod tests {
     use super::*;
 
+    /// GGUF's Q4_0 and Q4_1 kept in 4 bits (`quant::gguf4`): random blocks through `Quant4`, the
+    /// word buffer the kernels read and `unpack`, against `dequantize` (gguf-py's arithmetic).
+    #[test]
+    fn q4_blocks_kept_in_4_bits_dequantize_as_gguf_py_does_bit_for_bit() {
+        for (qt, name) in [(crate::quant::QuantType::Q4_0, "Q4_0"), (crate::quant::QuantType::Q4_1, "Q4_1")] {
+            let (rows, cols) = (6, 96);
+            let data = crate::quant::gguf4::tests::gguf_data(qt, rows * cols / crate::quant::gguf4::BLOCK, 7);
+            let q = crate::quant::gguf4::from_gguf(qt, &data, [rows, cols]).unwrap();
+            let ggml_type = if qt == crate::quant::QuantType::Q4_0 { 2 } else { 3 };
+            let info = TensorInfo { name: name.into(), dims: vec![cols as u64, rows as u64], ggml_type, start: 0, bytes: data.len() };
+            let want = dequantize(&info, &data).unwrap();
+            let got = q.dequantize();
+            assert_eq!(got.iter().map(|v| v.to_bits()).collect::<Vec<_>>(), want.iter().map(|v| v.to_bits()).collect::<Vec<_>>(), "{name}");
+            // And through the buffer the kernels read.
+            let (words, layout) = crate::quant::kernels::pack(&q);
+            let from_words = crate::quant::kernels::dequantize_words(&words, &layout);
+            assert_eq!(from_words.iter().map(|v| v.to_bits()).collect::<Vec<_>>(), want.iter().map(|v| v.to_bits()).collect::<Vec<_>>(), "{name} words");
+            assert_eq!(crate::quant::kernels::unpack(&words, &layout), q, "{name}: unpack(pack)");
+        }
+    }
+
     #[test]
     fn unpermute_inverts_the_converters_permutation() {
         // llama.cpp: reshape(heads, 2, half, cols).swapaxes(1, 2): row h*2*half + i*2 + j holds
