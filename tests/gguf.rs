@@ -162,10 +162,20 @@ fn k_quants_dequantize_as_gguf_py_does_bit_for_bit() {
         for (i, (a, b)) in got.iter().zip(&want).enumerate() {
             assert_eq!(a.to_bits(), b.to_bits(), "{kind} value {i}: {a} vs gguf-py {b}");
         }
+        if let Some(qt) = tinytune::quant::gguf4::kept_type(kind) {
+            // Kept in 4 bits (Q4_K): the same values from `Quant4`, and from the buffer the kernels read.
+            let q = tinytune::quant::gguf4::from_gguf(qt, &bytes[t.start..t.start + t.bytes], [t.dims[1] as usize, t.dims[0] as usize]).unwrap();
+            let (words, layout) = tinytune::quant::kernels::pack(&q);
+            for (how, got) in [("Quant4", q.dequantize()), ("words", tinytune::quant::kernels::dequantize_words(&words, &layout))] {
+                let first = got.iter().zip(&want).position(|(a, b)| a.to_bits() != b.to_bits());
+                assert!(first.is_none(), "{kind} kept in 4 bits ({how}): value {first:?} differs from gguf-py's");
+            }
+            seen.push("kept");
+        }
         seen.push(kind);
     }
     seen.sort();
-    assert_eq!(seen, ["Q2_K", "Q3_K", "Q4_K", "Q5_K", "Q6_K"]);
+    assert_eq!(seen, ["Q2_K", "Q3_K", "Q4_K", "Q5_K", "Q6_K", "kept"]);
 }
 
 #[test]

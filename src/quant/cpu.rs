@@ -111,7 +111,7 @@ mod tests {
         // backend's q4_dequant, which splits it into parts on several threads.
         let device = burn::tensor::Device::flex();
         for (rows, cols) in [(16, 64), (7, 9), (33, 100), (6, 1376), (300, 512)] {
-            for (qt, dq) in [(QuantType::Nf4, true), (QuantType::Nf4, false), (QuantType::Fp4, false), (QuantType::Q4_0, false), (QuantType::Q4_1, false)] {
+            for (qt, dq) in [(QuantType::Nf4, true), (QuantType::Nf4, false), (QuantType::Fp4, false), (QuantType::Q4_0, false), (QuantType::Q4_1, false), (QuantType::Q4K, false)] {
                 let q = Quant4::quantize(&matrix(rows, cols, 10), [rows, cols], qt, dq).unwrap();
                 let (words, layout) = pack(&q);
                 let bytes: Vec<u8> = words.iter().flat_map(|w| w.to_le_bytes()).collect();
@@ -165,7 +165,7 @@ mod tests {
         // Shapes in runs of 16 (the AVX-512 copy) and not (the portable one), rows that end
         // inside a block (1376 = 21.5 blocks), parts of the rows from an offset (a task's part).
         for (rows, cols) in [(24, 64), (7, 9), (33, 100), (6, 1376), (5, 48)] {
-            for (qt, dq) in [(QuantType::Nf4, true), (QuantType::Nf4, false), (QuantType::Fp4, false), (QuantType::Q4_0, false), (QuantType::Q4_1, false)] {
+            for (qt, dq) in [(QuantType::Nf4, true), (QuantType::Nf4, false), (QuantType::Fp4, false), (QuantType::Q4_0, false), (QuantType::Q4_1, false), (QuantType::Q4K, false)] {
                 let q = Quant4::quantize(&matrix(rows, cols, 6), [rows, cols], qt, dq).unwrap();
                 let (words, layout) = pack(&q);
                 let bytes: Vec<u8> = words.iter().flat_map(|w| w.to_le_bytes()).collect();

@@ -430,7 +430,7 @@ mod tests {
     #[test]
     fn the_word_buffer_dequantizes_bit_for_bit_like_the_reference() {
         for (rows, cols) in [(16, 64), (7, 9), (33, 100)] {
-            for (qt, dq) in [(QuantType::Nf4, true), (QuantType::Nf4, false), (QuantType::Fp4, false), (QuantType::Q4_0, false), (QuantType::Q4_1, false)] {
+            for (qt, dq) in [(QuantType::Nf4, true), (QuantType::Nf4, false), (QuantType::Fp4, false), (QuantType::Q4_0, false), (QuantType::Q4_1, false), (QuantType::Q4K, false)] {
                 let q = Quant4::quantize(&matrix(rows, cols, 1), [rows, cols], qt, dq).unwrap();
                 let (words, layout) = pack(&q);
                 let got: Vec<u32> = dequantize_words(&words, &layout).iter().map(|v| v.to_bits()).collect();

@@ -1,5 +1,5 @@
 //! Number formats below f32: bitsandbytes' 4-bit NF4/FP4 with double quantization (`nf4`), its
-//! serialization in checkpoints (`bnb`), GGUF's Q4_0 and Q4_1 kept as a GGUF file stores them (`gguf4`), the kernels that dequantize and multiply on the device
+//! serialization in checkpoints (`bnb`), GGUF's Q4_0, Q4_1 and Q4_K kept as a GGUF file stores them (`gguf4`), the kernels that dequantize and multiply on the device
 //! (`kernels`, WGSL in `shaders/`; `cpu` on the CPU engine), and the precision lab's other formats (`formats`).
 
 pub mod bnb;

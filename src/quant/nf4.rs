@@ -84,6 +84,10 @@ pub enum QuantType {
     /// GGUF's Q4_1: `d · q + m`, blocks of 32 (`m` in `Quant4::bias`).
     #[serde(rename = "q4_1", skip_deserializing)]
     Q4_1,
+    /// GGUF's Q4_K: super-blocks of 256 whose 8 blocks of 32 each have `d · sc` as their scale and
+    /// `−dmin · mn` as their term (both widened to f32 at load).
+    #[serde(rename = "q4_k", skip_deserializing)]
+    Q4K,
 }
 
 impl QuantType {
@@ -93,18 +97,19 @@ impl QuantType {
             QuantType::Fp4 => "fp4",
             QuantType::Q4_0 => "q4_0",
             QuantType::Q4_1 => "q4_1",
+            QuantType::Q4K => "q4_k",
         }
     }
     /// Whether this is one of GGUF's formats (kept from a GGUF file), not bitsandbytes'.
     pub fn is_gguf(self) -> bool {
-        matches!(self, QuantType::Q4_0 | QuantType::Q4_1)
+        matches!(self, QuantType::Q4_0 | QuantType::Q4_1 | QuantType::Q4K)
     }
     pub fn code(self) -> &'static [f32; 16] {
         match self {
             QuantType::Nf4 => &NF4_CODE,
             QuantType::Fp4 => &FP4_CODE,
             QuantType::Q4_0 => &super::gguf4::Q4_0_CODE,
-            QuantType::Q4_1 => &super::gguf4::Q4_1_CODE,
+            QuantType::Q4_1 | QuantType::Q4K => &super::gguf4::Q4_1_CODE,
         }
     }
     /// The code of a value already scaled into [−1, 1]: the threshold trees of `dQuantizeNF4`
@@ -114,7 +119,7 @@ impl QuantType {
         match self {
             QuantType::Nf4 => nf4_code(x),
             QuantType::Fp4 => fp4_code(x),
-            QuantType::Q4_0 | QuantType::Q4_1 => unreachable!("GGUF's 4-bit formats are quantized by gguf4::quantize"),
+            QuantType::Q4_0 | QuantType::Q4_1 | QuantType::Q4K => unreachable!("GGUF's 4-bit formats are quantized by gguf4::quantize"),
         }
     }
 }

@@ -46,7 +46,7 @@ fn the_dequantization_kernel_equals_the_cpu_path_bit_for_bit() {
     // Enough blocks for a second-level block of 256 and the dispatch's second dimension.
     cases.push((matrix(300, 256, 4), [300, 256]));
     for (values, shape) in &cases {
-        for (qt, dq) in [(QuantType::Nf4, true), (QuantType::Nf4, false), (QuantType::Fp4, true), (QuantType::Fp4, false), (QuantType::Q4_0, false), (QuantType::Q4_1, false)] {
+        for (qt, dq) in [(QuantType::Nf4, true), (QuantType::Nf4, false), (QuantType::Fp4, true), (QuantType::Fp4, false), (QuantType::Q4_0, false), (QuantType::Q4_1, false), (QuantType::Q4K, false)] {
             let q = Quant4::quantize(values, *shape, qt, dq).unwrap();
             let (words, layout) = pack(&q);
             let cpu: Vec<u32> = dequantize_words(&words, &layout).iter().map(|v| v.to_bits()).collect();
