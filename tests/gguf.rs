@@ -95,6 +95,7 @@ fn q4_0_and_q4_1_weights_stay_in_4_bits_as_gguf_py_quantized_them() {
         // Loaded, every linear weight of the layers stays in 4 bits: bytes on the device as stored.
         let model = Model::load_dir(&path, &burn::tensor::Device::flex()).unwrap();
         assert_eq!(model.summary.quantization.as_deref(), Some(qt.name()), "{name}");
+        assert_eq!(model.summary.file_bytes, file.len(), "{name}: the file's size is what the page shows as in the files");
         let bits = model.linear_bits().unwrap();
         let want = if qt == QuantType::Q4_1 { 6.0 } else { 5.0 };
         assert!((bits - want).abs() < 1e-9, "{name}: {bits} bits a parameter");

@@ -487,6 +487,7 @@ pub fn to_model_files(file: &[u8]) -> Result<super::load::ModelFiles> {
         chat_template: None,
         weights: vec![("model.safetensors".into(), weights)],
         packed,
+        source_bytes: Some(file.len()),
     })
 }
 

@@ -33,6 +33,8 @@ pub struct ModelFiles {
     /// rather than widened into `weights`. Empty for other sources; `widen_packed` moves them into
     /// `weights` as f32 for what reads checkpoints as safetensors (merging whole models).
     pub packed: Vec<(String, crate::quant::Quant4)>,
+    /// The size of the GGUF file these were converted from (None for a folder).
+    pub source_bytes: Option<usize>,
 }
 
 impl ModelFiles {
@@ -238,9 +240,9 @@ impl ModelFiles {
         !self.packed.is_empty() || serde_json::from_str::<serde_json::Value>(&self.config).is_ok_and(|c| c.get("quantization_config").is_some())
     }
 
-    /// Total bytes of the weight files (4-bit weights kept from a GGUF file as stored).
+    /// Total bytes of the weight files (a GGUF file's size).
     pub fn weight_bytes(&self) -> usize {
-        self.weights.iter().map(|(_, b)| b.len()).sum::<usize>() + self.packed.iter().map(|(_, q)| q.storage_bytes()).sum::<usize>()
+        self.source_bytes.unwrap_or_else(|| self.weights.iter().map(|(_, b)| b.len()).sum())
     }
 
     /// The 4-bit weights kept from a GGUF file, as one more f32 safetensors file: the values
