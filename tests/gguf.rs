@@ -110,6 +110,16 @@ fn q4_0_and_q4_1_weights_stay_in_4_bits_as_gguf_py_quantized_them() {
         let t = g.tensor("blk.0.ffn_down.weight").unwrap();
         let want: Vec<u8> = dequantize(t, &file).unwrap().iter().flat_map(|v| v.to_le_bytes()).collect();
         assert_eq!(q.data(), &want[..], "{name}: saved down_proj");
+        // Widened for what reads checkpoints as safetensors (merge-models): f32, the same values.
+        let mut files = tinytune::model::ModelFiles::from_dir(&path).unwrap();
+        assert!(!files.packed.is_empty() && files.is_quantized());
+        files.widen_packed().unwrap();
+        assert!(files.packed.is_empty() && !files.is_quantized());
+        let widened = Model::load(&files, &burn::tensor::Device::flex()).unwrap();
+        assert_eq!(widened.summary.quantization, None, "{name}");
+        let shard = files.weights.iter().find(|(n, _)| n == "model-4bit.safetensors").unwrap();
+        let st = safetensors::SafeTensors::deserialize(&shard.1).unwrap();
+        assert_eq!(st.tensor("model.layers.0.mlp.down_proj.weight").unwrap().data(), &want[..], "{name}: widened down_proj");
     }
 }
 

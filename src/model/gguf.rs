@@ -442,7 +442,7 @@ pub fn to_model_files(file: &[u8]) -> Result<super::load::ModelFiles> {
     let (tokenizer, tokenizer_config) = super::gguf_tokenizer::tokenizer_files(&g, &tokens)?;
 
     // The weights as f32 safetensors under transformers' names; a Llama-family model's linear
-    // weights in Q4_0 or Q4_1 stay in 4 bits (`packed`), as the file stores them.
+    // weights in Q4_0, Q4_1 or Q4_K stay in 4 bits (`packed`), as the file stores them.
     let mut tensors = Vec::with_capacity(g.tensors.len());
     let mut packed = Vec::new();
     for t in &g.tensors {

@@ -29,7 +29,7 @@ pub struct ModelFiles {
     pub chat_template: Option<String>,
     /// Safetensors files in load order, with their file names.
     pub weights: Vec<(String, Vec<u8>)>,
-    /// Linear weights a GGUF file stores in Q4_0 or Q4_1, kept so (by checkpoint key, `[out, in]`)
+    /// Linear weights a GGUF file stores in Q4_0, Q4_1 or Q4_K, kept so (by checkpoint key, `[out, in]`)
     /// rather than widened into `weights`. Empty for other sources; `widen_packed` moves them into
     /// `weights` as f32 for what reads checkpoints as safetensors (merging whole models).
     pub packed: Vec<(String, crate::quant::Quant4)>,

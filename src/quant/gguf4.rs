@@ -136,7 +136,7 @@ pub fn quantize(values: &[f32], shape: [usize; 2], quant_type: QuantType) -> Qua
             bias.push(f16_round(min));
         } else {
             // The value of largest magnitude, the first where several tie (numpy's argmax).
-            let max = block.iter().copied().fold(0f32, |m, v| if v.abs() > m.abs() { v } else { m });
+            let max = block[1..].iter().copied().fold(block[0], |m, v| if v.abs() > m.abs() { v } else { m });
             let d = max / -8.0;
             let id = if d == 0.0 { 0.0 } else { 1.0 / d };
             codes.extend(block.iter().map(|&v| code(v * id + 8.5)));
