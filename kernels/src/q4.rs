@@ -163,23 +163,24 @@ fn q4_rows_simd128(q: Q4View, x: &[f32], m: usize, r0: usize, out: &mut [f32]) {
         let e0 = (r0 + ri) * cols;
         let mut acc = [f32x4_splat(0.0); Q4_MAX_ROWS];
         let (mut blk, mut left) = (e0 / q.blocksize, q.blocksize - e0 % q.blocksize);
-        let block = |blk: usize| if affine { [f32x4_splat(q.scale(blk)), f32x4_splat(q.bias(blk).unwrap_or(0.0)), first, first] } else { byte_planes(&q.table(&code, blk)) };
-        let mut planes = block(blk);
+        let block = |blk: usize| match affine {
+            true => Block::Affine(f32x4_splat(q.scale(blk)), q.bias(blk).map(|b| f32x4_splat(b))),
+            false => Block::Planes(byte_planes(&q.table(&code, blk))),
+        };
+        let mut values = block(blk);
         for c in (0..cols).step_by(32) {
             if left == 0 {
                 (blk, left) = (blk + 1, q.blocksize);
-                planes = block(blk);
+                values = block(blk);
             }
             left -= 32;
             let run = &q.bytes[(e0 + c) / 2..][..16];
             // Safety: `run` holds the 16 bytes read (wasm loads need no alignment).
             let v = unsafe { v128_load(run.as_ptr() as *const v128) };
             let (hi, lo) = (u8x16_shr(v, 4), v128_and(v, u8x16_splat(0x0f)));
-            let (even, odd) = if affine {
-                let has_bias = q.bias != 0;
-                (affine_16(hi, &planes, has_bias), affine_16(lo, &planes, has_bias))
-            } else {
-                (look_up_16(&planes, hi), look_up_16(&planes, lo))
+            let (even, odd) = match &values {
+                Block::Affine(d, bias) => (affine_16(hi, first, *d, *bias), affine_16(lo, first, *d, *bias)),
+                Block::Planes(planes) => (look_up_16(planes, hi), look_up_16(planes, lo)),
             };
             for (i, a) in acc.iter_mut().enumerate().take(m) {
                 let xi = &xs[i * cols + c..][..32];
@@ -196,18 +197,29 @@ fn q4_rows_simd128(q: Q4View, x: &[f32], m: usize, r0: usize, out: &mut [f32]) {
     }
 }
 
-/// The 16 values of codes `idx` (bytes 0–15) of an affine code (`block`: the scale, the bias and
-/// the first code, splatted), as four f32x4 in order: `(q + code₀) · d`, then `+ bias` where the
-/// matrix has one, each rounded as the table's entries are.
+/// What `q4_rows_simd128` holds of the current block: its scale and term (splatted) where the
+/// codes are whole numbers in a row, its 16 values as `byte_planes` otherwise.
+#[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+enum Block {
+    Affine(core::arch::wasm32::v128, Option<core::arch::wasm32::v128>),
+    Planes([core::arch::wasm32::v128; 4]),
+}
+
+/// The 16 values of codes `idx` (bytes 0–15) of a code of whole numbers from `first` (splatted),
+/// as four f32x4 in order: `(q + first) · d`, then `+ bias` where the block has one, each rounded
+/// as the table's entries are.
 #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
 #[inline(always)]
-fn affine_16(idx: core::arch::wasm32::v128, block: &[core::arch::wasm32::v128; 4], has_bias: bool) -> [core::arch::wasm32::v128; 4] {
+fn affine_16(idx: core::arch::wasm32::v128, first: core::arch::wasm32::v128, d: core::arch::wasm32::v128, bias: Option<core::arch::wasm32::v128>) -> [core::arch::wasm32::v128; 4] {
     use core::arch::wasm32::*;
     let (lo, hi) = (u16x8_extend_low_u8x16(idx), u16x8_extend_high_u8x16(idx));
     let q = [u32x4_extend_low_u16x8(lo), u32x4_extend_high_u16x8(lo), u32x4_extend_low_u16x8(hi), u32x4_extend_high_u16x8(hi)];
     q.map(|q| {
-        let w = f32x4_mul(f32x4_add(f32x4_convert_u32x4(q), block[2]), block[0]);
-        if has_bias { f32x4_add(w, block[1]) } else { w }
+        let w = f32x4_mul(f32x4_add(f32x4_convert_u32x4(q), first), d);
+        match bias {
+            Some(b) => f32x4_add(w, b),
+            None => w,
+        }
     })
 }
 

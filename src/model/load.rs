@@ -294,12 +294,6 @@ impl<'a> Weights<'a> {
 
     /// A tensor's values as f32, checked against the shape the config implies.
     pub fn values(&self, key: &str, shape: &[usize]) -> Result<Vec<f32>> {
-        if let Some(q) = self.packed.get(key).filter(|_| self.find(key).is_none()) {
-            if q.shape[..] != *shape {
-                return Err(Error::input(format!("tensor \"{key}\" has shape {:?} but config.json implies {shape:?}", q.shape)));
-            }
-            return Ok(q.dequantize());
-        }
         let (file, view) = self.find(key).ok_or_else(|| {
             Error::input(format!("the weights have no tensor \"{key}\": the files do not match config.json"))
         })?;
