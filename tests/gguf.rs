@@ -117,43 +117,101 @@ fn q4_0_and_q4_1_weights_stay_in_4_bits_as_gguf_py_quantized_them() {
         assert!(files.packed.is_empty() && !files.is_quantized());
         let widened = Model::load(&files, &burn::tensor::Device::flex()).unwrap();
         assert_eq!(widened.summary.quantization, None, "{name}");
-        let shard = files.weights.iter().find(|(n, _)| n == "model-4bit.safetensors").unwrap();
+        let shard = files.weights.iter().find(|(n, _)| n == "model-kept.safetensors").unwrap();
         let st = safetensors::SafeTensors::deserialize(&shard.1).unwrap();
         assert_eq!(st.tensor("model.layers.0.mlp.down_proj.weight").unwrap().data(), &want[..], "{name}: widened down_proj");
     }
 }
 
 #[test]
-fn an_adapter_merged_into_a_q4_1_base_is_quantized_again_in_q4_1() {
+fn q8_0_weights_stay_in_8_bit_codes_as_gguf_py_quantized_them() {
+    use tinytune::model::layers::Base;
+    use tinytune::quant::q8::{Kind8, Quant8, quantize_q8_0};
+    for name in ["tiny-llama", "tiny-qwen2"] {
+        let source = std::fs::read(fixture(&format!("gguf/{name}-F32.gguf"))).unwrap();
+        let src = Gguf::parse(&source).unwrap();
+        let path = fixture(&format!("gguf/{name}-Q8_0.gguf"));
+        let file = std::fs::read(&path).unwrap();
+        let g = Gguf::parse(&file).unwrap();
+        // gguf-py quantized the F32 file's values into these blocks: ours from the same values are
+        // the same bytes, and `Quant8` holds the values gguf-py's `dequantize` gives.
+        let mut checked = 0;
+        for t in g.tensors.iter().filter(|t| t.type_name() == "Q8_0") {
+            let data = &file[t.start..t.start + t.bytes];
+            let values = dequantize(src.tensor(&t.name).unwrap(), &source).unwrap();
+            assert_eq!(quantize_q8_0(&values), data, "{name}: {}", t.name);
+            let kept = Quant8::from_gguf(Kind8::Q8_0, data, [t.dims[1] as usize, t.dims[0] as usize]).unwrap();
+            let want: Vec<u32> = dequantize(t, &file).unwrap().iter().map(|v| v.to_bits()).collect();
+            assert_eq!(kept.dequantize().iter().map(|v| v.to_bits()).collect::<Vec<_>>(), want, "{name}: {}", t.name);
+            checked += 1;
+        }
+        assert!(checked >= 14, "{name}: {checked} tensors in Q8_0");
+        // Loaded on the CPU engine, every linear weight of the layers stays in 8-bit codes.
+        let model = Model::load_dir(&path, &burn::tensor::Device::flex()).unwrap();
+        assert!(model.arch.linears().iter().all(|(_, l)| matches!(l.base, Base::Q8(_))), "{name}");
+        assert_eq!(model.summary.quantization.as_deref(), Some("q8_0"), "{name}");
+        assert_eq!(model.quantization(), None, "{name}: not a 4-bit model");
+        let bits = model.kept8_bits().unwrap();
+        assert!((bits - 9.0).abs() < 1e-9, "{name}: {bits} bits a parameter (a byte a code, an f32 scale a block of 32)");
+        let linear: usize = model.arch.linears().iter().map(|(_, l)| l.d_in() * l.d_out()).sum();
+        assert_eq!(model.summary.f32_bytes - model.summary.base_bytes, linear * 4 - linear * 9 / 8, "{name}: bytes held");
+        // Saved, they are float weights again: the values the file holds.
+        let files = block_on(model.save_files()).unwrap();
+        let (_, weights) = files.iter().find(|(n, _)| n == "model.safetensors").unwrap();
+        let st = safetensors::SafeTensors::deserialize(weights).unwrap();
+        let t = g.tensor("blk.1.ffn_up.weight").unwrap();
+        let want: Vec<u8> = dequantize(t, &file).unwrap().iter().flat_map(|v| v.to_le_bytes()).collect();
+        assert_eq!(st.tensor("model.layers.1.mlp.up_proj.weight").unwrap().data(), &want[..], "{name}: saved up_proj");
+        // Widened for what reads checkpoints as safetensors: f32, the same values.
+        let mut files = tinytune::model::ModelFiles::from_dir(&path).unwrap();
+        assert!(files.packed.is_empty() && !files.packed8.is_empty() && files.is_quantized());
+        files.widen_packed().unwrap();
+        assert!(files.packed8.is_empty() && !files.is_quantized());
+        let widened = Model::load(&files, &burn::tensor::Device::flex()).unwrap();
+        assert_eq!(widened.summary.quantization, None, "{name}");
+        let shard = files.weights.iter().find(|(n, _)| n == "model-kept.safetensors").unwrap();
+        let st = safetensors::SafeTensors::deserialize(&shard.1).unwrap();
+        assert_eq!(st.tensor("model.layers.1.mlp.up_proj.weight").unwrap().data(), &want[..], "{name}: widened up_proj");
+    }
+}
+
+#[test]
+fn an_adapter_merged_into_a_q4_1_or_q8_0_base_is_quantized_again_in_its_format() {
     // PEFT's merge into a bitsandbytes base quantizes W₀ + ΔW again; into a GGUF file's Q4_1
-    // base it is Q4_1 again (gguf-py's quantization, checked above against gguf-py's blocks).
+    // base it is Q4_1 again, into a Q8_0 one Q8_0 (gguf-py's quantization, checked above against
+    // gguf-py's blocks).
     let read = |t: burn::tensor::Tensor<2>| block_on(tinytune::model::read_f32(t)).unwrap();
-    let mut m = Model::load_dir(&fixture("gguf/tiny-llama-Q4_1.gguf"), &burn::tensor::Device::flex()).unwrap();
-    tinytune::lora::peft::PeftAdapter::read_dir(&fixture("tiny-llama").join("adapter")).unwrap().load_into(&mut m, "default").unwrap();
-    let wanted: Vec<(String, Vec<f32>, f32)> = m
-        .arch
-        .linears()
-        .iter()
-        .filter_map(|(p, l)| {
-            let delta = read(l.adapter("default")?.delta());
-            let sum: Vec<f32> = read(l.weight()).iter().zip(&delta).map(|(w, d)| w + d).collect();
-            let largest = delta.iter().fold(0f32, |a, d| a.max(d.abs()));
-            Some((p.clone(), sum, largest))
-        })
-        .collect();
-    assert!(!wanted.is_empty());
-    block_on(tinytune::merge::into_base(&mut m, "default")).unwrap();
-    assert_eq!(m.summary.quantization.as_deref(), Some("q4_1"));
-    for (path, l) in m.arch.linears() {
-        let Some((_, want, largest)) = wanted.iter().find(|(p, _, _)| *p == path) else { continue };
-        let got = read(l.weight());
-        // Within half a step of Q4_1's grid: a block's step is at most the matrix's range / 15.
-        let (lo, hi) = want.iter().fold((f32::MAX, f32::MIN), |(a, b), v| (a.min(*v), b.max(*v)));
-        let worst = got.iter().zip(want).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
-        let bound = 0.5 * (hi - lo) / 15.0 * 1.01;
-        // The adapter moves some weight by more than that, so a merge left out would show.
-        assert!(*largest > 2.0 * bound, "{path}: ΔW up to {largest} is within the grid's half step {bound}");
-        assert!(worst <= bound, "{path}: max |Δ| {worst} against W₀ + ΔW (range {lo}..{hi}, ΔW up to {largest})");
+    for kind in ["q4_1", "q8_0"] {
+        let path = fixture(&format!("gguf/tiny-llama-{}.gguf", kind.to_uppercase()));
+        let mut m = Model::load_dir(&path, &burn::tensor::Device::flex()).unwrap();
+        tinytune::lora::peft::PeftAdapter::read_dir(&fixture("tiny-llama").join("adapter")).unwrap().load_into(&mut m, "default").unwrap();
+        let wanted: Vec<(String, Vec<f32>, f32)> = m
+            .arch
+            .linears()
+            .iter()
+            .filter_map(|(p, l)| {
+                let delta = read(l.adapter("default")?.delta());
+                let sum: Vec<f32> = read(l.weight()).iter().zip(&delta).map(|(w, d)| w + d).collect();
+                let largest = delta.iter().fold(0f32, |a, d| a.max(d.abs()));
+                Some((p.clone(), sum, largest))
+            })
+            .collect();
+        assert!(!wanted.is_empty());
+        block_on(tinytune::merge::into_base(&mut m, "default")).unwrap();
+        assert_eq!(m.summary.quantization.as_deref(), Some(kind));
+        for (path, l) in m.arch.linears() {
+            let Some((_, want, largest)) = wanted.iter().find(|(p, _, _)| *p == path) else { continue };
+            let got = read(l.weight());
+            // Within half a step of the grid: a Q4_1 block's step is at most the matrix's range / 15;
+            // a Q8_0 block's d at most the matrix's largest |value| / 127, and its codes (up to 127)
+            // round with d in f32 while d is stored in f16 (2⁻¹¹ of d apart).
+            let (lo, hi) = want.iter().fold((f32::MAX, f32::MIN), |(a, b), v| (a.min(*v), b.max(*v)));
+            let worst = got.iter().zip(want).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+            let bound = if kind == "q4_1" { 0.5 * (hi - lo) / 15.0 * 1.01 } else { hi.max(-lo) / 127.0 * (0.5 + 127.0 / 2048.0) * 1.01 };
+            // The adapter moves some weight by more than that, so a merge left out would show.
+            assert!(*largest > 2.0 * bound, "{kind} {path}: ΔW up to {largest} is within the grid's half step {bound}");
+            assert!(worst <= bound, "{kind} {path}: max |Δ| {worst} against W₀ + ΔW (range {lo}..{hi}, ΔW up to {largest})");
+        }
     }
 }
 
@@ -183,10 +241,18 @@ fn k_quants_dequantize_as_gguf_py_does_bit_for_bit() {
             }
             seen.push("kept");
         }
+        if let Some(k8) = tinytune::quant::q8::Kind8::of_gguf(kind) {
+            // Kept in 8-bit codes (Q6_K): the same values from `Quant8`.
+            let q = tinytune::quant::q8::Quant8::from_gguf(k8, &bytes[t.start..t.start + t.bytes], [t.dims[1] as usize, t.dims[0] as usize]).unwrap();
+            let first = q.dequantize().iter().zip(&want).position(|(a, b)| a.to_bits() != b.to_bits());
+            assert!(first.is_none(), "{kind} kept in 8-bit codes: value {first:?} differs from gguf-py's");
+            assert!(q.codes.iter().all(|c| (-32..32).contains(c)), "{kind}: codes outside Q6_K's −32…31");
+            seen.push("kept8");
+        }
         seen.push(kind);
     }
     seen.sort();
-    assert_eq!(seen, ["Q2_K", "Q3_K", "Q4_K", "Q5_K", "Q6_K", "kept"]);
+    assert_eq!(seen, ["Q2_K", "Q3_K", "Q4_K", "Q5_K", "Q6_K", "kept", "kept8"]);
 }
 
 #[test]

@@ -311,7 +311,7 @@ fn qlora_trains_every_architecture_and_any_targets_while_the_4_bit_base_stays_bi
                 .iter()
                 .map(|(_, l)| match &l.base {
                     Base::Quant(q) => q.words.clone().into_data().iter::<u32>().collect(),
-                    Base::Dense(_) => unreachable!(),
+                    Base::Dense(_) | Base::Q8(_) => unreachable!(),
                 })
                 .collect()
         };

@@ -6,7 +6,7 @@
 //! gradients are tinytune's business (`src/model/fused/`); nothing here allocates.
 //!
 //! This file holds the instruction-set dispatch (`simd`, `simd_fn!`) and the helpers the kernels
-//! share; the kernels are in `elementwise.rs`, `products.rs`, `q4.rs` and `attention.rs`, all
+//! share; the kernels are in `elementwise.rs`, `products.rs`, `q4.rs`, `q8.rs` and `attention.rs`, all
 //! re-exported here.
 
 /// e^x in f32 without branches, so that loops over it vectorise: Cody–Waite reduction by ln 2 and
@@ -175,7 +175,9 @@ mod attention;
 mod elementwise;
 mod products;
 mod q4;
+mod q8;
 pub use attention::*;
 pub use elementwise::*;
 pub use products::*;
 pub use q4::*;
+pub use q8::*;

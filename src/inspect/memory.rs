@@ -100,6 +100,10 @@ pub struct RunShape {
     /// Bits a parameter of those 4-bit weights takes as stored: the model's own where it is in
     /// 4 bits already (GGUF's Q4_1 takes 6), otherwise NF4 with double quantization's (QLoRA's default).
     pub quant_bits: f64,
+    /// Bits a parameter of the frozen linear weights takes where the model keeps them in 8-bit
+    /// codes (a GGUF file's Q8_0 or Q6_K): what LoRA over it holds. Full and partial finetuning
+    /// widen them to f32, and QLoRA stores them in 4 bits.
+    pub kept8_bits: Option<f64>,
 }
 
 impl RunShape {
@@ -115,6 +119,7 @@ impl RunShape {
             seq: cfg.seq_len.min(model.context()),
             nf4: model.quantization().is_some(),
             quant_bits: model.linear_bits().unwrap_or(NF4_BITS),
+            kept8_bits: model.kept8_bits(),
         }
     }
 }
@@ -151,9 +156,11 @@ pub fn predict(shape: &ModelShape, run: &RunShape) -> Parts {
         Method::Lora | Method::Qlora | Method::Dpo => (adapted.iter().map(|(_, _, i, o)| (run.rank * (i + o)) as u64).sum(), layers),
     };
     let frozen = if run.method.is_adapter() { shape.params } else { shape.params - trainable };
+    let linear: u64 = shape.linears.iter().map(|(_, _, i, o)| *i as u64 * *o as u64).sum();
     let weights = if run.nf4 {
-        let linear: u64 = shape.linears.iter().map(|(_, _, i, o)| *i as u64 * *o as u64).sum();
         linear as f64 * run.quant_bits / 8.0 + (frozen - linear) as f64 * F32
+    } else if let (Some(bits), Method::Lora | Method::Dpo) = (run.kept8_bits, run.method) {
+        linear as f64 * bits / 8.0 + (frozen - linear) as f64 * F32
     } else {
         frozen as f64 * F32
     };
@@ -241,10 +248,18 @@ pub struct BaseWeights {
 pub fn base_weights(model: &Model, predicted: f64, allocator_after_load: Option<u64>) -> BaseWeights {
     let (mut stored, mut bytes, mut params) = (0usize, 0usize, 0usize);
     for (_, l) in model.arch.linears() {
-        if let crate::model::layers::Base::Quant(q) = &l.base {
-            stored += q.layout.storage_bytes();
-            bytes += q.layout.bytes();
-            params += q.layout.numel();
+        match &l.base {
+            crate::model::layers::Base::Quant(q) => {
+                stored += q.layout.storage_bytes();
+                bytes += q.layout.bytes();
+                params += q.layout.numel();
+            }
+            crate::model::layers::Base::Q8(q) => {
+                stored += q.storage_bytes();
+                bytes += q.storage_bytes();
+                params += q.numel();
+            }
+            crate::model::layers::Base::Dense(_) => {}
         }
     }
     BaseWeights {
@@ -288,6 +303,7 @@ fn method_name(run: &RunShape) -> String {
     match (run.method, run.nf4) {
         (Method::Full, _) => "full finetuning".into(),
         (Method::Partial, _) => format!("partial: last {} block{}", run.partial_layers, if run.partial_layers == 1 { "" } else { "s" }),
+        (Method::Lora, false) if run.kept8_bits.is_some() => format!("LoRA r = {} (8-bit base)", run.rank),
         (Method::Lora, false) => format!("LoRA r = {}", run.rank),
         (Method::Lora | Method::Qlora, _) => format!("QLoRA r = {} (4-bit base)", run.rank),
         (Method::Dpo, false) => format!("DPO, LoRA r = {}", run.rank),
@@ -377,7 +393,7 @@ mod tests {
     }
 
     fn run(method: Method) -> RunShape {
-        RunShape { method, rank: 2, targets: Targets::All("all-linear".into()), partial_layers: 1, optimizer: Optimizer::Adamw, batch: 2, seq: 4, nf4: false, quant_bits: NF4_BITS }
+        RunShape { method, rank: 2, targets: Targets::All("all-linear".into()), partial_layers: 1, optimizer: Optimizer::Adamw, batch: 2, seq: 4, nf4: false, quant_bits: NF4_BITS, kept8_bits: None }
     }
 
     #[test]

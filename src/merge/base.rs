@@ -17,7 +17,8 @@ pub async fn all_finite(t: Tensor<2>) -> Result<bool> {
 }
 
 /// A new base for `linear` holding `w` (`[in, out]` f32): dense as it is, or quantized again in the
-/// base's 4-bit format, as PEFT's merge into a bitsandbytes `Linear4bit` does.
+/// base's 4-bit format, as PEFT's merge into a bitsandbytes `Linear4bit` does (Q8_0 for a base
+/// kept in 8-bit codes).
 async fn rebase(linear: &crate::model::layers::Linear, w: Tensor<2>, path: &str) -> Result<crate::model::layers::Base> {
     use crate::model::layers::Base;
     Ok(match &linear.base {
@@ -29,6 +30,13 @@ async fn rebase(linear: &crate::model::layers::Linear, w: Tensor<2>, path: &str)
             let requant = crate::quant::Quant4::quantize(&values, [d_out, d_in], q.layout.quant_type, q.layout.nested > 0)
                 .map_err(|e| Error::input(format!("{path}: {e}")))?;
             Base::Quant(crate::quant::Q4Tensor::new(&requant, &device))
+        }
+        // Kept in 8-bit codes (GGUF): quantized again by gguf-py's Q8_0 rule (`quant::q8`).
+        Base::Q8(_) => {
+            let [d_in, d_out] = w.dims();
+            let values = crate::model::read_f32(w.transpose()).await?;
+            let requant = crate::quant::q8::Quant8::quantize_q8_0_matrix(&values, [d_out, d_in]).map_err(|e| Error::input(format!("{path}: {e}")))?;
+            Base::Q8(std::sync::Arc::new(requant))
         }
     })
 }

@@ -47,6 +47,8 @@ enum Weight {
     Bf16(FlexTensor),
     /// Packed in 4 bits (QLoRA's base), its buffer of words and their layout.
     Q4(FlexTensor, crate::quant::Q4Layout),
+    /// Kept in 8-bit codes with a scale a block (GGUF's Q8_0, Q6_K), on the host.
+    Q8(crate::quant::q8::Q8Weight),
 }
 
 /// A LoRA adapter switched on for every row, out of training: A `[in, r]`, B `[r, out]`, s.
@@ -96,6 +98,7 @@ impl Lin {
                 }
                 Weight::Q4(words, q.layout)
             }
+            Base::Q8(q) => Weight::Q8(q.clone()),
         };
         let bias = match &l.bias {
             Some(b) => Some(flex(b)?),
@@ -113,7 +116,8 @@ impl Lin {
     }
 
     /// `x·W` for one row, as `Linear::forward` computes it on the CPU engine (`blas::flex_matmul`
-    /// for f32 and bf16 weights, `quant::Q4Tensor::linear` with its fused kernel for 4-bit ones).
+    /// for f32 and bf16 weights, `quant::Q4Tensor::linear` with its fused kernel for 4-bit ones,
+    /// `Quant8::product` for 8-bit ones).
     fn product(&self, x: &[f32]) -> Vec<f32> {
         match &self.w {
             Weight::F32(w) => crate::blas::product(x, 1, values(w), self.k, self.n, self.n, 1),
@@ -122,6 +126,7 @@ impl Lin {
                 crate::blas::bf16_product(x, 1, bits, self.k, self.n)
             }
             Weight::Q4(words, layout) => crate::quant::q4_product(x, 1, words.bytes(), layout),
+            Weight::Q8(q) => q.product(x, 1),
         }
     }
 
@@ -388,6 +393,36 @@ mod tests {
             assert_eq!(n, 14);
             assert_steps_equal(&model, 20);
         }
+    }
+
+    /// Weights kept in 8-bit codes: a GGUF file's Q8_0 layers, and a model large enough for its
+    /// products to be split across the team, with an adapter on every linear map.
+    #[test]
+    fn the_step_on_buffers_equals_forward_for_8_bit_weights() {
+        let device = crate::device::cpu().device;
+        let q8 = Model::load_dir(&fixture("gguf/tiny-llama-Q8_0.gguf"), &device).unwrap();
+        assert_eq!(q8.kept8_names().as_deref(), Some("q8_0"));
+        assert_steps_equal(&q8, 20);
+        let mut model = split_sized(false);
+        for (i, (_, l)) in model.arch.linears_mut().into_iter().enumerate() {
+            let [k, n] = l.weight().dims();
+            if k % 32 != 0 {
+                // down_proj's 688 inputs are no whole blocks of Q8_0: it stays f32 beside the others.
+                continue;
+            }
+            let values = l.weight().transpose().into_data().try_to_vec::<f32>().unwrap();
+            let q = crate::quant::q8::Quant8::quantize_q8_0_matrix(&values, [n, k]).unwrap();
+            l.base = crate::model::layers::Base::Q8(std::sync::Arc::new(q));
+            let noise = |shape: [usize; 2], seed: u64| {
+                let mut rng = crate::rng::Rng::new(seed);
+                let values: Vec<f32> = (0..shape[0] * shape[1]).map(|_| (rng.next_f64() - 0.5) as f32 * 0.2).collect();
+                Tensor::<2>::from_data(burn::tensor::TensorData::new(values, shape), &device)
+            };
+            l.adapters.push(LoraAdapter::new("one", noise([k, 4], i as u64), noise([4, n], 50 + i as u64), 2.0, 0.0));
+        }
+        assert_eq!(model.kept8_names().as_deref(), Some("q8_0"));
+        assert_eq!(model.arch.linears().iter().filter(|(_, l)| matches!(l.base, crate::model::layers::Base::Q8(_))).count(), 12);
+        assert_steps_equal(&model, 12);
     }
 
     /// With LoRA adapters: one on every linear map (the fused op's path), two on some of them and

@@ -442,9 +442,11 @@ pub fn to_model_files(file: &[u8]) -> Result<super::load::ModelFiles> {
     let (tokenizer, tokenizer_config) = super::gguf_tokenizer::tokenizer_files(&g, &tokens)?;
 
     // The weights as f32 safetensors under transformers' names; a Llama-family model's linear
-    // weights in Q4_0, Q4_1 or Q4_K stay in 4 bits (`packed`), as the file stores them.
+    // weights in Q4_0, Q4_1 or Q4_K stay in 4 bits (`packed`), and those in Q8_0 or Q6_K in 8-bit
+    // codes (`packed8`), as the file stores them.
     let mut tensors = Vec::with_capacity(g.tensors.len());
     let mut packed = Vec::new();
+    let mut packed8 = Vec::new();
     for t in &g.tensors {
         let renamed = if arch == "gpt2" { rename_gpt2(&t.name) } else { rename(&t.name, false).map(|n| (n, false)) };
         let Some((name, conv1d)) = renamed else {
@@ -462,6 +464,18 @@ pub fn to_model_files(file: &[u8]) -> Result<super::load::ModelFiles> {
                 q = crate::quant::gguf4::gather_rows(&q, &order.iter().map(|&r| r as usize).collect::<Vec<_>>());
             }
             packed.push((name, q));
+            continue;
+        }
+        let kept8 = crate::quant::q8::Kind8::of_gguf(t.type_name()).filter(|_| arch != "gpt2" && name.starts_with("model.layers.") && name.ends_with("_proj.weight"));
+        if let (Some(kind), &[rows, cols]) = (kept8, &shape[..]) {
+            let mut q = crate::quant::q8::Quant8::from_gguf(kind, &file[t.start..t.start + t.bytes], [rows, cols])
+                .map_err(|e| Error::input(format!("GGUF tensor {}: {e}", t.name)))?;
+            if arch == "llama" && (t.name.ends_with("attn_q.weight") || t.name.ends_with("attn_k.weight")) {
+                let n = if t.name.ends_with("attn_q.weight") { heads } else { kv_heads } as usize;
+                let order = permute_rotary(&(0..rows).map(|r| r as f32).collect::<Vec<_>>(), rows, 1, n, false)?;
+                q = q.gather_rows(&order.iter().map(|&r| r as usize).collect::<Vec<_>>());
+            }
+            packed8.push((name, q));
             continue;
         }
         let mut values = dequantize(t, file)?;
@@ -487,6 +501,7 @@ pub fn to_model_files(file: &[u8]) -> Result<super::load::ModelFiles> {
         chat_template: None,
         weights: vec![("model.safetensors".into(), weights)],
         packed,
+        packed8,
         source_bytes: Some(file.len()),
     })
 }

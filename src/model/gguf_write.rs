@@ -44,26 +44,6 @@ impl OutType {
     }
 }
 
-/// gguf-py's `np_roundf`: round half away from zero.
-fn roundf(x: f32) -> f32 {
-    let a = x.abs();
-    let floored = a.floor();
-    let b = floored + (2.0 * (a - floored)).floor();
-    b.copysign(x) * if x == 0.0 { 0.0 } else { 1.0 }
-}
-
-/// Q8_0 blocks of 32 as gguf-py's `Q8_0.quantize_blocks` (and ggml's reference) make them.
-fn q8_0(values: &[f32]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(values.len() / 32 * 34);
-    for block in values.chunks_exact(32) {
-        let d = block.iter().fold(0f32, |m, v| m.max(v.abs())) / 127.0;
-        let id = if d == 0.0 { 0.0 } else { 1.0 / d };
-        out.extend(half::f16::from_f32(d).to_le_bytes());
-        out.extend(block.iter().map(|v| roundf(v * id) as i8 as u8));
-    }
-    out
-}
-
 /// A GGUF file being put together.
 #[derive(Default)]
 pub struct Writer {
@@ -123,7 +103,7 @@ impl Writer {
         let data = match kind {
             OutType::F32 => values.iter().flat_map(|v| v.to_le_bytes()).collect(),
             OutType::F16 => values.iter().flat_map(|v| half::f16::from_f32(*v).to_le_bytes()).collect(),
-            OutType::Q8_0 => q8_0(values),
+            OutType::Q8_0 => crate::quant::q8::quantize_q8_0(values),
         };
         self.tensors.push((name.to_string(), shape.iter().rev().map(|&d| d as u64).collect(), kind.id(), data));
         Ok(())
@@ -306,17 +286,3 @@ pub fn export_lora(modules: &LoraFactors, alpha: f64, r: usize, rslora: bool, ba
     Ok(w.to_bytes())
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn q8_0_rounds_half_away_from_zero_as_gguf_py() {
-        assert_eq!([roundf(0.5), roundf(-0.5), roundf(1.49), roundf(-2.5), roundf(0.0)], [1.0, -1.0, 1.0, -3.0, 0.0]);
-        let block: Vec<f32> = (0..32).map(|i| (i as f32 - 16.0) * 0.25).collect();
-        let q = q8_0(&block);
-        assert_eq!(q.len(), 34);
-        // max |x| = 4.0 → d = 4/127; -4.0 → -127.
-        assert_eq!(q[2] as i8, -127);
-    }
-}

@@ -110,6 +110,7 @@ pub fn random_model(config_json: &str, tokenizer_json: Vec<u8>, seed: u64) -> Re
         chat_template: None,
         weights: vec![("model.safetensors".into(), weights)],
         packed: Vec::new(),
+        packed8: Vec::new(),
         source_bytes: None,
     })
 }

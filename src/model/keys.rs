@@ -99,6 +99,8 @@ pub(super) enum Saved {
     Transposed(Tensor<2>),
     /// A 4-bit weight, written in bitsandbytes' serialization.
     Quant(Q4Tensor),
+    /// A weight kept in 8-bit codes (GGUF), written as float weights: its values.
+    Q8(crate::quant::q8::Q8Weight),
 }
 
 pub(super) fn checkpoint_tensors(arch: &super::Arch) -> Vec<(String, Saved)> {
@@ -109,6 +111,7 @@ pub(super) fn checkpoint_tensors(arch: &super::Arch) -> Vec<(String, Saved)> {
             Base::Dense(w) if conv1d => Matrix(w.clone()),
             Base::Dense(w) => Transposed(w.clone()),
             Base::Quant(q) => Quant(q.clone()),
+            Base::Q8(q) => Q8(q.clone()),
         };
         out.push((format!("{key}.weight"), saved));
         if let Some(b) = &l.bias {
@@ -165,6 +168,8 @@ pub enum WeightMut<'a> {
     Matrix(&'a mut Tensor<2>),
     /// A 4-bit weight: frozen, it cannot train (dequantize the model first).
     Quant(&'a mut Q4Tensor),
+    /// A weight kept in 8-bit codes: frozen as well.
+    Q8(&'a crate::quant::q8::Quant8),
 }
 
 impl WeightMut<'_> {
@@ -173,6 +178,7 @@ impl WeightMut<'_> {
             WeightMut::Vector(t) => t.dims()[0],
             WeightMut::Matrix(t) => t.dims().iter().product(),
             WeightMut::Quant(q) => q.layout.numel(),
+            WeightMut::Q8(q) => q.numel(),
         }
     }
 }
@@ -187,6 +193,7 @@ pub(super) fn weights_mut(arch: &mut super::Arch, from_layer: Option<usize>) -> 
         let w = match &mut l.base {
             Base::Dense(w) => WeightMut::Matrix(w),
             Base::Quant(q) => WeightMut::Quant(q),
+            Base::Q8(q) => WeightMut::Q8(q),
         };
         out.push((format!("{key}.weight"), w));
         if let Some(b) = &mut l.bias {

@@ -15,6 +15,9 @@ pub enum Base {
     /// `[out, in]` packed in 4 bits on the device (both layouts quantize as `nn.Linear`, as
     /// transformers does); dequantized when used, never kept in f32.
     Quant(crate::quant::Q4Tensor),
+    /// `[out, in]` in 8-bit codes with a scale a block (a GGUF file's Q8_0 or Q6_K weight), held on
+    /// the host for the CPU engine; dequantized for many rows, read a byte a value for few.
+    Q8(crate::quant::q8::Q8Weight),
 }
 
 /// A linear map with a frozen base and any number of named LoRA adapters: `y = x·W (+ b)`.
@@ -36,16 +39,18 @@ impl Linear {
         match &self.base {
             Base::Dense(w) => w.dims()[0],
             Base::Quant(q) => q.layout.cols,
+            Base::Q8(q) => q.shape[1],
         }
     }
     pub fn d_out(&self) -> usize {
         match &self.base {
             Base::Dense(w) => w.dims()[1],
             Base::Quant(q) => q.layout.rows,
+            Base::Q8(q) => q.shape[0],
         }
     }
     pub fn is_quantized(&self) -> bool {
-        matches!(self.base, Base::Quant(_))
+        matches!(self.base, Base::Quant(_) | Base::Q8(_))
     }
 
     /// The base weight as f32 `[in, out]`, dequantized when it is stored in 4 bits. For
@@ -54,6 +59,16 @@ impl Linear {
         match &self.base {
             Base::Dense(w) => w.clone(),
             Base::Quant(q) => q.dequantize().transpose(),
+            Base::Q8(q) => Tensor::<2>::from_data(TensorData::new(q.dequantize(), q.shape), &self.device()).transpose(),
+        }
+    }
+
+    /// The device the layer's tensors are on (the CPU engine's for an 8-bit base, which holds none).
+    pub fn device(&self) -> Device {
+        match &self.base {
+            Base::Dense(w) => w.device(),
+            Base::Quant(q) => q.words.device(),
+            Base::Q8(_) => self.bias.as_ref().map_or_else(Device::flex, |b| b.device()),
         }
     }
 
@@ -74,6 +89,7 @@ impl Linear {
             Base::Dense(w) => super::fused::matmul(x2.clone(), w.clone()),
             // A few rows (decoding) go through the fused kernel; more dequantize for one matmul.
             Base::Quant(q) => q.linear(x2.clone(), b * t <= crate::quant::kernels::FUSED_MAX_ROWS),
+            Base::Q8(q) => q8_linear(q, x2.clone()),
         };
         if let Some(bias) = &self.bias {
             y = y + bias.clone().unsqueeze::<2>();
@@ -96,6 +112,24 @@ impl Linear {
     pub fn adapter_mut(&mut self, name: &str) -> Option<&mut crate::lora::LoraAdapter> {
         self.adapters.iter_mut().find(|a| a.name == name)
     }
+}
+
+/// `x [N, in] · Wᵀ` for an 8-bit W: decoding's few rows, read untracked on the CPU engine, by
+/// `Quant8::product` (a byte a value read); otherwise W dequantized for one matmul (a constant, so
+/// autodiff gives x its gradient through it).
+fn q8_linear(q: &crate::quant::q8::Quant8, x: Tensor<2>) -> Tensor<2> {
+    let [n, _] = x.dims();
+    let device = x.device();
+    if n <= tinytune_kernels::Q4_MAX_ROWS
+        && !x.is_require_grad()
+        && let Ok(f) = x.clone().inner().try_into_primitive::<burn::backend::Flex>()
+        && let Some(values) = crate::blas::flex_f32(&f)
+    {
+        let y = q.product(&values, n);
+        return Tensor::from_data(TensorData::new(y, [n, q.shape[0]]), &device);
+    }
+    let w = Tensor::<2>::from_data(TensorData::new(q.dequantize(), q.shape), &device);
+    super::fused::matmul(x, w.transpose())
 }
 
 #[derive(Clone, Debug)]

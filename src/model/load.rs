@@ -14,7 +14,7 @@ use safetensors::{Dtype, SafeTensors};
 
 use super::config::ModelConfig;
 use super::keys;
-use super::layers::Linear;
+use super::layers::{Base, Linear};
 use crate::quant::{Q4Tensor, bnb};
 use crate::{Error, Result};
 
@@ -33,6 +33,9 @@ pub struct ModelFiles {
     /// rather than widened into `weights`. Empty for other sources; `widen_packed` moves them into
     /// `weights` as f32 for what reads checkpoints as safetensors (merging whole models).
     pub packed: Vec<(String, crate::quant::Quant4)>,
+    /// Linear weights a GGUF file stores in Q8_0 or Q6_K, kept in 8-bit codes the same way. The
+    /// CPU engine runs them as they are; a GPU gets them widened to f32 when the model loads.
+    pub packed8: Vec<(String, crate::quant::q8::Quant8)>,
     /// The size of the GGUF file these were converted from (None for a folder).
     pub source_bytes: Option<usize>,
 }
@@ -174,9 +177,10 @@ impl ModelFiles {
                 }
             }
         }
-        for (key, q) in &self.packed {
-            if q.numel() > best.1 || (q.numel() == best.1 && *key < best.0) {
-                best = (key.clone(), q.numel());
+        let kept = self.packed.iter().map(|(k, q)| (k, q.numel())).chain(self.packed8.iter().map(|(k, q)| (k, q.numel())));
+        for (key, n) in kept {
+            if n > best.1 || (n == best.1 && *key < best.0) {
+                best = (key.clone(), n);
             }
         }
         Ok(best)
@@ -215,7 +219,9 @@ impl ModelFiles {
                 total = total.saturating_add(if packed { view.data().len() as u64 } else { n.saturating_mul(4) });
             }
         }
-        Ok(total + self.packed.iter().map(|(_, q)| q.storage_bytes() as u64).sum::<u64>())
+        Ok(total
+            + self.packed.iter().map(|(_, q)| q.storage_bytes() as u64).sum::<u64>()
+            + self.packed8.iter().map(|(_, q)| q.storage_bytes() as u64).sum::<u64>())
     }
 
     /// Refuse, before anything is allocated, a model whose loaded weights would not fit in
@@ -237,7 +243,7 @@ impl ModelFiles {
     /// Whether these are a quantized checkpoint (config.json has a `quantization_config`, or a
     /// GGUF file's weights are kept in 4 bits).
     pub fn is_quantized(&self) -> bool {
-        !self.packed.is_empty() || serde_json::from_str::<serde_json::Value>(&self.config).is_ok_and(|c| c.get("quantization_config").is_some())
+        !self.packed.is_empty() || !self.packed8.is_empty() || serde_json::from_str::<serde_json::Value>(&self.config).is_ok_and(|c| c.get("quantization_config").is_some())
     }
 
     /// Total bytes of the weight files (a GGUF file's size).
@@ -245,16 +251,17 @@ impl ModelFiles {
         self.source_bytes.unwrap_or_else(|| self.weights.iter().map(|(_, b)| b.len()).sum())
     }
 
-    /// The 4-bit weights kept from a GGUF file, as one more f32 safetensors file: the values
-    /// `dequantize` gives, so the files are what they were before anything was kept packed.
+    /// The 4-bit and 8-bit weights kept from a GGUF file, as one more f32 safetensors file: the
+    /// values `dequantize` gives, so the files are what they were before anything was kept packed.
     pub fn widen_packed(&mut self) -> Result<()> {
-        if self.packed.is_empty() {
+        if self.packed.is_empty() && self.packed8.is_empty() {
             return Ok(());
         }
-        let tensors: Vec<(String, Vec<u8>, Vec<usize>)> =
+        let mut tensors: Vec<(String, Vec<u8>, Vec<usize>)> =
             self.packed.drain(..).map(|(k, q)| (k, f32_bytes(&q.dequantize()), q.shape.to_vec())).collect();
-        let file = serialize_tensors(&tensors, Dtype::F32, "model-4bit.safetensors")?;
-        self.weights.push(("model-4bit.safetensors".into(), file));
+        tensors.extend(self.packed8.drain(..).map(|(k, q)| (k, f32_bytes(&q.dequantize()), q.shape.to_vec())));
+        let file = serialize_tensors(&tensors, Dtype::F32, "model-kept.safetensors")?;
+        self.weights.push(("model-kept.safetensors".into(), file));
         Ok(())
     }
 }
@@ -263,6 +270,7 @@ impl ModelFiles {
 pub struct Weights<'a> {
     tensors: HashMap<String, (&'a str, safetensors::tensor::TensorView<'a>)>,
     packed: HashMap<&'a str, &'a crate::quant::Quant4>,
+    packed8: HashMap<&'a str, &'a crate::quant::q8::Quant8>,
     device: Device,
 }
 
@@ -278,7 +286,8 @@ impl<'a> Weights<'a> {
             }
         }
         let packed = files.packed.iter().map(|(k, q)| (k.as_str(), q)).collect();
-        Ok(Weights { tensors, packed, device: device.clone() })
+        let packed8 = files.packed8.iter().map(|(k, q)| (k.as_str(), q)).collect();
+        Ok(Weights { tensors, packed, packed8, device: device.clone() })
     }
 
     /// Find a key, allowing the prefixes checkpoints disagree on (`transformer.` for GPT-2).
@@ -289,7 +298,7 @@ impl<'a> Weights<'a> {
     }
 
     pub fn contains(&self, key: &str) -> bool {
-        self.find(key).is_some() || self.packed.contains_key(key)
+        self.find(key).is_some() || self.packed.contains_key(key) || self.packed8.contains_key(key)
     }
 
     /// A tensor's values as f32, checked against the shape the config implies.
@@ -347,6 +356,19 @@ impl<'a> Weights<'a> {
     pub fn linear(&self, prefix: &str, d_in: usize, d_out: usize, bias: bool) -> Result<Linear> {
         if let Some(q) = self.quant4(prefix, d_in, d_out)? {
             return Ok(Linear::quantized(q, self.bias(prefix, d_out, bias)?));
+        }
+        let key = format!("{prefix}.weight");
+        if let Some(q) = self.packed8.get(key.as_str()) {
+            if q.shape != [d_out, d_in] {
+                return Err(Error::input(format!("tensor \"{key}\" has shape {:?} but config.json implies {:?}", q.shape, [d_out, d_in])));
+            }
+            let base = if crate::device::is_cpu(&self.device) {
+                Base::Q8(std::sync::Arc::new((*q).clone()))
+            } else {
+                // The 8-bit kernels are the CPU engine's: on a GPU the weight is widened to f32.
+                Base::Dense(Tensor::from_data(TensorData::new(transpose(&q.dequantize(), d_out, d_in), [d_in, d_out]), &self.device))
+            };
+            return Ok(Linear { base, bias: self.bias(prefix, d_out, bias)?, adapters: Vec::new() });
         }
         Ok(Linear::new(self.dense_linear(prefix, d_in, d_out)?, self.bias(prefix, d_out, bias)?))
     }

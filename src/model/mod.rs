@@ -131,8 +131,10 @@ impl Model {
     /// Recompute what the summary says about storage after the weights changed form.
     pub fn refresh_summary(&mut self) {
         self.summary.base_bytes = base_bytes(&self.arch);
-        self.summary.quantization =
-            self.quantization().map(|q| format!("{}{}", q.quant_type.name(), if q.double_quant { "+dq" } else { "" }));
+        self.summary.quantization = self
+            .quantization()
+            .map(|q| format!("{}{}", q.quant_type.name(), if q.double_quant { "+dq" } else { "" }))
+            .or_else(|| self.kept8_names());
     }
 
     /// Load a model folder natively.
@@ -327,6 +329,9 @@ impl Model {
                     keys::WeightMut::Quant(_) => {
                         return Err(Error::input(format!("the weight \"{key}\" is stored in 4 bits and cannot be changed in place")));
                     }
+                    keys::WeightMut::Q8(_) => {
+                        return Err(Error::input(format!("the weight \"{key}\" is stored in 8-bit codes and cannot be changed in place")));
+                    }
                     keys::WeightMut::Matrix(t) => f(t),
                     keys::WeightMut::Vector(t) => {
                         let n = t.dims()[0];
@@ -351,7 +356,7 @@ impl Model {
                 quant_type: q.layout.quant_type,
                 double_quant: q.layout.nested > 0,
             }),
-            layers::Base::Dense(_) => None,
+            layers::Base::Dense(_) | layers::Base::Q8(_) => None,
         })
     }
 
@@ -366,6 +371,42 @@ impl Model {
             }
         }
         (params > 0).then(|| 8.0 * bytes as f64 / params as f64)
+    }
+
+    /// The GGUF types of the linear weights kept in 8-bit codes ("q8_0", "q6_k", or both as
+    /// "q6_k+q8_0", as the summary names 4-bit types); `None` when none is.
+    pub fn kept8_names(&self) -> Option<String> {
+        let mut names: Vec<String> = self
+            .arch
+            .linears()
+            .into_iter()
+            .filter_map(|(_, l)| match &l.base {
+                layers::Base::Q8(q) => Some(q.kind.name().to_lowercase()),
+                _ => None,
+            })
+            .collect();
+        names.sort_unstable();
+        names.dedup();
+        (!names.is_empty()).then(|| names.join("+"))
+    }
+
+    /// Bits a parameter of the linear weights kept in 8-bit codes takes (codes and scales), over
+    /// the linear weights a LoRA run leaves frozen as they are; `None` when none is kept so.
+    pub fn kept8_bits(&self) -> Option<f64> {
+        let (mut params, mut bytes, mut all) = (0usize, 0usize, 0usize);
+        for (_, l) in self.arch.linears() {
+            let n = l.d_in() * l.d_out();
+            all += n;
+            match &l.base {
+                layers::Base::Q8(q) => {
+                    params += n;
+                    bytes += q.storage_bytes();
+                }
+                layers::Base::Dense(_) => bytes += 4 * n,
+                layers::Base::Quant(_) => return None,
+            }
+        }
+        (params > 0).then(|| 8.0 * bytes as f64 / all as f64)
     }
 
     /// Keep the linear weights and an untied output head in bfloat16 where every value of them
@@ -417,33 +458,39 @@ impl Model {
     }
 
     /// Store every linear weight (not the embeddings or the output head, as bitsandbytes +
-    /// transformers leave them) in 4 bits. Weights already in 4 bits stay as they are.
+    /// transformers leave them) in 4 bits. Weights already in 4 bits stay as they are; those kept
+    /// in 8-bit codes (GGUF) are quantized from their values.
     /// Returns how many were quantized.
     pub async fn quantize_linears(&mut self, cfg: crate::quant::bnb::QuantConfig) -> Result<usize> {
         let device = self.device.clone();
         let mut count = 0;
         for (path, linear) in self.arch.linears_mut() {
-            if let layers::Base::Dense(w) = &linear.base {
-                let [d_in, d_out] = w.dims();
-                // [in, out] on the device; bitsandbytes quantizes nn.Linear's [out, in].
-                let values = read_f32(w.clone().transpose()).await?;
-                let q = crate::quant::Quant4::quantize(&values, [d_out, d_in], cfg.quant_type, cfg.double_quant)
-                    .map_err(|e| Error::input(format!("{path}: {e}")))?;
-                linear.base = layers::Base::Quant(crate::quant::Q4Tensor::new(&q, &device));
-                count += 1;
-            }
+            let (values, d_in, d_out) = match &linear.base {
+                layers::Base::Dense(w) => {
+                    let [d_in, d_out] = w.dims();
+                    // [in, out] on the device; bitsandbytes quantizes nn.Linear's [out, in].
+                    (read_f32(w.clone().transpose()).await?, d_in, d_out)
+                }
+                // Kept in 8-bit codes (GGUF): its values, stored in 4 bits as asked.
+                layers::Base::Q8(q) => (q.dequantize(), q.shape[1], q.shape[0]),
+                layers::Base::Quant(_) => continue,
+            };
+            let q = crate::quant::Quant4::quantize(&values, [d_out, d_in], cfg.quant_type, cfg.double_quant)
+                .map_err(|e| Error::input(format!("{path}: {e}")))?;
+            linear.base = layers::Base::Quant(crate::quant::Q4Tensor::new(&q, &device));
+            count += 1;
         }
         self.refresh_summary();
         Ok(count)
     }
 
-    /// Bring every 4-bit linear weight back to dense f32 (for full and partial finetuning,
-    /// which train the weights themselves). Returns how many were dequantized.
+    /// Bring every 4-bit or 8-bit linear weight back to dense f32 (for full and partial
+    /// finetuning, which train the weights themselves). Returns how many were dequantized.
     pub fn dequantize_linears(&mut self) -> usize {
         let mut count = 0;
         for (_, linear) in self.arch.linears_mut() {
-            if let layers::Base::Quant(q) = &linear.base {
-                linear.base = layers::Base::Dense(q.dequantize().transpose());
+            if linear.is_quantized() {
+                linear.base = layers::Base::Dense(linear.weight());
                 count += 1;
             }
         }
@@ -460,8 +507,8 @@ impl Model {
     /// files), weights in the dtype the model was loaded from. Adapters are not included: merge
     /// them first. Refuses non-finite weights.
     /// 4-bit weights are written in bitsandbytes' serialization, and `config.json` then carries
-    /// the matching `quantization_config`; those kept from a GGUF file (Q4_0, Q4_1) are written
-    /// as float weights, their values as the file holds them.
+    /// the matching `quantization_config`; those kept from a GGUF file (Q4_0, Q4_1, Q4_K, Q8_0,
+    /// Q6_K) are written as float weights, their values as the file holds them.
     pub async fn save_files(&self) -> Result<Vec<(String, Vec<u8>)>> {
         self.save_files_as(self.source.dtype).await
     }
@@ -485,6 +532,8 @@ impl Model {
                         continue;
                     }
                 }
+                // Q8_0 and Q6_K likewise: float weights, the values the file holds.
+                keys::Saved::Q8(q) => (q.dequantize(), q.shape.to_vec()),
                 keys::Saved::Vector(t) => {
                     let n = t.dims()[0];
                     (read_f32(t).await?, vec![n])
@@ -574,6 +623,7 @@ fn base_bytes(arch: &Arch) -> usize {
             keys::Saved::Vector(t) => t.dtype().size() * t.dims()[0],
             keys::Saved::Matrix(t) | keys::Saved::Transposed(t) => t.dtype().size() * t.dims().iter().product::<usize>(),
             keys::Saved::Quant(q) => q.layout.bytes(),
+            keys::Saved::Q8(q) => q.storage_bytes(),
         };
     }
     total

@@ -142,7 +142,7 @@ fn slots<'a>(model: &'a mut Model, params: &[ParamRef]) -> Result<Vec<Slot<'a>>>
                 crate::model::keys::WeightMut::Matrix(t) => Slot::Matrix(t),
                 crate::model::keys::WeightMut::Vector(t) => Slot::Vector(t),
                 // Frozen in 4 bits; `Trainer::new` dequantizes before full or partial training.
-                crate::model::keys::WeightMut::Quant(_) => continue,
+                crate::model::keys::WeightMut::Quant(_) | crate::model::keys::WeightMut::Q8(_) => continue,
             };
             found.insert(ParamRef::Weight(key), slot);
         }

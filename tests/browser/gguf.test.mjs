@@ -1,7 +1,8 @@
 // GGUF files in the page, on its CPU engine: one offered by `tinytune serve` from the machine's
 // model folder (here the fixtures' folder) and one picked as a file, each loaded and checked
-// against transformers' numbers (tests/fixtures/make_gguf_fixtures.py); the Q4_1 file's weights
-// kept in 4 bits, and the page's check of its 4-bit kernels on the CPU engine.
+// against transformers' numbers (tests/fixtures/make_gguf_fixtures.py); the Q8_0 file's weights
+// kept in 8-bit codes, the Q4_1 file's in 4 bits, and the page's check of its 4-bit kernels on the
+// CPU engine.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
@@ -27,6 +28,8 @@ test('a GGUF model from this machine and a picked GGUF file load, generate and s
     await page.waitForSelector('#model-status:is([data-state=ready],[data-state=error])', { timeout: 60000 });
     assert.equal(await page.getAttribute('#model-status', 'data-state'), 'ready', await page.textContent('#error'));
     assert.match(await page.textContent('#model-summary'), /llama/);
+    // Its linear weights stay in Q8_0's 8-bit codes (the CPU engine's 8-bit kernel).
+    assert.match(await page.textContent('#model-summary'), /linear weights in q8_0/);
     const q8 = reference.models['tiny-llama-Q8_0.gguf'];
     for (const g of q8.greedy) {
       const done = await send(page, 'generate', {

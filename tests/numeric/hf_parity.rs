@@ -168,7 +168,7 @@ fn bf16_weights_are_kept_only_where_exact() {
     assert_eq!(upcast.keep_bf16_weights(), 15);
     let dtypes: Vec<_> = model.arch.linears().iter().map(|(_, l)| match &l.base {
         Base::Dense(w) => w.dtype(),
-        Base::Quant(_) => unreachable!("a bf16 checkpoint"),
+        Base::Quant(_) | Base::Q8(_) => unreachable!("a bf16 checkpoint"),
     }).collect();
     assert_eq!(dtypes[0], burn::tensor::DType::F32);
     assert!(dtypes[1..].iter().all(|d| *d == burn::tensor::DType::BF16), "{dtypes:?}");

@@ -251,6 +251,7 @@ fn run(command: Command) -> tinytune::Result<()> {
                 seq: seq_len,
                 nf4: false,
                 quant_bits: tinytune::inspect::memory::NF4_BITS,
+                kept8_bits: None,
             };
             let a = calculator::Assumptions { bf16_activations, checkpointing };
             let rows = calculator::table(&cfg, &run, a)?;

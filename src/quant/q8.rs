@@ -1,0 +1,284 @@
+//! GGUF's 8-bit-code formats kept as a GGUF file stores them, rather than widened to f32: Q8_0
+//! (`d · q`, blocks of 32, q in −127…127) and Q6_K (`(d · sc) · q` for each block of 16 of a
+//! super-block of 256, q in −32…31). Both are an i8 code times an f32 scale a block, one rounding,
+//! which is how gguf-py's `dequantize` forms them (Q6_K's `d · sc` is exact in f32: an f16 times
+//! an i8). So every value is bit for bit what `model::gguf::dequantize` gives, at 9 bits a value
+//! (Q8_0) or 10 (Q6_K) in memory instead of 32.
+//!
+//! These weights live on the host and run on the CPU engine (natively and in the page): decoding's
+//! few rows by `tinytune_kernels::q8_rows`, which reads a byte a value; more rows (a prompt,
+//! training) by dequantizing for one matmul, as 4-bit weights do. A model loaded onto a GPU gets
+//! them widened to f32 at load (`model::load`). Merging an adapter into such a weight quantizes
+//! the result again by gguf-py's Q8_0 rule (`quantize_q8_0`), Q6_K ones included (a finer grid
+//! than Q6_K's, whose 6-bit scales are llama.cpp's search); saving writes float weights.
+
+use std::sync::Arc;
+
+use tinytune_kernels::Q8View;
+
+/// Which GGUF type a `Quant8` came from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind8 {
+    Q8_0,
+    Q6K,
+}
+
+impl Kind8 {
+    /// The GGUF type name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Kind8::Q8_0 => "Q8_0",
+            Kind8::Q6K => "Q6_K",
+        }
+    }
+    /// The kept type of a GGUF tensor type's name, if it is one kept in 8-bit codes.
+    pub fn of_gguf(ggml_name: &str) -> Option<Kind8> {
+        match ggml_name {
+            "Q8_0" => Some(Kind8::Q8_0),
+            "Q6_K" => Some(Kind8::Q6K),
+            _ => None,
+        }
+    }
+    /// Values a scale covers.
+    pub fn block(self) -> usize {
+        match self {
+            Kind8::Q8_0 => 32,
+            Kind8::Q6K => 16,
+        }
+    }
+}
+
+/// A matrix `[rows, cols]` of i8 codes, row by row, and an f32 scale a block of `kind.block()`
+/// values along a row: value `e` is `codes[e] · scales[e / block]`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Quant8 {
+    pub kind: Kind8,
+    pub shape: [usize; 2],
+    pub codes: Vec<i8>,
+    pub scales: Vec<f32>,
+}
+
+fn f16(b: &[u8]) -> f32 {
+    half::f16::from_le_bytes([b[0], b[1]]).to_f32()
+}
+
+/// gguf-py's `np_roundf`: round half away from zero.
+pub fn roundf(x: f32) -> f32 {
+    let a = x.abs();
+    let floored = a.floor();
+    let b = floored + (2.0 * (a - floored)).floor();
+    b.copysign(x) * if x == 0.0 { 0.0 } else { 1.0 }
+}
+
+/// Q8_0 blocks of 32 as gguf-py's `Q8_0.quantize_blocks` (and ggml's reference) make them: the
+/// scale `max |x| / 127` (stored in f16), each code `round(x / scale)` with the f32 scale.
+pub fn quantize_q8_0(values: &[f32]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(values.len() / 32 * 34);
+    for block in values.chunks_exact(32) {
+        let d = block.iter().fold(0f32, |m, v| m.max(v.abs())) / 127.0;
+        let id = if d == 0.0 { 0.0 } else { 1.0 / d };
+        out.extend(half::f16::from_f32(d).to_le_bytes());
+        out.extend(block.iter().map(|v| roundf(v * id) as i8 as u8));
+    }
+    out
+}
+
+impl Quant8 {
+    /// A GGUF tensor's data (`[rows, cols]`, rows of whole blocks): the codes as stored (Q6_K's
+    /// six bits put together and moved to −32…31), the scales widened once.
+    pub fn from_gguf(kind: Kind8, data: &[u8], shape: [usize; 2]) -> crate::Result<Quant8> {
+        let n = shape[0] * shape[1];
+        let (values, size) = match kind {
+            Kind8::Q8_0 => (32, 34),
+            Kind8::Q6K => (256, 210),
+        };
+        if shape[1] % values != 0 || data.len() != n / values * size {
+            return Err(crate::Error::input(format!(
+                "a {} tensor of shape {shape:?} should hold rows of whole blocks of {values} ({} bytes), not {} bytes",
+                kind.name(),
+                n / values * size,
+                data.len()
+            )));
+        }
+        let mut codes = Vec::with_capacity(n);
+        let mut scales = Vec::with_capacity(n / kind.block());
+        for b in data.chunks_exact(size) {
+            match kind {
+                Kind8::Q8_0 => {
+                    scales.push(f16(&b[0..2]));
+                    codes.extend(b[2..34].iter().map(|&q| q as i8));
+                }
+                Kind8::Q6K => {
+                    let (ql, qh, sc) = (&b[0..128], &b[128..192], &b[192..208]);
+                    let d = f16(&b[208..210]);
+                    scales.extend(sc.iter().map(|&s| d * (s as i8) as f32));
+                    codes.extend((0..256).map(|e| {
+                        let g = e / 128;
+                        let low = (ql[g * 64 + e % 64] >> (4 * ((e % 128) / 64))) & 0x0F;
+                        let high = (qh[g * 32 + e % 32] >> (2 * ((e % 128) / 32))) & 0x03;
+                        (low | (high << 4)) as i8 - 32
+                    }));
+                }
+            }
+        }
+        Ok(Quant8 { kind, shape, codes, scales })
+    }
+
+    /// `values` (`[out, in]`, rows of whole blocks of 32) quantized by gguf-py's Q8_0 rule.
+    pub fn quantize_q8_0_matrix(values: &[f32], shape: [usize; 2]) -> crate::Result<Quant8> {
+        if shape[1] % 32 != 0 || values.len() != shape[0] * shape[1] {
+            return Err(crate::Error::input(format!(
+                "Q8_0 needs rows of whole blocks of 32 values; a matrix of {shape:?} has rows of {} ({} values given)",
+                shape[1],
+                values.len()
+            )));
+        }
+        Quant8::from_gguf(Kind8::Q8_0, &quantize_q8_0(values), shape)
+    }
+
+    pub fn numel(&self) -> usize {
+        self.shape[0] * self.shape[1]
+    }
+
+    /// Bytes held: a byte a code and 4 a scale.
+    pub fn storage_bytes(&self) -> usize {
+        self.codes.len() + 4 * self.scales.len()
+    }
+
+    pub fn view(&self) -> Q8View<'_> {
+        Q8View { codes: &self.codes, scales: &self.scales, block: self.kind.block(), rows: self.shape[0], cols: self.shape[1] }
+    }
+
+    /// The f32 matrix `[rows, cols]`, bit for bit gguf-py's values; natively in parts on the team.
+    pub fn dequantize(&self) -> Vec<f32> {
+        let mut values = vec![0f32; self.numel()];
+        let q = self.view();
+        #[cfg(not(target_arch = "wasm32"))]
+        {
+            let part = self.numel().div_ceil(2 * rayon::current_num_threads()).next_multiple_of(64).max(1 << 16);
+            crate::blas::par_chunks(&mut values, part, |t, out| tinytune_kernels::q8_dequant(q, t * part, out));
+        }
+        #[cfg(target_arch = "wasm32")]
+        tinytune_kernels::q8_dequant(q, 0, &mut values);
+        values
+    }
+
+    /// `x [n, cols] · Wᵀ` → `[n, rows]` for a few rows (decoding), reading a byte a value;
+    /// natively in parts of W's rows on the team, as decoding's f32 products are.
+    pub fn product(&self, x: &[f32], n: usize) -> Vec<f32> {
+        let [rows, cols] = self.shape;
+        assert!(n > 0 && x.len() == n * cols, "Quant8::product: {} values for {n} rows of {cols}", x.len());
+        let q = self.view();
+        let mut by_row = vec![0f32; rows * n];
+        let run = |r0: usize, part: &mut [f32]| tinytune_kernels::q8_rows(q, x, n, r0, part);
+        #[cfg(not(target_arch = "wasm32"))]
+        if let Some(tasks) = crate::blas::decode_split(n, cols, rows) {
+            let per = rows.div_ceil(tasks);
+            crate::blas::par_chunks(&mut by_row, per * n, |t, part| run(t * per, part));
+        } else {
+            run(0, &mut by_row);
+        }
+        #[cfg(target_arch = "wasm32")]
+        run(0, &mut by_row);
+        if n == 1 { by_row } else { (0..n * rows).map(|j| by_row[(j % rows) * n + j / rows]).collect() }
+    }
+
+    /// The rows in `order` (row i of the result is row `order[i]`).
+    pub fn gather_rows(&self, order: &[usize]) -> Quant8 {
+        let [_, cols] = self.shape;
+        let per = cols / self.kind.block();
+        Quant8 {
+            kind: self.kind,
+            shape: [order.len(), cols],
+            codes: order.iter().flat_map(|&r| self.codes[r * cols..(r + 1) * cols].iter().copied()).collect(),
+            scales: order.iter().flat_map(|&r| self.scales[r * per..(r + 1) * per].iter().copied()).collect(),
+        }
+    }
+}
+
+/// A kept 8-bit weight as a linear layer's base holds it (shared, never copied).
+pub type Q8Weight = Arc<Quant8>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    use tinytune_kernels::{q8_dequant, q8_rows};
+
+    fn noise(n: usize, seed: u64) -> Vec<f32> {
+        crate::quant::nf4::test_noise(n, seed, 0.5)
+    }
+
+    #[test]
+    fn the_8_bit_products_equal_f64_sums_and_the_values_are_code_times_scale() {
+        // Blocks of 32 (Q8_0) and 16 (Q6_K), a block that is not a multiple of the lanes, parts
+        // of the rows from an offset, several rows of x.
+        for (rows, cols, block) in [(24, 64, 32), (7, 48, 16), (4, 32, 16), (5, 30, 10), (9, 1376, 32), (3, 256, 64)] {
+            let codes: Vec<i8> = noise(rows * cols, 1).iter().map(|v| (v * 255.0) as i8).collect();
+            let scales: Vec<f32> = noise(rows * cols / block, 2).iter().map(|v| v.abs() * 0.01 + 1e-4).collect();
+            let q = Q8View { codes: &codes, scales: &scales, block, rows, cols };
+            let w: Vec<f32> = (0..rows * cols).map(|e| codes[e] as f32 * scales[e / block]).collect();
+            let mut all = vec![f32::NAN; rows * cols];
+            q8_dequant(q, 0, &mut all);
+            assert_eq!(all.iter().map(|v| v.to_bits()).collect::<Vec<_>>(), w.iter().map(|v| v.to_bits()).collect::<Vec<_>>());
+            let mut part = vec![f32::NAN; cols + 3];
+            q8_dequant(q, block - 1, &mut part);
+            assert_eq!(part, w[block - 1..block + 2 + cols]);
+            for m in [1, 3] {
+                let x = noise(m * cols, 3);
+                for r0 in [0, rows / 3] {
+                    let mut out = vec![f32::NAN; (rows - r0) * m];
+                    q8_rows(q, &x, m, r0, &mut out);
+                    for r in r0..rows {
+                        for i in 0..m {
+                            let terms = (0..cols).map(|c| x[i * cols + c] as f64 * w[r * cols + c] as f64);
+                            let size: f64 = terms.clone().map(f64::abs).sum();
+                            let want: f64 = terms.sum();
+                            let got = out[(r - r0) * m + i] as f64;
+                            assert!((got - want).abs() <= 1e-6 * (1.0 + size), "{rows}×{cols}/{block}, {m} rows: x{i}·w{r} is {got}, not {want}");
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn q8_0_rounds_half_away_from_zero_as_gguf_py() {
+        assert_eq!([roundf(0.5), roundf(-0.5), roundf(1.49), roundf(-2.5), roundf(0.0)], [1.0, -1.0, 1.0, -3.0, 0.0]);
+        let block: Vec<f32> = (0..32).map(|i| (i as f32 - 16.0) * 0.25).collect();
+        let q = quantize_q8_0(&block);
+        assert_eq!(q.len(), 34);
+        // max |x| = 4.0 → d = 4/127; -4.0 → -127.
+        assert_eq!(q[2] as i8, -127);
+        let m = Quant8::quantize_q8_0_matrix(&block, [1, 32]).unwrap();
+        assert_eq!((m.codes[0], m.scales[0]), (-127, half::f16::from_f32(4.0 / 127.0).to_f32()));
+        assert!(Quant8::quantize_q8_0_matrix(&block[..16], [1, 16]).is_err());
+    }
+
+    #[test]
+    fn a_kept_8_bit_matrix_multiplies_gathers_and_dequantizes_as_its_values() {
+        // 512 × 1024 is large enough to be split into parts on the team where there is one.
+        for (rows, cols, m) in [(24, 64, 1), (512, 1024, 1), (512, 1024, 5)] {
+            let q = Quant8::quantize_q8_0_matrix(&noise(rows * cols, 4), [rows, cols]).unwrap();
+            let w = q.dequantize();
+            let want: Vec<f32> = (0..rows * cols).map(|e| q.codes[e] as f32 * q.scales[e / 32]).collect();
+            assert_eq!(w, want);
+            assert_eq!(q.storage_bytes(), rows * cols + rows * cols / 8);
+            let x = noise(m * cols, 5);
+            let y = q.product(&x, m);
+            for i in 0..m {
+                for r in 0..rows {
+                    let terms = (0..cols).map(|c| x[i * cols + c] as f64 * w[r * cols + c] as f64);
+                    let size: f64 = terms.clone().map(f64::abs).sum();
+                    let v: f64 = terms.sum();
+                    assert!((y[i * rows + r] as f64 - v).abs() <= 1e-6 * (1.0 + size), "{rows}×{cols}, {m} rows: y[{i}, {r}] is {}, not {v}", y[i * rows + r]);
+                }
+            }
+            let order: Vec<usize> = (0..rows).rev().collect();
+            let g = q.gather_rows(&order).dequantize();
+            assert_eq!(&g[..cols], &w[(rows - 1) * cols..]);
+            assert_eq!(&g[(rows - 1) * cols..], &w[..cols]);
+        }
+    }
+}
