@@ -153,8 +153,14 @@ fn q8_0_weights_stay_in_8_bit_codes_as_gguf_py_quantized_them() {
         assert_eq!(model.quantization(), None, "{name}: not a 4-bit model");
         let bits = model.kept8_bits().unwrap();
         assert!((bits - 9.0).abs() < 1e-9, "{name}: {bits} bits a parameter (a byte a code, an f32 scale a block of 32)");
+        // The token embedding too (tiny-qwen2's is also its tied output head).
+        let tinytune::model::Arch::Llama(llama) = &model.arch else { unreachable!("{name} is a Llama") };
+        assert!(matches!(llama.embed_tokens, tinytune::model::layers::Embedding::Q8(_)), "{name}");
+        assert_eq!(model.embedding_bits(), Some(9.0), "{name}");
         let linear: usize = model.arch.linears().iter().map(|(_, l)| l.d_in() * l.d_out()).sum();
-        assert_eq!(model.summary.f32_bytes - model.summary.base_bytes, linear * 4 - linear * 9 / 8, "{name}: bytes held");
+        let [v, c] = llama.embed_tokens.dims();
+        let kept = linear + v * c;
+        assert_eq!(model.summary.f32_bytes - model.summary.base_bytes, kept * 4 - kept * 9 / 8, "{name}: bytes held");
         // Saved, they are float weights again: the values the file holds.
         let files = block_on(model.save_files()).unwrap();
         let (_, weights) = files.iter().find(|(n, _)| n == "model.safetensors").unwrap();

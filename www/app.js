@@ -197,7 +197,8 @@ function renderModel(summary, ms) {
     ['Weights', summary.quantization
       ? `${bytes(summary.file_bytes)} in the files; linear weights in ${summary.quantization}: ${bytes(summary.base_bytes)} on the device (${bytes(summary.f32_bytes)} as f32)`
       : `${bytes(summary.file_bytes)} in the files, ${bytes(summary.f32_bytes)} in memory as f32`],
-    ['Embeddings', summary.tied_embeddings ? 'tied (the output head reuses them)' : 'separate output head'],
+    ['Embeddings', (summary.tied_embeddings ? 'tied (the output head reuses them)' : 'separate output head')
+      + (summary.embedding_quantization ? `; kept in ${summary.embedding_quantization}` : '')],
   ];
   const dl = $('#model-summary');
   dl.replaceChildren(...rows.flatMap(([k, v]) => {

@@ -104,6 +104,9 @@ pub struct RunShape {
     /// codes (a GGUF file's Q8_0 or Q6_K): what LoRA over it holds. Full and partial finetuning
     /// widen them to f32, and QLoRA stores them in 4 bits.
     pub kept8_bits: Option<f64>,
+    /// Bits a parameter of a token embedding kept in 8-bit codes (GGUF) takes, for the methods
+    /// that leave it frozen as it is (LoRA, QLoRA, DPO); full and partial finetuning widen it.
+    pub embedding_bits: Option<f64>,
 }
 
 impl RunShape {
@@ -120,6 +123,7 @@ impl RunShape {
             nf4: model.quantization().is_some(),
             quant_bits: model.linear_bits().unwrap_or(NF4_BITS),
             kept8_bits: model.kept8_bits(),
+            embedding_bits: model.embedding_bits(),
         }
     }
 }
@@ -163,6 +167,10 @@ pub fn predict(shape: &ModelShape, run: &RunShape) -> Parts {
         linear as f64 * bits / 8.0 + (frozen - linear) as f64 * F32
     } else {
         frozen as f64 * F32
+    };
+    let weights = match run.embedding_bits {
+        Some(bits) if run.method.is_adapter() => weights - (shape.vocab * shape.hidden) as f64 * (F32 - bits / 8.0),
+        _ => weights,
     };
     let per_block_modules = if layers > 0 { adapted.len() as f64 / layers as f64 } else { 0.0 };
     let (c, i, nh, t) = (shape.hidden as f64, shape.inner as f64, shape.heads as f64, run.seq as f64);
@@ -393,7 +401,7 @@ mod tests {
     }
 
     fn run(method: Method) -> RunShape {
-        RunShape { method, rank: 2, targets: Targets::All("all-linear".into()), partial_layers: 1, optimizer: Optimizer::Adamw, batch: 2, seq: 4, nf4: false, quant_bits: NF4_BITS, kept8_bits: None }
+        RunShape { method, rank: 2, targets: Targets::All("all-linear".into()), partial_layers: 1, optimizer: Optimizer::Adamw, batch: 2, seq: 4, nf4: false, quant_bits: NF4_BITS, kept8_bits: None, embedding_bits: None }
     }
 
     #[test]

@@ -201,10 +201,46 @@ struct Block {
     down: Lin,
 }
 
+/// The token embedding `[V, C]` as the forward pass reads it on the CPU engine.
+enum Embed {
+    F32(FlexTensor),
+    /// Kept in 8-bit codes (a GGUF file's Q8_0 or Q6_K).
+    Q8(crate::quant::q8::Q8Weight),
+}
+
+impl Embed {
+    /// `[V, C]`
+    fn dims(&self) -> [usize; 2] {
+        match self {
+            Embed::F32(t) => [t.layout().shape()[0], t.layout().shape()[1]],
+            Embed::Q8(q) => q.shape,
+        }
+    }
+    /// Row `id`, as `Embedding::lookup` gives it.
+    fn row(&self, id: usize) -> Vec<f32> {
+        let [_, c] = self.dims();
+        match self {
+            Embed::F32(t) => values(t)[id * c..][..c].to_vec(),
+            Embed::Q8(q) => {
+                let mut row = vec![0f32; c];
+                tinytune_kernels::q8_dequant(q.view(), id * c, &mut row);
+                row
+            }
+        }
+    }
+    /// `x · Eᵀ` for one row, as `Embedding::head` computes it: the tied output head.
+    fn head(&self, x: &[f32]) -> Vec<f32> {
+        let [v, c] = self.dims();
+        match self {
+            Embed::F32(t) => crate::blas::product(x, 1, values(t), c, v, 1, c),
+            Embed::Q8(q) => q.product(x, 1),
+        }
+    }
+}
+
 /// The buffers of every weight one step reads, or None when the model does not qualify.
 struct Plan {
-    /// `[V, C]`
-    embed: FlexTensor,
+    embed: Embed,
     blocks: Vec<Block>,
     norm: Norm,
     /// `[C, V]`; None when tied (the head is then the embedding's transpose).
@@ -234,7 +270,11 @@ impl Plan {
             Some(h) => Some(Lin::new(&Linear::new(h.clone(), None))?),
             None => None,
         };
-        Some(Plan { embed: flex(&m.embed_tokens)?, blocks, norm: Norm::new(&m.norm)?, head })
+        let embed = match &m.embed_tokens {
+            super::layers::Embedding::Dense(t) => Embed::F32(flex(t)?),
+            super::layers::Embedding::Q8(q) => Embed::Q8(q.clone()),
+        };
+        Some(Plan { embed, blocks, norm: Norm::new(&m.norm)?, head })
     }
 }
 
@@ -267,11 +307,11 @@ impl Llama {
             return None;
         }
         let plan = Plan::new(self)?;
-        let (width, vocab) = (c.hidden_size, plan.embed.layout().shape()[0]);
-        if (id as usize) >= vocab || plan.embed.layout().shape()[1] != width {
+        let [vocab, width] = plan.embed.dims();
+        if (id as usize) >= vocab || width != c.hidden_size {
             return None;
         }
-        let mut x = values(&plan.embed)[id as usize * width..][..width].to_vec();
+        let mut x = plan.embed.row(id as usize);
         let (cos, sin) = self.rotary.rows(&[past as i32]);
         let scale = 1.0 / (hs as f64).sqrt();
         // Every cached position is visible to the new token: an additive mask of zeros, as
@@ -308,7 +348,7 @@ impl Llama {
         let x = plan.norm.apply(&x);
         Some(match &plan.head {
             Some(head) => head.apply(&x),
-            None => crate::blas::product(&x, 1, values(&plan.embed), width, vocab, 1, width),
+            None => plan.embed.head(&x),
         })
     }
 }

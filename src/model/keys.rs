@@ -61,7 +61,7 @@ pub(super) fn llama(w: &Weights, c: &LlamaConfig) -> Result<super::llama::Llama>
     let (e, v, hs) = (c.hidden_size, c.vocab_size, c.head_dim());
     let (nh, nkv) = (c.num_attention_heads, c.num_key_value_heads());
     let rms = |key: &str| -> Result<RmsNorm> { Ok(RmsNorm { weight: w.tensor1(key, e)?, eps: c.rms_norm_eps }) };
-    let embed = w.tensor2("model.embed_tokens.weight", v, e)?;
+    let embed = w.embedding("model.embed_tokens.weight", v, e)?;
     let layers = (0..c.num_hidden_layers)
         .map(|i| {
             let p = format!("model.layers.{i}");
@@ -141,7 +141,13 @@ pub(super) fn checkpoint_tensors(arch: &super::Arch) -> Vec<(String, Saved)> {
             }
         }
         super::Arch::Llama(m) => {
-            out.push(("model.embed_tokens.weight".into(), Matrix(m.embed_tokens.clone())));
+            out.push((
+                "model.embed_tokens.weight".into(),
+                match &m.embed_tokens {
+                    super::layers::Embedding::Dense(t) => Matrix(t.clone()),
+                    super::layers::Embedding::Q8(q) => Q8(q.clone()),
+                },
+            ));
             for (i, l) in m.layers.iter().enumerate() {
                 let p = format!("model.layers.{i}");
                 out.push((format!("{p}.input_layernorm.weight"), Vector(l.input_layernorm.weight.clone())));
@@ -225,7 +231,13 @@ pub(super) fn weights_mut(arch: &mut super::Arch, from_layer: Option<usize>) -> 
         }
         super::Arch::Llama(m) => {
             if from_layer.is_none() {
-                out.push(("model.embed_tokens.weight".into(), Matrix(&mut m.embed_tokens)));
+                out.push((
+                    "model.embed_tokens.weight".into(),
+                    match &mut m.embed_tokens {
+                        super::layers::Embedding::Dense(t) => Matrix(t),
+                        super::layers::Embedding::Q8(q) => Q8(q),
+                    },
+                ));
                 if let Some(h) = &mut m.lm_head {
                     out.push(("lm_head.weight".into(), Matrix(h)));
                 }

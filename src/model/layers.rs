@@ -114,6 +114,60 @@ impl Linear {
     }
 }
 
+/// A token embedding `[V, C]`: dense, or in 8-bit codes as a GGUF file stores it (Q8_0, Q6_K; the
+/// CPU engine only). A tied output head is its transpose either way.
+#[derive(Clone, Debug)]
+pub enum Embedding {
+    Dense(Tensor<2>),
+    Q8(crate::quant::q8::Q8Weight),
+}
+
+impl Embedding {
+    /// `[V, C]`
+    pub fn dims(&self) -> [usize; 2] {
+        match self {
+            Embedding::Dense(t) => t.dims(),
+            Embedding::Q8(q) => q.shape,
+        }
+    }
+
+    /// The rows of `ids` `[B, T]` → `[B, T, C]`. Kept in 8 bits, the rows are dequantized on the
+    /// host (the ids are the CPU engine's, read as they lie).
+    pub fn lookup(&self, ids: Tensor<2, burn::tensor::Int>) -> Tensor<3> {
+        match self {
+            Embedding::Dense(t) => burn::tensor::module::embedding(t.clone(), ids),
+            Embedding::Q8(q) => {
+                let [b, t] = ids.dims();
+                let device = ids.device();
+                let [v, c] = q.shape;
+                let mut out = vec![0f32; b * t * c];
+                for (row, id) in out.chunks_exact_mut(c).zip(ids.into_data().iter::<i64>()) {
+                    // burn's embedding panics on an index past the table, as this does.
+                    assert!((0..v as i64).contains(&id), "token id {id} is outside the embedding's {v} rows");
+                    tinytune_kernels::q8_dequant(q.view(), id as usize * c, row);
+                }
+                Tensor::from_data(TensorData::new(out, [b, t, c]), &device)
+            }
+        }
+    }
+
+    /// `x [N, C] · Eᵀ` → `[N, V]`: the tied output head.
+    pub fn head(&self, x: Tensor<2>) -> Tensor<2> {
+        match self {
+            Embedding::Dense(t) => super::fused::matmul(x, t.clone().transpose()),
+            Embedding::Q8(q) => q8_linear(q, x),
+        }
+    }
+
+    /// The table in f32 `[V, C]` (for saving, inspection and full finetuning).
+    pub fn weight(&self, device: &Device) -> Tensor<2> {
+        match self {
+            Embedding::Dense(t) => t.clone(),
+            Embedding::Q8(q) => Tensor::from_data(TensorData::new(q.dequantize(), q.shape), device),
+        }
+    }
+}
+
 /// `x [N, in] · Wᵀ` for an 8-bit W: decoding's few rows, read untracked on the CPU engine, by
 /// `Quant8::product` (a byte a value read); otherwise W dequantized for one matmul (a constant, so
 /// autodiff gives x its gradient through it).

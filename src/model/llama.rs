@@ -2,11 +2,10 @@
 //! positions (`rope_theta`), SwiGLU, grouped-query attention. The same code runs Mistral (within
 //! its sliding window) and Qwen2 (q/k/v biases, tied embeddings), which share the shape.
 
-use burn::tensor::module::embedding;
 use burn::tensor::{Int, Tensor};
 
 use super::config::LlamaConfig;
-use super::layers::{KvCache, Linear, RmsNorm, Rotary, attention, attention_mask, cached_kv, merge_heads, split_heads};
+use super::layers::{Embedding, KvCache, Linear, RmsNorm, Rotary, attention, attention_mask, cached_kv, merge_heads, split_heads};
 
 #[derive(Clone, Debug)]
 pub struct Layer {
@@ -24,8 +23,8 @@ pub struct Layer {
 #[derive(Clone, Debug)]
 pub struct Llama {
     pub config: LlamaConfig,
-    /// `[V, C]`
-    pub embed_tokens: Tensor<2>,
+    /// `[V, C]`, dense or kept in 8-bit codes (a GGUF file's Q8_0 or Q6_K, on the CPU engine).
+    pub embed_tokens: Embedding,
     pub layers: Vec<Layer>,
     pub norm: RmsNorm,
     /// `[C, V]`; `None` when tied: the head is then `embed_tokensᵀ`.
@@ -36,7 +35,7 @@ pub struct Llama {
 impl Llama {
     pub fn new(
         config: LlamaConfig,
-        embed_tokens: Tensor<2>,
+        embed_tokens: Embedding,
         layers: Vec<Layer>,
         norm: RmsNorm,
         lm_head: Option<Tensor<2>>,
@@ -69,7 +68,7 @@ impl Llama {
             None => self.rotary.at(past, t, &device),
         };
         let rotate = |x: Tensor<4>| rope.apply(x);
-        let mut x = embedding(self.embed_tokens.clone(), ids);
+        let mut x = self.embed_tokens.lookup(ids);
         let mask = attention_mask(t, past, pad, b, &device);
         for (i, layer) in self.layers.iter().enumerate() {
             let h = layer.input_layernorm.forward(x.clone());
@@ -83,6 +82,11 @@ impl Llama {
             x = x + layer.down_proj.forward(mlp);
         }
         let x = self.norm.forward(x);
-        super::fused::matmul(x.reshape([b * t, c.hidden_size]), self.lm_head.clone().unwrap_or_else(|| self.embed_tokens.clone().transpose())).reshape([b, t, c.vocab_size])
+        let x = x.reshape([b * t, c.hidden_size]);
+        match &self.lm_head {
+            Some(head) => super::fused::matmul(x, head.clone()),
+            None => self.embed_tokens.head(x),
+        }
+        .reshape([b, t, c.vocab_size])
     }
 }

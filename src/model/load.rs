@@ -330,6 +330,26 @@ impl<'a> Weights<'a> {
         Ok(Tensor::from_data(TensorData::new(self.values(key, &[n])?, [n]), &self.device))
     }
 
+    /// A weight a GGUF file stores in Q8_0 or Q6_K (`[rows, cols]`), and whether it stays so: on
+    /// the CPU engine it does; a GPU (f32 and 4-bit kernels only) takes its values in f32.
+    fn kept8(&self, key: &str, rows: usize, cols: usize) -> Result<Option<(&'a crate::quant::q8::Quant8, bool)>> {
+        let Some(&q) = self.packed8.get(key) else { return Ok(None) };
+        if q.shape != [rows, cols] {
+            return Err(Error::input(format!("tensor \"{key}\" has shape {:?} but config.json implies {:?}", q.shape, [rows, cols])));
+        }
+        Ok(Some((q, crate::device::is_cpu(&self.device))))
+    }
+
+    /// A token embedding `[V, C]`, kept in 8-bit codes where the file stores it so (`kept8`).
+    pub fn embedding(&self, key: &str, rows: usize, cols: usize) -> Result<super::layers::Embedding> {
+        use super::layers::Embedding;
+        Ok(match self.kept8(key, rows, cols)? {
+            Some((q, true)) => Embedding::Q8(std::sync::Arc::new(q.clone())),
+            Some((q, false)) => Embedding::Dense(Tensor::from_data(TensorData::new(q.dequantize(), [rows, cols]), &self.device)),
+            None => Embedding::Dense(self.tensor2(key, rows, cols)?),
+        })
+    }
+
     pub fn tensor2(&self, key: &str, rows: usize, cols: usize) -> Result<Tensor<2>> {
         Ok(Tensor::from_data(TensorData::new(self.values(key, &[rows, cols])?, [rows, cols]), &self.device))
     }
@@ -357,15 +377,11 @@ impl<'a> Weights<'a> {
         if let Some(q) = self.quant4(prefix, d_in, d_out)? {
             return Ok(Linear::quantized(q, self.bias(prefix, d_out, bias)?));
         }
-        let key = format!("{prefix}.weight");
-        if let Some(q) = self.packed8.get(key.as_str()) {
-            if q.shape != [d_out, d_in] {
-                return Err(Error::input(format!("tensor \"{key}\" has shape {:?} but config.json implies {:?}", q.shape, [d_out, d_in])));
-            }
-            let base = if crate::device::is_cpu(&self.device) {
-                Base::Q8(std::sync::Arc::new((*q).clone()))
+        if let Some((q, kept)) = self.kept8(&format!("{prefix}.weight"), d_out, d_in)? {
+            let base = if kept {
+                Base::Q8(std::sync::Arc::new(q.clone()))
             } else {
-                // The 8-bit kernels are the CPU engine's: on a GPU the weight is widened to f32.
+                // `[in, out]`, as every dense base is held.
                 Base::Dense(Tensor::from_data(TensorData::new(transpose(&q.dequantize(), d_out, d_in), [d_in, d_out]), &self.device))
             };
             return Ok(Linear { base, bias: self.bias(prefix, d_out, bias)?, adapters: Vec::new() });

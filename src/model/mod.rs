@@ -74,10 +74,13 @@ pub struct ModelSummary {
     /// Bytes of the weights as the engine holds them on the device (f32, and 4-bit buffers for
     /// quantized linear weights).
     pub base_bytes: usize,
-    /// `nf4` or `fp4` (with `+dq` for double quantization), or a GGUF file's `q4_0` or `q4_1`, when
-    /// the linear weights are 4-bit.
+    /// `nf4` or `fp4` (with `+dq` for double quantization), or a GGUF file's `q4_0`, `q4_1` or
+    /// `q4_k`, when the linear weights are 4-bit; a GGUF file's `q8_0` or `q6_k` when they are kept
+    /// in 8-bit codes.
     pub quantization: Option<String>,
     pub tied_embeddings: bool,
+    /// A GGUF file's `q8_0` or `q6_k` when the token embedding is kept in 8-bit codes.
+    pub embedding_quantization: Option<String>,
 }
 
 impl Model {
@@ -114,6 +117,7 @@ impl Model {
             base_bytes: base_bytes(&arch),
             quantization: None,
             tied_embeddings: config.tie_word_embeddings(),
+            embedding_quantization: None,
         };
         let source = Source {
             config: files.config.clone(),
@@ -135,6 +139,13 @@ impl Model {
             .quantization()
             .map(|q| format!("{}{}", q.quant_type.name(), if q.double_quant { "+dq" } else { "" }))
             .or_else(|| self.kept8_names());
+        self.summary.embedding_quantization = match &self.arch {
+            Arch::Llama(m) => match &m.embed_tokens {
+                layers::Embedding::Q8(q) => Some(q.kind.name().to_lowercase()),
+                layers::Embedding::Dense(_) => None,
+            },
+            Arch::Gpt2(_) => None,
+        };
     }
 
     /// Load a model folder natively.
@@ -390,6 +401,18 @@ impl Model {
         (!names.is_empty()).then(|| names.join("+"))
     }
 
+    /// Bits a parameter of the token embedding takes where it is kept in 8-bit codes (a GGUF
+    /// file's Q8_0 or Q6_K); `None` when it is f32.
+    pub fn embedding_bits(&self) -> Option<f64> {
+        match &self.arch {
+            Arch::Llama(m) => match &m.embed_tokens {
+                layers::Embedding::Q8(q) => Some(8.0 * q.storage_bytes() as f64 / q.numel() as f64),
+                layers::Embedding::Dense(_) => None,
+            },
+            Arch::Gpt2(_) => None,
+        }
+    }
+
     /// Bits a parameter of the linear weights kept in 8-bit codes takes (codes and scales), over
     /// the linear weights a LoRA run leaves frozen as they are; `None` when none is kept so.
     pub fn kept8_bits(&self) -> Option<f64> {
@@ -484,8 +507,9 @@ impl Model {
         Ok(count)
     }
 
-    /// Bring every 4-bit or 8-bit linear weight back to dense f32 (for full and partial
-    /// finetuning, which train the weights themselves). Returns how many were dequantized.
+    /// Bring every 4-bit or 8-bit linear weight, and a token embedding kept in 8-bit codes, back
+    /// to dense f32 (for full and partial finetuning, which train the weights themselves).
+    /// Returns how many were dequantized.
     pub fn dequantize_linears(&mut self) -> usize {
         let mut count = 0;
         for (_, linear) in self.arch.linears_mut() {
@@ -493,6 +517,12 @@ impl Model {
                 linear.base = layers::Base::Dense(linear.weight());
                 count += 1;
             }
+        }
+        if let Arch::Llama(m) = &mut self.arch
+            && let layers::Embedding::Q8(_) = &m.embed_tokens
+        {
+            m.embed_tokens = layers::Embedding::Dense(m.embed_tokens.weight(&self.device));
+            count += 1;
         }
         self.refresh_summary();
         count
@@ -609,7 +639,8 @@ fn count_parameters(arch: &Arch) -> usize {
                 })
                 .sum();
             let head = m.lm_head.as_ref().map_or(0, n);
-            n(&m.embed_tokens) + layers + m.config.hidden_size + head
+            let [v, c] = m.embed_tokens.dims();
+            v * c + layers + m.config.hidden_size + head
         }
     }
 }

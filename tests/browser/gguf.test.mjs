@@ -28,8 +28,9 @@ test('a GGUF model from this machine and a picked GGUF file load, generate and s
     await page.waitForSelector('#model-status:is([data-state=ready],[data-state=error])', { timeout: 60000 });
     assert.equal(await page.getAttribute('#model-status', 'data-state'), 'ready', await page.textContent('#error'));
     assert.match(await page.textContent('#model-summary'), /llama/);
-    // Its linear weights stay in Q8_0's 8-bit codes (the CPU engine's 8-bit kernel).
+    // Its linear weights and token embedding stay in Q8_0's 8-bit codes (the CPU engine's 8-bit kernel).
     assert.match(await page.textContent('#model-summary'), /linear weights in q8_0/);
+    assert.match(await page.textContent('#model-summary'), /kept in q8_0/);
     const q8 = reference.models['tiny-llama-Q8_0.gguf'];
     for (const g of q8.greedy) {
       const done = await send(page, 'generate', {

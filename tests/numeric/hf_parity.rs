@@ -41,6 +41,37 @@ fn eval_loss_matches_transformers_within_1e_4_for_every_architecture() {
     }
 }
 
+/// GGUF files in Q8_0 (tiny-qwen2's embedding is also its tied head): kept in 8-bit codes on the
+/// CPU engine, widened to f32 on a GPU; either way transformers' eval loss and greedy tokens.
+#[test]
+fn q8_0_gguf_files_match_transformers_kept_or_widened() {
+    use tinytune::model::layers::{Base, Embedding};
+    let device = device_under_test();
+    let reference: Value = serde_json::from_str(&std::fs::read_to_string(fixture("gguf/reference.json")).unwrap()).unwrap();
+    for name in ["tiny-llama-Q8_0.gguf", "tiny-qwen2-Q8_0.gguf"] {
+        let model = Model::load_dir(&fixture(&format!("gguf/{name}")), &device.device).unwrap();
+        let tinytune::model::Arch::Llama(llama) = &model.arch else { unreachable!("{name} is a Llama") };
+        let kept = model.arch.linears().iter().filter(|(_, l)| matches!(l.base, Base::Q8(_))).count();
+        if tinytune::device::is_cpu(&device.device) {
+            assert_eq!(kept, model.arch.linears().len(), "{name}: kept in 8-bit codes on the CPU engine");
+            assert!(matches!(llama.embed_tokens, Embedding::Q8(_)), "{name}");
+        } else {
+            assert_eq!(kept, 0, "{name}: widened to f32 on a GPU");
+            assert!(matches!(llama.embed_tokens, Embedding::Dense(_)), "{name}");
+        }
+        let want = &reference["models"][name];
+        let got = block_on(tinytune::eval::eval_loss(&model, &eval_texts(), 1024, |_, _| {})).unwrap();
+        let loss = want["eval"]["loss"].as_f64().unwrap();
+        assert_eq!(got.tokens as u64, want["eval"]["tokens"].as_u64().unwrap(), "{name}: predicted tokens");
+        assert!((got.loss - loss).abs() < 1e-4, "{name}: loss {} vs transformers {loss}", got.loss);
+        for g in want["greedy"].as_array().unwrap() {
+            let s = Sampling { max_new_tokens: reference["new_tokens"].as_u64().unwrap() as usize, temperature: 0.0, stop_at_eos: true, ..Sampling::default() };
+            let (new, _) = block_on(generate(&model, &ids(&g["prompt_ids"]), &s, |_, _| true)).unwrap();
+            assert_eq!(new, ids(&g["new_ids"]), "{name}: greedy after {}", g["prompt"]);
+        }
+    }
+}
+
 #[test]
 fn logits_match_transformers_within_1e_4_for_every_architecture() {
     let device = device_under_test();

@@ -240,13 +240,16 @@ pub(crate) fn pretrain(a: &PretrainArgs) -> tinytune::Result<()> {
 /// adapter.
 pub(crate) fn load_model(dir: &std::path::Path, adapter: Option<&std::path::Path>, quantize: Option<QuantConfig>, opened: &device::OpenedDevice) -> tinytune::Result<Model> {
     let mut model = Model::load_dir(dir, &opened.device)?;
+    let embedding = model.summary.embedding_quantization.as_ref().map(|e| format!(", the token embedding in {e}")).unwrap_or_default();
     if let Some(q) = model.quantization() {
         eprintln!(
-            "model: linear weights in {}{} ({:.1} MiB of weights on the device)",
+            "model: linear weights in {}{}{embedding} ({:.1} MiB of weights on the device)",
             q.quant_type.name(),
             if q.double_quant { " with double quantization" } else { "" },
             model.summary.base_bytes as f64 / 1048576.0
         );
+    } else if let Some(kept) = &model.summary.quantization {
+        eprintln!("model: linear weights in {kept}{embedding}, 8-bit codes as the file stores them ({:.1} MiB of weights)", model.summary.base_bytes as f64 / 1048576.0);
     }
     if let Some(q) = quantize {
         let n = block_on(model.quantize_linears(q))?;
