@@ -16,7 +16,8 @@ pub enum Base {
     /// transformers does); dequantized when used, never kept in f32.
     Quant(crate::quant::Q4Tensor),
     /// `[out, in]` in 8-bit codes with a scale a block (a GGUF file's Q8_0 or Q6_K weight), held on
-    /// the host for the CPU engine; dequantized for many rows, read a byte a value for few.
+    /// the host for the CPU engine; dequantized for many rows, read a byte a value for few
+    /// (`quant::q8::linear`, whose backward pass keeps only the codes).
     Q8(crate::quant::q8::Q8Weight),
 }
 
@@ -89,7 +90,7 @@ impl Linear {
             Base::Dense(w) => super::fused::matmul(x2.clone(), w.clone()),
             // A few rows (decoding) go through the fused kernel; more dequantize for one matmul.
             Base::Quant(q) => q.linear(x2.clone(), b * t <= crate::quant::kernels::FUSED_MAX_ROWS),
-            Base::Q8(q) => q8_linear(q, x2.clone()),
+            Base::Q8(q) => crate::quant::q8::linear(q, x2.clone()),
         };
         if let Some(bias) = &self.bias {
             y = y + bias.clone().unsqueeze::<2>();
@@ -155,7 +156,7 @@ impl Embedding {
     pub fn head(&self, x: Tensor<2>) -> Tensor<2> {
         match self {
             Embedding::Dense(t) => super::fused::matmul(x, t.clone().transpose()),
-            Embedding::Q8(q) => q8_linear(q, x),
+            Embedding::Q8(q) => crate::quant::q8::linear(q, x),
         }
     }
 
@@ -166,24 +167,6 @@ impl Embedding {
             Embedding::Q8(q) => Tensor::from_data(TensorData::new(q.dequantize(), q.shape), device),
         }
     }
-}
-
-/// `x [N, in] · Wᵀ` for an 8-bit W: decoding's few rows, read untracked on the CPU engine, by
-/// `Quant8::product` (a byte a value read); otherwise W dequantized for one matmul (a constant, so
-/// autodiff gives x its gradient through it).
-fn q8_linear(q: &crate::quant::q8::Quant8, x: Tensor<2>) -> Tensor<2> {
-    let [n, _] = x.dims();
-    let device = x.device();
-    if n <= tinytune_kernels::Q4_MAX_ROWS
-        && !x.is_require_grad()
-        && let Ok(f) = x.clone().inner().try_into_primitive::<burn::backend::Flex>()
-        && let Some(values) = crate::blas::flex_f32(&f)
-    {
-        let y = q.product(&values, n);
-        return Tensor::from_data(TensorData::new(y, [n, q.shape[0]]), &device);
-    }
-    let w = Tensor::<2>::from_data(TensorData::new(q.dequantize(), q.shape), &device);
-    super::fused::matmul(x, w.transpose())
 }
 
 #[derive(Clone, Debug)]

@@ -14,6 +14,14 @@
 
 use std::sync::Arc;
 
+use burn::backend::autodiff::checkpoint::{base::Checkpointer, strategy::CheckpointStrategy};
+use burn::backend::autodiff::grads::Gradients;
+use burn::backend::autodiff::ops::{Backward, Ops, OpsKind, unary};
+use burn::backend::ops::FloatTensorOps;
+use burn::backend::tensor::FloatTensor;
+use burn::backend::wgpu::CubeBackend;
+use burn::backend::{Autodiff, Backend, Dispatch, Flex, backend_extension};
+use burn::tensor::TensorData;
 use tinytune_kernels::Q8View;
 
 /// Which GGUF type a `Quant8` came from.
@@ -199,6 +207,84 @@ impl Quant8 {
 /// A kept 8-bit weight as a linear layer's base holds it (shared, never copied).
 pub type Q8Weight = Arc<Quant8>;
 
+/// The linear map over an 8-bit weight, as a burn backend extension so that autodiff keeps only
+/// the shared codes for the backward pass (`∂L/∂x = ∂L/∂y · W`, W dequantized again there), as
+/// the 4-bit ops do: no f32 copy of a frozen weight outlives the product that used it.
+#[backend_extension(Cube, Flex, Autodiff)]
+pub trait Q8Ops: Backend {
+    /// `x [N, cols] → x · Wᵀ [N, rows]`.
+    fn q8_linear(x: FloatTensor<Self>, w: Q8Weight) -> FloatTensor<Self>;
+    /// `grad [N, rows] → grad · W [N, cols]`.
+    fn q8_linear_grad(grad: FloatTensor<Self>, w: Q8Weight) -> FloatTensor<Self>;
+}
+
+/// W `[rows, cols]` in f32 as the CPU engine's tensor.
+fn flex_dequant(w: &Quant8) -> FloatTensor<Flex> {
+    Flex::float_from_data(TensorData::new(w.dequantize(), w.shape), &Default::default())
+}
+
+impl Q8Ops for Flex {
+    fn q8_linear(x: FloatTensor<Self>, w: Q8Weight) -> FloatTensor<Self> {
+        let [n, cols] = burn::backend::TensorMetadata::shape(&x).dims::<2>();
+        // Decoding's few rows: a byte a value read, no f32 copy of W written.
+        if n > 0 && n <= tinytune_kernels::Q4_MAX_ROWS && cols == w.shape[1] && let Some(values) = crate::blas::flex_f32(&x) {
+            let y = w.product(&values, n);
+            return Flex::float_from_data(TensorData::new(y, [n, w.shape[0]]), &Default::default());
+        }
+        crate::blas::flex_matmul(x, Flex::float_transpose(flex_dequant(&w)))
+    }
+    fn q8_linear_grad(grad: FloatTensor<Self>, w: Q8Weight) -> FloatTensor<Self> {
+        crate::blas::flex_matmul(grad, flex_dequant(&w))
+    }
+}
+
+/// A GPU's weights are widened at load (`model::load`); should an 8-bit one reach a GPU all the
+/// same, it is dequantized on the host and uploaded for each product.
+impl Q8Ops for CubeBackend {
+    fn q8_linear(x: FloatTensor<Self>, w: Q8Weight) -> FloatTensor<Self> {
+        let device = x.device.clone();
+        let wt = Self::float_from_data(TensorData::new(w.dequantize(), w.shape), &device);
+        Self::float_matmul(x, Self::float_transpose(wt))
+    }
+    fn q8_linear_grad(grad: FloatTensor<Self>, w: Q8Weight) -> FloatTensor<Self> {
+        let device = grad.device.clone();
+        Self::float_matmul(grad, Self::float_from_data(TensorData::new(w.dequantize(), w.shape), &device))
+    }
+}
+
+impl<B: Backend + Q8Ops, C: CheckpointStrategy> Q8Ops for Autodiff<B, C> {
+    fn q8_linear(x: FloatTensor<Self>, w: Q8Weight) -> FloatTensor<Self> {
+        #[derive(Debug)]
+        struct Q8Linear;
+
+        impl<B: Backend + Q8Ops> Backward<B, 1> for Q8Linear {
+            type State = Q8Weight;
+
+            fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _checkpointer: &mut Checkpointer) {
+                let w = ops.state;
+                unary::<B, _>(ops.parents, ops.node, grads, |grad| B::q8_linear_grad(grad, w));
+            }
+        }
+
+        let node = x.node();
+        let out = B::q8_linear(x.into_primitive(), w.clone());
+        match Q8Linear.prepare::<C>([node]).compute_bound().stateful() {
+            OpsKind::Tracked(prep) => prep.finish(w, out),
+            OpsKind::UnTracked(prep) => prep.finish(out),
+        }
+    }
+
+    fn q8_linear_grad(grad: FloatTensor<Self>, w: Q8Weight) -> FloatTensor<Self> {
+        // Only the backward pass above calls this, on the inner backend.
+        <Self as burn::backend::AutodiffBackend>::from_inner(B::q8_linear_grad(grad.into_primitive(), w))
+    }
+}
+
+/// `x [N, cols] · Wᵀ` → `[N, rows]` through whichever backend `x` lives on, with its gradient to `x`.
+pub fn linear(w: &Q8Weight, x: burn::tensor::Tensor<2>) -> burn::tensor::Tensor<2> {
+    burn::tensor::Tensor::from_dispatch(<Dispatch as Q8Ops>::q8_linear(x.into_dispatch(), w.clone()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -279,6 +365,34 @@ mod tests {
             let g = q.gather_rows(&order).dequantize();
             assert_eq!(&g[..cols], &w[(rows - 1) * cols..]);
             assert_eq!(&g[(rows - 1) * cols..], &w[..cols]);
+        }
+    }
+
+    #[test]
+    fn the_linear_map_and_its_gradient_equal_a_dense_weight_s() {
+        // Few rows (decoding's kernel in the forward pass) and many (dequantized for one matmul),
+        // under autodiff: the product and ∂L/∂x as x · Wᵀ over the dequantized W gives them.
+        use burn::tensor::Tensor;
+        let device = burn::tensor::Device::flex().autodiff();
+        let (rows, cols) = (48, 96);
+        let w = std::sync::Arc::new(Quant8::quantize_q8_0_matrix(&noise(rows * cols, 11), [rows, cols]).unwrap());
+        let dense = Tensor::<2>::from_data(TensorData::new(w.dequantize(), [rows, cols]), &device);
+        for n in [3, 40] {
+            let x0 = Tensor::<2>::from_data(TensorData::new(noise(n * cols, 12), [n, cols]), &device);
+            let r = Tensor::<2>::from_data(TensorData::new(noise(n * rows, 13), [n, rows]), &device);
+            let run = |kept: bool| {
+                let x = x0.clone().detach().require_grad();
+                let y = if kept { linear(&w, x.clone()) } else { x.clone().matmul(dense.clone().transpose()) };
+                let grads = (y.clone() * r.clone()).sum().backward();
+                let read = |t: Tensor<2>| t.into_data().try_to_vec::<f32>().unwrap();
+                (read(y), read(x.grad(&grads).unwrap().into()))
+            };
+            let (kept, want) = (run(true), run(false));
+            assert_eq!((kept.0.len(), kept.1.len()), (n * rows, n * cols));
+            for (what, a, b) in [("product", &kept.0, &want.0), ("gradient", &kept.1, &want.1)] {
+                let worst = a.iter().zip(b.iter()).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+                assert!(worst <= 1e-4, "{n} rows: the {what} strays {worst} from the dense weight's");
+            }
         }
     }
 }
