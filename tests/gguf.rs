@@ -182,6 +182,28 @@ fn q8_0_weights_stay_in_8_bit_codes_as_gguf_py_quantized_them() {
 }
 
 #[test]
+fn q5_0_and_q5_1_weights_stay_in_8_bit_codes_with_gguf_py_s_values() {
+    use tinytune::model::layers::Base;
+    for (kind, bits) in [("Q5_0", 9.0), ("Q5_1", 10.0)] {
+        let path = fixture(&format!("gguf/tiny-llama-{kind}.gguf"));
+        let file = std::fs::read(&path).unwrap();
+        let g = Gguf::parse(&file).unwrap();
+        let model = Model::load_dir(&path, &burn::tensor::Device::flex()).unwrap();
+        assert!(model.arch.linears().iter().all(|(_, l)| matches!(&l.base, Base::Q8(q) if q.kind.name() == kind)), "{kind}");
+        assert_eq!(model.summary.quantization.as_deref(), Some(kind.to_lowercase().as_str()));
+        assert_eq!(model.kept8_bits(), Some(bits), "{kind}: a byte a code, an f32 scale (and term) a block of 32");
+        // The values the layers hold are gguf-py's (saved as float weights).
+        let files = block_on(model.save_files()).unwrap();
+        let (_, weights) = files.iter().find(|(n, _)| n == "model.safetensors").unwrap();
+        let st = safetensors::SafeTensors::deserialize(weights).unwrap();
+        let t = g.tensor("blk.0.ffn_gate.weight").unwrap();
+        assert_eq!(t.type_name(), kind);
+        let want: Vec<u8> = dequantize(t, &file).unwrap().iter().flat_map(|v| v.to_le_bytes()).collect();
+        assert_eq!(st.tensor("model.layers.0.mlp.gate_proj.weight").unwrap().data(), &want[..], "{kind}: saved gate_proj");
+    }
+}
+
+#[test]
 fn an_adapter_merged_into_a_q4_1_or_q8_0_base_is_quantized_again_in_its_format() {
     // PEFT's merge into a bitsandbytes base quantizes W₀ + ΔW again; into a GGUF file's Q4_1
     // base it is Q4_1 again, into a Q8_0 one Q8_0 (gguf-py's quantization, checked above against
@@ -248,17 +270,29 @@ fn k_quants_dequantize_as_gguf_py_does_bit_for_bit() {
             seen.push("kept");
         }
         if let Some(k8) = tinytune::quant::q8::Kind8::of_gguf(kind) {
-            // Kept in 8-bit codes (Q6_K): the same values from `Quant8`.
+            // Kept in 8-bit codes (Q2_K, Q3_K, Q5_K, Q6_K): the same values from `Quant8`, and from
+            // the kernels' reading of its codes, scales and terms.
             let q = tinytune::quant::q8::Quant8::from_gguf(k8, &bytes[t.start..t.start + t.bytes], [t.dims[1] as usize, t.dims[0] as usize]).unwrap();
-            let first = q.dequantize().iter().zip(&want).position(|(a, b)| a.to_bits() != b.to_bits());
-            assert!(first.is_none(), "{kind} kept in 8-bit codes: value {first:?} differs from gguf-py's");
-            assert!(q.codes.iter().all(|c| (-32..32).contains(c)), "{kind}: codes outside Q6_K's −32…31");
+            let mut read = vec![0f32; q.numel()];
+            tinytune_kernels::q8_dequant(q.view(), 0, &mut read);
+            for (how, got) in [("Quant8", q.dequantize()), ("q8_dequant", read)] {
+                let first = got.iter().zip(&want).position(|(a, b)| a.to_bits() != b.to_bits());
+                assert!(first.is_none(), "{kind} kept in 8-bit codes ({how}): value {first:?} differs from gguf-py's");
+            }
+            let codes = match kind {
+                "Q6_K" => -32..32,
+                "Q5_K" => 0..32,
+                "Q3_K" => -4..4,
+                _ => 0..4,
+            };
+            assert!(q.codes.iter().all(|c| codes.contains(c)), "{kind}: codes outside {codes:?}");
+            assert_eq!(q.terms.is_some(), kind == "Q5_K" || kind == "Q2_K", "{kind}: a term a block");
             seen.push("kept8");
         }
         seen.push(kind);
     }
     seen.sort();
-    assert_eq!(seen, ["Q2_K", "Q3_K", "Q4_K", "Q5_K", "Q6_K", "kept", "kept8"]);
+    assert_eq!(seen, ["Q2_K", "Q3_K", "Q4_K", "Q5_K", "Q6_K", "kept", "kept8", "kept8", "kept8", "kept8"]);
 }
 
 #[test]

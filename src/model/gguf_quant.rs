@@ -30,13 +30,12 @@ pub fn dequantize(t: &TensorInfo, file: &[u8]) -> Result<Vec<f32>> {
 }
 
 fn dequantize_block(kind: &str, b: &[u8], out: &mut [f32]) {
+    // The types kept in 8-bit codes: their one decoder (`quant::q8`), checked bit for bit against
+    // gguf-py's values (tests/gguf.rs).
+    if let Some(k) = crate::quant::q8::Kind8::of_gguf(kind) {
+        return crate::quant::q8::dequantize_block(k, b, out);
+    }
     match kind {
-        "Q8_0" => {
-            let d = f16(&b[0..2]);
-            for i in 0..32 {
-                out[i] = (b[2 + i] as i8) as f32 * d;
-            }
-        }
         "Q4_0" | "Q4_1" => {
             let d = f16(&b[0..2]);
             let (m, qs) = if kind == "Q4_1" { (Some(f16(&b[2..4])), &b[4..20]) } else { (None, &b[2..18]) };
@@ -48,50 +47,10 @@ fn dequantize_block(kind: &str, b: &[u8], out: &mut [f32]) {
                 };
             }
         }
-        "Q5_0" | "Q5_1" => {
-            let d = f16(&b[0..2]);
-            let (m, rest) = if kind == "Q5_1" { (Some(f16(&b[2..4])), &b[4..]) } else { (None, &b[2..]) };
-            let qh = u32::from_le_bytes([rest[0], rest[1], rest[2], rest[3]]);
-            let qs = &rest[4..20];
-            for e in 0..32 {
-                let low = (qs[e % 16] >> (4 * (e / 16))) & 0x0F;
-                let q = low | ((((qh >> e) & 1) as u8) << 4);
-                out[e] = match m {
-                    Some(m) => d * q as f32 + m,
-                    None => d * ((q as i8 - 16) as f32),
-                };
-            }
-        }
-        "Q2_K" => {
-            let (scales, qs) = (&b[0..16], &b[16..80]);
-            let (d, dmin) = (f16(&b[80..82]), f16(&b[82..84]));
-            for e in 0..256 {
-                let j = e / 16;
-                let dl = d * (scales[j] & 0x0F) as f32;
-                let ml = dmin * (scales[j] >> 4) as f32;
-                let q = (qs[(e / 128) * 32 + e % 32] >> (2 * ((e % 128) / 32))) & 3;
-                out[e] = dl * q as f32 - ml;
-            }
-        }
-        "Q3_K" => {
-            let (hmask, qs, sc) = (&b[0..32], &b[32..96], &b[96..108]);
-            let d = f16(&b[108..110]);
-            let scale = |i: usize| -> f32 {
-                let low = (sc[i % 8] >> (4 * (i / 8))) & 0x0F;
-                let high = (sc[8 + i % 4] >> (2 * (i / 4))) & 0x03;
-                ((low | (high << 4)) as i8 - 32) as f32
-            };
-            for e in 0..256 {
-                let dl = d * scale(e / 16);
-                let ql = ((qs[(e / 128) * 32 + e % 32] >> (2 * ((e % 128) / 32))) & 3) as i8;
-                let qh = ((hmask[e % 32] >> (e / 32)) & 1) ^ 1;
-                out[e] = dl * (ql - (qh << 2) as i8) as f32;
-            }
-        }
-        "Q4_K" | "Q5_K" => {
+        "Q4_K" => {
             let (d, dmin) = (f16(&b[0..2]), f16(&b[2..4]));
             let s = &b[4..16];
-            let (qh, qs) = if kind == "Q5_K" { (Some(&b[16..48]), &b[48..176]) } else { (None, &b[16..144]) };
+            let qs = &b[16..144];
             let (mut sc, mut mn) = ([0u8; 8], [0u8; 8]);
             for j in 0..4 {
                 sc[j] = s[j] & 0x3F;
@@ -101,25 +60,10 @@ fn dequantize_block(kind: &str, b: &[u8], out: &mut [f32]) {
             }
             for e in 0..256 {
                 let sub = e / 32;
-                let mut q = (qs[(sub / 2) * 32 + e % 32] >> (4 * (sub % 2))) & 0x0F;
-                if let Some(qh) = qh {
-                    q |= ((qh[e % 32] >> sub) & 1) << 4;
-                }
+                let q = (qs[(sub / 2) * 32 + e % 32] >> (4 * (sub % 2))) & 0x0F;
                 let dl = d * sc[sub] as f32;
                 let ml = dmin * mn[sub] as f32;
                 out[e] = dl * q as f32 - ml;
-            }
-        }
-        "Q6_K" => {
-            let (ql, qh, scales) = (&b[0..128], &b[128..192], &b[192..208]);
-            let d = f16(&b[208..210]);
-            for e in 0..256 {
-                let g = e / 128;
-                let low = (ql[g * 64 + e % 64] >> (4 * ((e % 128) / 64))) & 0x0F;
-                let high = (qh[g * 32 + e % 32] >> (2 * ((e % 128) / 32))) & 0x03;
-                let q = ((low | (high << 4)) as i8 - 32) as f32;
-                let dl = d * (scales[e / 16] as i8) as f32;
-                out[e] = dl * q;
             }
         }
         _ => unreachable!("every block type is listed in TYPES"),

@@ -1,16 +1,21 @@
-//! GGUF's 8-bit-code formats kept as a GGUF file stores them, rather than widened to f32: Q8_0
-//! (`d · q`, blocks of 32, q in −127…127) and Q6_K (`(d · sc) · q` for each block of 16 of a
-//! super-block of 256, q in −32…31). Both are an i8 code times an f32 scale a block, one rounding,
-//! which is how gguf-py's `dequantize` forms them (Q6_K's `d · sc` is exact in f32: an f16 times
-//! an i8). So every value is bit for bit what `model::gguf::dequantize` gives, at 9 bits a value
-//! (Q8_0) or 10 (Q6_K) in memory instead of 32.
+//! GGUF's formats of 5 to 8 bits (and Q3_K, Q2_K) kept as a GGUF file stores them, in 8-bit codes
+//! rather than widened to f32: Q8_0 (`d · q`, blocks of 32), Q6_K (`(d · sc) · q`, blocks of 16),
+//! Q5_0 (`d · (q − 16)`), Q5_1 (`d · q + m`), Q5_K (`(d · sc) · q − dmin · m`, blocks of 32),
+//! Q3_K (`(d · sc) · q`, blocks of 16) and Q2_K (`(d · sc) · q − dmin · m`, blocks of 16). Each is
+//! an i8 code times an f32 scale a block, plus a term a block where the format has one; the scale
+//! and term products (an f16 times a small integer) are exact in f32, so `code · scale (+ term)`
+//! rounds exactly as gguf-py's `dequantize` does: every value is bit for bit its value. In memory
+//! that is 9 bits a value for blocks of 32 (10 with a term), 10 for blocks of 16 (12 with a term),
+//! instead of 32.
 //!
 //! These weights live on the host and run on the CPU engine (natively and in the page): decoding's
 //! few rows by `tinytune_kernels::q8_rows`, which reads a byte a value; more rows (a prompt,
-//! training) by dequantizing for one matmul, as 4-bit weights do. A model loaded onto a GPU gets
-//! them widened to f32 at load (`model::load`). Merging an adapter into such a weight quantizes
-//! the result again by gguf-py's Q8_0 rule (`quantize_q8_0`), Q6_K ones included (a finer grid
-//! than Q6_K's, whose 6-bit scales are llama.cpp's search); saving writes float weights.
+//! training) by dequantizing for one matmul, as 4-bit weights do, through `Q8Ops`, whose backward
+//! pass keeps only the codes. A model loaded onto a GPU gets them widened to f32 at load
+//! (`model::load`). Merging an adapter into such a weight quantizes the result again by gguf-py's
+//! Q8_0 rule (`quantize_q8_0`), whatever the type it came in (gguf-py has no quantizer for the
+//! K-quants, whose scales are llama.cpp's search; Q8_0's grid is as fine as any of them); saving
+//! writes float weights.
 
 use std::sync::Arc;
 
@@ -29,6 +34,11 @@ use tinytune_kernels::Q8View;
 pub enum Kind8 {
     Q8_0,
     Q6K,
+    Q5_0,
+    Q5_1,
+    Q5K,
+    Q3K,
+    Q2K,
 }
 
 impl Kind8 {
@@ -37,33 +47,53 @@ impl Kind8 {
         match self {
             Kind8::Q8_0 => "Q8_0",
             Kind8::Q6K => "Q6_K",
+            Kind8::Q5_0 => "Q5_0",
+            Kind8::Q5_1 => "Q5_1",
+            Kind8::Q5K => "Q5_K",
+            Kind8::Q3K => "Q3_K",
+            Kind8::Q2K => "Q2_K",
         }
     }
-    /// The kept type of a GGUF tensor type's name, if it is one kept in 8-bit codes.
+    /// The kept type of a GGUF tensor type's name, if it is one kept in 8-bit codes (Q4_0, Q4_1
+    /// and Q4_K stay in 4 bits instead: `quant::gguf4`).
     pub fn of_gguf(ggml_name: &str) -> Option<Kind8> {
-        match ggml_name {
-            "Q8_0" => Some(Kind8::Q8_0),
-            "Q6_K" => Some(Kind8::Q6K),
-            _ => None,
-        }
+        [Kind8::Q8_0, Kind8::Q6K, Kind8::Q5_0, Kind8::Q5_1, Kind8::Q5K, Kind8::Q3K, Kind8::Q2K].into_iter().find(|k| k.name() == ggml_name)
     }
-    /// Values a scale covers.
+    /// Values a scale (and term) covers.
     pub fn block(self) -> usize {
         match self {
-            Kind8::Q8_0 => 32,
-            Kind8::Q6K => 16,
+            Kind8::Q8_0 | Kind8::Q5_0 | Kind8::Q5_1 | Kind8::Q5K => 32,
+            Kind8::Q6K | Kind8::Q3K | Kind8::Q2K => 16,
+        }
+    }
+    /// Whether a block has a term added after the product.
+    pub fn has_terms(self) -> bool {
+        matches!(self, Kind8::Q5_1 | Kind8::Q5K | Kind8::Q2K)
+    }
+    /// Values and bytes of one of the file's blocks.
+    fn file_block(self) -> (usize, usize) {
+        match self {
+            Kind8::Q8_0 => (32, 34),
+            Kind8::Q5_0 => (32, 22),
+            Kind8::Q5_1 => (32, 24),
+            Kind8::Q6K => (256, 210),
+            Kind8::Q5K => (256, 176),
+            Kind8::Q3K => (256, 110),
+            Kind8::Q2K => (256, 84),
         }
     }
 }
 
 /// A matrix `[rows, cols]` of i8 codes, row by row, and an f32 scale a block of `kind.block()`
-/// values along a row: value `e` is `codes[e] · scales[e / block]`.
+/// values along a row (with a term a block for Q5_1, Q5_K and Q2_K): value `e` is
+/// `codes[e] · scales[b]` (`+ terms[b]`), `b = e / block`.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Quant8 {
     pub kind: Kind8,
     pub shape: [usize; 2],
     pub codes: Vec<i8>,
     pub scales: Vec<f32>,
+    pub terms: Option<Vec<f32>>,
 }
 
 fn f16(b: &[u8]) -> f32 {
@@ -91,15 +121,101 @@ pub fn quantize_q8_0(values: &[f32]) -> Vec<u8> {
     out
 }
 
+/// One of the file's blocks `b` into codes, scales and terms (`−dmin·m` for the K-quants, so that
+/// the value `code · scale + term` is gguf-py's `dl · q − ml` exactly). The bit layouts are
+/// gguf-py's `dequantize_blocks`; every scale product here (an f16 times a small integer) is exact
+/// in f32, so each value keeps gguf-py's roundings.
+fn decode_block(kind: Kind8, b: &[u8], codes: &mut Vec<i8>, scales: &mut Vec<f32>, terms: &mut Vec<f32>) {
+    match kind {
+        Kind8::Q8_0 => {
+            scales.push(f16(&b[0..2]));
+            codes.extend(b[2..34].iter().map(|&q| q as i8));
+        }
+        Kind8::Q5_0 | Kind8::Q5_1 => {
+            let d = f16(&b[0..2]);
+            let (rest, offset) = if kind == Kind8::Q5_1 {
+                terms.push(f16(&b[2..4]));
+                (&b[4..], 0)
+            } else {
+                (&b[2..], 16)
+            };
+            scales.push(d);
+            let qh = u32::from_le_bytes([rest[0], rest[1], rest[2], rest[3]]);
+            let qs = &rest[4..20];
+            codes.extend((0..32).map(|e| {
+                let low = (qs[e % 16] >> (4 * (e / 16))) & 0x0F;
+                (low | ((((qh >> e) & 1) as u8) << 4)) as i8 - offset
+            }));
+        }
+        Kind8::Q2K => {
+            let (sc, qs) = (&b[0..16], &b[16..80]);
+            let (d, dmin) = (f16(&b[80..82]), f16(&b[82..84]));
+            scales.extend(sc.iter().map(|&s| d * (s & 0x0F) as f32));
+            terms.extend(sc.iter().map(|&s| -(dmin * (s >> 4) as f32)));
+            codes.extend((0..256).map(|e| ((qs[(e / 128) * 32 + e % 32] >> (2 * ((e % 128) / 32))) & 3) as i8));
+        }
+        Kind8::Q3K => {
+            let (hmask, qs, sc) = (&b[0..32], &b[32..96], &b[96..108]);
+            let d = f16(&b[108..110]);
+            scales.extend((0..16).map(|i| {
+                let low = (sc[i % 8] >> (4 * (i / 8))) & 0x0F;
+                let high = (sc[8 + i % 4] >> (2 * (i / 4))) & 0x03;
+                d * ((low | (high << 4)) as i8 - 32) as f32
+            }));
+            codes.extend((0..256).map(|e| {
+                let ql = ((qs[(e / 128) * 32 + e % 32] >> (2 * ((e % 128) / 32))) & 3) as i8;
+                let qh = ((hmask[e % 32] >> (e / 32)) & 1) ^ 1;
+                ql - (qh << 2) as i8
+            }));
+        }
+        Kind8::Q5K => {
+            let (d, dmin) = (f16(&b[0..2]), f16(&b[2..4]));
+            let (s, qh, qs) = (&b[4..16], &b[16..48], &b[48..176]);
+            for j in 0..8 {
+                let (sc, mn) = if j < 4 {
+                    (s[j] & 0x3F, s[4 + j] & 0x3F)
+                } else {
+                    ((s[4 + j] & 0x0F) | ((s[j - 4] >> 2) & 0x30), (s[4 + j] >> 4) | ((s[j] >> 2) & 0x30))
+                };
+                scales.push(d * sc as f32);
+                terms.push(-(dmin * mn as f32));
+            }
+            codes.extend((0..256).map(|e| {
+                let sub = e / 32;
+                let low = (qs[(sub / 2) * 32 + e % 32] >> (4 * (sub % 2))) & 0x0F;
+                (low | (((qh[e % 32] >> sub) & 1) << 4)) as i8
+            }));
+        }
+        Kind8::Q6K => {
+            let (ql, qh, sc) = (&b[0..128], &b[128..192], &b[192..208]);
+            let d = f16(&b[208..210]);
+            scales.extend(sc.iter().map(|&s| d * (s as i8) as f32));
+            codes.extend((0..256).map(|e| {
+                let g = e / 128;
+                let low = (ql[g * 64 + e % 64] >> (4 * ((e % 128) / 64))) & 0x0F;
+                let high = (qh[g * 32 + e % 32] >> (2 * ((e % 128) / 32))) & 0x03;
+                (low | (high << 4)) as i8 - 32
+            }));
+        }
+    }
+}
+
+/// The values of one of the file's blocks of `kind` (`model::gguf::dequantize` for these types).
+pub fn dequantize_block(kind: Kind8, b: &[u8], out: &mut [f32]) {
+    let (mut codes, mut scales, mut terms) = (Vec::new(), Vec::new(), Vec::new());
+    decode_block(kind, b, &mut codes, &mut scales, &mut terms);
+    let block = kind.block();
+    for (e, (o, &c)) in out.iter_mut().zip(&codes).enumerate() {
+        *o = if kind.has_terms() { c as f32 * scales[e / block] + terms[e / block] } else { c as f32 * scales[e / block] };
+    }
+}
+
 impl Quant8 {
-    /// A GGUF tensor's data (`[rows, cols]`, rows of whole blocks): the codes as stored (Q6_K's
-    /// six bits put together and moved to −32…31), the scales widened once.
+    /// A GGUF tensor's data (`[rows, cols]`, rows of whole blocks): the codes as stored (moved to
+    /// signed values where the format subtracts an offset), the scales and terms widened once.
     pub fn from_gguf(kind: Kind8, data: &[u8], shape: [usize; 2]) -> crate::Result<Quant8> {
         let n = shape[0] * shape[1];
-        let (values, size) = match kind {
-            Kind8::Q8_0 => (32, 34),
-            Kind8::Q6K => (256, 210),
-        };
+        let (values, size) = kind.file_block();
         if shape[1] % values != 0 || data.len() != n / values * size {
             return Err(crate::Error::input(format!(
                 "a {} tensor of shape {shape:?} should hold rows of whole blocks of {values} ({} bytes), not {} bytes",
@@ -110,26 +226,11 @@ impl Quant8 {
         }
         let mut codes = Vec::with_capacity(n);
         let mut scales = Vec::with_capacity(n / kind.block());
+        let mut terms = Vec::with_capacity(if kind.has_terms() { n / kind.block() } else { 0 });
         for b in data.chunks_exact(size) {
-            match kind {
-                Kind8::Q8_0 => {
-                    scales.push(f16(&b[0..2]));
-                    codes.extend(b[2..34].iter().map(|&q| q as i8));
-                }
-                Kind8::Q6K => {
-                    let (ql, qh, sc) = (&b[0..128], &b[128..192], &b[192..208]);
-                    let d = f16(&b[208..210]);
-                    scales.extend(sc.iter().map(|&s| d * (s as i8) as f32));
-                    codes.extend((0..256).map(|e| {
-                        let g = e / 128;
-                        let low = (ql[g * 64 + e % 64] >> (4 * ((e % 128) / 64))) & 0x0F;
-                        let high = (qh[g * 32 + e % 32] >> (2 * ((e % 128) / 32))) & 0x03;
-                        (low | (high << 4)) as i8 - 32
-                    }));
-                }
-            }
+            decode_block(kind, b, &mut codes, &mut scales, &mut terms);
         }
-        Ok(Quant8 { kind, shape, codes, scales })
+        Ok(Quant8 { kind, shape, codes, scales, terms: kind.has_terms().then_some(terms) })
     }
 
     /// `values` (`[out, in]`, rows of whole blocks of 32) quantized by gguf-py's Q8_0 rule.
@@ -148,13 +249,13 @@ impl Quant8 {
         self.shape[0] * self.shape[1]
     }
 
-    /// Bytes held: a byte a code and 4 a scale.
+    /// Bytes held: a byte a code, 4 a scale and 4 a term.
     pub fn storage_bytes(&self) -> usize {
-        self.codes.len() + 4 * self.scales.len()
+        self.codes.len() + 4 * self.scales.len() + 4 * self.terms.as_ref().map_or(0, Vec::len)
     }
 
     pub fn view(&self) -> Q8View<'_> {
-        Q8View { codes: &self.codes, scales: &self.scales, block: self.kind.block(), rows: self.shape[0], cols: self.shape[1] }
+        Q8View { codes: &self.codes, scales: &self.scales, terms: self.terms.as_deref(), block: self.kind.block(), rows: self.shape[0], cols: self.shape[1] }
     }
 
     /// The f32 matrix `[rows, cols]`, bit for bit gguf-py's values; natively in parts on the team.
@@ -200,6 +301,7 @@ impl Quant8 {
             shape: [order.len(), cols],
             codes: order.iter().flat_map(|&r| self.codes[r * cols..(r + 1) * cols].iter().copied()).collect(),
             scales: order.iter().flat_map(|&r| self.scales[r * per..(r + 1) * per].iter().copied()).collect(),
+            terms: self.terms.as_ref().map(|t| order.iter().flat_map(|&r| t[r * per..(r + 1) * per].iter().copied()).collect()),
         }
     }
 }
@@ -298,30 +400,35 @@ mod tests {
     #[test]
     fn the_8_bit_products_equal_f64_sums_and_the_values_are_code_times_scale() {
         // Blocks of 32 (Q8_0) and 16 (Q6_K), a block that is not a multiple of the lanes, parts
-        // of the rows from an offset, several rows of x.
+        // of the rows from an offset, several rows of x; with a term a block (Q5_1, the K-quants) and without.
         for (rows, cols, block) in [(24, 64, 32), (7, 48, 16), (4, 32, 16), (5, 30, 10), (9, 1376, 32), (3, 256, 64)] {
             let codes: Vec<i8> = noise(rows * cols, 1).iter().map(|v| (v * 255.0) as i8).collect();
             let scales: Vec<f32> = noise(rows * cols / block, 2).iter().map(|v| v.abs() * 0.01 + 1e-4).collect();
-            let q = Q8View { codes: &codes, scales: &scales, block, rows, cols };
-            let w: Vec<f32> = (0..rows * cols).map(|e| codes[e] as f32 * scales[e / block]).collect();
-            let mut all = vec![f32::NAN; rows * cols];
-            q8_dequant(q, 0, &mut all);
-            assert_eq!(all.iter().map(|v| v.to_bits()).collect::<Vec<_>>(), w.iter().map(|v| v.to_bits()).collect::<Vec<_>>());
-            let mut part = vec![f32::NAN; cols + 3];
-            q8_dequant(q, block - 1, &mut part);
-            assert_eq!(part, w[block - 1..block + 2 + cols]);
-            for m in [1, 3] {
-                let x = noise(m * cols, 3);
-                for r0 in [0, rows / 3] {
-                    let mut out = vec![f32::NAN; (rows - r0) * m];
-                    q8_rows(q, &x, m, r0, &mut out);
-                    for r in r0..rows {
-                        for i in 0..m {
-                            let terms = (0..cols).map(|c| x[i * cols + c] as f64 * w[r * cols + c] as f64);
-                            let size: f64 = terms.clone().map(f64::abs).sum();
-                            let want: f64 = terms.sum();
-                            let got = out[(r - r0) * m + i] as f64;
-                            assert!((got - want).abs() <= 1e-6 * (1.0 + size), "{rows}×{cols}/{block}, {m} rows: x{i}·w{r} is {got}, not {want}");
+            let terms: Vec<f32> = noise(rows * cols / block, 3).iter().map(|v| v * 0.01).collect();
+            for with_terms in [false, true] {
+                let q = Q8View { codes: &codes, scales: &scales, terms: with_terms.then_some(&terms[..]), block, rows, cols };
+                let w: Vec<f32> = (0..rows * cols)
+                    .map(|e| if with_terms { codes[e] as f32 * scales[e / block] + terms[e / block] } else { codes[e] as f32 * scales[e / block] })
+                    .collect();
+                let mut all = vec![f32::NAN; rows * cols];
+                q8_dequant(q, 0, &mut all);
+                assert_eq!(all.iter().map(|v| v.to_bits()).collect::<Vec<_>>(), w.iter().map(|v| v.to_bits()).collect::<Vec<_>>());
+                let mut part = vec![f32::NAN; cols + 3];
+                q8_dequant(q, block - 1, &mut part);
+                assert_eq!(part, w[block - 1..block + 2 + cols]);
+                for m in [1, 3] {
+                    let x = noise(m * cols, 3);
+                    for r0 in [0, rows / 3] {
+                        let mut out = vec![f32::NAN; (rows - r0) * m];
+                        q8_rows(q, &x, m, r0, &mut out);
+                        for r in r0..rows {
+                            for i in 0..m {
+                                let terms = (0..cols).map(|c| x[i * cols + c] as f64 * w[r * cols + c] as f64);
+                                let size: f64 = terms.clone().map(f64::abs).sum();
+                                let want: f64 = terms.sum();
+                                let got = out[(r - r0) * m + i] as f64;
+                                assert!((got - want).abs() <= 1e-6 * (1.0 + size), "{rows}×{cols}/{block} terms {with_terms}, {m} rows: x{i}·w{r} is {got}, not {want}");
+                            }
                         }
                     }
                 }
