@@ -104,9 +104,10 @@ pub struct RunShape {
     /// codes (a GGUF file's Q8_0 or Q6_K): what LoRA over it holds. Full and partial finetuning
     /// widen them to f32, and QLoRA stores them in 4 bits.
     pub kept8_bits: Option<f64>,
-    /// Bits a parameter of a token embedding kept in 8-bit codes (GGUF) takes, for the methods
-    /// that leave it frozen as it is (LoRA, QLoRA, DPO); full and partial finetuning widen it.
-    pub embedding_bits: Option<f64>,
+    /// Bytes a token embedding and an untied output head kept in 8-bit codes (GGUF) save against
+    /// f32, for the methods that leave them frozen as they are (LoRA, QLoRA, DPO); full and
+    /// partial finetuning widen them.
+    pub kept8_saved: Option<f64>,
 }
 
 impl RunShape {
@@ -123,7 +124,7 @@ impl RunShape {
             nf4: model.quantization().is_some(),
             quant_bits: model.linear_bits().unwrap_or(NF4_BITS),
             kept8_bits: model.kept8_bits(),
-            embedding_bits: model.embedding_bits(),
+            kept8_saved: model.kept8_saved_bytes(),
         }
     }
 }
@@ -168,8 +169,8 @@ pub fn predict(shape: &ModelShape, run: &RunShape) -> Parts {
     } else {
         frozen as f64 * F32
     };
-    let weights = match run.embedding_bits {
-        Some(bits) if run.method.is_adapter() => weights - (shape.vocab * shape.hidden) as f64 * (F32 - bits / 8.0),
+    let weights = match run.kept8_saved {
+        Some(saved) if run.method.is_adapter() => weights - saved,
         _ => weights,
     };
     let per_block_modules = if layers > 0 { adapted.len() as f64 / layers as f64 } else { 0.0 };
@@ -401,7 +402,7 @@ mod tests {
     }
 
     fn run(method: Method) -> RunShape {
-        RunShape { method, rank: 2, targets: Targets::All("all-linear".into()), partial_layers: 1, optimizer: Optimizer::Adamw, batch: 2, seq: 4, nf4: false, quant_bits: NF4_BITS, kept8_bits: None, embedding_bits: None }
+        RunShape { method, rank: 2, targets: Targets::All("all-linear".into()), partial_layers: 1, optimizer: Optimizer::Adamw, batch: 2, seq: 4, nf4: false, quant_bits: NF4_BITS, kept8_bits: None, kept8_saved: None }
     }
 
     #[test]

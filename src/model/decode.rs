@@ -267,7 +267,7 @@ impl Plan {
             })
             .collect::<Option<Vec<_>>>()?;
         let head = match &m.lm_head {
-            Some(h) => Some(Lin::new(&Linear::new(h.clone(), None))?),
+            Some(h) => Some(Lin::new(h)?),
             None => None,
         };
         let embed = match &m.embed_tokens {

@@ -49,16 +49,20 @@ impl Model {
         (!names.is_empty()).then(|| names.join("+"))
     }
 
-    /// Bits a parameter of the token embedding takes where it is kept in 8-bit codes (a GGUF
-    /// file's Q8_0 or Q6_K); `None` when it is f32.
-    pub fn embedding_bits(&self) -> Option<f64> {
-        match &self.arch {
-            Arch::Llama(m) => match &m.embed_tokens {
-                layers::Embedding::Q8(q) => Some(8.0 * q.storage_bytes() as f64 / q.numel() as f64),
-                layers::Embedding::Dense(_) => None,
-            },
-            Arch::Gpt2(_) => None,
-        }
+    /// The bytes the token embedding and an untied output head save, where a GGUF file's 8-bit
+    /// codes keep them (against f32); `None` when both are f32.
+    pub fn kept8_saved_bytes(&self) -> Option<f64> {
+        let Arch::Llama(m) = &self.arch else { return None };
+        let embed = match &m.embed_tokens {
+            layers::Embedding::Q8(q) => Some(q.as_ref()),
+            layers::Embedding::Dense(_) => None,
+        };
+        let head = m.lm_head.as_ref().and_then(|h| match &h.base {
+            layers::Base::Q8(q) => Some(q.as_ref()),
+            _ => None,
+        });
+        let saved: usize = embed.into_iter().chain(head).map(|q| 4 * q.numel() - q.storage_bytes()).sum();
+        (saved > 0).then_some(saved as f64)
     }
 
     /// Bits a parameter of the linear weights kept in 8-bit codes takes (codes and scales), over
@@ -120,7 +124,10 @@ impl Model {
             }
         }
         let head = match &mut self.arch {
-            Arch::Llama(l) => l.lm_head.as_mut(),
+            Arch::Llama(l) => l.lm_head.as_mut().and_then(|h| match &mut h.base {
+                layers::Base::Dense(w) => Some(w),
+                _ => None,
+            }),
             Arch::Gpt2(g) => g.lm_head.as_mut(),
         };
         count += head.map_or(0, bf16);
@@ -166,11 +173,15 @@ impl Model {
                 count += 1;
             }
         }
-        if let Arch::Llama(m) = &mut self.arch
-            && let layers::Embedding::Q8(_) = &m.embed_tokens
-        {
-            m.embed_tokens = layers::Embedding::Dense(m.embed_tokens.weight(&self.device));
-            count += 1;
+        if let Arch::Llama(m) = &mut self.arch {
+            if let layers::Embedding::Q8(_) = &m.embed_tokens {
+                m.embed_tokens = layers::Embedding::Dense(m.embed_tokens.weight(&self.device));
+                count += 1;
+            }
+            if let Some(head) = m.lm_head.as_mut().filter(|h| h.is_quantized()) {
+                head.base = layers::Base::Dense(head.weight());
+                count += 1;
+            }
         }
         self.refresh_summary();
         count

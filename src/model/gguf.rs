@@ -442,8 +442,8 @@ pub fn to_model_files(file: &[u8]) -> Result<super::load::ModelFiles> {
     let (tokenizer, tokenizer_config) = super::gguf_tokenizer::tokenizer_files(&g, &tokens)?;
 
     // The weights as f32 safetensors under transformers' names; a Llama-family model's linear
-    // weights in Q4_0, Q4_1 or Q4_K stay in 4 bits (`packed`), and those and the token embedding in
-    // Q8_0 or Q6_K in 8-bit codes (`packed8`), as the file stores them.
+    // weights in Q4_0, Q4_1 or Q4_K stay in 4 bits (`packed`); those, the token embedding and the
+    // output head in the other quantized types in 8-bit codes (`packed8`), as the file stores them.
     let mut tensors = Vec::with_capacity(g.tensors.len());
     let mut packed = Vec::new();
     let mut packed8 = Vec::new();
@@ -467,7 +467,7 @@ pub fn to_model_files(file: &[u8]) -> Result<super::load::ModelFiles> {
             continue;
         }
         let kept8 = crate::quant::q8::Kind8::of_gguf(t.type_name())
-            .filter(|_| arch != "gpt2" && ((name.starts_with("model.layers.") && name.ends_with("_proj.weight")) || name == "model.embed_tokens.weight"));
+            .filter(|_| arch != "gpt2" && ((name.starts_with("model.layers.") && name.ends_with("_proj.weight")) || name == "model.embed_tokens.weight" || name == "lm_head.weight"));
         if let (Some(kind), &[rows, cols]) = (kept8, &shape[..]) {
             let mut q = crate::quant::q8::Quant8::from_gguf(kind, &file[t.start..t.start + t.bytes], [rows, cols])
                 .map_err(|e| Error::input(format!("GGUF tensor {}: {e}", t.name)))?;

@@ -79,7 +79,8 @@ pub(super) fn llama(w: &Weights, c: &LlamaConfig) -> Result<super::llama::Llama>
         })
         .collect::<Result<Vec<_>>>()?;
     let lm_head = if w.contains("lm_head.weight") && !c.tie_word_embeddings {
-        Some(w.dense_linear("lm_head", e, v)?)
+        // Kept in 8-bit codes where a GGUF file stores it so (`Weights::linear`).
+        Some(w.linear("lm_head", e, v, false)?)
     } else if c.tie_word_embeddings {
         None
     } else {
@@ -161,7 +162,7 @@ pub(super) fn checkpoint_tensors(arch: &super::Arch) -> Vec<(String, Saved)> {
             }
             out.push(("model.norm.weight".into(), Vector(m.norm.weight.clone())));
             if let Some(h) = &m.lm_head {
-                out.push(("lm_head.weight".into(), Transposed(h.clone())));
+                linear(&mut out, "lm_head".into(), h, false);
             }
         }
     }
@@ -239,7 +240,7 @@ pub(super) fn weights_mut(arch: &mut super::Arch, from_layer: Option<usize>) -> 
                     },
                 ));
                 if let Some(h) = &mut m.lm_head {
-                    out.push(("lm_head.weight".into(), Matrix(h)));
+                    lin(&mut out, "lm_head".into(), h);
                 }
             }
             for (i, l) in m.layers.iter_mut().enumerate().filter(|(i, _)| keep(*i)) {

@@ -27,8 +27,9 @@ pub struct Llama {
     pub embed_tokens: Embedding,
     pub layers: Vec<Layer>,
     pub norm: RmsNorm,
-    /// `[C, V]`; `None` when tied: the head is then `embed_tokensᵀ`.
-    pub lm_head: Option<Tensor<2>>,
+    /// `C → V`, a linear map with no bias and no adapters: `[C, V]` dense, or `[V, C]` in 8-bit
+    /// codes as a GGUF file stores it; `None` when tied: the head is then `embed_tokensᵀ`.
+    pub lm_head: Option<Linear>,
     pub(crate) rotary: Rotary,
 }
 
@@ -38,7 +39,7 @@ impl Llama {
         embed_tokens: Embedding,
         layers: Vec<Layer>,
         norm: RmsNorm,
-        lm_head: Option<Tensor<2>>,
+        lm_head: Option<Linear>,
     ) -> Self {
         let rotary = Rotary::new(config.head_dim(), config.rope_theta);
         Llama { config, embed_tokens, layers, norm, lm_head, rotary }
@@ -82,11 +83,9 @@ impl Llama {
             x = x + layer.down_proj.forward(mlp);
         }
         let x = self.norm.forward(x);
-        let x = x.reshape([b * t, c.hidden_size]);
         match &self.lm_head {
-            Some(head) => super::fused::matmul(x, head.clone()),
-            None => self.embed_tokens.head(x),
+            Some(head) => head.forward(x),
+            None => self.embed_tokens.head(x.reshape([b * t, c.hidden_size])).reshape([b, t, c.vocab_size]),
         }
-        .reshape([b, t, c.vocab_size])
     }
 }

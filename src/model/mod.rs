@@ -80,7 +80,8 @@ pub struct ModelSummary {
     /// in 8-bit codes.
     pub quantization: Option<String>,
     pub tied_embeddings: bool,
-    /// A GGUF file's `q8_0` or `q6_k` when the token embedding is kept in 8-bit codes.
+    /// A GGUF file's `q8_0`, `q6_k`, ... when the token embedding is kept in 8-bit codes, and what
+    /// an untied output head is kept in (`q8_0, the output head too`).
     pub embedding_quantization: Option<String>,
 }
 
@@ -141,10 +142,23 @@ impl Model {
             .map(|q| format!("{}{}", q.quant_type.name(), if q.double_quant { "+dq" } else { "" }))
             .or_else(|| self.kept8_names());
         self.summary.embedding_quantization = match &self.arch {
-            Arch::Llama(m) => match &m.embed_tokens {
-                layers::Embedding::Q8(q) => Some(q.kind.name().to_lowercase()),
-                layers::Embedding::Dense(_) => None,
-            },
+            Arch::Llama(m) => {
+                let embed = match &m.embed_tokens {
+                    layers::Embedding::Q8(q) => Some(q.kind.name().to_lowercase()),
+                    layers::Embedding::Dense(_) => None,
+                };
+                let head = m.lm_head.as_ref().and_then(|h| match &h.base {
+                    layers::Base::Q8(q) => Some(q.kind.name().to_lowercase()),
+                    _ => None,
+                });
+                match (embed, head) {
+                    (Some(e), Some(h)) if e == h => Some(format!("{e}, the output head too")),
+                    (Some(e), Some(h)) => Some(format!("{e}, the output head in {h}")),
+                    (Some(e), None) => Some(e),
+                    (None, Some(h)) => Some(format!("f32, the output head in {h}")),
+                    (None, None) => None,
+                }
+            }
             Arch::Gpt2(_) => None,
         };
     }
@@ -471,7 +485,7 @@ fn count_parameters(arch: &Arch) -> usize {
                             .sum::<usize>()
                 })
                 .sum();
-            let head = m.lm_head.as_ref().map_or(0, n);
+            let head = m.lm_head.as_ref().map_or(0, lin);
             let [v, c] = m.embed_tokens.dims();
             v * c + layers + m.config.hidden_size + head
         }

@@ -73,7 +73,7 @@ pub fn memory_calculator(config: &str, batch: usize, seq: usize, rank: usize, ta
         nf4: false,
         quant_bits: crate::inspect::memory::NF4_BITS,
         kept8_bits: None,
-        embedding_bits: None,
+        kept8_saved: None,
     };
     let a = calculator::Assumptions { bf16_activations, checkpointing };
     let rows = calculator::table(&cfg, &run, a).map_err(js_err)?;

@@ -52,12 +52,17 @@ fn q8_0_gguf_files_match_transformers_kept_or_widened() {
         let model = Model::load_dir(&fixture(&format!("gguf/{name}")), &device.device).unwrap();
         let tinytune::model::Arch::Llama(llama) = &model.arch else { unreachable!("{name} is a Llama") };
         let kept = model.arch.linears().iter().filter(|(_, l)| matches!(l.base, Base::Q8(_))).count();
-        if tinytune::device::is_cpu(&device.device) {
+        let cpu = tinytune::device::is_cpu(&device.device);
+        if cpu {
             assert_eq!(kept, model.arch.linears().len(), "{name}: kept in 8-bit codes on the CPU engine");
             assert!(matches!(llama.embed_tokens, Embedding::Q8(_)), "{name}");
         } else {
             assert_eq!(kept, 0, "{name}: widened to f32 on a GPU");
             assert!(matches!(llama.embed_tokens, Embedding::Dense(_)), "{name}");
+        }
+        // tiny-llama's untied output head (tiny-qwen2's is its embedding).
+        if let Some(head) = &llama.lm_head {
+            assert_eq!(matches!(head.base, Base::Q8(_)), cpu, "{name}: the output head");
         }
         let want = &reference["models"][name];
         let got = block_on(tinytune::eval::eval_loss(&model, &eval_texts(), 1024, |_, _| {})).unwrap();

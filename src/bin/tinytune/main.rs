@@ -252,7 +252,7 @@ fn run(command: Command) -> tinytune::Result<()> {
                 nf4: false,
                 quant_bits: tinytune::inspect::memory::NF4_BITS,
                 kept8_bits: None,
-                embedding_bits: None,
+                kept8_saved: None,
             };
             let a = calculator::Assumptions { bf16_activations, checkpointing };
             let rows = calculator::table(&cfg, &run, a)?;
