@@ -32,11 +32,11 @@ async fn rebase(linear: &crate::model::layers::Linear, w: Tensor<2>, path: &str)
             Base::Quant(crate::quant::Q4Tensor::new(&requant, &device))
         }
         // Kept in 8-bit codes (GGUF): quantized again by gguf-py's Q8_0 rule (`quant::q8`).
-        Base::Q8(_) => {
+        Base::Q8(q) => {
             let [d_in, d_out] = w.dims();
             let values = crate::model::read_f32(w.transpose()).await?;
             let requant = crate::quant::q8::Quant8::quantize_q8_0_matrix(&values, [d_out, d_in]).map_err(|e| Error::input(format!("{path}: {e}")))?;
-            Base::Q8(std::sync::Arc::new(requant))
+            Base::Q8(crate::quant::q8::Q8Weight::new(requant, &q.device))
         }
     })
 }

@@ -452,7 +452,7 @@ mod tests {
             }
             let values = l.weight().transpose().into_data().try_to_vec::<f32>().unwrap();
             let q = crate::quant::q8::Quant8::quantize_q8_0_matrix(&values, [n, k]).unwrap();
-            l.base = crate::model::layers::Base::Q8(std::sync::Arc::new(q));
+            l.base = crate::model::layers::Base::Q8(crate::quant::q8::Q8Weight::new(q, &device));
             let noise = |shape: [usize; 2], seed: u64| {
                 let mut rng = crate::rng::Rng::new(seed);
                 let values: Vec<f32> = (0..shape[0] * shape[1]).map(|_| (rng.next_f64() - 0.5) as f32 * 0.2).collect();

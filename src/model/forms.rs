@@ -54,11 +54,11 @@ impl Model {
     pub fn kept8_saved_bytes(&self) -> Option<f64> {
         let Arch::Llama(m) = &self.arch else { return None };
         let embed = match &m.embed_tokens {
-            layers::Embedding::Q8(q) => Some(q.as_ref()),
+            layers::Embedding::Q8(q) => Some(&*q.codes),
             layers::Embedding::Dense(_) => None,
         };
         let head = m.lm_head.as_ref().and_then(|h| match &h.base {
-            layers::Base::Q8(q) => Some(q.as_ref()),
+            layers::Base::Q8(q) => Some(&*q.codes),
             _ => None,
         });
         let saved: usize = embed.into_iter().chain(head).map(|q| 4 * q.numel() - q.storage_bytes()).sum();
@@ -175,7 +175,7 @@ impl Model {
         }
         if let Arch::Llama(m) = &mut self.arch {
             if let layers::Embedding::Q8(_) = &m.embed_tokens {
-                m.embed_tokens = layers::Embedding::Dense(m.embed_tokens.weight(&self.device));
+                m.embed_tokens = layers::Embedding::Dense(m.embed_tokens.weight());
                 count += 1;
             }
             if let Some(head) = m.lm_head.as_mut().filter(|h| h.is_quantized()) {

@@ -60,16 +60,16 @@ impl Linear {
         match &self.base {
             Base::Dense(w) => w.clone(),
             Base::Quant(q) => q.dequantize().transpose(),
-            Base::Q8(q) => Tensor::<2>::from_data(TensorData::new(q.dequantize(), q.shape), &self.device()).transpose(),
+            Base::Q8(q) => q.tensor().transpose(),
         }
     }
 
-    /// The device the layer's tensors are on (the CPU engine's for an 8-bit base, which holds none).
+    /// The device the layer's tensors are on.
     pub fn device(&self) -> Device {
         match &self.base {
             Base::Dense(w) => w.device(),
             Base::Quant(q) => q.words.device(),
-            Base::Q8(_) => self.bias.as_ref().map_or_else(Device::flex, |b| b.device()),
+            Base::Q8(q) => q.device.clone(),
         }
     }
 
@@ -161,10 +161,10 @@ impl Embedding {
     }
 
     /// The table in f32 `[V, C]` (for saving, inspection and full finetuning).
-    pub fn weight(&self, device: &Device) -> Tensor<2> {
+    pub fn weight(&self) -> Tensor<2> {
         match self {
             Embedding::Dense(t) => t.clone(),
-            Embedding::Q8(q) => Tensor::from_data(TensorData::new(q.dequantize(), q.shape), device),
+            Embedding::Q8(q) => q.tensor(),
         }
     }
 }

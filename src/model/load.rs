@@ -344,7 +344,7 @@ impl<'a> Weights<'a> {
     pub fn embedding(&self, key: &str, rows: usize, cols: usize) -> Result<super::layers::Embedding> {
         use super::layers::Embedding;
         Ok(match self.kept8(key, rows, cols)? {
-            Some((q, true)) => Embedding::Q8(std::sync::Arc::new(q.clone())),
+            Some((q, true)) => Embedding::Q8(crate::quant::q8::Q8Weight::new(q.clone(), &self.device)),
             Some((q, false)) => Embedding::Dense(Tensor::from_data(TensorData::new(q.dequantize(), [rows, cols]), &self.device)),
             None => Embedding::Dense(self.tensor2(key, rows, cols)?),
         })
@@ -379,7 +379,7 @@ impl<'a> Weights<'a> {
         }
         if let Some((q, kept)) = self.kept8(&format!("{prefix}.weight"), d_out, d_in)? {
             let base = if kept {
-                Base::Q8(std::sync::Arc::new(q.clone()))
+                Base::Q8(crate::quant::q8::Q8Weight::new(q.clone(), &self.device))
             } else {
                 // `[in, out]`, as every dense base is held.
                 Base::Dense(Tensor::from_data(TensorData::new(transpose(&q.dequantize(), d_out, d_in), [d_in, d_out]), &self.device))

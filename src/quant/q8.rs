@@ -306,8 +306,31 @@ impl Quant8 {
     }
 }
 
-/// A kept 8-bit weight as a linear layer's base holds it (shared, never copied).
-pub type Q8Weight = Arc<Quant8>;
+/// A kept 8-bit weight as a layer holds it: the codes shared (never copied), and the device the
+/// model's tensors live on (the CPU engine's, with or without autodiff), where its f32 values go
+/// when it is widened or read as a tensor.
+#[derive(Clone, Debug)]
+pub struct Q8Weight {
+    pub codes: Arc<Quant8>,
+    pub device: burn::tensor::Device,
+}
+
+impl Q8Weight {
+    pub fn new(q: Quant8, device: &burn::tensor::Device) -> Q8Weight {
+        Q8Weight { codes: Arc::new(q), device: device.clone() }
+    }
+    /// The f32 matrix `[rows, cols]` as a tensor on the model's device.
+    pub fn tensor(&self) -> burn::tensor::Tensor<2> {
+        burn::tensor::Tensor::from_data(TensorData::new(self.dequantize(), self.shape), &self.device)
+    }
+}
+
+impl std::ops::Deref for Q8Weight {
+    type Target = Quant8;
+    fn deref(&self) -> &Quant8 {
+        &self.codes
+    }
+}
 
 /// The linear map over an 8-bit weight, as a burn backend extension so that autodiff keeps only
 /// the shared codes for the backward pass (`∂L/∂x = ∂L/∂y · W`, W dequantized again there), as
