@@ -505,7 +505,7 @@ mod tests {
         use burn::tensor::Tensor;
         let device = burn::tensor::Device::flex().autodiff();
         let (rows, cols) = (48, 96);
-        let w = std::sync::Arc::new(Quant8::quantize_q8_0_matrix(&noise(rows * cols, 11), [rows, cols]).unwrap());
+        let w = Q8Weight::new(Quant8::quantize_q8_0_matrix(&noise(rows * cols, 11), [rows, cols]).unwrap(), &device);
         let dense = Tensor::<2>::from_data(TensorData::new(w.dequantize(), [rows, cols]), &device);
         for n in [3, 40] {
             let x0 = Tensor::<2>::from_data(TensorData::new(noise(n * cols, 12), [n, cols]), &device);
