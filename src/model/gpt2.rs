@@ -58,7 +58,18 @@ fn activation(name: &str, x: Tensor<3>) -> Tensor<3> {
 
 impl Gpt2 {
     /// ids `[B, T]` → logits `[B, T, V]`. With a cache, positions continue after what it holds.
-    pub fn forward(&self, ids: Tensor<2, Int>, mut cache: Option<&mut KvCache>, pad: Option<&[Vec<bool>]>) -> Tensor<3> {
+    pub fn forward(&self, ids: Tensor<2, Int>, cache: Option<&mut KvCache>, pad: Option<&[Vec<bool>]>) -> Tensor<3> {
+        let [b, t] = ids.dims();
+        self.head(self.hidden(ids, cache, pad).reshape([b * t, self.config.n_embd])).reshape([b, t, self.config.vocab_size])
+    }
+
+    /// The output head: the final norm's rows `[N, C]` → logits `[N, V]`.
+    pub fn head(&self, x: Tensor<2>) -> Tensor<2> {
+        super::fused::matmul(x, self.lm_head.clone().unwrap_or_else(|| self.wte.clone().transpose()))
+    }
+
+    /// ids `[B, T]` → the final norm's output `[B, T, C]`, what the head reads.
+    pub fn hidden(&self, ids: Tensor<2, Int>, mut cache: Option<&mut KvCache>, pad: Option<&[Vec<bool>]>) -> Tensor<3> {
         let [b, t] = ids.dims();
         let c = self.config.n_embd;
         let past = cache.as_ref().map_or(0, |k| k.len());
@@ -89,7 +100,6 @@ impl Gpt2 {
             let h = block.ln_2.forward(x.clone());
             x = x + block.mlp_c_proj.forward(activation(&self.config.activation_function, block.c_fc.forward(h)));
         }
-        let x = self.ln_f.forward(x);
-        super::fused::matmul(x.reshape([b * t, c]), self.lm_head.clone().unwrap_or_else(|| self.wte.clone().transpose())).reshape([b, t, self.config.vocab_size])
+        self.ln_f.forward(x)
     }
 }

@@ -55,7 +55,22 @@ impl Llama {
     }
 
     /// ids `[B, T]` → logits `[B, T, V]`. With a cache, positions continue after what it holds.
-    pub fn forward(&self, ids: Tensor<2, Int>, mut cache: Option<&mut KvCache>, pad: Option<&[Vec<bool>]>) -> Tensor<3> {
+    pub fn forward(&self, ids: Tensor<2, Int>, cache: Option<&mut KvCache>, pad: Option<&[Vec<bool>]>) -> Tensor<3> {
+        let [b, t] = ids.dims();
+        self.head(self.hidden(ids, cache, pad).reshape([b * t, self.config.hidden_size])).reshape([b, t, self.config.vocab_size])
+    }
+
+    /// The output head: the final norm's rows `[N, C]` → logits `[N, V]`.
+    pub fn head(&self, x: Tensor<2>) -> Tensor<2> {
+        let [n, c] = x.dims();
+        match &self.lm_head {
+            Some(head) => head.forward(x.reshape([1, n, c])).reshape([n, self.config.vocab_size]),
+            None => self.embed_tokens.head(x),
+        }
+    }
+
+    /// ids `[B, T]` → the final norm's output `[B, T, C]`, what the head reads.
+    pub fn hidden(&self, ids: Tensor<2, Int>, mut cache: Option<&mut KvCache>, pad: Option<&[Vec<bool>]>) -> Tensor<3> {
         let [b, t] = ids.dims();
         let c = &self.config;
         let past = cache.as_ref().map_or(0, |k| k.len());
@@ -82,10 +97,6 @@ impl Llama {
             let mlp = super::fused::silu_mul(layer.gate_proj.forward(h.clone()), layer.up_proj.forward(h));
             x = x + layer.down_proj.forward(mlp);
         }
-        let x = self.norm.forward(x);
-        match &self.lm_head {
-            Some(head) => head.forward(x),
-            None => self.embed_tokens.head(x.reshape([b * t, c.hidden_size])).reshape([b, t, c.vocab_size]),
-        }
+        self.norm.forward(x)
     }
 }

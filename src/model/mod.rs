@@ -202,6 +202,23 @@ impl Model {
         }
     }
 
+    /// ids `[B, T]` → the final norm's output `[B, T, C]`: `forward` without the output head, for
+    /// a loss that needs only some rows' logits (`head`).
+    pub fn hidden(&self, ids: Tensor<2, Int>, cache: Option<&mut KvCache>, pad: Option<&[Vec<bool>]>) -> Tensor<3> {
+        match &self.arch {
+            Arch::Gpt2(m) => m.hidden(ids, cache, pad),
+            Arch::Llama(m) => m.hidden(ids, cache, pad),
+        }
+    }
+
+    /// The output head: rows `[N, C]` of `hidden` → logits `[N, V]`, as `forward` computes them.
+    pub fn head(&self, x: Tensor<2>) -> Tensor<2> {
+        match &self.arch {
+            Arch::Gpt2(m) => m.head(x),
+            Arch::Llama(m) => m.head(x),
+        }
+    }
+
     /// Token ids from outside (a caller, the page, a file) checked before they reach the model:
     /// at least one, at most the context, each below the vocabulary size. An id past the
     /// embedding table would otherwise read out of bounds on the GPU or panic on the CPU.
