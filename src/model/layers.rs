@@ -54,22 +54,13 @@ impl Linear {
         matches!(self.base, Base::Quant(_) | Base::Q8(_))
     }
 
-    /// The base weight as f32 `[in, out]`, dequantized when it is stored in 4 bits. For
+    /// The base weight as f32 `[in, out]`, dequantized when it is stored in 4 bits or 8-bit codes. For
     /// merging and inspection; the forward pass never forms it for a 4-bit base.
     pub fn weight(&self) -> Tensor<2> {
         match &self.base {
             Base::Dense(w) => w.clone(),
             Base::Quant(q) => q.dequantize().transpose(),
             Base::Q8(q) => q.tensor().transpose(),
-        }
-    }
-
-    /// The device the layer's tensors are on.
-    pub fn device(&self) -> Device {
-        match &self.base {
-            Base::Dense(w) => w.device(),
-            Base::Quant(q) => q.words.device(),
-            Base::Q8(q) => q.device.clone(),
         }
     }
 
@@ -115,8 +106,9 @@ impl Linear {
     }
 }
 
-/// A token embedding `[V, C]`: dense, or in 8-bit codes as a GGUF file stores it (Q8_0, Q6_K; the
-/// CPU engine only). A tied output head is its transpose either way.
+/// A token embedding `[V, C]`: dense, or in 8-bit codes as a GGUF file stores it (Q8_0, Q6_K and
+/// the other types `quant::q8` keeps; the CPU engine only). A tied output head is its transpose
+/// either way.
 #[derive(Clone, Debug)]
 pub enum Embedding {
     Dense(Tensor<2>),
