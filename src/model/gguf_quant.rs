@@ -13,6 +13,11 @@ fn f16(b: &[u8]) -> f32 {
 pub fn dequantize(t: &TensorInfo, file: &[u8]) -> Result<Vec<f32>> {
     let data = &file[t.start..t.start + t.bytes];
     let (name, block, block_bytes) = type_info(t.ggml_type)?;
+    // The types kept in 8-bit codes: their one decoder (`quant::q8`), over the whole tensor at once
+    // (in parts on the team), checked bit for bit against gguf-py's values (tests/gguf.rs).
+    if let Some(kind) = crate::quant::q8::Kind8::of_gguf(name) {
+        return Ok(crate::quant::q8::Quant8::from_gguf(kind, data, [1, data.len() / block_bytes * block])?.dequantize());
+    }
     let mut out = Vec::with_capacity(t.elements());
     match name {
         "F32" => out.extend(data.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))),
@@ -30,11 +35,6 @@ pub fn dequantize(t: &TensorInfo, file: &[u8]) -> Result<Vec<f32>> {
 }
 
 fn dequantize_block(kind: &str, b: &[u8], out: &mut [f32]) {
-    // The types kept in 8-bit codes: their one decoder (`quant::q8`), checked bit for bit against
-    // gguf-py's values (tests/gguf.rs).
-    if let Some(k) = crate::quant::q8::Kind8::of_gguf(kind) {
-        return crate::quant::q8::dequantize_block(k, b, out);
-    }
     match kind {
         "Q4_0" | "Q4_1" => {
             let d = f16(&b[0..2]);

@@ -200,16 +200,6 @@ fn decode_block(kind: Kind8, b: &[u8], codes: &mut Vec<i8>, scales: &mut Vec<f32
     }
 }
 
-/// The values of one of the file's blocks of `kind` (`model::gguf::dequantize` for these types).
-pub fn dequantize_block(kind: Kind8, b: &[u8], out: &mut [f32]) {
-    let (mut codes, mut scales, mut terms) = (Vec::new(), Vec::new(), Vec::new());
-    decode_block(kind, b, &mut codes, &mut scales, &mut terms);
-    let block = kind.block();
-    for (e, (o, &c)) in out.iter_mut().zip(&codes).enumerate() {
-        *o = if kind.has_terms() { c as f32 * scales[e / block] + terms[e / block] } else { c as f32 * scales[e / block] };
-    }
-}
-
 impl Quant8 {
     /// A GGUF tensor's data (`[rows, cols]`, rows of whole blocks): the codes as stored (moved to
     /// signed values where the format subtracts an offset), the scales and terms widened once.

@@ -37,7 +37,6 @@ pub fn weighted_target_logps(model: &Model, batch: &Batch) -> Result<Tensor<2>> 
     if b == 0 || t == 0 {
         return Err(Error::input("an empty batch"));
     }
-    let v = model.config.vocab_size();
     let device = &model.device;
     // On a GPU, a few lengths compiled once rather than a new one nearly every step (`gpu_length`).
     let padded;
@@ -74,7 +73,6 @@ pub fn weighted_target_logps(model: &Model, batch: &Batch) -> Result<Tensor<2>> 
     // log_softmax over the vocabulary and the target's entry, one fused op (one pass a row on
     // the CPU engine instead of a dozen over the whole [rows, vocab] matrix).
     let logits = model.head(hidden);
-    debug_assert_eq!(logits.dims()[1], v);
     let logp = crate::model::fused::target_logprobs(logits, targets) * weights;
     Ok(match rows {
         // The rows without a loss are zeros, as their weight made them before.
